@@ -1,0 +1,114 @@
+"""Settings: the one place the service reads its environment.
+
+Every other module receives a ``Settings`` instance; nothing reads ``os.environ``
+on its own (except prometheus_client, which reads ``PROMETHEUS_MULTIPROC_DIR``
+at import time and must therefore be set before Python starts).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SCOPES = ("predict", "monitor", "admin")
+Scope = Literal["predict", "monitor", "admin"]
+
+
+class Settings(BaseSettings):
+    """Service configuration, from ``ML_*`` environment variables (and the guide's three names)."""
+
+    model_config = SettingsConfigDict(env_prefix="ML_", extra="ignore", populate_by_name=True)
+
+    # The guide names these three without a uniform prefix; keep its names.
+    database_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("DATABASE_URL", "ML_DATABASE_URL"),
+        description="SQLAlchemy URL; empty means a SQLite file under the data folder.",
+    )
+    model_path: Path = Field(
+        default=Path("models"),
+        validation_alias=AliasChoices("ML_MODEL_PATH"),
+        description="Folder holding model bundles.",
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("ML_LOG_LEVEL"))
+
+    data_dir: Path = Field(default=Path("data"), description="SQLite file, API key, spill buffer.")
+    log_json: bool = Field(default=False, description="Emit logs as JSON lines.")
+
+    # Access
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated scope:key pairs, e.g. admin:K1,predict:K2."
+    )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""), description="If set, /metrics requires 'Authorization: Bearer <token>'."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="CORS closed by default.")
+
+    # Input limits
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
+    max_batch: int = Field(default=1000, ge=1, le=100_000, description="Max instances per batch predict.")
+
+    # Prediction record writer
+    writer_batch_size: int = Field(default=200, ge=1)
+    writer_flush_seconds: float = Field(default=0.5, gt=0)
+    writer_max_pending: int = Field(
+        default=50_000, ge=1, description="Records held in memory before spilling to disk."
+    )
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+
+    # Monitoring
+    system_interval_seconds: float = Field(default=30.0, gt=0)
+    drift_interval_seconds: float = Field(default=300.0, gt=0)
+    drift_window_size: int = Field(default=1000, ge=50, description="Count-based drift window.")
+    drift_window_seconds: float | None = Field(
+        default=None, gt=0, description="If set, a time-based window (last N seconds) instead."
+    )
+    drift_min_window: int = Field(default=200, ge=10, description="Below this no drift is decided.")
+    accuracy_window_seconds: float = Field(default=7 * 86400, gt=0)
+    alert_interval_seconds: float = Field(default=15.0, gt=0)
+    alertmanager_url: str = Field(default="", description="If set, /alerts includes Alertmanager's.")
+    thresholds_file: Path | None = Field(default=None, description="YAML/JSON thresholds overrides.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite default under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nexus_ml.db').resolve()}"
+
+    @property
+    def spill_dir(self) -> Path:
+        """Where prediction records go when the database is unreachable and memory is full."""
+        return self.data_dir / "spill"
+
+    def parsed_api_keys(self) -> dict[str, Scope]:
+        """Map key -> scope from ``ML_API_KEYS``; raises ValueError on a malformed entry."""
+        keys: dict[str, Scope] = {}
+        raw = self.api_keys.get_secret_value()
+        for item in filter(None, (p.strip() for p in raw.split(","))):
+            scope, sep, key = item.partition(":")
+            if not sep or scope not in SCOPES or len(key) < 16:
+                # Name the scope only: the key itself must never reach a log.
+                raise ValueError(
+                    f"ML_API_KEYS entry for scope {scope!r} is invalid: expected "
+                    f"'<{'|'.join(SCOPES)}>:<key of at least 16 characters>'"
+                )
+            keys[key] = scope  # type: ignore[assignment]
+        return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process (tests build their own)."""
+    return Settings()

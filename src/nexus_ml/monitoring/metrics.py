@@ -1,0 +1,217 @@
+"""Every metric the service exports, defined once, built into a registry passed in.
+
+Names are the monitoring guide's, exactly. Labels are bounded: model names and
+versions (from the bundle folder, not from requests), route templates, methods,
+status codes, feature names (from the model's schema), and small enums. Nothing
+here ever carries a feature value, an identifier or free text.
+
+Multiprocess: when ``PROMETHEUS_MULTIPROC_DIR`` is set before Python starts,
+prometheus_client stores values in per-process files; each gauge below names
+its ``multiprocess_mode`` deliberately:
+
+* ``mostrecent`` for values computed by one elected process (system collector,
+  drift job, accuracy job): the newest write wins, whichever worker made it,
+  and a dead worker's value is superseded by the next one elected.
+* ``livesum`` for per-process quantities that add up (records pending).
+* ``max`` for timestamps (last training time must not go backwards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency: 0.5 ms to 10 s. A one-row prediction takes tens of microseconds to a
+# few ms; the guide's alert sits at 1 s; anything past 10 s is simply "too slow".
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+# Confidence is max class probability: 1/n_classes..1. Twenty equal bins give
+# the dashboard's distribution and a median good to 0.05 for LowModelConfidence.
+CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# Training runs: seconds to an hour.
+TRAINING_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Response bodies: 100 B to 1 MiB (the request limit bounds batch answers too).
+SIZE_BUCKETS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_048_576)
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """Handles to every metric; build with :func:`build_metrics`."""
+
+    registry: CollectorRegistry
+    # System (one collector per host)
+    system_cpu_usage_percent: Gauge
+    system_memory_usage_bytes: Gauge
+    system_memory_total_bytes: Gauge
+    system_memory_usage_ratio: Gauge
+    system_disk_usage_bytes: Gauge
+    system_disk_total_bytes: Gauge
+    system_disk_usage_ratio: Gauge
+    # API
+    api_requests_total: Counter
+    api_request_duration_seconds: Histogram
+    response_size_bytes: Histogram
+    # Model
+    model_info: Gauge
+    model_predictions_total: Counter
+    model_prediction_duration_seconds: Histogram
+    model_confidence_score: Histogram
+    model_accuracy: Gauge
+    model_accuracy_samples: Gauge
+    model_holdout_accuracy: Gauge
+    model_estimated_accuracy: Gauge
+    model_estimated_accuracy_stderr: Gauge
+    model_feedback_total: Counter
+    # Training
+    model_training_duration_seconds: Histogram
+    model_training_samples: Gauge
+    model_features_count: Gauge
+    model_training_runs_total: Counter
+    model_last_training_timestamp_seconds: Gauge
+    # Data
+    data_quality_score: Gauge
+    data_quality_issues_total: Counter
+    data_drift_score: Gauge
+    data_drift_detected: Gauge
+    data_drift_share: Gauge
+    data_drift_window_size: Gauge
+    # Errors
+    errors_total: Counter
+    # Database
+    db_operation_duration_seconds: Histogram
+    db_operation_errors_total: Counter
+    db_records_pending: Gauge
+    db_records_spilled: Gauge
+    db_records_written_total: Counter
+    # Alerts evaluated in-process (same names as the Prometheus rules)
+    alerts_active: Gauge
+
+
+def build_metrics(registry: CollectorRegistry) -> Metrics:
+    """Create every metric in ``registry`` (tests pass a fresh one)."""
+    r = registry
+    made = {
+        "registry": r,
+        "system_cpu_usage_percent": Gauge(
+            "ml_system_cpu_usage_percent", "Host CPU utilisation, 0-100.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_memory_usage_bytes": Gauge(
+            "ml_system_memory_usage_bytes", "Host memory in use (total minus available).",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_memory_total_bytes": Gauge(
+            "ml_system_memory_total_bytes", "Host memory installed.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_memory_usage_ratio": Gauge(
+            "ml_system_memory_usage_ratio", "Host memory in use as a share of total, 0-1.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_disk_usage_bytes": Gauge(
+            "ml_system_disk_usage_bytes", "Bytes used on the filesystem holding the data folder.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_disk_total_bytes": Gauge(
+            "ml_system_disk_total_bytes", "Size of the filesystem holding the data folder.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "system_disk_usage_ratio": Gauge(
+            "ml_system_disk_usage_ratio", "Share of the data filesystem in use, 0-1.",
+            registry=r, multiprocess_mode="mostrecent"),
+        "api_requests_total": Counter(
+            "ml_api_requests", "HTTP requests by method, route template and status code.",
+            ["method", "endpoint", "status"], registry=r),
+        "api_request_duration_seconds": Histogram(
+            "ml_api_request_duration_seconds", "HTTP request duration until the response is sent.",
+            ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=r),
+        "response_size_bytes": Histogram(
+            "ml_response_size_bytes", "HTTP response body size.",
+            ["method", "endpoint"], buckets=SIZE_BUCKETS, registry=r),
+        "model_info": Gauge(
+            "ml_model_info", "1 for each model version currently loaded.",
+            ["model", "version"], registry=r, multiprocess_mode="liveall"),
+        "model_predictions_total": Counter(
+            "ml_model_predictions", "Predictions served, by model and predicted class.",
+            ["model", "version", "predicted_class"], registry=r),
+        "model_prediction_duration_seconds": Histogram(
+            "ml_model_prediction_duration_seconds", "Time spent computing one prediction call.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r),
+        "model_confidence_score": Histogram(
+            "ml_model_confidence_score", "Confidence (highest class probability) of predictions.",
+            ["model"], buckets=CONFIDENCE_BUCKETS, registry=r),
+        "model_accuracy": Gauge(
+            "ml_model_accuracy", "Realised accuracy from feedback over the accuracy window, 0-1.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_accuracy_samples": Gauge(
+            "ml_model_accuracy_samples", "Labelled predictions behind ml_model_accuracy.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_holdout_accuracy": Gauge(
+            "ml_model_holdout_accuracy", "Accuracy on the training holdout set, 0-1.",
+            ["model", "version"], registry=r, multiprocess_mode="mostrecent"),
+        "model_estimated_accuracy": Gauge(
+            "ml_model_estimated_accuracy",
+            "Accuracy estimated from confidence without labels (CBPE), 0-1.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_estimated_accuracy_stderr": Gauge(
+            "ml_model_estimated_accuracy_stderr", "Standard error of ml_model_estimated_accuracy.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_feedback_total": Counter(
+            "ml_model_feedback", "Feedback labels received, by whether the prediction was right.",
+            ["model", "correct"], registry=r),
+        "model_training_duration_seconds": Histogram(
+            "ml_model_training_duration_seconds", "Duration of training runs.",
+            ["model"], buckets=TRAINING_BUCKETS, registry=r),
+        "model_training_samples": Gauge(
+            "ml_model_training_samples", "Samples used by the last successful training run.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_features_count": Gauge(
+            "ml_model_features_count", "Features the model was trained on.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "model_training_runs_total": Counter(
+            "ml_model_training_runs", "Training runs finished, by outcome (success|failure).",
+            ["model", "outcome"], registry=r),
+        "model_last_training_timestamp_seconds": Gauge(
+            "ml_model_last_training_timestamp_seconds",
+            "Unix time of the last successful training of the model.",
+            ["model"], registry=r, multiprocess_mode="max"),
+        "data_quality_score": Gauge(
+            "ml_data_quality_score", "Share of recent feature values without issues, 0-1.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "data_quality_issues_total": Counter(
+            "ml_data_quality_issues", "Feature values with a quality issue, by feature and kind.",
+            ["model", "feature", "kind"], registry=r),
+        "data_drift_score": Gauge(
+            "ml_data_drift_score", "Drift of a feature's recent window against the reference.",
+            ["model", "feature", "method"], registry=r, multiprocess_mode="mostrecent"),
+        "data_drift_detected": Gauge(
+            "ml_data_drift_detected", "1 if the feature is judged drifted in the last window.",
+            ["model", "feature"], registry=r, multiprocess_mode="mostrecent"),
+        "data_drift_share": Gauge(
+            "ml_data_drift_share", "Share of the model's features judged drifted, 0-1.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "data_drift_window_size": Gauge(
+            "ml_data_drift_window_size", "Predictions in the last drift window.",
+            ["model"], registry=r, multiprocess_mode="mostrecent"),
+        "errors_total": Counter(
+            "ml_errors", "Errors by component and error type.",
+            ["component", "error_type"], registry=r),
+        "db_operation_duration_seconds": Histogram(
+            "ml_db_operation_duration_seconds", "Database operation duration.",
+            ["operation"], buckets=DB_BUCKETS, registry=r),
+        "db_operation_errors_total": Counter(
+            "ml_db_operation_errors", "Database operation errors (error_type: connection|other).",
+            ["operation", "error_type"], registry=r),
+        "db_records_pending": Gauge(
+            "ml_db_records_pending", "Prediction records accepted but not yet written.",
+            registry=r, multiprocess_mode="livesum"),
+        "db_records_spilled": Gauge(
+            "ml_db_records_spilled", "Prediction records held in the local spill buffer.",
+            registry=r, multiprocess_mode="livesum"),
+        "db_records_written_total": Counter(
+            "ml_db_records_written", "Prediction records written to the database.",
+            registry=r),
+        "alerts_active": Gauge(
+            "ml_alerts_active", "1 for each alert the in-process evaluator holds firing.",
+            ["alertname", "severity"], registry=r, multiprocess_mode="mostrecent"),
+    }
+    names = {f.name for f in fields(Metrics)}
+    assert names == set(made), names ^ set(made)  # noqa: S101 - definition-time invariant
+    return Metrics(**made)  # type: ignore[arg-type]
