@@ -41,16 +41,25 @@ class Settings(BaseSettings):
 
     # Access
     api_keys: SecretStr = Field(
-        default=SecretStr(""), description="Comma-separated scope:key pairs, e.g. admin:K1,predict:K2."
+        default=SecretStr(""),
+        description="Comma-separated scope:key pairs, e.g. admin:K1,predict:K2.",
     )
     metrics_token: SecretStr = Field(
-        default=SecretStr(""), description="If set, /metrics requires 'Authorization: Bearer <token>'."
+        default=SecretStr(""),
+        description="If set, /metrics requires 'Authorization: Bearer <token>'.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="CORS closed by default.")
 
     # Input limits
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
-    max_batch: int = Field(default=1000, ge=1, le=100_000, description="Max instances per batch predict.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Request bodies above this get 413."
+    )
+    max_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="Max instances per batch predict."
+    )
+    body_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="A request body not received in full by then gets 408."
+    )
 
     # Prediction record writer
     writer_batch_size: int = Field(default=200, ge=1)
@@ -70,8 +79,12 @@ class Settings(BaseSettings):
     drift_min_window: int = Field(default=200, ge=10, description="Below this no drift is decided.")
     accuracy_window_seconds: float = Field(default=7 * 86400, gt=0)
     alert_interval_seconds: float = Field(default=15.0, gt=0)
-    alertmanager_url: str = Field(default="", description="If set, /alerts includes Alertmanager's.")
-    thresholds_file: Path | None = Field(default=None, description="YAML/JSON thresholds overrides.")
+    alertmanager_url: str = Field(
+        default="", description="If set, /alerts includes Alertmanager's."
+    )
+    thresholds_file: Path | None = Field(
+        default=None, description="YAML/JSON thresholds overrides."
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

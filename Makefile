@@ -1,0 +1,32 @@
+# The README's two commands: `make run` and `make test`. Both build what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench stack render clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: create .venv, train the bundled models if absent, serve on 127.0.0.1:8001 (SQLite)
+run: $(STAMP)
+	$(BIN)/nexus-ml serve --host 127.0.0.1 --port 8001
+
+## test: the whole suite (SQLite and PostgreSQL; the live stack and browser tests when their binaries exist)
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy src
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## render: regenerate every file under deploy/ from the code
+render: $(STAMP)
+	$(BIN)/nexus-ml render deploy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The application factory: ``create_app(settings, *, registry=None)``.
+
+Nothing is built at import time. Everything the service holds (database engine,
+models, record writer, collectors, background jobs) is created here and started
+and stopped by the lifespan, so tests build as many independent apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from nexus_ml import __version__
+from nexus_ml.api.errors import ErrorResponse, install_error_handlers
+from nexus_ml.api.limits import BodyDeadlineMiddleware
+from nexus_ml.api.middleware import MetricsMiddleware
+from nexus_ml.api.routes import dashboard, health, models, monitoring, predictions, training
+from nexus_ml.api.state import Nexus
+from nexus_ml.config import Settings
+
+log = logging.getLogger("nexus_ml.api")
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the service. ``registry=None`` uses prometheus_client's default registry."""
+    nexus = Nexus.build(settings, registry if registry is not None else REGISTRY)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await nexus.start()
+        try:
+            yield
+        finally:
+            await nexus.stop()
+
+    app = FastAPI(
+        title="Nexus ML",
+        version=__version__,
+        summary="Diagnostic predictions with Prometheus-native monitoring.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        responses={
+            401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+            403: {"model": ErrorResponse, "description": "API key lacks the scope"},
+            413: {"model": ErrorResponse, "description": "Request body too large"},
+            422: {"model": ErrorResponse, "description": "Invalid request"},
+        },
+    )
+    app.state.nexus = nexus
+    install_error_handlers(app, nexus.count_error)
+
+    api_prefix = "/api/v1"
+    app.include_router(models.router, prefix=api_prefix)
+    app.include_router(predictions.router, prefix=api_prefix)
+    app.include_router(training.router, prefix=api_prefix)
+    app.include_router(monitoring.router, prefix=api_prefix)
+    app.include_router(health.router)
+    app.include_router(dashboard.router)
+
+    # Added last = outermost: the metrics middleware sees every response,
+    # including the 408/413 refusals and CORS preflights.
+    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=nexus.metrics)
+    return app

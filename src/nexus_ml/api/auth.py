@@ -1,0 +1,130 @@
+"""API keys and scopes.
+
+Keys are held only as SHA-256 digests: a request's key is hashed and looked up,
+then confirmed with ``hmac.compare_digest``, so neither the lookup nor the
+comparison leaks how much of a guessed key was right. Logs and the audit table
+see a short fingerprint of the digest, never the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from nexus_ml.config import Scope, Settings
+
+# admin may do everything; monitor and predict are disjoint duties.
+_GRANTS: dict[str, frozenset[str]] = {
+    "admin": frozenset({"admin", "monitor", "predict"}),
+    "monitor": frozenset({"monitor"}),
+    "predict": frozenset({"predict"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's scope and a fingerprint safe to log and audit."""
+
+    scope: Scope
+    fingerprint: str
+
+    def allows(self, needed: str) -> bool:
+        """Whether this key's scope grants ``needed``."""
+        return needed in _GRANTS[self.scope]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyStore:
+    """The configured keys, by digest."""
+
+    def __init__(self, keys: dict[str, Scope]) -> None:
+        self._by_digest = {_digest(k): s for k, s in keys.items()}
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal for ``key``, or None."""
+        digest = _digest(key)
+        scope = self._by_digest.get(digest)
+        # compare_digest against the stored digest (or a dummy) keeps the work
+        # the same whether or not the digest was found.
+        stored = digest if scope is not None else b"\0" * 32
+        if scope is None or not hmac.compare_digest(stored, digest):
+            return None
+        return Principal(scope=scope, fingerprint=digest.hex()[:12])
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
+
+
+def require(scope: str):
+    """Dependency: the caller must present a key whose scope grants ``scope``."""
+
+    def dependency(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        header: Annotated[str | None, Depends(_header)],
+    ) -> Principal:
+        key = bearer.credentials if bearer is not None else header
+        if not key:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = request.app.state.nexus.keys.authenticate(key)
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid API key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not principal.allows(scope):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this API key has scope '{principal.scope}'; this endpoint needs '{scope}'",
+            )
+        return principal
+
+    return dependency
+
+
+PredictKey = Annotated[Principal, Depends(require("predict"))]
+MonitorKey = Annotated[Principal, Depends(require("monitor"))]
+AdminKey = Annotated[Principal, Depends(require("admin"))]
+
+
+def ensure_first_start_key(settings: Settings) -> tuple[Settings, str | None]:
+    """With no keys configured, create (once) an admin key under the data folder.
+
+    Returns the settings to use and the key when it was newly generated (so the
+    CLI prints it exactly once). The file is created with 0600 permissions.
+    """
+    if settings.api_keys.get_secret_value():
+        return settings, None
+    path = Path(settings.data_dir) / "api_key"
+    created: str | None = None
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = "nx_" + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+        created = key
+    updated = settings.model_copy(update={"api_keys": type(settings.api_keys)(f"admin:{key}")})
+    return updated, created

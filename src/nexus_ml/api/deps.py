@@ -1,0 +1,18 @@
+"""Annotated dependency aliases shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from nexus_ml.api.state import Nexus
+
+
+def get_nexus(request: Request) -> Nexus:
+    """The running service's parts."""
+    nexus: Nexus = request.app.state.nexus
+    return nexus
+
+
+NexusDep = Annotated[Nexus, Depends(get_nexus)]

@@ -1,0 +1,234 @@
+"""Response models of the monitoring API: what OpenAPI documents for each endpoint.
+
+Every number that may be missing (no data in the window, a NaN score) is ``None``, never
+NaN: JSON has no NaN and a dashboard must tell "not measured" from zero. No model here has
+a field that could carry a feature value; drift and quality are scores and counts only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class TimeWindow(BaseModel):
+    """The half-open period ``[since, until)`` a windowed answer covers."""
+
+    since: datetime
+    until: datetime
+    seconds: float
+
+
+class Percentiles(BaseModel):
+    """Linear-interpolated percentiles (numpy ``method="linear"``) of the stored values."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    max: float | None = None
+
+
+class Histogram(BaseModel):
+    """Counts over ``len(edges) - 1`` equal bins; the last bin includes its right edge."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class ConfidenceStats(BaseModel):
+    """Confidence (highest class probability) of the stored predictions."""
+
+    mean: float | None = None
+    p50: float | None = None
+    histogram: Histogram
+
+
+class ModelPredictionStats(BaseModel):
+    """One model's stored predictions in the window."""
+
+    model: str
+    count: int
+    latency_seconds: Percentiles
+    confidence: ConfidenceStats
+    class_counts: dict[str, int]
+
+
+class PredictionMetrics(BaseModel):
+    """``GET /metrics/predictions``."""
+
+    window: TimeWindow
+    total: int
+    models: list[ModelPredictionStats]
+
+
+class PredictionTimeline(BaseModel):
+    """``GET /metrics/predictions/timeline``: stored predictions per time bucket and model."""
+
+    window: TimeWindow
+    step_seconds: int
+    buckets: list[datetime] = Field(description="Start of each bucket (UTC).")
+    series: dict[str, list[int]] = Field(description="Model -> count per bucket.")
+
+
+class TrainingRunSummary(BaseModel):
+    """One training run, without its free-text error (only the error's type)."""
+
+    id: str
+    model: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    version: str | None = None
+    holdout_accuracy: float | None = None
+    error_type: str | None = None
+
+
+class DurationStats(BaseModel):
+    """Durations of the finished runs in the window (seconds)."""
+
+    count: int
+    mean: float | None = None
+    p50: float | None = None
+    max: float | None = None
+
+
+class TrainingDay(BaseModel):
+    """Runs created on one UTC day, by status."""
+
+    date: str
+    counts: dict[str, int]
+
+
+class ModelTraining(BaseModel):
+    """The active version of a model and when it was trained."""
+
+    model: str
+    version: str
+    trained_at: datetime | None = None
+
+
+class TrainingMetrics(BaseModel):
+    """``GET /metrics/training``."""
+
+    window: TimeWindow
+    total: int
+    by_status: dict[str, int]
+    durations: DurationStats
+    per_day: list[TrainingDay]
+    last_runs: list[TrainingRunSummary]
+    last_by_model: dict[str, TrainingRunSummary]
+    models: list[ModelTraining]
+    truncated: bool = Field(description="True if the run listing limit was reached.")
+
+
+class Usage(BaseModel):
+    """Used and total bytes, and their ratio (0-1)."""
+
+    used_bytes: int
+    total_bytes: int
+    ratio: float
+
+
+class ProcessInfo(BaseModel):
+    """This worker process."""
+
+    pid: int
+    rss_bytes: int
+    threads: int
+
+
+class SystemPerformance(BaseModel):
+    """``GET /performance/system``: the host now, with the alert limits for reference."""
+
+    measured_at: datetime
+    cpu_percent: float
+    memory: Usage
+    disk: Usage
+    load_average: list[float]
+    process: ProcessInfo
+    thresholds: dict[str, float]
+
+
+class Accuracy(BaseModel):
+    """Realised accuracy from feedback labels, and how many labels it rests on."""
+
+    value: float | None = None
+    n: int = 0
+
+
+class EstimatedAccuracy(BaseModel):
+    """Accuracy estimated without labels (CBPE) by the last model-quality job."""
+
+    value: float | None = None
+    stderr: float | None = None
+    n: int = 0
+    computed_at: datetime | None = None
+
+
+class ModelPerformance(BaseModel):
+    """One model's accuracy (three ways) and latency."""
+
+    model: str
+    version: str
+    holdout_accuracy: float | None = None
+    accuracy: Accuracy
+    estimated_accuracy: EstimatedAccuracy
+    predictions: int
+    latency_seconds: Percentiles
+
+
+class ModelsPerformance(BaseModel):
+    """``GET /performance/models``."""
+
+    window: TimeWindow
+    accuracy_threshold: float
+    accuracy_min_samples: float
+    models: list[ModelPerformance]
+
+
+class FeatureDrift(BaseModel):
+    """Drift of one feature in the last stored window: scores by method, the decision."""
+
+    feature: str
+    scores: dict[str, float | None]
+    adjusted_pvalue: float | None = None
+    n: int
+    drifted: bool
+
+
+class WindowQuality(BaseModel):
+    """Data quality of the last stored window: share of clean values and issue counts."""
+
+    score: float | None = None
+    n_rows: int = 0
+    n_issues: int = 0
+    by_feature: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class ModelDataQuality(BaseModel):
+    """One model's latest drift result plus the live per-request quality gauge."""
+
+    model: str
+    computed_at: datetime | None = None
+    version: str | None = None
+    window_size: int = 0
+    decided: bool = False
+    reason: str | None = None
+    drift_share: float | None = None
+    drifted_features: list[str] = Field(default_factory=list)
+    features: list[FeatureDrift] = Field(default_factory=list)
+    quality: WindowQuality = Field(default_factory=WindowQuality)
+    request_quality_score: float | None = Field(
+        None, description="ml_data_quality_score: clean share over this worker's recent requests."
+    )
+
+
+class DataQualityOverview(BaseModel):
+    """``GET /data-quality/overview``."""
+
+    drift_threshold: float
+    models: list[ModelDataQuality]

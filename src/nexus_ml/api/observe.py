@@ -1,0 +1,80 @@
+"""Per-model observation on the prediction hot path.
+
+One ``ModelObserver`` per loaded model version holds its metric children
+(resolved once: a ``.labels()`` lookup costs about as much as everything else
+here together) and its data-quality checker fitted on the bundle's profile.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.ml.schema import ValidationProblem
+from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.monitoring.quality import QualityChecker
+
+# The quality score is over the last this-many requests of this worker.
+QUALITY_WINDOW = 1000
+
+
+class ModelObserver:
+    """Records one model version's predictions into metrics."""
+
+    def __init__(self, metrics: Metrics, loaded: LoadedModel) -> None:
+        name, version = loaded.name, loaded.version
+        self._metrics = metrics
+        self._name = name
+        self._duration = metrics.model_prediction_duration_seconds.labels(name).observe
+        self._confidence = metrics.model_confidence_score.labels(name).observe
+        self._count = {
+            cls: metrics.model_predictions_total.labels(name, version, cls).inc
+            for cls in loaded.classes
+        }
+        self._score = metrics.data_quality_score.labels(name)
+        self._issue_counters: dict[tuple[str, str], Any] = {}
+        self._features = set(loaded.schema.names)
+        profile = loaded.metadata.get("profile")
+        self._checker = QualityChecker.from_profile(profile) if profile else None
+        self._n_values = len(loaded.schema.names)
+        # Ring of per-request issue counts; the running sum avoids re-adding the ring.
+        self._ring: deque[int] = deque(maxlen=QUALITY_WINDOW)
+        self._ring_issues = 0
+
+    def observe(self, row: Any, predicted: str, confidence: float, latency: float) -> None:
+        """Count the prediction, its latency and confidence, and check its data quality."""
+        self._count[predicted]()
+        self._duration(latency)
+        self._confidence(confidence)
+        issues = self._checker.check_row(row) if self._checker is not None else []
+        for feature, kind in issues:
+            self._issue(feature, kind)
+        self._push(len(issues))
+
+    def rejected(self, problem: ValidationProblem) -> None:
+        """Count a request refused for its data (missing, wrong type, non-finite)."""
+        feature = problem.field.rsplit(".", 1)[-1]
+        kind = getattr(problem, "kind", None)
+        # Only schema features become labels: a client's unknown names never do.
+        if kind is None or feature not in self._features:
+            return
+        self._issue(feature, kind)
+        self._push(1)
+
+    def _issue(self, feature: str, kind: str) -> None:
+        key = (feature, kind)
+        counter = self._issue_counters.get(key)
+        if counter is None:
+            counter = self._issue_counters[key] = self._metrics.data_quality_issues_total.labels(
+                self._name, feature, kind
+            )
+        counter.inc()
+
+    def _push(self, n_issues: int) -> None:
+        ring = self._ring
+        if len(ring) == ring.maxlen:
+            self._ring_issues -= ring[0]
+        ring.append(n_issues)
+        self._ring_issues += n_issues
+        self._score.set(1.0 - self._ring_issues / (len(ring) * self._n_values))

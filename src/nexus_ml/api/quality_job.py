@@ -1,0 +1,155 @@
+"""The model-quality job: drift, window data quality, realised and estimated accuracy.
+
+Runs every ``ML_DRIFT_INTERVAL_SECONDS`` and on demand. With several workers or
+replicas exactly one runs it at a time: it takes a database advisory lock
+(PostgreSQL) or a file lock beside the SQLite file, and the others skip the
+round. Results are stored (``drift_results``) and exported as gauges, which use
+the ``mostrecent`` multiprocess mode so the last computation wins whichever
+worker made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.monitoring.drift import DriftDetector
+from nexus_ml.monitoring.performance import ConfidenceEstimator, realised_accuracy
+from nexus_ml.monitoring.quality import QualityChecker
+from nexus_ml.storage.locks import try_advisory_lock
+from nexus_ml.storage.records import utcnow
+
+if TYPE_CHECKING:
+    from nexus_ml.api.state import Nexus
+
+log = logging.getLogger("nexus_ml.quality")
+LOCK_KEY = "nexus-ml:model-quality-job"
+
+
+@dataclass
+class _Fitted:
+    detector: DriftDetector
+    checker: QualityChecker
+    estimator: ConfidenceEstimator
+
+
+class QualityJob:
+    """Computes and exports model-quality results; fitted state cached per model version."""
+
+    def __init__(self, nexus: Nexus) -> None:
+        self._nexus = nexus
+        self._fitted: dict[tuple[str, str], _Fitted] = {}
+
+    def _fit(self, loaded: LoadedModel) -> _Fitted:
+        key = (loaded.name, loaded.version)
+        fitted = self._fitted.get(key)
+        if fitted is None:
+            profile = loaded.metadata["profile"]
+            s = self._nexus.settings
+            fitted = self._fitted[key] = _Fitted(
+                detector=DriftDetector.from_profile(
+                    profile,
+                    threshold=self._nexus.thresholds.data_drift_high,
+                    min_window=s.drift_min_window,
+                ),
+                checker=QualityChecker.from_profile(profile),
+                estimator=ConfidenceEstimator.from_profile(profile),
+            )
+        return fitted
+
+    def run(self) -> dict[str, Any]:
+        """One round for every model, if this process wins the lock (blocking: call in a thread)."""
+        with try_advisory_lock(self._nexus.engine, LOCK_KEY) as acquired:
+            if not acquired:
+                return {"ran": False, "reason": "another worker holds the model-quality lock"}
+            started = time.perf_counter()
+            results = {m.name: self._run_model(m) for m in self._nexus.models.all()}
+            seconds = time.perf_counter() - started
+        self._nexus.metrics.db_operation_duration_seconds.labels("model_quality_job").observe(
+            seconds
+        )
+        return {"ran": True, "seconds": seconds, "models": results}
+
+    def _run_model(self, loaded: LoadedModel) -> dict[str, Any]:
+        nexus = self._nexus
+        s, m, store = nexus.settings, nexus.metrics, nexus.store
+        fitted = self._fit(loaded)
+        name = loaded.name
+        since = None
+        if s.drift_window_seconds is not None:
+            since = utcnow() - timedelta(seconds=s.drift_window_seconds)
+        rows = store.recent_predictions(
+            name, limit=None if since else s.drift_window_size, since=since, version=loaded.version
+        )
+        names = list(loaded.schema.names)
+        X = np.array(
+            [[_num(r.features.get(f)) for f in names] for r in rows], dtype=np.float64
+        ).reshape(len(rows), len(names))
+        out: dict[str, Any] = {"version": loaded.version, "window_size": len(rows)}
+        m.data_drift_window_size.labels(name).set(len(rows))
+
+        report = fitted.detector.score(X, names)
+        out["drift"] = report.to_dict()
+        if report.decided:
+            for feature, fd in report.features.items():
+                for method, score in fd.scores.items():
+                    if math.isfinite(score):
+                        m.data_drift_score.labels(name, feature, method).set(score)
+                m.data_drift_detected.labels(name, feature).set(1.0 if fd.drifted else 0.0)
+            m.data_drift_share.labels(name).set(report.share_drifted)
+
+        quality = fitted.checker.check_window(X)
+        out["quality"] = {
+            "score": quality.score,
+            "n_rows": quality.n_rows,
+            "n_issues": quality.n_issues,
+            "by_feature": quality.by_feature(),
+        }
+
+        estimate = fitted.estimator.estimate([r.confidence for r in rows])
+        out["estimated_accuracy"] = {
+            "accuracy": estimate.accuracy,
+            "stderr": estimate.stderr,
+            "n": estimate.n,
+        }
+        if estimate.accuracy is not None:
+            m.model_estimated_accuracy.labels(name).set(estimate.accuracy)
+            m.model_estimated_accuracy_stderr.labels(name).set(estimate.stderr or 0.0)
+
+        out["accuracy"] = self.refresh_accuracy(name)
+        store.save_drift_result(
+            name,
+            loaded.version,
+            window_size=len(rows),
+            drift_share=report.share_drifted,
+            results=out,
+            window_start=rows[-1].created_at if rows else None,
+            window_end=rows[0].created_at if rows else None,
+        )
+        return out
+
+    def refresh_accuracy(self, name: str) -> dict[str, Any]:
+        """Realised accuracy of ``name`` over the accuracy window, joined on prediction time."""
+        nexus = self._nexus
+        since = utcnow() - timedelta(seconds=nexus.settings.accuracy_window_seconds)
+        labelled = nexus.store.labelled_predictions(name, since)
+        result = realised_accuracy(
+            [p.predicted_class for p in labelled], [p.actual for p in labelled]
+        )
+        nexus.metrics.model_accuracy_samples.labels(name).set(result.n)
+        if result.accuracy is not None:
+            nexus.metrics.model_accuracy.labels(name).set(result.accuracy)
+        return {"accuracy": result.accuracy, "n": result.n}
+
+
+def _num(value: Any) -> float:
+    # Stored rows passed validation; anything else becomes NaN, which drift
+    # ignores and window quality reports.
+    return float(value) if type(value) in (int, float) else math.nan

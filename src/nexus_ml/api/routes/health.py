@@ -1,0 +1,65 @@
+"""Liveness, readiness, the comprehensive health check, and ``/metrics``.
+
+Readiness is about whether this instance can answer predictions: models loaded
+and not shutting down. A database outage makes the instance *degraded*, not
+unready: models are in memory and records wait in the durable spill buffer, so
+taking every replica out of the load balancer because the database is down
+would turn a storage incident into a full outage.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.errors import error_response
+from nexus_ml.monitoring.exposition import render_metrics
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live", summary="Liveness: the process answers")
+async def live() -> dict[str, str]:
+    """Always 200 while the event loop runs."""
+    return {"status": "alive"}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: 200 when predictions can be served, 503 otherwise",
+    responses={503: {"description": "Not ready (starting, no models, or shutting down)"}},
+)
+async def ready(nexus: NexusDep) -> JSONResponse:
+    """Ready when models are loaded and the service is not draining; reports DB degradation."""
+    report = await nexus.readiness()
+    return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+
+@router.get(
+    "/health",
+    summary="Comprehensive health: database, models, system resources, active alerts",
+    responses={503: {"description": "Not ready"}},
+)
+async def health(nexus: NexusDep) -> JSONResponse:
+    """Everything an operator checks first, in one answer."""
+    report = await nexus.health_report()
+    return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics on request)")
+async def metrics(request: Request, nexus: NexusDep) -> Response:
+    """Every metric; requires ``Authorization: Bearer <ML_METRICS_TOKEN>`` when that is set."""
+    token = nexus.settings.metrics_token.get_secret_value()
+    if token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error_response(
+                401, "metrics token required", None, {"WWW-Authenticate": "Bearer"}
+            )
+    body, content_type = render_metrics(
+        nexus.registry, request.headers.get("accept", ""), nexus.multiproc_dir
+    )
+    return Response(body, media_type=content_type)

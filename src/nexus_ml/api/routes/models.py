@@ -1,0 +1,57 @@
+"""Model listing and details."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from nexus_ml.api import serving
+from nexus_ml.api.auth import PredictKey
+from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.schemas import FeatureInfo, ModelDetail, ModelSummary
+from nexus_ml.ml.registry import LoadedModel
+
+router = APIRouter(tags=["models"])
+
+
+def _summary(loaded: LoadedModel) -> dict:
+    tm = loaded.metadata.get("training_metrics", {})
+    return {
+        "name": loaded.name,
+        "version": loaded.version,
+        "classes": list(loaded.classes),
+        "n_features": len(loaded.schema.names),
+        "holdout_accuracy": tm.get("holdout_accuracy"),
+        "created_at": loaded.metadata.get("created_at"),
+    }
+
+
+@router.get("/models", response_model=list[ModelSummary], summary="Loaded models")
+async def list_models(nexus: NexusDep, _key: PredictKey) -> list[ModelSummary]:
+    """Every loaded model with its active version."""
+    return [ModelSummary(**_summary(m)) for m in nexus.models.all()]
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelDetail,
+    summary="One model: schema, training metrics, versions on disk",
+    responses={404: {"description": "Unknown model"}},
+)
+async def get_model(name: str, nexus: NexusDep, _key: PredictKey) -> ModelDetail:
+    """A model's feature schema (names, types, training ranges) and metrics."""
+    loaded = serving.model_or_404(nexus, name)
+    features = [
+        FeatureInfo(
+            name=spec.name,
+            type=spec.type,
+            min=spec.min if abs(spec.min) != float("inf") else None,
+            max=spec.max if abs(spec.max) != float("inf") else None,
+        )
+        for spec in loaded.schema.features
+    ]
+    return ModelDetail(
+        **_summary(loaded),
+        features=features,
+        training_metrics=loaded.metadata.get("training_metrics", {}),
+        versions=nexus.models.versions(name),
+    )

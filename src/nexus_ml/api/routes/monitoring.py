@@ -1,0 +1,201 @@
+"""Monitoring API under /api/v1/monitoring (scope ``monitor``; changes need ``admin``).
+
+Windowed endpoints take ``since``/``until`` (ISO 8601) or ``hours``, and ``model``; the
+window each one answers for is echoed in its ``window`` field. See docs/monitoring-api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from nexus_ml.api import monitoring_ops as ops
+from nexus_ml.api import monitoring_reports as reports
+from nexus_ml.api import monitoring_thresholds as thresholds
+from nexus_ml.api import monitoring_training as training
+from nexus_ml.api import monitoring_views as views
+from nexus_ml.api.auth import AdminKey, MonitorKey
+from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.errors import ApiError, ErrorResponse
+from nexus_ml.api.monitoring_query import ModelParam, WindowDep
+from nexus_ml.api.monitoring_schemas import (
+    DataQualityOverview,
+    ModelsPerformance,
+    PredictionMetrics,
+    PredictionTimeline,
+    SystemPerformance,
+    TrainingMetrics,
+)
+from nexus_ml.api.monitoring_schemas_ops import (
+    AlertsResponse,
+    MetricsSummary,
+    MonitoringHealth,
+    ReportSummary,
+    ServiceStatus,
+    ThresholdsResponse,
+)
+from nexus_ml.storage.errors import DatabaseUnavailable
+
+DAY = 86400.0
+_DB: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "Database unreachable"}
+}
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+
+
+@router.post("/drift/run", summary="Compute drift, data quality and accuracy now")
+async def run_drift(nexus: NexusDep, principal: AdminKey) -> dict[str, Any]:
+    """Run the model-quality job at once (skipped if another worker is running it)."""
+    try:
+        return await nexus.run_quality_job()
+    except DatabaseUnavailable:
+        raise ApiError(503, "database unavailable: retry later") from None
+
+
+@router.get("/health", response_model=MonitoringHealth, summary="Health verdict (always 200)")
+async def health(nexus: NexusDep, _key: MonitorKey) -> MonitoringHealth:
+    """Database, models, system resources and firing alerts; the verdict is ``status``."""
+    return await ops.health(nexus)
+
+
+@router.get("/alerts", response_model=AlertsResponse, summary="Active alerts")
+async def alerts(nexus: NexusDep, _key: MonitorKey) -> AlertsResponse:
+    """Pending and firing in-process alerts, and Alertmanager's when ML_ALERTMANAGER_URL is set."""
+    return await ops.alerts(nexus)
+
+
+@router.get("/status", response_model=ServiceStatus, summary="Service status")
+async def status(nexus: NexusDep, _key: MonitorKey) -> ServiceStatus:
+    """Version, uptime, models and versions, workers, database and writer backlog."""
+    return await ops.status(nexus)
+
+
+@router.get("/metrics/summary", response_model=MetricsSummary, summary="Counters since start")
+async def metrics_summary(nexus: NexusDep, _key: MonitorKey) -> MetricsSummary:
+    """Requests by status class, predictions, feedback, errors, training runs, DB work."""
+    return await ops.summary(nexus)
+
+
+@router.get(
+    "/metrics/predictions",
+    response_model=PredictionMetrics,
+    responses=_DB,
+    summary="Prediction statistics per model (default: last 24 h)",
+)
+async def metrics_predictions(
+    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+) -> PredictionMetrics:
+    """Counts, P50/P95/P99 latency, confidence histogram (20 bins) and class counts."""
+    return await views.prediction_metrics(nexus, window.resolve(DAY), model)
+
+
+@router.get(
+    "/metrics/predictions/timeline",
+    response_model=PredictionTimeline,
+    responses=_DB,
+    summary="Stored predictions per time bucket (default: last hour per minute)",
+)
+async def metrics_timeline(
+    nexus: NexusDep,
+    _key: MonitorKey,
+    window: WindowDep,
+    model: ModelParam = None,
+    step_seconds: Annotated[int, Query(ge=10, le=86400)] = 60,
+) -> PredictionTimeline:
+    """Predictions per bucket and model, from the stored records (for requests/min charts)."""
+    return await reports.prediction_timeline(nexus, window.resolve(3600.0), model, step_seconds)
+
+
+@router.get(
+    "/metrics/training",
+    response_model=TrainingMetrics,
+    responses=_DB,
+    summary="Training runs (default: last 7 days)",
+)
+async def metrics_training(
+    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+) -> TrainingMetrics:
+    """Runs by status and day, durations, the last runs and each model's training time."""
+    return await training.training_metrics(nexus, window.resolve(7 * DAY), model)
+
+
+@router.get(
+    "/performance/system", response_model=SystemPerformance, summary="CPU, memory, disk now"
+)
+async def performance_system(nexus: NexusDep, _key: MonitorKey) -> SystemPerformance:
+    """Host resources and this worker process, with the alert limits."""
+    return await ops.system(nexus)
+
+
+@router.get(
+    "/performance/models",
+    response_model=ModelsPerformance,
+    responses=_DB,
+    summary="Accuracy and latency per model (default: the accuracy window)",
+)
+async def performance_models(
+    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+) -> ModelsPerformance:
+    """Accuracy from feedback, estimated accuracy (CBPE) with stderr, holdout accuracy, latency."""
+    default = nexus.settings.accuracy_window_seconds
+    return await views.models_performance(nexus, window.resolve(default), model)
+
+
+@router.get(
+    "/data-quality/overview",
+    response_model=DataQualityOverview,
+    responses=_DB,
+    summary="Drift and data quality per model and feature",
+)
+async def data_quality_overview(
+    nexus: NexusDep, _key: MonitorKey, model: ModelParam = None
+) -> DataQualityOverview:
+    """The latest stored drift/quality result of each model, and the per-request quality gauge."""
+    return await views.data_quality_overview(nexus, model)
+
+
+@router.get(
+    "/config/thresholds",
+    response_model=ThresholdsResponse,
+    responses=_DB,
+    summary="Every alert threshold with unit and severity",
+)
+async def get_thresholds(nexus: NexusDep, _key: MonitorKey) -> ThresholdsResponse:
+    """The limits in force in this process and the stored overrides."""
+    return await thresholds.get_thresholds(nexus)
+
+
+@router.put(
+    "/config/thresholds",
+    response_model=ThresholdsResponse,
+    responses=_DB,
+    summary="Change thresholds (scope admin; audited)",
+)
+async def put_thresholds(
+    nexus: NexusDep,
+    principal: AdminKey,
+    update: Annotated[
+        dict[str, Any],
+        Body(
+            description="Partial update: threshold key -> number, duration ('5m') or null.",
+            examples=[{"cpu_usage_high": 75, "cpu_usage_high_for": "10m"}],
+        ),
+    ],
+) -> ThresholdsResponse:
+    """Validate the update as a whole, store it as overrides, audit it, apply it."""
+    return await thresholds.put_thresholds(nexus, principal, update)
+
+
+@router.get(
+    "/reports/summary",
+    response_model=ReportSummary,
+    responses=_DB,
+    summary="Period report (default: last 24 h)",
+)
+async def reports_summary(
+    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+) -> ReportSummary:
+    """Volume, latency, errors, accuracy, drift, alerts and availability vs the 99.9 % target."""
+    return await reports.report_summary(nexus, window.resolve(DAY), model)

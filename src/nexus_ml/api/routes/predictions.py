@@ -1,0 +1,93 @@
+"""Predictions and feedback.
+
+``predict`` is the hot path. It reads and parses the body itself rather than
+through a pydantic model: the schema check in ``ml.schema`` is stricter (no
+bool-as-number, no string coercion, no NaN) and several times faster, and the
+documented request model is still published in OpenAPI via ``openapi_extra``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from nexus_ml.api import serving
+from nexus_ml.api.auth import PredictKey
+from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.errors import ApiError
+from nexus_ml.api.schemas import (
+    BatchPredictResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from nexus_ml.ml.schema import ValidationProblem
+
+router = APIRouter(tags=["predictions"])
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise ApiError(422, 'request body is empty: send {"features": {...}}', "body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "request body is not valid JSON", "body") from None
+
+
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse | BatchPredictResponse,
+    openapi_extra=_PREDICT_BODY,
+    summary="Predict for one instance (features) or a batch (instances)",
+    responses={404: {"description": "Unknown model"}},
+)
+async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey) -> Response:
+    """Validate, predict, record; answers identical to the model's predict_proba."""
+    loaded = serving.model_or_404(nexus, name)
+    payload = _parse_json(await request.body())
+    if type(payload) is not dict:
+        raise ApiError(422, "body must be a JSON object", "body")
+    features = payload.get("features")
+    instances = payload.get("instances")
+    if len(payload) != 1 or (features is None) == (instances is None):
+        extra = sorted(k for k in payload if k not in ("features", "instances"))
+        if extra:
+            field = str(extra[0])[:64]
+            raise ApiError(422, f"{field}: unknown field; send 'features' or 'instances'", field)
+        raise ApiError(422, "send exactly one of 'features' or 'instances'", "body")
+    try:
+        if features is not None:
+            answer = serving.predict_one(nexus, loaded, features)
+        else:
+            answer = serving.predict_many(nexus, loaded, instances)
+    except ValidationProblem as problem:
+        raise ApiError(422, str(problem), problem.field) from None
+    return Response(json.dumps(answer), media_type="application/json")
+
+
+@router.post(
+    "/predictions/{prediction_id}/feedback",
+    response_model=FeedbackResponse,
+    status_code=201,
+    summary="Record the true class of a past prediction",
+    responses={
+        404: {"description": "Unknown prediction"},
+        409: {"description": "Already labelled"},
+    },
+)
+async def feedback(
+    prediction_id: str, body: FeedbackRequest, nexus: NexusDep, _key: PredictKey
+) -> FeedbackResponse:
+    """Store the actual outcome; accuracy monitoring joins it to the prediction's time."""
+    return await serving.add_feedback(nexus, prediction_id, body.actual)

@@ -1,0 +1,61 @@
+"""Training runs: start one in the background, read its status."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from nexus_ml.api import serving
+from nexus_ml.api.auth import AdminKey
+from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.errors import ApiError
+from nexus_ml.api.schemas import TrainingRun, TrainRequest
+from nexus_ml.storage.errors import DatabaseUnavailable, NotFound
+
+router = APIRouter(tags=["training"])
+
+
+@router.post(
+    "/models/{name}/train",
+    response_model=TrainingRun,
+    status_code=202,
+    summary="Start a training run in the background",
+    responses={404: {"description": "Unknown model"}, 409: {"description": "Already training"}},
+)
+async def train(
+    name: str, nexus: NexusDep, principal: AdminKey, body: TrainRequest | None = None
+) -> TrainingRun:
+    """Queue a run; poll ``GET /training/runs/{id}``. The new version is hot-swapped in."""
+    loaded = serving.model_or_404(nexus, name)
+    run = await nexus.trainer.start(loaded, principal, seed=(body or TrainRequest()).seed)
+    return TrainingRun(**run)
+
+
+@router.get(
+    "/training/runs/{run_id}",
+    response_model=TrainingRun,
+    summary="A training run's status and metrics",
+    responses={404: {"description": "Unknown run"}},
+)
+async def get_run(run_id: str, nexus: NexusDep, _key: AdminKey) -> TrainingRun:
+    """Status (queued/running/succeeded/failed), timing, version and metrics."""
+    if len(run_id) > 64:
+        raise ApiError(404, "unknown training run", "run_id")
+    try:
+        record = await asyncio.to_thread(nexus.store.get_training_run, run_id)
+    except NotFound:
+        raise ApiError(404, "unknown training run", "run_id") from None
+    except DatabaseUnavailable:
+        raise ApiError(503, "database unavailable: retry later") from None
+    return TrainingRun(
+        id=record.id,
+        model=record.model,
+        status=record.status,  # type: ignore[arg-type]
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        version=record.version,
+        metrics=record.metrics,
+        error=record.error,
+    )

@@ -1,0 +1,149 @@
+"""Serving one prediction: validate, predict, observe, hand off the record.
+
+Kept free of FastAPI types so the benchmark can call it directly and so the
+cost of every step is visible in one place (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from nexus_ml.api.errors import ApiError
+from nexus_ml.api.schemas import FeedbackResponse
+from nexus_ml.ml.registry import LoadedModel, UnknownModel
+from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
+from nexus_ml.storage.errors import Conflict, DatabaseUnavailable, NotFound
+from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
+
+if TYPE_CHECKING:
+    from nexus_ml.api.state import Nexus
+
+_perf = time.perf_counter
+
+
+def model_or_404(nexus: Nexus, name: str) -> LoadedModel:
+    """The loaded model, or a 404 that names it (bounded: at most 64 chars echoed)."""
+    try:
+        return nexus.models.get(name)
+    except UnknownModel:
+        raise ApiError(404, f"unknown model '{name[:64]}'", "name") from None
+
+
+def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, Any]:
+    """One instance: the answer as a JSON-ready dict."""
+    row = validate_instance(loaded.schema, features)
+    start = _perf()
+    index, probabilities = loaded.predictor.predict_one(row)
+    latency = _perf() - start
+    classes = loaded.classes
+    predicted = classes[index]
+    confidence = float(probabilities[index])
+    probs = dict(zip(classes, map(float, probabilities), strict=True))
+    nexus.observer(loaded).observe(row, predicted, confidence, latency)
+    pid = new_id()
+    nexus.writer.submit(
+        PredictionRecord(
+            id=pid,
+            model=loaded.name,
+            version=loaded.version,
+            created_at=utcnow(),
+            features=features,
+            predicted_class=predicted,
+            confidence=confidence,
+            probabilities=probs,
+            latency_seconds=latency,
+        )
+    )
+    return {
+        "id": pid,
+        "model": loaded.name,
+        "version": loaded.version,
+        "predicted_class": predicted,
+        "confidence": confidence,
+        "probabilities": probs,
+    }
+
+
+def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
+    """A batch: validated whole first, so a bad instance means nothing is predicted or stored."""
+    X = validate_batch(loaded.schema, instances, max_instances=nexus.settings.max_batch)
+    start = _perf()
+    # predict_batch_indices applies scikit-learn's own tie rule (decision > 0),
+    # which argmax over probabilities can break when the decision is ~0.
+    indices, proba = loaded.predictor.predict_batch_indices(X)
+    latency = (_perf() - start) / len(X)
+    classes = loaded.classes
+    observer = nexus.observer(loaded)
+    out = []
+    now = utcnow()
+    for i in range(len(X)):
+        p = proba[i]
+        index = int(indices[i])
+        predicted = classes[index]
+        confidence = float(p[index])
+        probs = dict(zip(classes, map(float, p), strict=True))
+        observer.observe(X[i], predicted, confidence, latency)
+        pid = new_id()
+        nexus.writer.submit(
+            PredictionRecord(
+                id=pid,
+                model=loaded.name,
+                version=loaded.version,
+                created_at=now,
+                features=instances[i],
+                predicted_class=predicted,
+                confidence=confidence,
+                probabilities=probs,
+                latency_seconds=latency,
+            )
+        )
+        out.append(
+            {
+                "id": pid,
+                "predicted_class": predicted,
+                "confidence": confidence,
+                "probabilities": probs,
+            }
+        )
+    return {"model": loaded.name, "version": loaded.version, "predictions": out}
+
+
+async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> FeedbackResponse:
+    """Store a label for a stored (or still queued) prediction."""
+    if len(prediction_id) != 32 or not all(c in "0123456789abcdef" for c in prediction_id):
+        raise ApiError(404, "unknown prediction id", "prediction_id")
+    store = nexus.store
+    try:
+        try:
+            stored = await asyncio.to_thread(store.get_prediction, prediction_id)
+        except NotFound:
+            # The label may arrive while its prediction still waits in the
+            # writer's queue: flush once and look again.
+            await nexus.writer.flush(timeout=5.0)
+            stored = await asyncio.to_thread(store.get_prediction, prediction_id)
+    except DatabaseUnavailable:
+        raise ApiError(503, "database unavailable: retry later", None) from None
+    except NotFound:
+        raise ApiError(404, "unknown prediction id", "prediction_id") from None
+    loaded = nexus.models.get_or_none(stored.model)
+    classes = loaded.classes if loaded is not None else list(stored.probabilities)
+    if actual not in classes:
+        raise ApiError(422, f"actual must be one of {sorted(classes)}", "actual")
+    correct = actual == stored.predicted_class
+    try:
+        await asyncio.to_thread(store.add_feedback, prediction_id, actual, correct)
+    except NotFound:
+        raise ApiError(404, "unknown prediction id", "prediction_id") from None
+    except Conflict:
+        raise ApiError(409, "this prediction already has feedback", "prediction_id") from None
+    except DatabaseUnavailable:
+        raise ApiError(503, "database unavailable: retry later", None) from None
+    nexus.metrics.model_feedback_total.labels(stored.model, "true" if correct else "false").inc()
+    return FeedbackResponse(
+        prediction_id=prediction_id, model=stored.model, actual=actual, correct=correct
+    )
+
+
+__all__ = ["ValidationProblem", "add_feedback", "model_or_404", "predict_many", "predict_one"]

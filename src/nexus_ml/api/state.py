@@ -1,0 +1,333 @@
+"""``Nexus``: everything one running service holds, built by the app factory.
+
+The api layer is the only place where ``ml``, ``monitoring`` and ``storage``
+meet: this module wires the record writer's callbacks into metrics, and owns
+the background jobs (model reload watcher, alert evaluation, model quality).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from nexus_ml.api.auth import KeyStore
+from nexus_ml.api.observe import ModelObserver
+from nexus_ml.config import Settings
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator
+from nexus_ml.monitoring.decorators import default_metrics
+from nexus_ml.monitoring.measurements import MetricHistory
+from nexus_ml.monitoring.metrics import Metrics, build_metrics
+from nexus_ml.monitoring.multiproc import mark_dead_workers
+from nexus_ml.monitoring.system import SystemCollector
+from nexus_ml.storage.db import make_engine
+from nexus_ml.storage.errors import DatabaseUnavailable
+from nexus_ml.storage.migrate import migrate
+from nexus_ml.storage.repositories import Store
+from nexus_ml.storage.writer import RecordWriter
+from nexus_ml.thresholds import Thresholds, load_thresholds
+
+log = logging.getLogger("nexus_ml.api")
+
+# Operations whose connection-error series must exist at 0 from the start, so
+# that the first error after a restart is an *increase* the alert can see.
+DB_OPERATIONS = ("insert", "replay", "query")
+MODEL_WATCH_SECONDS = 5.0
+
+
+@dataclass
+class Nexus:
+    """The service's parts; ``build`` creates them, ``start``/``stop`` run them."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: Metrics
+    keys: KeyStore
+    thresholds: Thresholds
+    store: Store
+    models: ModelRegistry
+    collector: SystemCollector
+    evaluator: AlertEvaluator
+    history: MetricHistory
+    writer: RecordWriter = field(init=False)
+    trainer: Any = field(init=False)
+    quality_job: Any = field(init=False)
+    multiproc_dir: str | None = None
+    started_at: float = 0.0
+    draining: bool = False
+    db_ok: bool | None = None
+    alerts: list[ActiveAlert] = field(default_factory=list)
+    _observers: dict[tuple[str, str], ModelObserver] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _published_alerts: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, settings: Settings, registry: CollectorRegistry) -> Nexus:
+        """Create (not start) every part from ``settings``."""
+        from nexus_ml.api.quality_job import QualityJob
+        from nexus_ml.api.trainer import Trainer
+
+        # The process-default metrics are shared with the decorators that
+        # teams put on their own code; a fresh registry gets its own set.
+        metrics = default_metrics() if registry is REGISTRY else build_metrics(registry)
+        multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        thresholds = load_thresholds(settings)
+        nexus = cls(
+            settings=settings,
+            registry=registry,
+            metrics=metrics,
+            keys=KeyStore(settings.parsed_api_keys()),
+            thresholds=thresholds,
+            store=Store(make_engine(settings.resolved_database_url)),
+            models=ModelRegistry(settings.model_path),
+            collector=SystemCollector(
+                metrics,
+                interval=settings.system_interval_seconds,
+                disk_path=Path(settings.data_dir),
+                lock_dir=Path(multiproc_dir) if multiproc_dir else None,
+            ),
+            evaluator=AlertEvaluator(thresholds),
+            history=MetricHistory(),
+            multiproc_dir=multiproc_dir,
+        )
+        nexus.writer = nexus._make_writer()
+        nexus.trainer = Trainer(nexus)
+        nexus.quality_job = QualityJob(nexus)
+        for op in DB_OPERATIONS:
+            metrics.db_operation_errors_total.labels(op, "connection")
+        return nexus
+
+    @property
+    def engine(self) -> Any:
+        """The SQLAlchemy engine."""
+        return self.store.engine
+
+    # -- wiring ------------------------------------------------------------
+
+    def count_error(self, component: str, error_type: str) -> None:
+        """Increment ml_errors_total{component, error_type}."""
+        self.metrics.errors_total.labels(component, error_type).inc()
+
+    def _make_writer(self) -> RecordWriter:
+        m = self.metrics
+        written = m.db_records_written_total
+        duration = m.db_operation_duration_seconds.labels("insert_predictions")
+
+        def on_flush(n_written: int, seconds: float) -> None:
+            written.inc(n_written)
+            duration.observe(seconds)
+            self.db_ok = True
+
+        def on_error(operation: str, error_type: str) -> None:
+            m.db_operation_errors_total.labels(operation, error_type).inc()
+            self.count_error("database", error_type)
+            if error_type == "connection":
+                self.db_ok = False
+
+        def on_pending(n_memory: int, n_disk: int) -> None:
+            m.db_records_pending.set(n_memory + n_disk)
+            m.db_records_spilled.set(n_disk)
+
+        return RecordWriter.from_settings(
+            self.settings,
+            self.store.insert_predictions,
+            on_flush=on_flush,
+            on_error=on_error,
+            on_pending=on_pending,
+        )
+
+    def observer(self, loaded: LoadedModel) -> ModelObserver:
+        """The cached observer of this model version."""
+        key = (loaded.name, loaded.version)
+        obs = self._observers.get(key)
+        if obs is None:
+            obs = self._observers[key] = ModelObserver(self.metrics, loaded)
+        return obs
+
+    def export_model(self, loaded: LoadedModel) -> None:
+        """Publish a (newly) loaded model version's static metrics."""
+        m = self.metrics
+        for other in self._observers:
+            if other[0] == loaded.name and other[1] != loaded.version:
+                m.model_info.labels(*other).set(0)
+        m.model_info.labels(loaded.name, loaded.version).set(1)
+        md = loaded.metadata
+        tm = md.get("training_metrics", {})
+        if "holdout_accuracy" in tm:
+            m.model_holdout_accuracy.labels(loaded.name, loaded.version).set(tm["holdout_accuracy"])
+        m.model_features_count.labels(loaded.name).set(len(loaded.schema.names))
+        if "n_samples" in tm:
+            m.model_training_samples.labels(loaded.name).set(tm["n_samples"])
+        created = md.get("created_at")
+        if created:
+            from datetime import datetime
+
+            ts = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+            m.model_last_training_timestamp_seconds.labels(loaded.name).set(ts)
+        # Series TrainingFailure reads with increase(): present at 0 from the start.
+        for outcome in ("success", "failure"):
+            m.model_training_runs_total.labels(loaded.name, outcome)
+        self.observer(loaded)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Migrate, load models, start the writer, collector and background jobs."""
+        self.started_at = time.time()
+        try:
+            await asyncio.to_thread(migrate, self.engine)
+            self.db_ok = True
+        except Exception as exc:  # the DB may be down at start: serve anyway, records spill
+            self.db_ok = False
+            self.count_error("database", type(exc).__name__)
+            log.warning(
+                "database migration failed at start", extra={"error_type": type(exc).__name__}
+            )
+        refused = await asyncio.to_thread(self.models.load_all)
+        for name in refused:
+            self.count_error("model", "BundleRefused")
+            log.warning("model bundle refused", extra={"model": name})
+        for loaded in self.models.all():
+            self.export_model(loaded)
+        await self.writer.start()
+        await self.collector.start()
+        s = self.settings
+        self._every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
+        self._every(s.alert_interval_seconds, self._evaluate_alerts, "alert-evaluator")
+        self._every(s.drift_interval_seconds, self.run_quality_job, "model-quality", delay=True)
+
+    async def stop(self) -> None:
+        """Stop jobs, then drain the writer within the grace period."""
+        self.draining = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.trainer.wait_idle()
+        await self.collector.stop()
+        left = await self.writer.stop(timeout=self.settings.shutdown_grace_seconds)
+        if left:
+            log.warning("records left in the journal for the next start", extra={"count": left})
+        self.engine.dispose()
+
+    def _every(
+        self, seconds: float, job: Callable[[], Awaitable[Any]], name: str, *, delay: bool = False
+    ) -> None:
+        async def loop() -> None:
+            if delay:
+                await asyncio.sleep(seconds)
+            while True:
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a job failing must not stop the service
+                    self.count_error("scheduler", type(exc).__name__)
+                    log.warning(
+                        "background job failed",
+                        extra={"component": name, "error_type": type(exc).__name__},
+                    )
+                await asyncio.sleep(seconds)
+
+        self._tasks.append(asyncio.create_task(loop(), name=name))
+
+    async def _watch_models(self) -> None:
+        before = {m.name: m.version for m in self.models.all()}
+        await asyncio.to_thread(self.models.refresh)
+        for loaded in self.models.all():
+            if before.get(loaded.name) != loaded.version:
+                self.export_model(loaded)
+
+    async def run_quality_job(self) -> dict[str, Any]:
+        """Drift, window quality and accuracy now (one worker at a time)."""
+        try:
+            return await asyncio.to_thread(self.quality_job.run)
+        except DatabaseUnavailable:
+            self.metrics.db_operation_errors_total.labels("query", "connection").inc()
+            self.count_error("database", "connection")
+            raise
+
+    def _collect_families(self) -> list[Any]:
+        if self.multiproc_dir:
+            mark_dead_workers(self.multiproc_dir)
+            reg = CollectorRegistry()
+            MultiProcessCollector(reg, path=self.multiproc_dir)
+            return list(reg.collect())
+        return list(self.registry.collect())
+
+    async def _evaluate_alerts(self) -> None:
+        # Every worker evaluates the same aggregated metrics, so every worker's
+        # /health shows the same alerts without electing one.
+        now = time.time()
+        families = await asyncio.to_thread(self._collect_families)
+        self.history.record(families, now)
+        measurements = self.history.measurements(self.models.names(), now)
+        self.alerts = self.evaluator.evaluate(measurements)
+        self._publish_alerts()
+
+    def _publish_alerts(self) -> None:
+        # prometheus_client cannot remove a label set in multiprocess mode:
+        # an alert that stopped firing is set to 0 rather than removed.
+        firing = {(a.name, a.severity) for a in self.alerts if a.state == "firing"}
+        gauge = self.metrics.alerts_active
+        for key in self._published_alerts - firing:
+            gauge.labels(*key).set(0)
+        for key in firing:
+            gauge.labels(*key).set(1)
+        self._published_alerts |= firing
+
+    # -- health ------------------------------------------------------------
+
+    async def check_database(self) -> dict[str, Any]:
+        """Ping the database (bounded by the engine's connect timeout)."""
+        try:
+            seconds = await asyncio.to_thread(self.store.ping)
+        except DatabaseUnavailable:
+            self.db_ok = False
+            return {"status": "unreachable"}
+        self.db_ok = True
+        return {"status": "ok", "latency_seconds": round(seconds, 6)}
+
+    async def readiness(self) -> dict[str, Any]:
+        """Ready = models loaded and not draining; the database only degrades."""
+        db = await self.check_database()
+        models = self.models.names()
+        ready = bool(models) and not self.draining
+        status = "not_ready" if not ready else ("ok" if db["status"] == "ok" else "degraded")
+        return {
+            "ready": ready,
+            "status": status,
+            "checks": {
+                "models": {"status": "ok" if models else "none_loaded", "loaded": models},
+                "database": db,
+                "shutting_down": self.draining,
+                "records_pending": self.writer.pending + self.writer.disk_only,
+            },
+        }
+
+    async def health_report(self) -> dict[str, Any]:
+        """Readiness plus system resources and active alerts."""
+        report = await self.readiness()
+        snap = await asyncio.to_thread(self.collector.sample)
+        report["checks"]["system"] = {
+            "cpu_percent": snap.cpu_percent,
+            "memory_ratio": snap.memory_ratio,
+            "disk_ratio": snap.disk_ratio,
+        }
+        firing = [a.to_dict() for a in self.alerts if a.state == "firing"]
+        report["alerts"] = firing
+        if firing and report["status"] == "ok":
+            report["status"] = "degraded"
+        report["uptime_seconds"] = round(time.time() - self.started_at, 3)
+        return report

@@ -1,0 +1,160 @@
+"""``nexus-ml``: serve, train, simulate, drift, render, stack."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
+from nexus_ml.config import Settings
+
+app = typer.Typer(
+    help="Nexus ML: diagnostic models with Prometheus-native monitoring.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+        settings.parsed_api_keys()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _ensure_models(settings: Settings) -> None:
+    from nexus_ml.ml.training import ensure_bundled_models
+
+    with Progress(console=console, transient=False) as progress:
+        task: list[TaskID] = []
+
+        def report(name: str, done: int, total: int) -> None:
+            if not task:
+                task.append(progress.add_task("training bundled models", total=total))
+            progress.update(task[0], completed=done, description=f"training bundled model '{name}'")
+
+        trained = ensure_bundled_models(settings.model_path, progress=report)
+    if trained:
+        console.print(f"trained bundled models: {', '.join(trained)} → {settings.model_path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (the guide's is 8001).")] = 8001,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API; trains the bundled models first if the model folder holds none."""
+    import uvicorn
+
+    from nexus_ml.api.auth import ensure_first_start_key
+    from nexus_ml.api.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_models(settings)
+    settings, new_key = ensure_first_start_key(settings)
+    if not os.environ.get("ML_API_KEYS"):
+        # Workers read their settings from the environment; the generated key
+        # (stored 0600 under the data folder) reaches them this way.
+        os.environ["ML_API_KEYS"] = settings.api_keys.get_secret_value()
+        key = settings.api_keys.get_secret_value().split(":", 1)[1]
+        label = "new admin API key" if new_key else "admin API key"
+        console.print(f"{label} (stored in {settings.data_dir / 'api_key'}): [bold]{key}[/bold]")
+    base = f"http://{host}:{port}"
+    console.print(f"API docs:   {base}/docs")
+    console.print(f"dashboard:  {base}/dashboard")
+    console.print(f"metrics:    {base}/metrics")
+    console.print(f"health:     {base}/health")
+    console.print(f"database:   {_safe_url(settings.resolved_database_url)}")
+
+    if workers > 1:
+        # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when a worker imports
+        # it; the folder is wiped here, before any worker exists, so counters of
+        # a previous run never leak into this one.
+        from nexus_ml.monitoring.multiproc import prepare_multiproc_dir
+
+        mp_dir = Path(
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "prometheus"
+        )
+        prepare_multiproc_dir(mp_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir.resolve())
+        from nexus_ml.storage.migrate import migrate
+
+        migrate(settings.resolved_database_url)
+        uvicorn.run(
+            "nexus_ml.api.asgi:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        )
+        return
+    from nexus_ml.api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="CSV file with a header row.")
+    ],
+    target: Annotated[str, typer.Option(help="Name of the class column.")],
+    name: Annotated[str, typer.Option(help="Model name: lowercase letters, digits, underscores.")],
+) -> None:
+    """Train your own scikit-learn model from a CSV and save it as a bundle."""
+    from nexus_ml.ml.bundle import BundleError
+    from nexus_ml.ml.training import TrainingDataError, train_from_csv
+
+    settings = _settings()
+    try:
+        version, metrics = train_from_csv(data, target, name, settings.model_path)
+    except (TrainingDataError, BundleError, ValueError) as exc:
+        console.print(f"[red]cannot train:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"saved model '{name}' version {version}: holdout accuracy "
+        f"{metrics['holdout_accuracy']:.3f} on {metrics['n_holdout']} rows "
+        f"({metrics['n_features']} features)"
+    )
+    console.print("a running service picks it up within a few seconds (or at its next start)")
+
+
+@app.command()
+def render(
+    out: Annotated[Path, typer.Argument(help="Folder to write (the repo's deploy/).")] = Path(
+        "deploy"
+    ),
+) -> None:
+    """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code."""
+    from nexus_ml.monitoring.render import render_all
+
+    for path in render_all(out):
+        console.print(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    app()

@@ -1,0 +1,213 @@
+"""Panel factories with the project's defaults, so a dashboard module reads as a panel list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from grafana_foundation_sdk.builders import bargauge, heatmap, stat, table, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import heatmap as hm
+
+from nexus_ml.monitoring.dashboards_common import PROMETHEUS
+
+LAST = ["lastNotNull"]
+
+
+def _legend(*, table_mode: bool = False) -> cb.VizLegendOptions:
+    mode = cm.LegendDisplayMode.TABLE if table_mode else cm.LegendDisplayMode.LIST
+    calcs = ["lastNotNull", "max"] if table_mode else []
+    return (
+        cb.VizLegendOptions()
+        .display_mode(mode)
+        .placement(cm.LegendPlacement.BOTTOM)
+        .show_legend(True)
+        .calcs(calcs)
+    )
+
+
+def timeseries_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    unit: str,
+    thresholds: db.ThresholdsConfig | None = None,
+    description: str = "",
+    span: int = 12,
+    height: int = 8,
+    min_val: float | None = None,
+    max_val: float | None = None,
+    bars: bool = False,
+) -> timeseries.Panel:
+    """A time series; with ``thresholds`` they are drawn as dashed lines at the alert limits."""
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .targets(list(targets))
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .legend(_legend(table_mode=len(targets) > 1))
+        .line_width(1)
+        .fill_opacity(10)
+    )
+    if bars:
+        panel = panel.draw_style(cm.GraphDrawStyle.BARS).fill_opacity(80)
+    if min_val is not None:
+        panel = panel.min(min_val)
+    if max_val is not None:
+        panel = panel.max(max_val)
+    if thresholds is not None:
+        panel = panel.thresholds(thresholds).thresholds_style(
+            cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED)
+        )
+    return panel
+
+
+def right_axis(panel: timeseries.Panel, name_regex: str, unit: str) -> timeseries.Panel:
+    """Put the series whose name matches ``name_regex`` on a right axis with their own unit."""
+    return panel.override_by_regexp(
+        name_regex,
+        [
+            dm.DynamicConfigValue(id_val="unit", value=unit),
+            dm.DynamicConfigValue(id_val="custom.axisPlacement", value=cm.AxisPlacement.RIGHT),
+        ],
+    )
+
+
+def colour_series(panel: timeseries.Panel, name_regex: str, colour: str) -> timeseries.Panel:
+    """Give the series matching ``name_regex`` a fixed colour (failures red, say)."""
+    return panel.override_by_regexp(
+        name_regex,
+        [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})],
+    )
+
+
+def stat_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    unit: str,
+    thresholds: db.ThresholdsConfig,
+    description: str = "",
+    span: int = 4,
+    height: int = 8,
+    mappings: Sequence[dm.ValueMapping] = (),
+    decimals: float | None = None,
+) -> stat.Panel:
+    """A single big number (last value), coloured by ``thresholds``."""
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .targets(list(targets))
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .thresholds(thresholds)
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(cb.ReduceDataOptions().calcs(LAST).values(False))
+    )
+    if mappings:
+        panel = panel.mappings(list(mappings))
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    return panel
+
+
+def bar_gauge_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    unit: str,
+    thresholds: db.ThresholdsConfig,
+    description: str = "",
+    span: int = 8,
+    height: int = 8,
+    min_val: float | None = None,
+    max_val: float | None = None,
+) -> bargauge.Panel:
+    """Horizontal bars, one per series (per feature, per bucket), coloured by ``thresholds``."""
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .targets(list(targets))
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .thresholds(thresholds)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+        .reduce_options(cb.ReduceDataOptions().calcs(LAST).values(False))
+    )
+    if min_val is not None:
+        panel = panel.min(min_val)
+    if max_val is not None:
+        panel = panel.max(max_val)
+    return panel
+
+
+def heatmap_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    y_unit: str,
+    description: str = "",
+    span: int = 8,
+    height: int = 8,
+) -> heatmap.Panel:
+    """A heatmap of pre-bucketed histogram data (Prometheus ``le`` buckets, no recalculation)."""
+    return (
+        heatmap.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .targets(list(targets))
+        .span(span)
+        .height(height)
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit(y_unit))
+        .color(
+            heatmap.HeatmapColorOptions()
+            .mode(hm.HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .fill("dark-orange")
+            .steps(64)
+        )
+    )
+
+
+def table_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    description: str = "",
+    span: int = 12,
+    height: int = 8,
+    hide_columns: Sequence[str] = ("Time", "__name__", "alertstate", "Value"),
+) -> table.Panel:
+    """A table of ``format=table`` instant queries (labels as columns), minus bookkeeping ones."""
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .targets(list(targets))
+        .span(span)
+        .height(height)
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize",
+                options={"excludeByName": dict.fromkeys(hide_columns, True)},
+            )
+        )
+    )

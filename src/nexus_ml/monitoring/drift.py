@@ -1,0 +1,304 @@
+"""Data drift per model: fit on the reference profile once, score each window, decide drift.
+
+The decision must not cry wolf at either end of the window-size range:
+
+* small windows: PSI is biased upwards by sampling noise (E[PSI] ~ (k-1)(1/n + 1/m) for k
+  bins), so an effect-size rule alone flags noise — hence a significance test too;
+* large windows: any test rejects for trivially small shifts — hence an effect-size rule too;
+* many features: 30 tests at 5% would flag one and a half features by chance — hence a
+  multiple-testing correction (Benjamini–Hochberg by default, Bonferroni on request).
+
+A feature is flagged iff its PSI on the reference decile bins exceeds ``threshold`` (the guide's
+``data_drift_high`` 0.1, PSI's classic "moderate shift" boundary) AND the corrected p-value of
+the chi-squared homogeneity test on the same bins is below ``alpha``. PSI is the decision
+statistic because its conventional reading matches the guide's 0.1 and it works the same way
+on numeric bins and categories. No decision at all is taken below ``min_window`` rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from nexus_ml.monitoring.drift_methods import (
+    DriftMethod,
+    MethodResult,
+    methods_for,
+    sorted_finite,
+)
+
+DECISION_METHOD = "psi"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDrift:
+    """Drift of one feature in one window."""
+
+    scores: dict[str, float]
+    pvalues: dict[str, float]
+    statistic: float  # the decision statistic (PSI)
+    pvalue: float  # the decision test's raw p-value
+    adjusted_pvalue: float  # after the multiple-testing correction
+    n: int  # non-missing values of the feature in the window
+    drifted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """Per-feature drift scores and decisions for one window."""
+
+    window_size: int
+    decided: bool
+    reason: str
+    threshold: float
+    alpha: float
+    features: dict[str, FeatureDrift] = field(default_factory=dict)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Names of the features judged drifted."""
+        return [f for f, d in self.features.items() if d.drifted]
+
+    @property
+    def share_drifted(self) -> float:
+        """Share of features judged drifted, 0-1 (0 when no decision was taken)."""
+        return len(self.drifted_features) / len(self.features) if self.features else 0.0
+
+    @property
+    def drift_detected(self) -> bool:
+        """True if any feature is judged drifted."""
+        return bool(self.drifted_features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (NaN scores become None)."""
+
+        def clean(v: float) -> float | None:
+            return None if v != v else v
+
+        return {
+            "window_size": self.window_size,
+            "decided": self.decided,
+            "reason": self.reason,
+            "threshold": self.threshold,
+            "alpha": self.alpha,
+            "share_drifted": self.share_drifted,
+            "drifted_features": self.drifted_features,
+            "features": {
+                f: {
+                    "scores": {k: clean(v) for k, v in d.scores.items()},
+                    "pvalues": {k: clean(v) for k, v in d.pvalues.items()},
+                    "statistic": clean(d.statistic),
+                    "pvalue": clean(d.pvalue),
+                    "adjusted_pvalue": clean(d.adjusted_pvalue),
+                    "n": d.n,
+                    "drifted": d.drifted,
+                }
+                for f, d in self.features.items()
+            },
+        }
+
+
+def adjust_pvalues(
+    pvalues: ArrayLike, correction: Literal["bh", "bonferroni"] = "bh"
+) -> NDArray[np.float64]:
+    """Multiple-testing adjusted p-values (Benjamini–Hochberg step-up or Bonferroni)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    k = p.size
+    if k == 0:
+        return p
+    if correction == "bonferroni":
+        return np.minimum(p * k, 1.0)
+    order = np.argsort(p)
+    ranked = p[order] * k / np.arange(1, k + 1)
+    # Step-up: each adjusted value is the smallest over itself and all larger ranks.
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(k)
+    out[order] = np.minimum(ranked, 1.0)
+    return out
+
+
+class DriftDetector:
+    """Fit once on a model's reference profile; ``score`` each window of live features."""
+
+    features_: dict[str, str]  # feature name -> "numeric" | "categorical"
+    methods_: dict[str, dict[str, DriftMethod]]
+    categories_: dict[str, dict[str, int]]
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.1,
+        alpha: float = 0.05,
+        min_window: int = 200,
+        correction: Literal["bh", "bonferroni"] = "bh",
+        methods: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.alpha = alpha
+        self.min_window = min_window
+        self.correction = correction
+        # Default: every registered method for each feature type.
+        self.methods = {t: list(methods_for(t)) for t in ("numeric", "categorical")}
+        if methods:
+            self.methods.update({t: list(v) for t, v in methods.items()})
+        for t, names in self.methods.items():
+            if DECISION_METHOD not in names:
+                names.insert(0, DECISION_METHOD)
+            unknown = set(names) - set(methods_for(t))
+            if unknown:
+                raise ValueError(f"unknown {t} drift methods: {sorted(unknown)}")
+
+    @classmethod
+    def from_profile(cls, profile: Mapping[str, Any], **kwargs: Any) -> DriftDetector:
+        """A detector fitted on ``profile`` (the dict from build_profile)."""
+        return cls(**kwargs).fit_profile(profile)
+
+    def fit_profile(self, profile: Mapping[str, Any]) -> Self:
+        """Fit every method of every feature from a reference profile dict."""
+        self._reset()
+        for name in profile["feature_names"]:
+            feat = profile["features"][name]
+            if feat["type"] == "numeric" and not feat["quantiles"]:
+                continue  # a feature never observed in training cannot drift against anything
+            self._add(name, feat["type"], feat)
+            if feat["type"] == "categorical":
+                self.categories_[name] = {c: i for i, c in enumerate(feat["categories"])}
+        return self
+
+    def fit(
+        self, reference: ArrayLike, feature_names: Sequence[str], categorical: Sequence[str] = ()
+    ) -> Self:
+        """Fit from raw reference rows (exact KS/Wasserstein; bins as in the profile)."""
+        self._reset()
+        ref = np.asarray(reference)
+        for j, name in enumerate(feature_names):
+            if name in categorical:
+                cats, counts = np.unique(ref[:, j].astype(str), return_counts=True)
+                feat = {
+                    "type": "categorical",
+                    "categories": cats.tolist(),
+                    "category_counts": counts.tolist(),
+                }
+                self._add(name, "categorical", feat)
+                self.categories_[name] = {c: i for i, c in enumerate(feat["categories"])}
+            else:
+                col = sorted_finite(ref[:, j])  # sorted once, shared by every method
+                self._add(name, "numeric", col)
+        return self
+
+    def _reset(self) -> None:
+        self.features_, self.methods_, self.categories_ = {}, {}, {}
+
+    def _add(self, name: str, ftype: str, reference: Mapping[str, Any] | NDArray[Any]) -> None:
+        """Fit each method from a profile entry (a mapping) or from sorted raw values."""
+        registry = methods_for(ftype)
+        self.features_[name] = ftype
+        self.methods_[name] = {
+            m: registry[m]().fit_profile(reference)
+            if isinstance(reference, Mapping)
+            else registry[m]().fit(reference)
+            for m in self.methods[ftype]
+        }
+
+    def score(self, window: ArrayLike, feature_names: Sequence[str]) -> DriftReport:
+        """Score a window (n × d, columns named by ``feature_names``) against the reference."""
+        if not hasattr(self, "features_"):
+            raise RuntimeError("DriftDetector is not fitted; call fit_profile() first")
+        win = np.asarray(window)
+        if win.ndim != 2 or win.shape[1] != len(feature_names):
+            raise ValueError(f"window must be n x {len(feature_names)}, got {win.shape}")
+        index = {f: j for j, f in enumerate(feature_names)}
+        missing = [f for f in self.features_ if f not in index]
+        if missing:
+            raise ValueError(f"window lacks reference features: {missing}")
+        numeric = [f for f, t in self.features_.items() if t == "numeric"]
+        # Sort every numeric column once and share it across methods: the sort is most of a
+        # window's cost. Fancy indexing copies (k x n, C order, each column contiguous), so the
+        # in-place sort never touches the caller's array.
+        cols = np.asarray(win.T[[index[f] for f in numeric]], dtype=np.float64, order="C")
+        cols.sort(axis=1)
+        prepared: dict[str, NDArray[np.float64]] = {}
+        for k, f in enumerate(numeric):
+            col = cols[k]
+            # NaN sorts last; inf is dropped too (data quality reports both).
+            finite = np.isfinite(col)
+            prepared[f] = col if finite.all() else col[finite]
+        for f, t in self.features_.items():
+            if t == "categorical":
+                prepared[f] = self._category_counts(f, win[:, index[f]])
+        results = {f: self._score_feature(f, prepared[f]) for f in self.features_}
+        return self._decide(win.shape[0], results)
+
+    def _category_counts(self, name: str, values: NDArray[Any]) -> NDArray[np.float64]:
+        """Counts over the reference categories plus one trailing bucket for unseen ones."""
+        lookup = self.categories_[name]
+        present = [v for v in values.tolist() if v is not None and v == v]
+        cats, counts = np.unique(
+            np.asarray([str(v) for v in present], dtype=object), return_counts=True
+        )
+        out = np.zeros(len(lookup) + 1)
+        for c, n in zip(cats.tolist(), counts.tolist(), strict=True):
+            out[lookup.get(c, len(lookup))] += n
+        return out
+
+    def _score_feature(
+        self, name: str, values: NDArray[np.float64]
+    ) -> tuple[dict[str, MethodResult], int]:
+        n = int(values.sum()) if self.features_[name] == "categorical" else int(values.size)
+        return {m: meth.score(values) for m, meth in self.methods_[name].items()}, n
+
+    def _decide(
+        self, window_size: int, results: dict[str, tuple[dict[str, MethodResult], int]]
+    ) -> DriftReport:
+        names = list(results)
+        stat = np.array([results[f][0][DECISION_METHOD].score for f in names])
+        raw_p = np.array([_p(results[f][0][DECISION_METHOD]) for f in names])
+        sizes = np.array([results[f][1] for f in names])
+        enough = sizes >= self.min_window
+        adj = np.ones(len(names))
+        # Correct only over the features actually tested in this window.
+        adj[enough] = adjust_pvalues(raw_p[enough], self.correction)
+        flags = enough & (stat > self.threshold) & (adj < self.alpha)
+        decided = window_size >= self.min_window and bool(enough.any())
+        if window_size < self.min_window:
+            reason = (
+                f"window of {window_size} rows is below min_window={self.min_window}: "
+                "scores shown, no drift decision taken"
+            )
+            flags[:] = False
+        elif not enough.all():
+            few = [f for f, ok in zip(names, enough, strict=True) if not ok]
+            reason = f"features with fewer than {self.min_window} values not decided: {few}"
+        else:
+            reason = (
+                f"drifted iff {DECISION_METHOD} > {self.threshold} and "
+                f"{self.correction}-adjusted p < {self.alpha}"
+            )
+        features = {
+            f: FeatureDrift(
+                scores={m: r.score for m, r in results[f][0].items()},
+                pvalues={m: r.pvalue for m, r in results[f][0].items() if r.pvalue is not None},
+                statistic=float(stat[i]),
+                pvalue=float(raw_p[i]),
+                adjusted_pvalue=float(adj[i]),
+                n=int(sizes[i]),
+                drifted=bool(flags[i]),
+            )
+            for i, f in enumerate(names)
+        }
+        return DriftReport(
+            window_size=window_size,
+            decided=decided,
+            reason=reason,
+            threshold=self.threshold,
+            alpha=self.alpha,
+            features=features,
+        )
+
+
+def _p(result: MethodResult) -> float:
+    return 1.0 if result.pvalue is None or result.pvalue != result.pvalue else result.pvalue

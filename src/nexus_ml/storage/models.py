@@ -1,0 +1,166 @@
+"""SQLAlchemy 2 typed declarative models: the schema the Alembic migrations create."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TRAINING_STATUSES = ("queued", "running", "succeeded", "failed")
+ERROR_MAX_CHARS = 2000
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+# Deterministic constraint names, so migrations can refer to (and later drop) them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous (local? UTC?); refusing it keeps every window honest.
+            raise ValueError("naive datetime: pass a timezone-aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        # SQLite compares datetimes as text: store all of them in one zone, without an offset.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+    }
+
+
+class Prediction(Base):
+    """One served prediction (the PredictionRecord contract)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    features: Mapped[dict[str, Any]]
+    predicted_class: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[dict[str, Any]]
+    latency_seconds: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_predictions_model_created_at", "model", "created_at"),)
+
+
+class Feedback(Base):
+    """The ground-truth label for one prediction (at most one per prediction)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("predictions.id", ondelete="CASCADE"), unique=True
+    )
+    actual: Mapped[str] = mapped_column(String(200))
+    correct: Mapped[bool] = mapped_column(Boolean)
+    received_at: Mapped[datetime]
+
+
+class TrainingRun(Base):
+    """A (re)training request and its outcome."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    version: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(String(ERROR_MAX_CHARS))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        Index("ix_training_runs_model_created_at", "model", "created_at"),
+    )
+
+
+class AuditEntry(Base):
+    """Who did what to which target; ``actor`` is a key fingerprint, never a key."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any] | None]
+
+
+class DriftResult(Base):
+    """One drift computation over a window of recent predictions."""
+
+    __tablename__ = "drift_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime]
+    window_size: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    drift_share: Mapped[float] = mapped_column(Float)
+    results: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_drift_results_model_computed_at", "model", "computed_at"),)
+
+
+class ThresholdOverride(Base):
+    """An operator's runtime override of one alert threshold."""
+
+    __tablename__ = "threshold_overrides"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(64))

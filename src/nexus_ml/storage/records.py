@@ -1,0 +1,145 @@
+"""Plain value objects passed across the storage boundary (no ORM objects leak out)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def new_id() -> str:
+    """A fresh 32-character id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One served prediction, as the api layer hands it to the writer."""
+
+    id: str
+    model: str
+    version: str
+    created_at: datetime
+    features: dict[str, Any]
+    predicted_class: str
+    confidence: float
+    probabilities: dict[str, Any]
+    latency_seconds: float
+
+    def to_row(self) -> dict[str, Any]:
+        """The record as a column -> value mapping for an INSERT."""
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "created_at": self.created_at,
+            "features": self.features,
+            "predicted_class": self.predicted_class,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "latency_seconds": self.latency_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One prediction in a drift/quality window."""
+
+    features: dict[str, Any]
+    confidence: float
+    predicted_class: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Raw per-model arrays; the monitoring layer computes percentiles from them."""
+
+    count: int = 0
+    latencies: list[float] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A stored label."""
+
+    id: int
+    prediction_id: str
+    actual: str
+    correct: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledPrediction:
+    """A prediction joined to its label, timed by the prediction."""
+
+    prediction_id: str
+    created_at: datetime
+    version: str
+    predicted_class: str
+    confidence: float
+    actual: str
+    correct: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRunRecord:
+    """A training run's current state."""
+
+    id: str
+    model: str
+    status: str
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: str | None
+    metrics: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit-log entry."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftResultRecord:
+    """One stored drift computation."""
+
+    id: int
+    model: str
+    version: str
+    computed_at: datetime
+    window_size: int
+    window_start: datetime | None
+    window_end: datetime | None
+    drift_share: float
+    results: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdOverrideRecord:
+    """One threshold override."""
+
+    key: str
+    value: float
+    updated_at: datetime
+    updated_by: str

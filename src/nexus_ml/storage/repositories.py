@@ -1,0 +1,215 @@
+"""Repositories: predictions and feedback, and the Store that holds every repository."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import session_factory
+from .errors import Conflict, NotFound, translate_errors
+from .locks import try_advisory_lock
+from .models import Feedback, Prediction
+from .operations import OperationsRepository
+from .records import (
+    FeedbackRecord,
+    LabelledPrediction,
+    ModelStats,
+    PredictionRecord,
+    WindowRow,
+    utcnow,
+)
+
+__all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
+
+# Drift and quality windows are read into memory; cap them whatever the caller asks for.
+MAX_WINDOW = 100_000
+
+
+class Store(OperationsRepository):
+    """All repositories over one engine; each method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    def session(self) -> Session:
+        """A new session (for callers composing several operations in one transaction)."""
+        return self._sessions()
+
+    @translate_errors
+    def ping(self) -> float:
+        """Round-trip ``SELECT 1``; returns seconds taken, raises DatabaseUnavailable."""
+        start = time.perf_counter()
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return time.perf_counter() - start
+
+    # -- predictions --------------------------------------------------------------------------
+
+    @translate_errors
+    def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
+        """Insert records, ignoring ids already stored; returns how many were new."""
+        rows = list({r.id: r.to_row() for r in records}.values())
+        if not rows:
+            return 0
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = (
+            dialect.insert(Prediction)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(Prediction.id)
+        )
+        with self._sessions.begin() as session:
+            # RETURNING lists only the rows actually inserted; rowcount is unreliable for
+            # executemany across drivers.
+            return len(session.execute(stmt, rows).all())
+
+    @translate_errors
+    def get_prediction(self, prediction_id: str) -> PredictionRecord:
+        """The stored prediction ``prediction_id``; raises NotFound."""
+        with self._sessions() as session:
+            row = session.get(Prediction, prediction_id)
+            if row is None:
+                raise NotFound(f"prediction {prediction_id}")
+            return PredictionRecord(
+                id=row.id,
+                model=row.model,
+                version=row.version,
+                created_at=row.created_at,
+                features=row.features,
+                predicted_class=row.predicted_class,
+                confidence=row.confidence,
+                probabilities=row.probabilities,
+                latency_seconds=row.latency_seconds,
+            )
+
+    @translate_errors
+    def recent_predictions(
+        self,
+        model: str,
+        *,
+        limit: int | None = None,
+        since: datetime | None = None,
+        version: str | None = None,
+    ) -> list[WindowRow]:
+        """The newest predictions of ``model`` (newest first, at most MAX_WINDOW)."""
+        cap = MAX_WINDOW if limit is None else max(0, min(limit, MAX_WINDOW))
+        stmt = select(
+            Prediction.features,
+            Prediction.confidence,
+            Prediction.predicted_class,
+            Prediction.created_at,
+        ).where(Prediction.model == model)
+        if since is not None:
+            stmt = stmt.where(Prediction.created_at >= since)
+        if version is not None:
+            stmt = stmt.where(Prediction.version == version)
+        stmt = stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(cap)
+        with self._sessions() as session:
+            return [WindowRow(*row) for row in session.execute(stmt)]
+
+    @translate_errors
+    def prediction_stats(
+        self,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, ModelStats]:
+        """Raw latency/confidence arrays, counts and class counts per model in [since, until)."""
+        stmt = select(
+            Prediction.model,
+            Prediction.latency_seconds,
+            Prediction.confidence,
+            Prediction.predicted_class,
+        )
+        if model is not None:
+            stmt = stmt.where(Prediction.model == model)
+        if since is not None:
+            stmt = stmt.where(Prediction.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Prediction.created_at < until)
+        stats: dict[str, ModelStats] = {}
+        with self._sessions() as session:
+            for name, latency, confidence, predicted in session.execute(stmt):
+                s = stats.get(name)
+                if s is None:
+                    s = stats[name] = ModelStats()
+                s.count += 1
+                s.latencies.append(latency)
+                s.confidences.append(confidence)
+                s.class_counts[predicted] = s.class_counts.get(predicted, 0) + 1
+        return stats
+
+    @translate_errors
+    def count_predictions(self, model: str | None = None) -> int:
+        """How many predictions are stored (for one model, or all)."""
+        stmt = select(func.count()).select_from(Prediction)
+        if model is not None:
+            stmt = stmt.where(Prediction.model == model)
+        with self._sessions() as session:
+            return int(session.execute(stmt).scalar_one())
+
+    # -- feedback -----------------------------------------------------------------------------
+
+    @translate_errors
+    def add_feedback(
+        self, prediction_id: str, actual: str, correct: bool | None = None
+    ) -> FeedbackRecord:
+        """Label a prediction; ``correct`` defaults to actual == predicted class.
+
+        Raises NotFound for an unknown prediction and Conflict if it is already labelled.
+        """
+        with self._sessions() as session:
+            prediction = session.get(Prediction, prediction_id)
+            if prediction is None:
+                raise NotFound(f"prediction {prediction_id}")
+            if correct is None:
+                correct = actual == prediction.predicted_class
+            row = Feedback(
+                prediction_id=prediction_id, actual=actual, correct=correct, received_at=utcnow()
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                # The unique constraint decides races between two concurrent labels.
+                session.rollback()
+                raise Conflict(f"prediction {prediction_id} already has feedback") from exc
+            return FeedbackRecord(
+                row.id, row.prediction_id, row.actual, row.correct, row.received_at
+            )
+
+    @translate_errors
+    def labelled_predictions(
+        self, model: str, since: datetime, until: datetime | None = None
+    ) -> list[LabelledPrediction]:
+        """Labelled predictions of ``model`` MADE in [since, until), oldest first."""
+        stmt = (
+            select(
+                Prediction.id,
+                Prediction.created_at,
+                Prediction.version,
+                Prediction.predicted_class,
+                Prediction.confidence,
+                Feedback.actual,
+                Feedback.correct,
+                Feedback.received_at,
+            )
+            .join(Feedback, Feedback.prediction_id == Prediction.id)
+            .where(Prediction.model == model, Prediction.created_at >= since)
+        )
+        if until is not None:
+            stmt = stmt.where(Prediction.created_at < until)
+        stmt = stmt.order_by(Prediction.created_at, Prediction.id).limit(MAX_WINDOW)
+        with self._sessions() as session:
+            return [LabelledPrediction(*row) for row in session.execute(stmt)]
+
+
+def insert_many(engine: Engine, records: Sequence[PredictionRecord]) -> int:
+    """Functional shortcut for ``Store(engine).insert_predictions(records)``."""
+    return Store(engine).insert_predictions(records)

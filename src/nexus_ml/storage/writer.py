@@ -1,0 +1,361 @@
+"""Batched, lossless writing of prediction records off the request path.
+
+Guarantees
+----------
+* ``submit`` is synchronous, O(1) and never touches the database: it encodes the record, appends
+  one line to this process's journal segment with a single ``write(2)`` (no fsync), and appends
+  the record to an in-memory queue. Once ``submit`` returns, the record is in the kernel's page
+  cache, so it survives the worker being SIGKILLed (not a power loss: that is the price of no
+  fsync per record). It is thread-safe (sync endpoints call it from the thread pool).
+* A background task inserts the queue in batches (``batch_size`` records, at least every
+  ``flush_seconds``) in a worker thread, so the event loop never waits on the database. Inserts
+  are idempotent on ``id``, so anything may be retried or replayed without duplicates.
+* A journal segment is deleted only when every record in it is committed. Segments rotate after
+  each successful flush and every ``segment_max_records`` records.
+* Database down: batches are retried with capped, jittered exponential backoff; every failure is
+  reported through ``on_error``; ``submit`` keeps working.
+* Memory bound: at most ``max_pending`` records are held in memory, plus one batch being replayed
+  from disk. Beyond that, records live only in their journal segment (the spill buffer) and are
+  replayed from disk once the database answers again. Disk use is bounded only by the disk; when
+  neither memory nor disk can take a record, ``submit`` raises ``WriterFull`` (answer 503)
+  instead of accepting a record it might lose.
+* Replay: at start, after each recovery and every ``scan_seconds``, segments of dead processes
+  (and of earlier incarnations of this one) are replayed oldest first. A segment is replayed only
+  by the process that obtains its flock, so two workers never replay the same one at once.
+* ``stop(timeout)`` drains what it can in ``timeout``; whatever is not committed stays in the
+  journal, and the next process to start replays it. Nothing is dropped.
+* Records hold patient data: only counts and error types are logged or reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import WriterFull, is_connection_error
+from .journal import Segment, encode
+from .records import PredictionRecord
+from .replay import ErrorType, InsertFn, JournalReplay
+
+log = logging.getLogger(__name__)
+
+# A batch refused this many times in a row (not for connection reasons) is split record by record.
+POISON_AFTER = 3
+
+
+class RecordWriter(JournalReplay):
+    """Writes PredictionRecords to the database in batches, via a crash-safe disk journal."""
+
+    def __init__(
+        self,
+        insert: InsertFn,
+        spill_dir: Path,
+        *,
+        batch_size: int = 200,
+        flush_seconds: float = 0.5,
+        max_pending: int = 50_000,
+        segment_max_records: int = 10_000,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 30.0,
+        scan_seconds: float = 30.0,
+        on_flush: Callable[[int, float], None] | None = None,
+        on_error: Callable[[str, ErrorType], None] | None = None,
+        on_pending: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._insert = insert
+        self.spill_dir = Path(spill_dir)
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self.segment_max_records = segment_max_records
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.scan_seconds = scan_seconds
+        self._on_flush = on_flush
+        self._on_error = on_error
+        self._on_pending = on_pending
+
+        self._lock = threading.Lock()  # guards the queue, the active segment and counters
+        self._pending: deque[tuple[PredictionRecord, Segment | None]] = deque()
+        self._active: Segment | None = None
+        self._segments: list[Segment] = []  # own sealed segments with records not committed
+        self._seq = 0
+        self._disk_only = 0
+        self._failures = 0
+        self._other_failures = 0  # consecutive non-connection failures
+        self._tag = secrets.token_hex(2)  # two writers in one process never share a file name
+        self._next_scan = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        # Rebuilt by start(): asyncio primitives belong to the loop that first uses them.
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any, insert: InsertFn, **kwargs: Any) -> RecordWriter:
+        """A writer configured from ``Settings`` (batch size, flush period, memory bound)."""
+        return cls(
+            insert,
+            settings.spill_dir,
+            batch_size=settings.writer_batch_size,
+            flush_seconds=settings.writer_flush_seconds,
+            max_pending=settings.writer_max_pending,
+            **kwargs,
+        )
+
+    @property
+    def pending(self) -> int:
+        """Records waiting in memory."""
+        return len(self._pending)
+
+    @property
+    def disk_only(self) -> int:
+        """Records of this process held only in the journal (memory was full)."""
+        return self._disk_only
+
+    # -- hot path -----------------------------------------------------------------------------
+
+    def submit(self, record: PredictionRecord) -> None:
+        """Accept a record (journal + memory); O(1), never touches the database."""
+        line = encode(record)
+        with self._lock:
+            seg = self._active
+            if seg is None:
+                raise WriterFull("record writer is not running")
+            if seg.broken:
+                seg = None
+            elif not seg.append(line):
+                seg = None
+                self._report_error("journal", "other")
+            if len(self._pending) < self.max_pending:
+                self._pending.append((record, seg))
+                if seg is not None:
+                    seg.in_memory += 1
+            elif seg is not None:
+                seg.spilled += 1
+                self._disk_only += 1
+            else:
+                raise WriterFull("record writer: memory full and journal not writable")
+            if seg is not None and seg.written >= self.segment_max_records:
+                self._rotate_locked()
+            full = len(self._pending) == self.batch_size
+        if full:
+            self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop already closed during shutdown
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _rotate_locked(self) -> None:
+        """Seal the active segment and open a new one (caller holds ``_lock``)."""
+        try:
+            new = Segment.create(self.spill_dir, self._seq + 1, self._tag)
+        except OSError:
+            # Disk full or gone: keep the old segment; submit falls back to memory only.
+            self._report_error("journal", "other")
+            return
+        self._seq += 1
+        old, self._active = self._active, new
+        if old is not None:
+            old.sealed = True
+            if old.outstanding:
+                self._segments.append(old)
+            else:
+                old.delete()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal and start flushing; leftover segments replay in the background."""
+        if self._task is not None:
+            return
+        self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # patient data
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake, self._stop, self._flush_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        with self._lock:
+            self._active = Segment.create(self.spill_dir, self._seq + 1, self._tag)
+            self._seq += 1
+        self._next_scan = 0.0  # replay leftovers on the first cycle
+        self._task = asyncio.create_task(self._run(), name="record-writer")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Write everything pending now; True if nothing of ours is left uncommitted."""
+        if self._task is None:
+            raise RuntimeError("RecordWriter.flush() before start()")
+        try:
+            async with asyncio.timeout(timeout):
+                ok = await self._cycle(scan=False)
+        except TimeoutError:
+            return False
+        return ok and not self._pending and not self._disk_only
+
+    async def stop(self, timeout: float = 20.0) -> int:
+        """Drain for at most ``timeout`` seconds, then close; returns records left on disk."""
+        task, self._task = self._task, None
+        if task is None:
+            return 0
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        delay = self.backoff_initial
+        while (self._pending or self._disk_only) and time.monotonic() < deadline:
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    if not await self._cycle(scan=False):
+                        await asyncio.sleep(min(delay, deadline - time.monotonic()))
+                        delay = min(delay * 2, self.backoff_max)
+            except TimeoutError:
+                break
+        return self._close()
+
+    def _close(self) -> int:
+        with self._lock:
+            left = len(self._pending) + self._disk_only
+            segments = self._segments + ([self._active] if self._active else [])
+            self._active, self._segments = None, []
+            for seg in segments:
+                if seg.outstanding:
+                    seg.close()  # releases the flock: an orphan that the next start replays
+                else:
+                    seg.delete()
+            self._pending.clear()
+            self._disk_only = 0
+        if left:
+            log.warning("record writer stopped with %d records left in the journal", left)
+        return left
+
+    # -- background flushing ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ok = await self._cycle()
+            except Exception:  # a bug must not end the flusher; the journal still holds it all
+                log.exception("record writer cycle failed")
+                self._report_error("cycle", "other")
+                ok = False
+            if not ok:
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self._failures, 30))
+                # Jitter, so that every worker does not retry in the same instant.
+                delay *= random.uniform(0.8, 1.2)  # noqa: S311 - not cryptographic
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
+                continue
+            if len(self._pending) < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_seconds):
+                        await self._wake.wait()
+            self._wake.clear()
+
+    async def _cycle(self, *, scan: bool = True) -> bool:
+        """Flush memory, then replay own spill and (when due) orphans; False on a failure."""
+        async with self._flush_lock:
+            with self._lock:
+                if self._active is not None and self._active.broken:
+                    self._rotate_locked()  # retried here, not per submit: the disk may be full
+            # Bounded: under constant load the cycle must end so that replay gets its turn.
+            for _ in range(-(-len(self._pending) // self.batch_size)):
+                if not await self._flush_batch():
+                    return False
+            with self._lock:
+                if self._active is not None and self._active.written:
+                    self._rotate_locked()
+            for seg in [s for s in self._segments if s.spilled]:
+                if not await self._replay_own(seg):
+                    return False
+            if scan and time.monotonic() >= self._next_scan:
+                if not await self._replay_orphans():
+                    return False
+                self._next_scan = time.monotonic() + self.scan_seconds
+            self._report_pending()
+            return True
+
+    async def _write(self, records: Sequence[PredictionRecord], operation: str) -> bool:
+        start = time.perf_counter()
+        try:
+            written = await asyncio.to_thread(self._insert, records)
+        except Exception as exc:
+            kind: ErrorType = "connection" if is_connection_error(exc) else "other"
+            self._failures += 1
+            self._other_failures = self._other_failures + 1 if kind == "other" else 0
+            # The type name only: driver messages can echo the parameters (patient data).
+            log.warning(
+                "record writer: %s of %d records failed (%s, %s, attempt %d)",
+                operation, len(records), kind, type(exc).__name__, self._failures,
+            )  # fmt: skip
+            self._report_error(operation, kind)
+            self._report_pending()
+            if self._other_failures >= POISON_AFTER and await self._isolate(records, operation):
+                # The same batch kept being refused: the records the database rejects are set
+                # aside instead of blocking every later record behind them.
+                self._failures = 0
+                return True
+            return False
+        self._other_failures = 0
+        if self._failures:
+            log.info("record writer: database back after %d failed attempts", self._failures)
+            self._failures = 0
+            self._next_scan = 0.0  # the database is back: look for orphans at once
+        self._callback(self._on_flush, written, time.perf_counter() - start)
+        return True
+
+    async def _flush_batch(self) -> bool:
+        with self._lock:
+            batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
+        if not batch:
+            return True
+        if not await self._write([record for record, _ in batch], "insert"):
+            return False
+        with self._lock:
+            # Only the flusher pops from the left, so these are exactly the batch's entries.
+            for _ in batch:
+                self._pending.popleft()
+            touched = {id(seg): seg for _, seg in batch if seg is not None and not seg.closed}
+            for _, seg in batch:
+                if seg is not None and not seg.closed:
+                    seg.in_memory -= 1
+            for seg in touched.values():
+                if seg.sealed and not seg.outstanding:
+                    seg.delete()
+                    self._segments.remove(seg)
+        return True
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _report_error(self, operation: str, kind: ErrorType) -> None:
+        self._callback(self._on_error, operation, kind)
+
+    def _report_pending(self) -> None:
+        self._callback(self._on_pending, len(self._pending), self._disk_only)
+
+    @staticmethod
+    def _callback(fn: Callable[..., None] | None, *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # a metrics bug must not stop the writer
+            log.exception("record writer callback failed")

@@ -1,0 +1,600 @@
+"""Every alert limit, typed, with its unit, and every alert that uses one.
+
+One definition feeds the Prometheus rules (``monitoring/rules.py``), the in-process
+evaluator (``monitoring/alerting.py``), the runbooks and ``GET/PUT /config/thresholds``.
+
+Where the monitoring guide contradicts itself, the choice is made here and explained in
+``docs/thresholds.md``:
+
+* memory: the alert uses the share of memory in use (85 %), not 3 GB, because the gauge is
+  host-wide and 3 GB means "idle" on one host and "full" on another; the absolute ceiling
+  stays available as ``memory_usage_high_bytes`` (off by default).
+* disk: 85 % for 10 minutes (the rule), not 90 % (the dict): a filling disk stops the
+  database and the spill buffer, so the warning comes early.
+* error rate: both — the 5xx share of requests must exceed 0.05 *and* errors must arrive
+  faster than 0.1/s, so one failure among two requests does not page anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "ML_THRESHOLD_"
+Severity = Literal["critical", "warning", "info"]
+Unit = Literal["percent", "ratio", "seconds", "bytes", "per_second", "count", "score"]
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+class HasThresholdsFile(Protocol):
+    """What load_thresholds needs from Settings (config is a sibling layer: no import)."""
+
+    @property
+    def thresholds_file(self) -> Path | None: ...
+
+
+class ThresholdError(ValueError):
+    """An override names an unknown key or holds a value outside its unit's range."""
+
+
+def parse_duration(value: object) -> object:
+    """Seconds from a number or a Prometheus-style duration such as ``5m`` or ``1h30m``."""
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION_RE.match(text)
+        if text and match and any(match.groups()):
+            return sum(
+                int(g or 0) * s for g, (_, s) in zip(match.groups(), _DURATION_UNITS, strict=True)
+            )
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a duration (seconds, or e.g. 90s, 5m, 1h30m, 7d)"
+            ) from None
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """Prometheus duration text for whole ``seconds`` (``300`` -> ``5m``, ``0`` -> ``0s``)."""
+    remaining = round(seconds)
+    if remaining == 0:
+        return "0s"
+    parts = []
+    for suffix, size in _DURATION_UNITS:
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{suffix}")
+    return "".join(parts)
+
+
+def _unit(unit: Unit, description: str, **limits: Any) -> Any:
+    return Field(description=description, json_schema_extra={"unit": unit}, **limits)
+
+
+# Range checks per unit; the unit itself is read back by ``unit_of``.
+Percent = Annotated[float, Field(ge=0, le=100)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Window = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+ForDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class Thresholds(BaseModel):
+    """Every limit (guide's ``ALERT_THRESHOLDS`` keys kept) plus each alert's ``for`` duration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # The guide's ALERT_THRESHOLDS, same keys.
+    cpu_usage_high: Percent = _unit("percent", "HighCPUUsage above this CPU %.", default=80.0)
+    memory_usage_high: Percent = _unit(
+        "percent", "HighMemoryUsage above this memory %.", default=85.0
+    )
+    disk_usage_high: Percent = _unit(
+        "percent", "HighDiskUsage above this disk % (guide: 85 vs 90).", default=85.0
+    )
+    model_confidence_low: Ratio = _unit(
+        "ratio", "LowModelConfidence below this median.", default=0.3
+    )
+    prediction_latency_high: Positive = _unit(
+        "seconds", "HighPredictionLatency above this P95.", default=1.0
+    )
+    training_accuracy_low: Ratio = _unit(
+        "ratio", "LowModelAccuracy below this accuracy.", default=0.8
+    )
+    data_drift_high: NonNegative = _unit("score", "DataDriftDetected above this PSI.", default=0.1)
+    error_rate_high: Ratio = _unit("ratio", "HighErrorRate above this 5xx share.", default=0.05)
+    # The alert rules' own limits.
+    cpu_usage_critical: Percent = _unit(
+        "percent", "CriticalCPUUsage above this CPU %.", default=95.0
+    )
+    memory_usage_high_bytes: Positive | None = _unit(
+        "bytes", "Optional absolute ceiling (guide: 3 GB); off by default.", default=None
+    )
+    error_rate_min_per_second: NonNegative = _unit(
+        "per_second", "HighErrorRate also needs more 5xx than this per second.", default=0.1
+    )
+    accuracy_min_samples: NonNegative = _unit(
+        "count", "LowModelAccuracy needs at least this many labelled predictions.", default=100
+    )
+    training_max_age: Window = _unit(
+        "seconds", "NoRecentTraining after this long.", default=7 * 86400
+    )
+    training_failures_high: NonNegative = _unit(
+        "count", "TrainingFailure above this many failed runs in its window.", default=0
+    )
+    db_connection_errors_high: NonNegative = _unit(
+        "count", "DatabaseConnectionErrors above this many errors in its window.", default=0
+    )
+    prediction_volume_low: NonNegative = _unit(
+        "per_second", "LowPredictionVolume below this many predictions/s.", default=0.01
+    )
+    prediction_share_high: Ratio = _unit(
+        "ratio", "UnbalancedPredictions when one model takes more than this share.", default=0.9
+    )
+    availability_slo: Ratio = _unit(
+        "ratio", "Share of requests that must not be 5xx.", default=0.999
+    )
+    latency_slo: Ratio = _unit(
+        "ratio", "Share of predictions that must beat latency_slo_threshold.", default=0.99
+    )
+    latency_slo_threshold: Positive = _unit(
+        "seconds", "Latency SLO bound; must be a histogram bucket boundary.", default=1.0
+    )
+    slo_min_request_rate: NonNegative = _unit(
+        "per_second", "SLO burn alerts stay silent below this traffic.", default=0.05
+    )
+    # `for` durations, one per alert (0 fires at the first evaluation).
+    service_down_for: ForDuration = _unit("seconds", "MLServiceDown for.", default=60)
+    service_absent_for: ForDuration = _unit("seconds", "MLServiceTargetMissing for.", default=300)
+    cpu_usage_critical_for: ForDuration = _unit("seconds", "CriticalCPUUsage for.", default=120)
+    error_rate_high_for: ForDuration = _unit("seconds", "HighErrorRate for.", default=300)
+    training_failure_for: ForDuration = _unit("seconds", "TrainingFailure for.", default=0)
+    db_connection_errors_for: ForDuration = _unit(
+        "seconds", "DatabaseConnectionErrors for.", default=60
+    )
+    cpu_usage_high_for: ForDuration = _unit("seconds", "HighCPUUsage for.", default=300)
+    memory_usage_high_for: ForDuration = _unit("seconds", "HighMemoryUsage for.", default=300)
+    disk_usage_high_for: ForDuration = _unit("seconds", "HighDiskUsage for.", default=600)
+    training_accuracy_low_for: ForDuration = _unit("seconds", "LowModelAccuracy for.", default=900)
+    prediction_latency_high_for: ForDuration = _unit(
+        "seconds", "HighPredictionLatency for.", default=300
+    )
+    model_confidence_low_for: ForDuration = _unit("seconds", "LowModelConfidence for.", default=900)
+    data_drift_high_for: ForDuration = _unit("seconds", "DataDriftDetected for.", default=600)
+    no_recent_training_for: ForDuration = _unit("seconds", "NoRecentTraining for.", default=3600)
+    prediction_volume_low_for: ForDuration = _unit(
+        "seconds", "LowPredictionVolume for.", default=1800
+    )
+    prediction_share_high_for: ForDuration = _unit(
+        "seconds", "UnbalancedPredictions for.", default=3600
+    )
+    slo_fast_burn_for: ForDuration = _unit(
+        "seconds", "Availability/LatencySLOFastBurn for.", default=120
+    )
+    slo_slow_burn_for: ForDuration = _unit(
+        "seconds", "Availability/LatencySLOSlowBurn for.", default=900
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        # A critical limit below its warning twin would make the inhibition mute the wrong one.
+        if self.cpu_usage_critical < self.cpu_usage_high:
+            raise ValueError("cpu_usage_critical must be >= cpu_usage_high")
+        if not 0 < self.availability_slo < 1 or not 0 < self.latency_slo < 1:
+            raise ValueError("availability_slo and latency_slo must be strictly between 0 and 1")
+        return self
+
+
+def unit_of(key: str) -> Unit:
+    """The unit of threshold ``key`` (raises ThresholdError for an unknown key)."""
+    field = Thresholds.model_fields.get(key)
+    if field is None:
+        raise ThresholdError(
+            f"unknown threshold key {key!r}; known: {', '.join(sorted(Thresholds.model_fields))}"
+        )
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict)  # noqa: S101 - every field is declared through _unit
+    return extra["unit"]  # type: ignore[return-value]
+
+
+def describe_thresholds(thresholds: Thresholds) -> list[dict[str, object]]:
+    """Rows of key, value, unit and description, for the API and the docs."""
+    return [
+        {
+            "key": k,
+            "value": getattr(thresholds, k),
+            "unit": unit_of(k),
+            "description": f.description,
+        }
+        for k, f in Thresholds.model_fields.items()
+    ]
+
+
+def _validated(data: Mapping[str, object], source: str) -> Thresholds:
+    unknown = sorted(set(data) - set(Thresholds.model_fields))
+    if unknown:
+        raise ThresholdError(
+            f"{source}: unknown threshold key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(Thresholds.model_fields))}"
+        )
+    try:
+        return Thresholds.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
+        raise ThresholdError(f"{source}: {problems}") from None
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    if not loc:  # a cross-field check of the whole model
+        return message.removeprefix("Value error, ")
+    key = str(loc[0])
+    return f"{key} ({unit_of(key)}): {message}"
+
+
+def apply_update(
+    current: Thresholds, update: Mapping[str, object], *, source: str = "update"
+) -> Thresholds:
+    """A new Thresholds with ``update`` (a partial mapping) applied; validated as a whole."""
+    if not isinstance(update, Mapping):
+        raise ThresholdError(
+            f"{source}: expected a mapping of threshold keys, got {type(update).__name__}"
+        )
+    return _validated({**current.model_dump(), **update}, source)
+
+
+def read_overrides_file(path: Path) -> dict[str, object]:
+    """The mapping in a YAML or JSON overrides file (``.json`` gets the strict JSON parser)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ThresholdError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ThresholdError(f"{path}: expected a mapping of threshold keys at the top level")
+    return {str(k): v for k, v in data.items()}
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``ML_THRESHOLD_<KEY>=value`` pairs as ``{key: value}`` (key lower-cased)."""
+    return {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+
+
+def load_thresholds(
+    source: HasThresholdsFile | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Thresholds:
+    """Defaults, then the overrides file, then ``ML_THRESHOLD_*`` variables (the last wins).
+
+    ``source`` is a Settings (its ``thresholds_file`` is used) or a file path; ``environ``
+    defaults to the process environment, ``{}`` ignores it.
+    """
+    file = getattr(source, "thresholds_file", None) if not isinstance(source, Path) else source
+    result = Thresholds()
+    if file is not None:
+        result = apply_update(result, read_overrides_file(Path(file)), source=str(file))
+    # Read here, next to Settings, so every other module receives values, not os.environ.
+    env = env_overrides(os.environ if environ is None else environ)
+    if env:
+        # An empty value means "unset" (the optional bytes ceiling); other keys must parse.
+        cleaned = {k: (None if v == "" else v) for k, v in env.items()}
+        result = apply_update(result, cleaned, source=f"environment {ENV_PREFIX}*")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    """One alert: its name, routing labels, limit, ``for`` key, window and text templates.
+
+    Templates use ``{model}``, ``{feature}``, ``{instance}``, ``{job}`` (bounded labels only),
+    ``{value}`` (the measured number) and ``{threshold}``; the Prometheus renderer and the
+    in-process evaluator both fill them, so the wording is identical on both paths.
+    """
+
+    name: str
+    severity: Severity
+    category: str
+    threshold: str | None
+    for_key: str
+    summary: str
+    description: str
+    labels: tuple[str, ...] = ()
+    window: str | None = None
+    in_process: bool = True
+
+    @property
+    def anchor(self) -> str:
+        """The runbook heading anchor (GitHub lower-cases the heading)."""
+        return self.name.lower()
+
+
+ALERTS: tuple[AlertSpec, ...] = (
+    # Critical: page.
+    AlertSpec(
+        "MLServiceDown",
+        "critical",
+        "availability",
+        None,
+        "service_down_for",
+        "Nexus ML target {instance} is down",
+        "Prometheus could not scrape {instance} of job {job} for more than the allowed time.",
+        ("instance",),
+    ),
+    AlertSpec(
+        "CriticalCPUUsage",
+        "critical",
+        "resources",
+        "cpu_usage_critical",
+        "cpu_usage_critical_for",
+        "CPU critically high on {instance}",
+        "CPU usage on {instance} is {value}% (threshold {threshold}%).",
+        ("instance",),
+    ),
+    AlertSpec(
+        "HighErrorRate",
+        "critical",
+        "availability",
+        "error_rate_high",
+        "error_rate_high_for",
+        "High 5xx error ratio on {job}",
+        "{value} of requests to {job} failed with 5xx over 5m (threshold {threshold}, "
+        "with at least {min_rate} errors/s).",
+        (),
+        "5m",
+    ),
+    AlertSpec(
+        "TrainingFailure",
+        "critical",
+        "training",
+        "training_failures_high",
+        "training_failure_for",
+        "Training of model {model} failed",
+        "{value} training run(s) of model {model} failed in the last hour.",
+        ("model",),
+        "1h",
+    ),
+    AlertSpec(
+        "DatabaseConnectionErrors",
+        "critical",
+        "availability",
+        "db_connection_errors_high",
+        "db_connection_errors_for",
+        "Database connection errors on {instance}",
+        "{value} database connection error(s) on {instance} in the last 5 minutes; "
+        "prediction records are being buffered.",
+        ("instance",),
+        "5m",
+    ),
+    # Warning: ticket.
+    AlertSpec(
+        "HighCPUUsage",
+        "warning",
+        "resources",
+        "cpu_usage_high",
+        "cpu_usage_high_for",
+        "CPU high on {instance}",
+        "CPU usage on {instance} is {value}% (threshold {threshold}%).",
+        ("instance",),
+    ),
+    AlertSpec(
+        "HighMemoryUsage",
+        "warning",
+        "resources",
+        "memory_usage_high",
+        "memory_usage_high_for",
+        "Memory high on {instance}",
+        "Memory in use on {instance} is {value}% of total (threshold {threshold}%).",
+        ("instance",),
+    ),
+    AlertSpec(
+        "HighDiskUsage",
+        "warning",
+        "resources",
+        "disk_usage_high",
+        "disk_usage_high_for",
+        "Disk filling on {instance}",
+        "The data filesystem on {instance} is {value}% full (threshold {threshold}%).",
+        ("instance",),
+    ),
+    AlertSpec(
+        "LowModelAccuracy",
+        "warning",
+        "model",
+        "training_accuracy_low",
+        "training_accuracy_low_for",
+        "Accuracy of model {model} is low",
+        "Realised accuracy of model {model} is {value} (threshold {threshold}, "
+        "at least {min_samples} labelled predictions).",
+        ("model",),
+    ),
+    AlertSpec(
+        "HighPredictionLatency",
+        "warning",
+        "model",
+        "prediction_latency_high",
+        "prediction_latency_high_for",
+        "Predictions of model {model} are slow",
+        "P95 prediction latency of model {model} is {value}s over 5m (threshold {threshold}s).",
+        ("model",),
+        "5m",
+    ),
+    AlertSpec(
+        "LowModelConfidence",
+        "warning",
+        "model",
+        "model_confidence_low",
+        "model_confidence_low_for",
+        "Confidence of model {model} is low",
+        "Median confidence of model {model} is {value} over 15m (threshold {threshold}).",
+        ("model",),
+        "15m",
+    ),
+    AlertSpec(
+        "DataDriftDetected",
+        "warning",
+        "data",
+        "data_drift_high",
+        "data_drift_high_for",
+        "Feature {feature} of model {model} drifted",
+        "PSI of feature {feature} (model {model}) is {value} (threshold {threshold}) and the "
+        "drift test flags it.",
+        ("model", "feature"),
+    ),
+    AlertSpec(
+        "NoRecentTraining",
+        "warning",
+        "training",
+        "training_max_age",
+        "no_recent_training_for",
+        "Model {model} has not been trained recently",
+        "Model {model} was last trained {value} days ago (threshold {threshold} days).",
+        ("model",),
+    ),
+    # Business: informational e-mail.
+    AlertSpec(
+        "LowPredictionVolume",
+        "info",
+        "business",
+        "prediction_volume_low",
+        "prediction_volume_low_for",
+        "Few predictions on {job}",
+        "{job} served {value} predictions/s over the last hour (threshold {threshold}/s).",
+        (),
+        "1h",
+    ),
+    AlertSpec(
+        "UnbalancedPredictions",
+        "info",
+        "business",
+        "prediction_share_high",
+        "prediction_share_high_for",
+        "Model {model} takes almost all predictions",
+        "Model {model} served {value} of all predictions over the last hour while other models "
+        "are loaded (threshold {threshold}).",
+        ("model",),
+        "1h",
+    ),
+    # Prometheus-only: need the scrape itself or days of history.
+    AlertSpec(
+        "MLServiceTargetMissing",
+        "critical",
+        "availability",
+        None,
+        "service_absent_for",
+        "No Nexus ML target is being scraped",
+        "Prometheus has no up series for job {job}: the target vanished from discovery or the "
+        "job is misconfigured.",
+        (),
+        None,
+        False,
+    ),
+    AlertSpec(
+        "AvailabilitySLOFastBurn",
+        "critical",
+        "slo",
+        "availability_slo",
+        "slo_fast_burn_for",
+        "Availability error budget burning fast on {job}",
+        "5xx responses on {job} burn the {threshold} availability budget at over 6x "
+        "(1h/5m or 6h/30m windows).",
+        (),
+        None,
+        False,
+    ),
+    AlertSpec(
+        "AvailabilitySLOSlowBurn",
+        "warning",
+        "slo",
+        "availability_slo",
+        "slo_slow_burn_for",
+        "Availability error budget burning on {job}",
+        "5xx responses on {job} burn the {threshold} availability budget at over 1x "
+        "(1d/2h or 3d/6h windows).",
+        (),
+        None,
+        False,
+    ),
+    AlertSpec(
+        "LatencySLOFastBurn",
+        "critical",
+        "slo",
+        "latency_slo",
+        "slo_fast_burn_for",
+        "Latency error budget burning fast on {job}",
+        "Predictions slower than the SLO bound on {job} burn the {threshold} latency budget at "
+        "over 6x (1h/5m or 6h/30m windows).",
+        (),
+        None,
+        False,
+    ),
+    AlertSpec(
+        "LatencySLOSlowBurn",
+        "warning",
+        "slo",
+        "latency_slo",
+        "slo_slow_burn_for",
+        "Latency error budget burning on {job}",
+        "Predictions slower than the SLO bound on {job} burn the {threshold} latency budget at "
+        "over 1x (1d/2h or 3d/6h windows).",
+        (),
+        None,
+        False,
+    ),
+)
+ALERTS_BY_NAME: dict[str, AlertSpec] = {a.name: a for a in ALERTS}
+GUIDE_ALERTS: tuple[str, ...] = tuple(a.name for a in ALERTS if a.in_process)
+
+
+def display_threshold(spec: AlertSpec, thresholds: Thresholds) -> str:
+    """The threshold as written in annotations (days for training age, 3 significant digits)."""
+    if spec.threshold is None:
+        return ""
+    value = getattr(thresholds, spec.threshold)
+    if spec.name == "NoRecentTraining":
+        value = value / 86400
+    # Limits are configuration: six digits keep 0.999 and 0.9995 apart.
+    return f"{value:.6g}"
+
+
+def format_number(value: float) -> str:
+    """Three significant digits, as Go's ``printf "%.3g"`` writes them in rule annotations."""
+    if math.isnan(value):
+        return "NaN"
+    return f"{value:.3g}"
+
+
+def fill_template(
+    text: str, spec: AlertSpec, thresholds: Thresholds, labels: Mapping[str, str], value: float
+) -> str:
+    """An AlertSpec template filled as Prometheus fills the rendered annotation."""
+    return text.format_map(
+        {
+            **labels,
+            **template_extras(thresholds),
+            "value": format_number(value),
+            "threshold": display_threshold(spec, thresholds),
+        }
+    )
+
+
+def template_extras(thresholds: Thresholds) -> dict[str, str]:
+    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``)."""
+    return {
+        "min_rate": format_number(thresholds.error_rate_min_per_second),
+        "min_samples": format_number(thresholds.accuracy_min_samples),
+    }

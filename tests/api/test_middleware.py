@@ -1,0 +1,267 @@
+"""MetricsMiddleware on a tiny FastAPI app: templates, bounded labels, errors, timing, size."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from nexus_ml.api.middleware import UNMATCHED, MetricsMiddleware
+from nexus_ml.monitoring.exposition import render_metrics
+from nexus_ml.monitoring.metrics import Metrics, build_metrics
+
+BACKGROUND_SECONDS = 0.2
+PREDICT = "/api/v1/models/{name}/predict"
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return build_metrics(CollectorRegistry())
+
+
+def make_app(metrics: Metrics) -> tuple[FastAPI, dict[str, Any]]:
+    state: dict[str, Any] = {}
+    app = FastAPI()
+    models = APIRouter(prefix="/models")
+
+    @models.post("/{name}/predict")
+    async def predict(name: str) -> dict[str, str]:
+        return {"model": name}
+
+    app.include_router(models, prefix="/api/v1")
+
+    @app.get("/boom")
+    async def boom() -> None:
+        state["boom"] = err = Boom("kaput")
+        raise err
+
+    @app.get("/bytes/{n}")
+    async def some_bytes(n: int) -> Response:
+        return Response(b"x" * n, media_type="application/octet-stream")
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> Any:
+            for size in (100, 200, 300):
+                yield b"y" * size
+
+        return StreamingResponse(chunks())
+
+    @app.get("/background")
+    async def background(tasks: BackgroundTasks) -> dict[str, bool]:
+        async def slow() -> None:
+            await asyncio.sleep(BACKGROUND_SECONDS)
+            state["background_done"] = True
+
+        tasks.add_task(slow)
+        return {"ok": True}
+
+    @app.get("/metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = render_metrics(metrics.registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    app.mount(
+        "/legacy/{tenant}",
+        Starlette(
+            routes=[
+                Route("/items/{item}", lambda request: PlainTextResponse("ok")),
+            ]
+        ),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app, state
+
+
+def run(
+    app: Any, *requests: tuple[str, str], headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.request(m, p, headers=headers) for m, p in requests]
+
+    return asyncio.run(go())
+
+
+def requests_total(m: Metrics, method: str, endpoint: str, status: str) -> float:
+    return (
+        m.registry.get_sample_value(
+            "ml_api_requests_total", {"method": method, "endpoint": endpoint, "status": status}
+        )
+        or 0.0
+    )
+
+
+def series(m: Metrics, name: str) -> list[dict[str, str]]:
+    return [s.labels for f in m.registry.collect() for s in f.samples if s.name == name]
+
+
+def test_labels_by_route_template_including_router_prefixes(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    responses = run(app, *[("POST", f"/api/v1/models/m{i}/predict") for i in range(5)])
+    assert {r.status_code for r in responses} == {200}
+    assert requests_total(metrics, "POST", PREDICT, "200") == 5
+    assert (
+        metrics.registry.get_sample_value(
+            "ml_api_request_duration_seconds_count", {"method": "POST", "endpoint": PREDICT}
+        )
+        == 5
+    )
+    assert all("m1" not in s["endpoint"] for s in series(metrics, "ml_api_requests_total"))
+
+
+def test_mounted_app_gets_full_template(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    run(app, ("GET", "/legacy/acme/items/42"))
+    assert requests_total(metrics, "GET", "/legacy/{tenant}/items/{item}", "200") == 1
+
+
+def test_405_keeps_template(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    (response,) = run(app, ("GET", "/api/v1/models/x/predict"))
+    assert response.status_code == 405
+    assert requests_total(metrics, "GET", PREDICT, "405") == 1
+
+
+def test_unmatched_paths_and_odd_methods_stay_bounded(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    paths = [f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}" for _ in range(2000)]
+    responses = run(app, *[("GET", p) for p in paths], ("BREW", "/coffee"), ("PROPFIND", "/boom"))
+    assert {r.status_code for r in responses[:2000]} == {404}
+    assert requests_total(metrics, "GET", UNMATCHED, "404") == 2000
+    endpoints = {s["endpoint"] for s in series(metrics, "ml_api_requests_total")}
+    methods = {s["method"] for s in series(metrics, "ml_api_requests_total")}
+    assert endpoints == {UNMATCHED, "/boom"}
+    assert methods == {"GET", "OTHER"}
+    assert len(series(metrics, "ml_api_requests_total")) == 3
+
+
+def test_unhandled_exception_is_500_and_counted(metrics: Metrics) -> None:
+    app, state = make_app(metrics)
+    (response,) = run(app, ("GET", "/boom"))
+    assert response.status_code == 500
+    assert isinstance(state["boom"], Boom)
+    assert requests_total(metrics, "GET", "/boom", "500") == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "ml_errors_total", {"component": "api", "error_type": "Boom"}
+        )
+        == 1
+    )
+
+
+def test_exception_propagates_unchanged(metrics: Metrics) -> None:
+    err = Boom("inner")
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise err
+
+    middleware = MetricsMiddleware(inner, metrics)
+    scope = {"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing should be sent")
+
+    with pytest.raises(Boom) as excinfo:
+        asyncio.run(middleware(scope, receive, send))
+    assert excinfo.value is err
+    assert requests_total(metrics, "GET", UNMATCHED, "500") == 1
+
+
+def test_background_task_not_counted_in_duration(metrics: Metrics) -> None:
+    app, state = make_app(metrics)
+    started = time.perf_counter()
+    (response,) = run(app, ("GET", "/background"))
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200
+    assert state.get("background_done") is True
+    assert elapsed >= BACKGROUND_SECONDS  # the transport waited for the task...
+    duration = metrics.registry.get_sample_value(
+        "ml_api_request_duration_seconds_sum", {"method": "GET", "endpoint": "/background"}
+    )
+    assert duration is not None and duration < BACKGROUND_SECONDS  # ...the metric did not
+
+
+def test_response_size_counts_body_bytes(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    run(app, ("GET", "/bytes/1234"), ("GET", "/stream"))
+
+    def size_sum(method: str, endpoint: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "ml_response_size_bytes_sum", {"method": method, "endpoint": endpoint}
+        )
+
+    assert size_sum("GET", "/bytes/{n}") == 1234
+    assert size_sum("GET", "/stream") == 600  # the sum of the chunks, no content-length
+
+
+def test_openmetrics_negotiation(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    plain, om = run(app, ("GET", "/metrics"), ("GET", "/metrics"))
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    (om,) = run(
+        app, ("GET", "/metrics"), headers={"accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert om.content.endswith(b"# EOF\n")
+    assert b'ml_api_requests_total{endpoint="/metrics",method="GET",status="200"}' in om.content
+
+
+def test_label_children_cached(metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, _ = make_app(metrics)
+    calls: list[tuple[str, ...]] = []
+    original = metrics.api_requests_total.labels
+
+    def spy(*labels: str) -> Any:
+        calls.append(labels)
+        return original(*labels)
+
+    monkeypatch.setattr(metrics.api_requests_total, "labels", spy)
+    run(app, *[("POST", f"/api/v1/models/m{i}/predict") for i in range(20)])
+    assert calls == [("POST", PREDICT, "200")]
+
+
+def test_non_http_scopes_pass_through(metrics: Metrics) -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = MetricsMiddleware(inner, metrics)
+    asyncio.run(middleware({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+    asyncio.run(middleware({"type": "websocket", "path": "/ws"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan", "websocket"]
+    assert series(metrics, "ml_api_requests_total") == []
+
+
+def test_plain_starlette_app(metrics: Metrics) -> None:
+    app = Starlette(
+        routes=[
+            Route("/users/{uid}", lambda request: PlainTextResponse("u")),
+            Mount("/v2", routes=[Route("/users/{uid}", lambda request: PlainTextResponse("u"))]),
+        ]
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    run(app, ("GET", "/users/1"), ("GET", "/v2/users/2"), ("GET", "/v2/nothing"))
+    assert requests_total(metrics, "GET", "/users/{uid}", "200") == 1
+    assert requests_total(metrics, "GET", "/v2/users/{uid}", "200") == 1
+    endpoints = {s["endpoint"] for s in series(metrics, "ml_api_requests_total")}
+    assert len(endpoints) == 3  # the mount's own 404 gets one bounded label too

@@ -1,0 +1,174 @@
+"""Prometheus rules and config: promtool check/test, and the checked-in files are current."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nexus_ml.monitoring.prometheus_config import render_prometheus_config_yaml
+from nexus_ml.monitoring.rule_tests import case_names, render_rule_tests_yaml
+from nexus_ml.monitoring.rules import GROUPS, recording_rule_names, render_rules, render_rules_yaml
+from nexus_ml.thresholds import ALERTS, Thresholds
+
+pytestmark = pytest.mark.stack
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), capture_output=True, text=True, cwd=cwd, timeout=240, check=False
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checked_in_rule_files_are_current(deploy_dir: Path) -> None:
+    prom = deploy_dir / "prometheus"
+    assert (prom / "ml_alerts.yml").read_text(encoding="utf-8") == render_rules_yaml()
+    assert (prom / "ml_alerts_test.yml").read_text(encoding="utf-8") == render_rule_tests_yaml()
+    assert (prom / "prometheus.yml").read_text(encoding="utf-8") == render_prometheus_config_yaml()
+
+
+def test_every_alert_is_rendered_with_labels_and_runbook() -> None:
+    rules = [r for g in render_rules()["groups"] for r in g["rules"] if "alert" in r]
+    assert [r["alert"] for r in rules] == [a.name for a in ALERTS]
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["labels"]["category"]
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+        assert rule["annotations"]["runbook_url"].endswith(
+            "docs/runbooks.md#" + rule["alert"].lower()
+        )
+
+
+def test_runbook_has_an_anchor_per_alert() -> None:
+    runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
+    headings = {
+        line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")
+    }
+    missing = [a.name for a in ALERTS if a.name.lower() not in headings]
+    assert not missing, f"docs/runbooks.md lacks a '## <Alert>' section for {missing}"
+
+
+def test_every_alert_has_breach_and_quiet_cases() -> None:
+    counts = case_names()
+    assert set(counts) == {a.name for a in ALERTS}
+    assert all(n >= 2 for n in counts.values()), counts
+
+
+def test_recording_rules_cover_dashboards_and_slo_windows() -> None:
+    names = set(recording_rule_names())
+    for q in ("p50", "p95", "p99"):
+        assert f"job_model:ml_model_prediction_duration_seconds:{q}_5m" in names
+        assert f"job_endpoint:ml_api_request_duration_seconds:{q}_5m" in names
+    for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+        assert f"job:ml_api_request_errors:ratio_rate{w}" in names
+        assert f"job:ml_model_predictions_slow:ratio_rate{w}" in names
+    assert [g["name"] for g in render_rules()["groups"]] == list(GROUPS)
+
+
+def test_latency_slo_bound_must_be_a_bucket() -> None:
+    with pytest.raises(ValueError, match="bucket"):
+        render_rules(Thresholds(latency_slo_threshold=0.7))
+
+
+def test_promtool_check_rules(deploy_dir: Path, require_tool: Callable[[str], str]) -> None:
+    promtool = require_tool("promtool")
+    _ok(_run(promtool, "check", "rules", str(deploy_dir / "prometheus" / "ml_alerts.yml")))
+
+
+def test_promtool_unit_tests(deploy_dir: Path, require_tool: Callable[[str], str]) -> None:
+    promtool = require_tool("promtool")
+    _ok(_run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=deploy_dir / "prometheus"))
+
+
+def test_promtool_unit_tests_follow_overrides(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    # Overridden thresholds render rules and tests that still agree with each other.
+    promtool = require_tool("promtool")
+    t = Thresholds(
+        cpu_usage_high=70,
+        cpu_usage_high_for="10m",
+        error_rate_high=0.02,
+        model_confidence_low=0.42,
+        training_max_age="3d",
+        availability_slo=0.995,
+        memory_usage_high_bytes=3 * 2**30,
+        disk_usage_high_for=0,
+    )
+    (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
+    (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml(t))
+    _ok(_run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path))
+
+
+def test_promtool_catches_a_drifted_threshold(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    # The tests are not vacuous: rules rendered from other limits fail them.
+    promtool = require_tool("promtool")
+    (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(Thresholds(cpu_usage_high=81)))
+    (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml())
+    result = _run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "HighCPUUsage" in result.stdout + result.stderr
+
+
+def test_promtool_check_config(
+    tmp_path: Path, deploy_dir: Path, require_tool: Callable[[str], str]
+) -> None:
+    promtool = require_tool("promtool")
+    token = tmp_path / "metrics_token"
+    token.write_text("not-a-real-token\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        render_prometheus_config_yaml(
+            service_targets=["127.0.0.1:18001"],
+            node_exporter_targets=[],
+            alertmanager_targets=["127.0.0.1:19093"],
+            rule_files=[str(deploy_dir / "prometheus" / "ml_alerts.yml")],
+            metrics_token_file=str(token),
+        )
+    )
+    _ok(_run(promtool, "check", "config", str(config)))
+    _ok(_run(promtool, "check", "config", str(deploy_dir / "prometheus" / "prometheus.yml")))
+
+
+def test_prometheus_config_shape() -> None:
+    config = yaml.safe_load(render_prometheus_config_yaml(metrics_token_file="/run/secrets/t"))
+    assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == "15s"
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["nexus-ml"]["static_configs"][0]["targets"] == ["nexus-ml:8001"]
+    assert jobs["nexus-ml"]["metrics_path"] == "/metrics"
+    assert jobs["nexus-ml"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/t",
+    }
+    assert "credentials" not in jobs["nexus-ml"]["authorization"]
+    assert jobs["node-exporter"]["static_configs"][0]["targets"] == ["node-exporter:9100"]
+    assert jobs["alertmanager"]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert config["rule_files"] == ["ml_alerts.yml"]
+
+
+def test_only_known_metric_names_in_rules() -> None:
+    # Every ml_* name used in an expression is one metrics.py exports.
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from nexus_ml.monitoring.metrics import build_metrics
+
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}
+    exported = {m.name + sfx for m in registry.collect() for sfx in suffixes.get(m.type, ("",))}
+    for group in render_rules()["groups"]:
+        for rule in group["rules"]:
+            # A name after ':' is part of a recording rule's level:metric:op name.
+            for name in re.findall(r"(?<![:\w])(ml_[a-z_]+)\b", rule["expr"]):
+                assert name in exported, (name, rule["expr"])

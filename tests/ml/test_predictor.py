@@ -1,0 +1,129 @@
+"""The compiled predictor answers exactly as scikit-learn does (class identical, proba 1e-9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from nexus_ml.ml.datasets import Dataset
+from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.training import TrainResult
+
+TOLERANCE = 1e-9
+N_RANDOM = 10_000
+
+
+def random_rows(X: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Rows around and well beyond the training data, including saturating extremes."""
+    rng = np.random.default_rng(seed)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    rows = mean + rng.standard_normal((n, X.shape[1])) * std * rng.choice([0.5, 2, 10], (n, 1))
+    rows[: n // 20] *= 1e3  # a few far outside: probabilities of exactly 0 and 1
+    return rows
+
+
+def assert_equivalent(pipeline: Pipeline, predictor: Predictor, X: np.ndarray) -> None:
+    expected_class = pipeline.predict(X)
+    expected_proba = pipeline.predict_proba(X)
+    classes = np.asarray(predictor.classes)
+
+    proba = predictor.predict_batch(X)
+    assert proba.shape == expected_proba.shape
+    np.testing.assert_allclose(proba, expected_proba, rtol=0, atol=TOLERANCE)
+    indices, proba2 = predictor.predict_batch_indices(X)
+    assert (classes[indices] == expected_class).all()
+    np.testing.assert_array_equal(proba2, proba)
+
+    for i, row in enumerate(X):
+        index, p = predictor.predict_one(row)
+        assert classes[index] == expected_class[i]
+        assert np.abs(p - expected_proba[i]).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["diagnostic", "diabetes_risk"])
+def test_bundled_models_compile_to_the_folded_binary_path(
+    name: str, trained: dict[str, TrainResult]
+) -> None:
+    predictor = compile_predictor(trained[name].pipeline)
+    assert predictor.kind == "binary"
+    assert predictor.classes == tuple(trained[name].pipeline.classes_)
+
+
+@pytest.mark.parametrize("name", ["diagnostic", "diabetes_risk"])
+def test_every_dataset_row_matches_sklearn(
+    name: str, trained: dict[str, TrainResult], datasets: dict[str, Dataset]
+) -> None:
+    pipeline = trained[name].pipeline
+    assert_equivalent(pipeline, compile_predictor(pipeline), datasets[name].X)
+
+
+@pytest.mark.parametrize(("name", "seed"), [("diagnostic", 1), ("diabetes_risk", 2)])
+def test_random_rows_match_sklearn(
+    name: str, seed: int, trained: dict[str, TrainResult], datasets: dict[str, Dataset]
+) -> None:
+    pipeline = trained[name].pipeline
+    X = random_rows(datasets[name].X, N_RANDOM // 2, seed)
+    # The extremes really do saturate, so the stable logistic is exercised.
+    assert np.isin(pipeline.predict_proba(X), (0.0, 1.0)).any()
+    assert_equivalent(pipeline, compile_predictor(pipeline), X)
+
+
+def test_multiclass_uses_softmax_and_matches_sklearn() -> None:
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    pipeline.fit(X, labels)
+    predictor = compile_predictor(pipeline)
+    assert predictor.kind == "multinomial"
+    assert_equivalent(pipeline, predictor, np.vstack([X, random_rows(X, 2000, 3)]))
+
+
+def test_scaler_without_mean_or_std_is_folded_too(datasets: dict[str, Dataset]) -> None:
+    d = datasets["diabetes_risk"]
+    pipeline = Pipeline(
+        [
+            ("s", StandardScaler(with_mean=False, with_std=False)),
+            ("c", LogisticRegression(max_iter=5000)),
+        ]
+    ).fit(d.X, d.y)
+    predictor = compile_predictor(pipeline)
+    assert predictor.kind == "binary"
+    assert_equivalent(pipeline, predictor, d.X)
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        Pipeline([("s", MinMaxScaler()), ("c", LogisticRegression(max_iter=5000))]),
+        Pipeline([("s", StandardScaler()), ("c", RandomForestClassifier(5, random_state=0))]),
+    ],
+    ids=["other-scaler", "other-estimator"],
+)
+def test_other_pipelines_fall_back_to_predict_proba(
+    pipeline: Pipeline, datasets: dict[str, Dataset]
+) -> None:
+    d = datasets["diagnostic"]
+    pipeline.fit(d.X, d.y)
+    predictor = compile_predictor(pipeline)
+    assert predictor.kind == "fallback"
+    assert_equivalent(pipeline, predictor, d.X[:50])
+
+
+def test_predictor_that_disagrees_with_its_pipeline_falls_back(
+    datasets: dict[str, Dataset],
+) -> None:
+    d = datasets["diagnostic"]
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    pipeline.fit(d.X, d.y)
+
+    class Sabotaged(Predictor):
+        def _probe_rows(self) -> np.ndarray:
+            self._b = 100.0  # a wrong bias: the self-check must catch it
+            return super()._probe_rows()
+
+    assert Sabotaged(pipeline).kind == "fallback"

@@ -1,0 +1,160 @@
+"""The registry: load, look up, and hot-swap models without dropping requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nexus_ml.ml.bundle import MODEL_FILE, BundleError, save_bundle, set_current
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry, UnknownModel
+from nexus_ml.ml.schema import validate_instance
+from nexus_ml.ml.training import TrainResult, ensure_bundled_models
+
+
+def save(model_path: Path, name: str, result: TrainResult) -> str:
+    return save_bundle(
+        model_path,
+        name,
+        result.pipeline,
+        schema=result.schema,
+        classes=result.classes,
+        metrics=result.metrics,
+        profile=result.profile,
+    )
+
+
+@pytest.fixture
+def registry(model_path: Path, trained: dict[str, TrainResult]) -> ModelRegistry:
+    for name, result in trained.items():
+        save(model_path, name, result)
+    reg = ModelRegistry(model_path)
+    assert reg.load_all() == {}
+    return reg
+
+
+def test_load_all_and_lookup(registry: ModelRegistry) -> None:
+    assert registry.names() == ["diabetes_risk", "diagnostic"]
+    loaded = registry.get("diagnostic")
+    assert isinstance(loaded, LoadedModel)
+    assert loaded.classes == ("benign", "malignant")
+    assert loaded.schema.names[0] == "mean_radius"
+    assert loaded.predictor.kind == "binary"
+    assert loaded.metadata["training_metrics"]["n_features"] == 30
+    assert [m.name for m in registry.all()] == ["diabetes_risk", "diagnostic"]
+    assert registry.get_or_none("nope") is None
+    assert "diagnostic" in registry
+    assert registry.versions("diagnostic") == [loaded.version]
+
+
+def test_unknown_model(registry: ModelRegistry) -> None:
+    with pytest.raises(UnknownModel, match="unknown model 'iris'"):
+        registry.get("iris")
+    with pytest.raises(KeyError):  # UnknownModel is a KeyError for callers that expect one
+        registry.get("iris")
+
+
+def test_end_to_end_prediction(registry: ModelRegistry, trained: dict[str, TrainResult]) -> None:
+    loaded = registry.get("diabetes_risk")
+    features = {spec.name: (spec.min + spec.max) / 2 for spec in loaded.schema.features}
+    row = validate_instance(loaded.schema, features)
+    index, proba = loaded.predictor.predict_one(row)
+    expected = trained["diabetes_risk"].pipeline.predict_proba(row.reshape(1, -1))[0]
+    assert abs(proba - expected).max() <= 1e-9
+    assert loaded.classes[index] == trained["diabetes_risk"].pipeline.predict(row[None])[0]
+
+
+def test_reload_swaps_and_a_held_reference_keeps_its_model(
+    registry: ModelRegistry, model_path: Path, trained: dict[str, TrainResult]
+) -> None:
+    in_flight = registry.get("diagnostic")
+    new_version = save(model_path, "diagnostic", trained["diagnostic"])
+    assert registry.get("diagnostic") is in_flight  # nothing changes until a reload
+    swapped = registry.reload("diagnostic")
+    assert swapped.version == new_version != in_flight.version
+    assert registry.get("diagnostic") is swapped
+    # The request that started before the swap still has a complete, working model.
+    index, _ = in_flight.predictor.predict_one(np.zeros(30))
+    assert index in (0, 1)
+
+
+def test_refresh_picks_up_a_new_current_and_rolls_back(
+    registry: ModelRegistry, model_path: Path, trained: dict[str, TrainResult]
+) -> None:
+    old = registry.get("diagnostic").version
+    new = save(model_path, "diagnostic", trained["diagnostic"])
+    untouched = registry.get("diabetes_risk")
+    assert registry.refresh() == {}
+    assert registry.get("diagnostic").version == new
+    assert registry.get("diabetes_risk") is untouched  # unchanged CURRENT: not reloaded
+    set_current(model_path, "diagnostic", old)
+    registry.refresh()
+    assert registry.get("diagnostic").version == old
+
+
+def test_refused_bundle_keeps_the_old_version_serving(
+    registry: ModelRegistry, model_path: Path, trained: dict[str, TrainResult]
+) -> None:
+    serving = registry.get("diagnostic")
+    bad = save(model_path, "diagnostic", trained["diagnostic"])
+    artifact = model_path / "diagnostic" / bad / MODEL_FILE
+    artifact.write_bytes(artifact.read_bytes()[:-1])
+    errors = registry.refresh()
+    assert "sha256" in errors["diagnostic"]
+    assert registry.get("diagnostic") is serving
+    with pytest.raises(BundleError):
+        registry.reload("diagnostic")
+    assert registry.get("diagnostic") is serving
+
+
+def test_new_models_appear_on_refresh_and_unload(model_path: Path) -> None:
+    registry = ModelRegistry(model_path)
+    assert registry.load_all() == {}
+    assert registry.names() == []
+    ensure_bundled_models(model_path)
+    registry.refresh()
+    assert registry.names() == ["diabetes_risk", "diagnostic"]
+    registry.unload("diabetes_risk")
+    assert registry.names() == ["diagnostic"]
+    with pytest.raises(UnknownModel):
+        registry.unload("diabetes_risk")
+
+
+def test_readers_never_fail_during_concurrent_reloads(
+    registry: ModelRegistry, model_path: Path, trained: dict[str, TrainResult]
+) -> None:
+    versions = {registry.get("diagnostic").version}
+    for _ in range(3):
+        versions.add(save(model_path, "diagnostic", trained["diagnostic"]))
+    stop = threading.Event()
+    seen: set[str] = set()
+    failures: list[BaseException] = []
+    row = np.zeros(30)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                loaded = registry.get("diagnostic")  # taken once, used throughout
+                loaded.predictor.predict_one(row)
+                seen.add(loaded.version)
+                time.sleep(0.0005)  # leave the reloading thread some GIL time
+        except BaseException as exc:  # pragma: no cover - the assertion reports it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for version in sorted(versions) * 2:
+            set_current(model_path, "diagnostic", version)
+            registry.reload("diagnostic")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert seen <= versions
+    assert seen

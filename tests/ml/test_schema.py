@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexus_ml.ml.schema import (
+    FeatureSchema,
+    FeatureSpec,
+    ValidationProblem,
+    validate_batch,
+    validate_instance,
+)
+
+SCHEMA = FeatureSchema(
+    (
+        FeatureSpec("mean_radius", "numeric", 6.0, 28.0),
+        FeatureSpec("age", "numeric", 0.0, 100.0),
+        FeatureSpec("bmi", "numeric", 10.0, 60.0),
+    )
+)
+GOOD = {"mean_radius": 14.2, "age": 51, "bmi": 27.5}
+SECRET = 987654.321  # a distinctive value that must never appear in a message
+
+
+def with_value(name: str, value: Any) -> dict[str, Any]:
+    row = dict(GOOD)
+    row[name] = value
+    return row
+
+
+def test_valid_instance_is_float64_in_schema_order() -> None:
+    shuffled = {"bmi": 27.5, "age": 51, "mean_radius": 14.2}
+    row = validate_instance(SCHEMA, shuffled)
+    assert row.dtype == np.float64
+    assert row.shape == (3,)
+    assert row.tolist() == [14.2, 51.0, 27.5]
+
+
+def test_out_of_training_range_is_not_an_error() -> None:
+    row = validate_instance(SCHEMA, with_value("age", 1e6))
+    assert row[1] == 1e6
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        OrderedDict(GOOD),
+        MappingProxyType(GOOD),
+        {"mean_radius": np.float64(14.2), "age": np.int64(51), "bmi": np.float32(27.5)},
+        {"mean_radius": 14.2, "age": 10**300, "bmi": 27.5},
+    ],
+    ids=["ordered-dict", "mapping-proxy", "numpy-scalars", "big-int"],
+)
+def test_other_mappings_and_number_types_are_accepted(features: Any) -> None:
+    row = validate_instance(SCHEMA, features)
+    assert row.shape == (3,)
+    assert np.isfinite(row).all()
+
+
+@pytest.mark.parametrize(
+    ("features", "field", "fragment"),
+    [
+        ({"age": 51, "bmi": 27.5}, "mean_radius", "missing"),
+        ({**GOOD, "zip_code": SECRET}, "zip_code", "unknown"),
+        (with_value("age", "51"), "age", "string"),
+        (with_value("age", b"51"), "age", "string"),
+        (with_value("age", None), "age", "null"),
+        (with_value("age", True), "age", "boolean"),
+        (with_value("age", False), "age", "boolean"),
+        (with_value("age", np.bool_(True)), "age", "boolean"),
+        (with_value("age", math.nan), "age", "NaN"),
+        (with_value("age", math.inf), "age", "infinity"),
+        (with_value("age", -math.inf), "age", "infinity"),
+        (with_value("age", np.float64("nan")), "age", "NaN"),
+        (with_value("age", [SECRET]), "age", "number"),
+        (with_value("age", {"v": SECRET}), "age", "number"),
+        (with_value("age", 10**400), "age", "too large"),
+        (with_value("age", complex(SECRET, 1)), "age", "number"),
+        ([14.2, 51, 27.5], "features", "object"),
+        ("mean_radius=14.2", "features", "object"),
+        (None, "features", "object"),
+    ],
+)
+def test_bad_instance_is_refused_naming_the_field(features: Any, field: str, fragment: str) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        validate_instance(SCHEMA, features)
+    assert info.value.field == field
+    assert fragment in info.value.message
+    assert str(SECRET) not in str(info.value)
+
+
+def test_missing_is_reported_before_unknown_and_values() -> None:
+    features = {"age": "x", "bogus": 1, "bmi": 2.0}
+    with pytest.raises(ValidationProblem) as info:
+        validate_instance(SCHEMA, features)
+    assert info.value.field == "mean_radius"
+
+
+def test_an_unknown_field_name_is_truncated() -> None:
+    with pytest.raises(ValidationProblem) as info:
+        validate_instance(SCHEMA, {**GOOD, "x" * 10_000: 1})
+    assert len(info.value.field) <= 64
+
+
+def test_batch_is_2d_in_schema_order() -> None:
+    X = validate_batch(SCHEMA, [GOOD, with_value("bmi", 30)])
+    assert X.shape == (2, 3)
+    assert X.dtype == np.float64
+    assert X[1].tolist() == [14.2, 51.0, 30.0]
+
+
+@pytest.mark.parametrize(
+    ("instances", "field"),
+    [
+        ([GOOD, GOOD, GOOD, with_value("mean_radius", math.nan)], "instances[3].mean_radius"),
+        ([GOOD, {"age": 1, "bmi": 2}], "instances[1].mean_radius"),
+        ([GOOD, {**GOOD, "extra": 1}], "instances[1].extra"),
+        ([GOOD, 7], "instances[1]"),
+        ([GOOD, with_value("age", 10**400)], "instances[1].age"),
+        ([], "instances"),
+        (GOOD, "instances"),
+        ("abc", "instances"),
+        (None, "instances"),
+    ],
+)
+def test_bad_batch_names_the_instance_and_field(instances: Any, field: str) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        validate_batch(SCHEMA, instances)
+    assert info.value.field == field
+
+
+def test_batch_size_limit() -> None:
+    assert validate_batch(SCHEMA, [GOOD] * 3, max_instances=3).shape == (3, 3)
+    with pytest.raises(ValidationProblem, match="at most 2"):
+        validate_batch(SCHEMA, [GOOD] * 3, max_instances=2)
+
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.floats(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["mean_radius", "age", "bmi", "other"]), values))
+def test_any_input_validates_or_raises_validation_problem(features: dict[str, Any]) -> None:
+    try:
+        row = validate_instance(SCHEMA, features)
+    except ValidationProblem as exc:
+        assert exc.field
+        return
+    assert set(features) == set(SCHEMA.names)
+    assert np.isfinite(row).all()
+    assert all(type(v) in (int, float) for v in features.values())
+
+
+def test_schema_round_trips_through_its_metadata_form() -> None:
+    X = np.array([[1.0, 5.0, 3.0], [2.0, 4.0, 9.0]])
+    schema = FeatureSchema.from_training(X, ["a", "b", "c"])
+    assert schema.features[1] == FeatureSpec("b", "numeric", 4.0, 5.0)
+    assert FeatureSchema.from_list(schema.to_list()) == schema
+
+
+@pytest.mark.parametrize(
+    "features",
+    [(), (FeatureSpec("a"), FeatureSpec("a")), (FeatureSpec("a", "categorical"),)],
+    ids=["empty", "duplicate", "bad-type"],
+)
+def test_invalid_schema_is_refused(features: tuple[FeatureSpec, ...]) -> None:
+    with pytest.raises(ValueError):
+        FeatureSchema(features)

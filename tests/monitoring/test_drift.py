@@ -1,0 +1,156 @@
+"""Drift decisions: no false alarms on undrifted data at any window size, real shifts caught."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nexus_ml.ml.profile import build_profile
+from nexus_ml.monitoring.drift import DriftDetector, adjust_pvalues
+
+D = 30
+NAMES = [f"f{i}" for i in range(D)]
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    ref = np.random.default_rng(2024).normal(size=(100_000, D))
+    return build_profile(ref, NAMES)
+
+
+@pytest.fixture(scope="module")
+def detector(profile: dict) -> DriftDetector:
+    return DriftDetector.from_profile(profile)
+
+
+# Several seeds where windows are cheap, one where a window is 240 MB.
+SIZES_AND_SEEDS = [(200, 20), (1_000, 10), (10_000, 5), (100_000, 2), (1_000_000, 1)]
+
+
+@pytest.mark.parametrize(("size", "seeds"), SIZES_AND_SEEDS)
+def test_undrifted_windows_flag_at_most_5_percent(
+    detector: DriftDetector, size: int, seeds: int
+) -> None:
+    flagged = 0
+    for seed in range(seeds):
+        window = np.random.default_rng(seed).normal(size=(size, D))
+        report = detector.score(window, NAMES)
+        assert report.decided and report.window_size == size
+        flagged += len(report.drifted_features)
+    assert flagged / (seeds * D) <= 0.05
+
+
+def test_half_sigma_shift_of_one_feature_is_flagged_alone(detector: DriftDetector) -> None:
+    window = np.random.default_rng(99).normal(size=(1_000, D))
+    window[:, 7] += 0.5
+    report = detector.score(window, NAMES)
+    assert report.drifted_features == ["f7"]
+    assert report.share_drifted == pytest.approx(1 / D)
+    f7 = report.features["f7"]
+    assert f7.statistic > 0.1 and f7.adjusted_pvalue < 0.05
+    # Every method sees it; W1/std reads as the shift in standard deviations.
+    assert f7.scores["wasserstein"] == pytest.approx(0.5, abs=0.1)
+    assert f7.scores["ks"] > 0.1 and f7.scores["js"] > 0.1
+
+
+def test_tiny_shift_on_a_huge_window_is_significant_but_not_flagged(
+    detector: DriftDetector,
+) -> None:
+    # 0.05 sigma over 200k rows: the test rejects, the effect size says it does not matter.
+    window = np.random.default_rng(5).normal(size=(200_000, D))
+    window[:, 3] += 0.05
+    f3 = detector.score(window, NAMES).features["f3"]
+    assert f3.adjusted_pvalue < 1e-6
+    assert f3.statistic < 0.1 and not f3.drifted
+
+
+def test_window_below_min_window_takes_no_decision(detector: DriftDetector) -> None:
+    window = np.random.default_rng(1).normal(size=(50, D))
+    window[:, 0] += 3.0  # a blatant shift: still no decision on 50 rows
+    report = detector.score(window, NAMES)
+    assert not report.decided
+    assert report.drifted_features == [] and report.share_drifted == 0.0
+    assert "below min_window=200" in report.reason
+    assert report.features["f0"].scores["psi"] > 1.0  # scores are still reported
+
+
+def test_columns_are_matched_by_name_and_missing_values_dropped(
+    detector: DriftDetector,
+) -> None:
+    rng = np.random.default_rng(8)
+    window = rng.normal(size=(1_000, D))
+    window[:, 2] += 1.0
+    window[:100, 5] = np.nan
+    order = NAMES[::-1]
+    report = detector.score(window[:, ::-1], order)
+    assert report.drifted_features == ["f2"]
+    assert report.features["f5"].n == 900
+
+
+def test_a_feature_with_too_few_values_is_left_undecided(detector: DriftDetector) -> None:
+    window = np.random.default_rng(3).normal(size=(1_000, D))
+    window[50:, 4] = np.nan
+    window[:, 4] += 5.0
+    report = detector.score(window, NAMES)
+    assert report.decided
+    assert not report.features["f4"].drifted
+    assert "f4" in report.reason
+
+
+def test_report_is_json_serialisable(detector: DriftDetector) -> None:
+    report = detector.score(np.random.default_rng(0).normal(size=(300, D)), NAMES)
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert set(data["features"]["f0"]["scores"]) == {"psi", "ks", "js", "wasserstein"}
+    assert data["window_size"] == 300
+
+
+def test_categorical_features_drift_on_category_mix() -> None:
+    rng = np.random.default_rng(6)
+    ref = np.column_stack(
+        [rng.choice(["a", "b", "c"], size=5_000, p=[0.5, 0.3, 0.2]), rng.normal(size=5_000)]
+    ).astype(object)
+    ref[:, 1] = ref[:, 1].astype(float)
+    prof = build_profile(ref, ["kind", "x"], categorical=["kind", "x"][:1])
+    # Object arrays profile every column as categorical; rebuild x as numeric from floats.
+    prof["features"]["x"] = build_profile(ref[:, 1:].astype(float), ["x"])["features"]["x"]
+    det = DriftDetector.from_profile(prof)
+    same = np.column_stack(
+        [rng.choice(["a", "b", "c"], size=1_000, p=[0.5, 0.3, 0.2]), rng.normal(size=1_000)]
+    ).astype(object)
+    assert det.score(same, ["kind", "x"]).drifted_features == []
+    shifted = same.copy()
+    shifted[:, 0] = rng.choice(["a", "b", "c", "new"], size=1_000, p=[0.2, 0.3, 0.2, 0.3])
+    report = det.score(shifted, ["kind", "x"])
+    assert report.drifted_features == ["kind"]
+    assert set(report.features["kind"].scores) == {"psi", "js", "chi2"}
+
+
+def test_raw_fit_agrees_with_profile_fit(profile: dict) -> None:
+    ref = np.random.default_rng(2024).normal(size=(100_000, D))
+    raw = DriftDetector().fit(ref, NAMES)
+    window = np.random.default_rng(4).normal(size=(2_000, D))
+    window[:, 1] *= 1.5
+    a, b = raw.score(window, NAMES), DriftDetector.from_profile(profile).score(window, NAMES)
+    assert a.drifted_features == b.drifted_features == ["f1"]
+    for f in NAMES:
+        # Same bins up to the float32 rounding of the profile's edges.
+        assert a.features[f].scores["psi"] == pytest.approx(b.features[f].scores["psi"], abs=1e-4)
+        assert a.features[f].scores["ks"] == pytest.approx(b.features[f].scores["ks"], abs=0.01)
+
+
+def test_benjamini_hochberg_matches_the_textbook_example() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> 0.02, 0.02, 0.04, 0.04 after the step-up minimum.
+    np.testing.assert_allclose(adjust_pvalues(p), [0.02, 0.04, 0.04, 0.02])
+    np.testing.assert_allclose(adjust_pvalues(p, "bonferroni"), [0.04, 0.16, 0.12, 0.02])
+
+
+def test_unknown_method_and_missing_feature_are_errors(profile: dict) -> None:
+    with pytest.raises(ValueError, match="unknown numeric drift methods"):
+        DriftDetector(methods={"numeric": ["nope"]})
+    det = DriftDetector(methods={"numeric": ["ks"]}).fit_profile(profile)
+    assert set(det.methods_["f0"]) == {"psi", "ks"}  # the decision method is always kept
+    with pytest.raises(ValueError, match="lacks reference features"):
+        det.score(np.zeros((300, 2)), ["f0", "f1"])

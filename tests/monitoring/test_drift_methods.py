@@ -1,0 +1,165 @@
+"""Known-answer tests for the drift methods, against scipy and direct numpy formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from nexus_ml.ml.profile import build_profile
+from nexus_ml.monitoring.drift_methods import (
+    PSI,
+    ChiSquared,
+    JensenShannon,
+    KolmogorovSmirnov,
+    Wasserstein,
+    bin_counts_sorted,
+    methods_for,
+)
+
+N_REF = 50_000
+
+
+@pytest.fixture(scope="module")
+def ref() -> np.ndarray:
+    return np.random.default_rng(11).normal(10.0, 2.0, size=N_REF)
+
+
+@pytest.fixture(scope="module")
+def feature(ref: np.ndarray) -> dict:
+    return build_profile(ref[:, None], ["x"])["features"]["x"]
+
+
+def windows() -> list[np.ndarray]:
+    rng = np.random.default_rng(12)
+    return [
+        rng.normal(10.0, 2.0, size=2_000),  # undrifted
+        rng.normal(11.0, 2.0, size=2_000),  # 0.5-sigma shift
+        rng.normal(10.0, 3.0, size=500),  # wider
+        rng.standard_t(3, size=5_000) * 2 + 10,  # heavy tails
+        np.round(rng.normal(10.0, 2.0, size=3_000)),  # ties in the window
+    ]
+
+
+def test_registry_lists_methods_by_feature_type() -> None:
+    assert set(methods_for("numeric")) == {"psi", "ks", "js", "wasserstein"}
+    assert set(methods_for("categorical")) == {"psi", "js", "chi2"}
+
+
+@pytest.mark.parametrize("w", windows())
+def test_ks_from_profile_is_within_001_of_scipy(
+    feature: dict, ref: np.ndarray, w: np.ndarray
+) -> None:
+    ks = KolmogorovSmirnov().fit_profile(feature)
+    expected = stats.ks_2samp(ref, w).statistic
+    assert ks.score(np.sort(w)).score == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("w", windows())
+def test_ks_fitted_on_raw_is_exact(ref: np.ndarray, w: np.ndarray) -> None:
+    res = KolmogorovSmirnov().fit(ref).score(np.sort(w))
+    exact = stats.ks_2samp(ref, w, method="asymp")
+    assert res.score == pytest.approx(exact.statistic, abs=1e-12)
+    # Asymptotic Kolmogorov p-value: close to scipy's finite-n asymptotic one.
+    assert res.pvalue == pytest.approx(exact.pvalue, abs=0.02)
+
+
+def test_ks_handles_a_discrete_reference() -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 5, size=20_000).astype(float)
+    w = rng.integers(0, 6, size=3_000).astype(float)
+    feat = build_profile(ref[:, None], ["x"])["features"]["x"]
+    got = KolmogorovSmirnov().fit_profile(feat).score(np.sort(w)).score
+    assert got == pytest.approx(stats.ks_2samp(ref, w).statistic, abs=0.01)
+
+
+@pytest.mark.parametrize("w", windows())
+def test_psi_equals_direct_formula_on_the_same_bins(feature: dict, w: np.ndarray) -> None:
+    got = PSI().fit_profile(feature).score(np.sort(w))
+    edges = np.asarray(feature["bin_edges"])
+    p = np.asarray(feature["bin_counts"], float)
+    q = np.bincount(np.searchsorted(edges, w), minlength=edges.size + 1).astype(float)
+    p, q = np.maximum(p / p.sum(), 1e-4), np.maximum(q / q.sum(), 1e-4)
+    assert got.score == pytest.approx(np.sum((q - p) * np.log(q / p)), abs=1e-12)
+    table = np.vstack([feature["bin_counts"], q * w.size]).round()
+    table = table[:, table.sum(axis=0) > 0]
+    expected_p = stats.chi2_contingency(table, correction=False).pvalue
+    assert got.pvalue == pytest.approx(expected_p, rel=1e-6, abs=1e-300)
+
+
+@pytest.mark.parametrize("w", windows())
+def test_js_matches_scipy(feature: dict, w: np.ndarray) -> None:
+    got = JensenShannon().fit_profile(feature).score(np.sort(w)).score
+    edges = np.asarray(feature["bin_edges"])
+    q = np.bincount(np.searchsorted(edges, w), minlength=edges.size + 1)
+    assert got == pytest.approx(jensenshannon(feature["bin_counts"], q, base=2), abs=1e-12)
+
+
+@pytest.mark.parametrize("w", windows())
+def test_wasserstein_matches_scipy_over_reference_std(
+    feature: dict, ref: np.ndarray, w: np.ndarray
+) -> None:
+    expected = stats.wasserstein_distance(ref, w) / ref.std()
+    exact = Wasserstein().fit(ref).score(np.sort(w)).score
+    assert exact == pytest.approx(expected, rel=1e-12)
+    from_profile = Wasserstein().fit_profile(feature).score(np.sort(w)).score
+    assert from_profile == pytest.approx(expected, abs=0.01)
+
+
+def test_wasserstein_of_a_mean_shift_reads_in_standard_deviations(ref: np.ndarray) -> None:
+    # Shifting the reference itself by k std moves every quantile by exactly k std.
+    got = Wasserstein().fit(ref).score(np.sort(ref + 0.5 * ref.std())).score
+    assert got == pytest.approx(0.5, abs=1e-9)
+
+
+def test_reference_against_itself_scores_zero(feature: dict, ref: np.ndarray) -> None:
+    s = np.sort(ref)
+    assert PSI().fit_profile(feature).score(s).score == 0.0
+    assert JensenShannon().fit_profile(feature).score(s).score == 0.0
+    assert KolmogorovSmirnov().fit(ref).score(s).score == 0.0
+    assert Wasserstein().fit(ref).score(s).score == 0.0
+    assert PSI().fit(ref).score(s).score == 0.0
+    # From the sketch the reference CDF is piecewise linear, the sample's a step: they agree
+    # to within the sketch resolution (1/1000), not exactly.
+    assert KolmogorovSmirnov().fit_profile(feature).score(s).score < 1e-3
+    assert Wasserstein().fit_profile(feature).score(s).score < 1e-3
+
+
+def test_raw_and_profile_fits_bin_the_same_way(feature: dict, ref: np.ndarray) -> None:
+    raw = PSI().fit(ref)
+    np.testing.assert_allclose(raw.edges_, feature["bin_edges"], rtol=1e-6)
+    assert raw.ref_counts_.tolist() == feature["bin_counts"]
+
+
+def test_chi2_and_cramers_v_match_scipy() -> None:
+    ref_feat = {
+        "type": "categorical",
+        "categories": ["a", "b", "c"],
+        "category_counts": [500, 300, 200],
+    }
+    window = np.array([40.0, 50.0, 30.0, 10.0])  # last bucket: unseen categories
+    res = ChiSquared().fit_profile(ref_feat).score(window)
+    table = np.array([[500, 300, 200, 0], [40, 50, 30, 10]])
+    chi2 = stats.chi2_contingency(table, correction=False)
+    assert res.pvalue == pytest.approx(chi2.pvalue, rel=1e-9)
+    assert res.score == pytest.approx(stats.contingency.association(table, method="cramer"))
+    same = ChiSquared().fit_profile(ref_feat).score(np.array([50.0, 30.0, 20.0, 0.0]))
+    assert same.score == 0.0 and same.pvalue == pytest.approx(1.0)
+
+
+def test_bins_are_open_at_both_ends() -> None:
+    counts = bin_counts_sorted(np.array([-1e9, 0.0, 1.0, 2.0, 1e9]), np.array([0.0, 1.5]))
+    assert counts.tolist() == [2.0, 1.0, 2.0]
+
+
+def test_empty_window_scores_nan(feature: dict) -> None:
+    for method in (PSI(), JensenShannon(), KolmogorovSmirnov(), Wasserstein()):
+        assert np.isnan(method.fit_profile(feature).score(np.empty(0)).score)
+
+
+def test_raw_fit_drops_non_finite_reference_values(ref: np.ndarray) -> None:
+    dirty = np.concatenate((ref, [np.nan, np.inf, -np.inf]))
+    w = np.sort(np.random.default_rng(2).normal(10.0, 2.0, size=1_000))
+    assert KolmogorovSmirnov().fit(dirty).score(w) == KolmogorovSmirnov().fit(ref).score(w)
+    assert PSI().fit(dirty).ref_counts_.sum() == N_REF

@@ -1,0 +1,358 @@
+"""MetricHistory computes the Prometheus rules' numbers from snapshots of our own metrics."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from nexus_ml.monitoring.alerting import AlertEvaluator, DriftReading
+from nexus_ml.monitoring.measurements import LOOKBACK_SECONDS, MetricHistory, bucket_quantile
+from nexus_ml.monitoring.metrics import LATENCY_BUCKETS, Metrics, build_metrics
+from nexus_ml.thresholds import Thresholds
+
+T0 = 1_900_000_000.0
+M = "diagnostic"
+INF = math.inf
+
+
+def _fresh() -> tuple[Metrics, MetricHistory]:
+    return build_metrics(CollectorRegistry()), MetricHistory()
+
+
+def _snap(h: MetricHistory, m: Metrics, t: float) -> None:
+    h.record(m.registry.collect(), t)
+
+
+def _requests(m: Metrics, status: str, n: int, endpoint: str = "/predict") -> None:
+    m.api_requests_total.labels("POST", endpoint, status).inc(n)
+
+
+# -- histogram_quantile ------------------------------------------------------------------
+
+
+BUCKETS = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (INF, 40.0)]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        (0.1, 0.0 + 0.1 * (4 / 10)),  # lowest bucket: lower bound 0
+        (0.5, 0.1 + 0.4 * (10 / 20)),  # rank 20: 10 into the (0.1, 0.5] bucket of 20
+        (0.95, 0.5 + 0.5 * (8 / 10)),  # rank 38: 8 into the (0.5, 1] bucket of 10
+        (1.0, 1.0),
+    ],
+)
+def test_bucket_quantile_matches_hand_computation(q: float, expected: float) -> None:
+    assert bucket_quantile(q, BUCKETS) == pytest.approx(expected)
+    assert bucket_quantile(q, list(reversed(BUCKETS))) == pytest.approx(expected)  # unsorted
+
+
+def test_bucket_quantile_special_cases() -> None:
+    # In the +Inf bucket: the highest finite bound, as Prometheus answers.
+    assert bucket_quantile(0.9, [(1.0, 5.0), (INF, 10.0)]) == 1.0
+    assert bucket_quantile(0.5, [(1.0, 0.0), (INF, 0.0)]) is None  # no observations
+    assert bucket_quantile(0.5, [(1.0, 5.0), (2.0, 5.0)]) is None  # no +Inf bucket
+    assert bucket_quantile(0.5, [(INF, 5.0)]) is None  # fewer than two buckets
+    assert bucket_quantile(0.5, [(-1.0, 4.0), (1.0, 4.0), (INF, 4.0)]) == -1.0  # bound <= 0
+    assert bucket_quantile(-0.1, BUCKETS) == -INF
+    assert bucket_quantile(1.1, BUCKETS) == INF
+    # Equal bounds (``1`` and ``1.0`` from two collectors) are added together.
+    assert bucket_quantile(0.5, [(1.0, 2.0), (1.0, 2.0), (INF, 4.0)]) == pytest.approx(0.5)
+    # A non-monotonic bucket is lifted to the envelope: (0.5, 5) counts as (0.5, 10).
+    assert bucket_quantile(0.5, [(0.1, 10.0), (0.5, 5.0), (1.0, 20.0), (INF, 20.0)]) == 0.1
+
+
+def test_latency_p95_matches_numpy_within_a_bucket() -> None:
+    m, h = _fresh()
+    rng = np.random.default_rng(7)
+    # Values 10 % away from every bound, so each falls clearly inside its bucket.
+    # The nine buckets up to 250 ms, so "within a bucket's width" is a tight bound.
+    lows, highs = np.array((0.0, *LATENCY_BUCKETS[:8])), np.array(LATENCY_BUCKETS[:9])
+    weights = np.linspace(1.0, 3.0, len(lows))
+    pick = rng.choice(len(lows), size=4000, p=weights / weights.sum())
+    width = highs[pick] - lows[pick]
+    values = lows[pick] + width * rng.uniform(0.1, 0.9, size=pick.size)
+    latency = m.model_prediction_duration_seconds.labels(M)
+    latency.observe(60.0)  # before the window: must not count
+    _snap(h, m, T0)
+    for v in values:
+        latency.observe(float(v))
+    _snap(h, m, T0 + 60)
+    p95 = h.measurements([M], T0 + 60).latency_p95[M]
+    expected = float(np.percentile(values, 95))
+    bucket = next(i for i, b in enumerate(LATENCY_BUCKETS) if expected <= b)
+    bucket_width = LATENCY_BUCKETS[bucket] - (LATENCY_BUCKETS[bucket - 1] if bucket else 0.0)
+    assert bucket_width <= 0.15 + 1e-12
+    assert abs(p95 - expected) <= bucket_width
+    # And exactly Prometheus's interpolation on the window's bucket counts.
+    counts = [(b, float(np.sum(values <= b))) for b in LATENCY_BUCKETS] + [(INF, len(values))]
+    assert p95 == pytest.approx(bucket_quantile(0.95, counts))
+
+
+def test_median_confidence_uses_15_minutes_and_none_without_observations() -> None:
+    m, h = _fresh()
+    conf = m.model_confidence_score.labels(M)
+    conf.observe(0.32)  # created, but nothing observed in any window yet
+    m.model_prediction_duration_seconds.labels(M)
+    _snap(h, m, T0)
+    _snap(h, m, T0 + 15)
+    assert h.measurements([M], T0 + 15).median_confidence == {}  # no observations: None
+    assert h.measurements([M], T0 + 15).latency_p95 == {}
+    for _ in range(10):
+        conf.observe(0.62)  # (0.6, 0.65]
+    _snap(h, m, T0 + 600)  # 10 minutes later: out of 5m, inside 15m
+    _snap(h, m, T0 + 700)
+    got = h.measurements([M], T0 + 700).median_confidence[M]
+    assert got == pytest.approx(0.6 + 0.05 * 0.5)  # rank 5 of 10 in (0.6, 0.65]
+
+
+# -- rates, ratios, resets -----------------------------------------------------------------
+
+
+def test_request_error_rates_and_ratio_over_5_minutes() -> None:
+    m, h = _fresh()
+    _requests(m, "200", 1000)  # before the history: never counted
+    _snap(h, m, T0)
+    _requests(m, "200", 80)
+    _requests(m, "404", 10)  # counts as a request, not as an error
+    _requests(m, "500", 6)
+    _requests(m, "503", 4, endpoint="/train")
+    _snap(h, m, T0 + 60)
+    got = h.measurements([M], T0 + 60)
+    assert got.request_rate == pytest.approx(100 / 60)
+    assert got.error_rate == pytest.approx(10 / 60)
+    assert got.error_ratio == pytest.approx(0.1)
+
+
+def test_window_is_left_open_and_uses_the_oldest_snapshot_inside() -> None:
+    m, h = _fresh()
+    for t, n in ((0, 0), (100, 50), (150, 30), (400, 60)):
+        _requests(m, "200", n)
+        _snap(h, m, T0 + t)
+    # (100, 400]: the snapshot at 100 is out, the one at 150 is the start.
+    assert h.measurements([], T0 + 400).request_rate == pytest.approx(60 / 250)
+    # Only the snapshot at 400 inside (150, 450]: not measured.
+    assert h.measurements([], T0 + 450).request_rate is None
+
+
+def test_history_shorter_than_the_window_uses_what_is_there() -> None:
+    m, h = _fresh()
+    _snap(h, m, T0)
+    _requests(m, "200", 30)
+    _snap(h, m, T0 + 30)
+    assert h.measurements([], T0 + 30).request_rate == pytest.approx(1.0)  # not 30/300
+
+
+def test_counter_reset_adds_the_post_reset_value() -> None:
+    h = MetricHistory()
+    before, after = build_metrics(CollectorRegistry()), build_metrics(CollectorRegistry())
+    _requests(before, "500", 100)
+    h.record(before.registry.collect(), T0)
+    _requests(before, "500", 20)
+    h.record(before.registry.collect(), T0 + 15)
+    _requests(after, "500", 5)  # the process restarted: 120 -> 5
+    h.record(after.registry.collect(), T0 + 30)
+    _requests(after, "500", 10)
+    h.record(after.registry.collect(), T0 + 45)
+    got = h.measurements([], T0 + 45)
+    # Prometheus: last - first + value before each reset = 15 - 100 + 120 = 35.
+    assert got.error_rate == pytest.approx(35 / 45)
+    assert got.error_ratio == pytest.approx(1.0)
+
+
+def test_series_born_inside_the_window_counts_from_zero() -> None:
+    m, h = _fresh()
+    _requests(m, "200", 10)
+    _snap(h, m, T0)  # no 5xx series yet: proof that it did not exist
+    _requests(m, "500", 3)
+    _snap(h, m, T0 + 30)
+    got = h.measurements([], T0 + 30)
+    assert got.error_rate == pytest.approx(3 / 30)
+    assert got.error_ratio == pytest.approx(1.0)
+
+
+def test_vanished_series_adds_nothing_and_its_return_is_judged_like_prometheus() -> None:
+    m, h = _fresh()
+    _requests(m, "500", 10)
+    _snap(h, m, T0)
+    m.api_requests_total.remove("POST", "/predict", "500")
+    _snap(h, m, T0 + 15)
+    assert h.measurements([], T0 + 15).error_rate == 0.0
+    _requests(m, "500", 4)  # back at 4 < 10: a reset, so all 4 count
+    _snap(h, m, T0 + 30)
+    assert h.measurements([], T0 + 30).error_rate == pytest.approx(4 / 30)
+
+
+def test_nothing_measured_until_two_snapshots() -> None:
+    m, h = _fresh()
+    empty = h.measurements([M], T0)
+    assert empty.cpu_percent is None and empty.request_rate is None
+    _requests(m, "500", 5)
+    m.model_training_runs_total.labels(M, "failure").inc()
+    m.model_prediction_duration_seconds.labels(M).observe(0.1)
+    m.system_cpu_usage_percent.set(12.0)
+    _snap(h, m, T0)
+    got = h.measurements([M], T0)
+    assert got.cpu_percent == 12.0  # a gauge needs only one snapshot
+    assert (got.request_rate, got.error_rate, got.error_ratio, got.prediction_rate) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert got.latency_p95 == {} and got.training_failures == {}
+    assert got.prediction_rate_by_model == {} and got.db_connection_errors == 0.0
+    assert got.now == T0
+
+
+def test_no_requests_means_ratio_not_measured_but_rates_zero() -> None:
+    m, h = _fresh()
+    _snap(h, m, T0)
+    _snap(h, m, T0 + 15)
+    got = h.measurements([M], T0 + 15)
+    assert got.request_rate == 0.0 and got.error_rate == 0.0
+    assert got.error_ratio is None  # 0/0 is NaN in PromQL: no alert either way
+    assert got.prediction_rate == 0.0 and got.prediction_rate_by_model == {M: 0.0}
+
+
+def test_training_failures_db_errors_and_prediction_rates() -> None:
+    m, h = _fresh()
+    for model in (M, "other"):
+        m.model_training_runs_total.labels(model, "failure")
+        m.model_training_runs_total.labels(model, "success")
+    m.db_operation_errors_total.labels("insert_predictions", "connection")
+    _snap(h, m, T0)
+    m.model_training_runs_total.labels(M, "failure").inc(2)
+    m.model_training_runs_total.labels(M, "success").inc(5)  # not a failure
+    m.db_operation_errors_total.labels("insert_predictions", "connection").inc(2)
+    m.db_operation_errors_total.labels("query", "connection").inc()  # summed over operations
+    m.db_operation_errors_total.labels("query", "other").inc(7)  # not a connection error
+    m.model_predictions_total.labels(M, "1", "a").inc(900)
+    m.model_predictions_total.labels(M, "1", "b").inc(900)
+    m.model_predictions_total.labels("retired", "3", "a").inc(360)  # not loaded any more
+    _snap(h, m, T0 + 60)
+    _snap(h, m, T0 + 1800)
+    _snap(h, m, T0 + 3599)  # the 1h window (T0 - 1, T0 + 3599] still holds T0
+    got = h.measurements([M, "idle"], T0 + 3599)
+    assert got.training_failures == {M: 2.0, "other": 0.0}
+    assert got.db_connection_errors == 0.0  # the errors are > 5 minutes old
+    assert got.prediction_rate == pytest.approx(2160 / 3599)  # every model, like sum(rate)
+    assert got.prediction_rate_by_model == {M: pytest.approx(1800 / 3599), "idle": 0.0}
+    assert h.measurements([M], T0 + 60).db_connection_errors == 3.0
+    # An hour and a bit later T0 has left the window: the failures no longer count.
+    assert h.measurements([M], T0 + 3600).training_failures == {M: 0.0, "other": 0.0}
+
+
+def test_gauges_max_lookback_and_drift() -> None:
+    m, h = _fresh()
+    m.system_cpu_usage_percent.set(42.0)
+    m.system_memory_usage_ratio.set(0.5)
+    m.system_memory_usage_bytes.set(4e9)
+    m.system_disk_usage_ratio.set(0.7)
+    m.model_accuracy.labels(M).set(0.8)
+    m.model_accuracy_samples.labels(M).set(250)
+    m.model_last_training_timestamp_seconds.labels(M).set(T0 - 86400)
+    m.data_drift_score.labels(M, "age", "psi").set(0.3)
+    m.data_drift_score.labels(M, "age", "ks").set(0.9)  # another method: ignored
+    m.data_drift_detected.labels(M, "age").set(1)
+    m.data_drift_score.labels(M, "bmi", "psi").set(0.05)
+    _snap(h, m, T0)
+    got = h.measurements([M], T0 + 10)
+    assert (got.cpu_percent, got.memory_ratio, got.memory_bytes, got.disk_ratio) == (
+        42.0,
+        0.5,
+        4e9,
+        0.7,
+    )
+    assert got.accuracy == {M: 0.8} and got.accuracy_samples == {M: 250}
+    assert got.last_training == {M: T0 - 86400}
+    assert got.drift == {
+        (M, "age"): DriftReading(score=0.3, detected=True),
+        (M, "bmi"): DriftReading(score=0.05, detected=False),
+    }
+    stale = h.measurements([M], T0 + LOOKBACK_SECONDS + 1)
+    assert stale.cpu_percent is None and stale.accuracy == {}
+
+
+def test_old_snapshots_are_dropped_and_a_clock_step_back_is_survived() -> None:
+    m = build_metrics(CollectorRegistry())
+    h = MetricHistory(max_age_seconds=60)
+    for t in (0, 30, 100):
+        _requests(m, "200", 10)
+        _snap(h, m, T0 + t)
+    # 0 and 30 are older than 60 s at t=100: only one snapshot is left.
+    assert h.measurements([], T0 + 100).request_rate is None
+    _requests(m, "200", 10)
+    _snap(h, m, T0 + 90)  # the wall clock stepped back: the snapshot at 100 goes
+    _requests(m, "200", 5)
+    _snap(h, m, T0 + 120)
+    assert h.measurements([], T0 + 120).request_rate == pytest.approx(5 / 30)
+
+
+def test_multiprocess_collector_snapshots(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from prometheus_client import CollectorRegistry
+        from nexus_ml.monitoring.metrics import build_metrics
+        m = build_metrics(CollectorRegistry())
+        n = int(sys.argv[1])
+        m.api_requests_total.labels("POST", "/predict", "200").inc(9 * n)
+        m.api_requests_total.labels("POST", "/predict", "500").inc(n)
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    h = MetricHistory()
+
+    def worker_then_snap(n: int, t: float) -> None:
+        subprocess.run([sys.executable, "-c", code, str(n)], env=env, check=True, timeout=60)
+        reg = CollectorRegistry()
+        MultiProcessCollector(reg, path=str(tmp_path))
+        h.record(reg.collect(), t)
+
+    worker_then_snap(1, T0)
+    worker_then_snap(3, T0 + 15)  # a second worker: the collector adds its file
+    got = h.measurements([], T0 + 15)
+    assert got.request_rate == pytest.approx(30 / 15)
+    assert got.error_ratio == pytest.approx(0.1)
+
+
+# -- end to end with the evaluator -----------------------------------------------------------
+
+
+def _run(error_share: float) -> list[tuple[float, str | None]]:
+    """Tick every 15 s with 100 requests per tick; HighErrorRate's state after each tick."""
+    m, h = _fresh()
+    clock = [0.0]
+    ev = AlertEvaluator(Thresholds(), clock=lambda: clock[0], wall_clock=lambda: T0 + clock[0])
+    states: list[tuple[float, str | None]] = []
+    for tick in range(30):
+        t = tick * 15.0
+        errors = round(100 * error_share)
+        _requests(m, "200", 100 - errors)
+        _requests(m, "500", errors)
+        clock[0] = t
+        _snap(h, m, T0 + t)
+        alerts = ev.evaluate(h.measurements([M], T0 + t))
+        state = next((a.state for a in alerts if a.name == "HighErrorRate"), None)
+        states.append((t, state))
+    return states
+
+
+def test_high_error_ratio_fires_after_its_for_duration() -> None:
+    hold = Thresholds().error_rate_high_for
+    states = dict(_run(0.2))
+    assert states[0.0] is None  # one snapshot: not measured, nothing pending
+    assert states[15.0] == "pending"  # 20 % of 100 requests per 15 s = 1.33 errors/s
+    assert states[15.0 + hold - 15] == "pending"
+    assert states[15.0 + hold] == "firing"
+    assert all(s is None for _, s in _run(0.02))  # below the 5 % limit: never

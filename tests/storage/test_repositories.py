@@ -1,0 +1,247 @@
+"""Every repository function, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, select
+
+from nexus_ml.storage import Conflict, NotFound, PredictionRecord, Store, insert_many, utcnow
+from nexus_ml.storage.models import Prediction
+from nexus_ml.storage.repositories import MAX_WINDOW
+
+RecordFactory = Callable[..., PredictionRecord]
+
+
+def test_insert_is_idempotent_on_id(store: Store, make_record: RecordFactory) -> None:
+    records = [make_record() for _ in range(5)]
+    assert store.insert_predictions(records) == 5
+    again = [*records[:3], make_record()]
+    assert store.insert_predictions(again) == 1
+    assert store.insert_predictions([records[0], records[0]]) == 0
+    assert store.insert_predictions([]) == 0
+    assert store.count_predictions() == 6
+
+
+def test_insert_many_large_batch(engine: Engine, make_record: RecordFactory) -> None:
+    records = [make_record() for _ in range(5000)]  # > SQLite's bound-parameter limit per row set
+    assert insert_many(engine, records) == 5000
+    assert insert_many(engine, records) == 0
+    assert Store(engine).count_predictions("heart") == 5000
+
+
+def test_get_prediction_round_trips(store: Store, make_record: RecordFactory) -> None:
+    created = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    record = make_record(created_at=created, features={"age": 61, "note": "é", "x": None})
+    store.insert_predictions([record])
+    got = store.get_prediction(record.id)
+    assert got == record
+    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == timedelta(0)
+    with pytest.raises(NotFound):
+        store.get_prediction("0" * 32)
+
+
+def test_non_utc_times_are_stored_as_the_same_instant(
+    store: Store, make_record: RecordFactory
+) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    record = make_record(created_at=datetime(2026, 3, 1, 14, 0, tzinfo=plus2))
+    store.insert_predictions([record])
+    assert store.get_prediction(record.id).created_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_naive_datetimes_are_refused(store: Store, make_record: RecordFactory) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        store.insert_predictions([make_record(created_at=datetime(2026, 1, 1))])
+
+
+def test_recent_predictions_newest_first_and_bounded(
+    store: Store, make_record: RecordFactory
+) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [make_record(created_at=base + timedelta(minutes=i)) for i in range(10)]
+    records.append(make_record(model="other", created_at=base + timedelta(hours=5)))
+    records.append(make_record(version="v2", created_at=base + timedelta(hours=6)))
+    store.insert_predictions(records)
+
+    window = store.recent_predictions("heart", limit=4)
+    assert [w.created_at for w in window] == [
+        base + timedelta(hours=6),
+        *(base + timedelta(minutes=i) for i in (9, 8, 7)),
+    ]
+    assert window[1].features == records[9].features
+    assert window[1].confidence == records[9].confidence
+    assert window[1].predicted_class == records[9].predicted_class
+
+    since = store.recent_predictions("heart", since=base + timedelta(minutes=8), version="v1")
+    assert [w.created_at.minute for w in since] == [9, 8]
+    assert len(store.recent_predictions("heart")) == 11
+    assert store.recent_predictions("heart", limit=10**9)  # clamped, not an error
+    assert MAX_WINDOW >= 1000
+    assert store.recent_predictions("nobody") == []
+
+
+def test_prediction_stats_raw_arrays_per_model(store: Store, make_record: RecordFactory) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    store.insert_predictions(
+        [
+            make_record(
+                created_at=base + timedelta(minutes=1),
+                latency_seconds=0.1,
+                confidence=0.9,
+                predicted_class="a",
+            ),
+            make_record(
+                created_at=base + timedelta(minutes=2),
+                latency_seconds=0.2,
+                confidence=0.8,
+                predicted_class="a",
+            ),
+            make_record(
+                created_at=base + timedelta(minutes=3),
+                latency_seconds=0.3,
+                confidence=0.7,
+                predicted_class="b",
+            ),
+            make_record(model="m2", created_at=base, latency_seconds=1.0, confidence=0.5),
+        ]
+    )
+    stats = store.prediction_stats()
+    assert set(stats) == {"heart", "m2"}
+    assert stats["heart"].count == 3
+    assert sorted(stats["heart"].latencies) == [0.1, 0.2, 0.3]
+    assert sorted(stats["heart"].confidences) == [0.7, 0.8, 0.9]
+    assert stats["heart"].class_counts == {"a": 2, "b": 1}
+    window = store.prediction_stats(
+        "heart", since=base + timedelta(minutes=2), until=base + timedelta(minutes=3)
+    )
+    assert list(window) == ["heart"]
+    assert window["heart"].count == 1
+    assert window["heart"].latencies == [0.2]
+
+
+def test_feedback_not_found_and_conflict(store: Store, make_record: RecordFactory) -> None:
+    record = make_record(predicted_class="disease")
+    store.insert_predictions([record])
+    with pytest.raises(NotFound):
+        store.add_feedback("f" * 32, "disease")
+    fb = store.add_feedback(record.id, "disease")
+    assert fb.correct is True and fb.prediction_id == record.id
+    with pytest.raises(Conflict):
+        store.add_feedback(record.id, "healthy")
+    other = make_record(predicted_class="disease")
+    store.insert_predictions([other])
+    assert store.add_feedback(other.id, "healthy").correct is False
+    explicit = make_record()
+    store.insert_predictions([explicit])
+    assert store.add_feedback(explicit.id, "whatever", correct=True).correct is True
+
+
+def test_labelled_join_uses_prediction_time(store: Store, make_record: RecordFactory) -> None:
+    now = utcnow()
+    old = make_record(created_at=now - timedelta(days=10), predicted_class="a")
+    recent = make_record(created_at=now - timedelta(days=1), predicted_class="a")
+    unlabelled = make_record(created_at=now - timedelta(hours=1))
+    other_model = make_record(model="m2", created_at=now - timedelta(hours=2))
+    store.insert_predictions([old, recent, unlabelled, other_model])
+    # Labelled just now: filtering on the label time would wrongly include the old prediction.
+    store.add_feedback(old.id, "a")
+    store.add_feedback(recent.id, "b")
+    store.add_feedback(other_model.id, "x")
+
+    rows = store.labelled_predictions("heart", now - timedelta(days=7))
+    assert [r.prediction_id for r in rows] == [recent.id]
+    assert rows[0].correct is False and rows[0].actual == "b"
+    assert rows[0].created_at == recent.created_at
+    assert rows[0].received_at > recent.created_at
+    both = store.labelled_predictions("heart", now - timedelta(days=30))
+    assert [r.prediction_id for r in both] == [old.id, recent.id]  # oldest first
+    until = store.labelled_predictions(
+        "heart", now - timedelta(days=30), until=now - timedelta(days=5)
+    )
+    assert [r.prediction_id for r in until] == [old.id]
+
+
+def test_feedback_cascades_with_prediction(engine: Engine, make_record: RecordFactory) -> None:
+    store = Store(engine)
+    record = make_record()
+    store.insert_predictions([record])
+    store.add_feedback(record.id, "a")
+    with store.session() as session:
+        session.delete(session.get(Prediction, record.id))
+        session.commit()
+        assert session.scalars(select(Prediction)).all() == []
+    assert store.labelled_predictions("heart", utcnow() - timedelta(days=400)) == []
+
+
+def test_training_run_lifecycle(store: Store) -> None:
+    run = store.create_training_run("heart", "fp:abc123")
+    assert run.status == "queued" and run.started_at is None and len(run.id) == 32
+    running = store.update_training_run(run.id, status="running")
+    assert running.status == "running" and running.started_at is not None
+    done = store.update_training_run(
+        run.id, status="succeeded", version="v2", metrics={"accuracy": 0.91}
+    )
+    assert done.finished_at is not None and done.version == "v2"
+    assert store.get_training_run(run.id) == done
+    with pytest.raises(Conflict):
+        store.update_training_run(run.id, status="running")
+    with pytest.raises(NotFound):
+        store.get_training_run("nope")
+    with pytest.raises(NotFound):
+        store.update_training_run("nope", status="running")
+
+    failed = store.create_training_run("heart", "fp:abc123")
+    out = store.update_training_run(failed.id, status="failed", error="x" * 10_000)
+    assert out.error is not None and len(out.error) == 2000
+    store.create_training_run("m2", "fp:zzz")
+    assert [r.id for r in store.list_training_runs("heart")] == [failed.id, run.id]
+    assert [r.id for r in store.list_training_runs(status="failed")] == [failed.id]
+    assert len(store.list_training_runs(limit=2)) == 2
+
+
+def test_audit_log(store: Store) -> None:
+    first = store.audit("fp:1", "train", "heart", {"reason": "drift"})
+    second = store.audit("fp:2", "threshold.set", "latency_p95")
+    assert second > first
+    entries = store.list_audit()
+    assert [e.id for e in entries] == [second, first]
+    assert entries[1].details == {"reason": "drift"} and entries[0].details is None
+    assert [e.action for e in store.list_audit(actor="fp:1")] == ["train"]
+    assert [e.actor for e in store.list_audit(action="threshold.set")] == ["fp:2"]
+    assert store.list_audit(since=utcnow() + timedelta(minutes=1)) == []
+    assert len(store.list_audit(limit=1)) == 1
+
+
+def test_drift_results(store: Store) -> None:
+    assert store.latest_drift_result("heart") is None
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    store.save_drift_result(
+        "heart", "v1", window_size=500, drift_share=0.1, results={"age": {"psi": 0.01}},
+        computed_at=t0,
+    )  # fmt: skip
+    newer = store.save_drift_result(
+        "heart", "v2", window_size=800, drift_share=0.4, results={"age": {"psi": 0.3}},
+        window_start=t0, window_end=t0 + timedelta(hours=1), computed_at=t0 + timedelta(hours=1),
+    )  # fmt: skip
+    latest = store.latest_drift_result("heart")
+    assert latest == newer and latest.results == {"age": {"psi": 0.3}}
+    assert latest.window_end == t0 + timedelta(hours=1)
+    v1 = store.latest_drift_result("heart", "v1")
+    assert v1 is not None and v1.drift_share == 0.1 and v1.window_start is None
+
+
+def test_threshold_overrides(store: Store) -> None:
+    assert store.get_threshold_override("latency_p95") is None
+    store.set_threshold_override("latency_p95", 0.5, "fp:1")
+    store.set_threshold_override("latency_p95", 0.75, "fp:2")
+    store.set_threshold_override("error_rate", 0.01, "fp:1")
+    assert store.get_threshold_override("latency_p95") == 0.75
+    overrides = store.threshold_overrides()
+    assert {k: v.value for k, v in overrides.items()} == {"latency_p95": 0.75, "error_rate": 0.01}
+    assert overrides["latency_p95"].updated_by == "fp:2"
+    assert store.delete_threshold_override("error_rate") is True
+    assert store.delete_threshold_override("error_rate") is False
+    assert set(store.threshold_overrides()) == {"latency_p95"}
