@@ -80,3 +80,4 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     # Access logs carry full request lines (query strings may hold anything a
     # client sends); the metrics middleware already counts requests by template.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

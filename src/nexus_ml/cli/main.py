@@ -1,4 +1,4 @@
-"""``nexus-ml``: serve, train, simulate, drift, render, stack."""
+"""``nexus-ml serve``, ``train`` and ``render``; the app every subcommand registers on."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def serve(
         os.environ["ML_API_KEYS"] = settings.api_keys.get_secret_value()
         key = settings.api_keys.get_secret_value().split(":", 1)[1]
         label = "new admin API key" if new_key else "admin API key"
-        console.print(f"{label} (stored in {settings.data_dir / 'api_key'}): [bold]{key}[/bold]")
+        console.print(f"{label} (stored in {settings.data_dir / 'api_key'}):", key, soft_wrap=True)
     base = f"http://{host}:{port}"
     console.print(f"API docs:   {base}/docs")
     console.print(f"dashboard:  {base}/dashboard")
@@ -153,8 +153,3 @@ def render(
 
     for path in render_all(out):
         console.print(f"wrote {path}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    """Console entry point."""
-    app()
