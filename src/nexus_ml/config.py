@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SCOPES = ("predict", "monitor", "admin")
 Scope = Literal["predict", "monitor", "admin"]
@@ -34,7 +34,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ML_MODEL_PATH"),
         description="Folder holding model bundles.",
     )
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("ML_LOG_LEVEL"))
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=AliasChoices("ML_LOG_LEVEL"),
+        description="DEBUG, INFO, WARNING…",
+    )
 
     data_dir: Path = Field(default=Path("data"), description="SQLite file, API key, spill buffer.")
     log_json: bool = Field(default=False, description="Emit logs as JSON lines.")
@@ -48,7 +52,10 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="If set, /metrics requires 'Authorization: Bearer <token>'.",
     )
-    cors_origins: list[str] = Field(default_factory=list, description="CORS closed by default.")
+    # NoDecode: the environment gives "https://a,https://b", not JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated allowed origins; CORS closed by default."
+    )
 
     # Input limits
     max_body_bytes: int = Field(
@@ -62,23 +69,37 @@ class Settings(BaseSettings):
     )
 
     # Prediction record writer
-    writer_batch_size: int = Field(default=200, ge=1)
-    writer_flush_seconds: float = Field(default=0.5, gt=0)
+    writer_batch_size: int = Field(default=200, ge=1, description="Records per database insert.")
+    writer_flush_seconds: float = Field(
+        default=0.5, gt=0, description="Longest a record waits before its batch is written."
+    )
     writer_max_pending: int = Field(
         default=50_000, ge=1, description="Records held in memory before spilling to disk."
     )
-    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    shutdown_grace_seconds: float = Field(
+        default=20.0, gt=0, description="SIGTERM: time to finish requests and write queued records."
+    )
 
     # Monitoring
-    system_interval_seconds: float = Field(default=30.0, gt=0)
-    drift_interval_seconds: float = Field(default=300.0, gt=0)
+    system_interval_seconds: float = Field(
+        default=30.0, gt=0, description="System collector period (one collector per host)."
+    )
+    drift_interval_seconds: float = Field(
+        default=300.0, gt=0, description="Model-quality job period (drift, quality, accuracy)."
+    )
     drift_window_size: int = Field(default=1000, ge=50, description="Count-based drift window.")
     drift_window_seconds: float | None = Field(
         default=None, gt=0, description="If set, a time-based window (last N seconds) instead."
     )
     drift_min_window: int = Field(default=200, ge=10, description="Below this no drift is decided.")
-    accuracy_window_seconds: float = Field(default=7 * 86400, gt=0)
-    alert_interval_seconds: float = Field(default=15.0, gt=0)
+    accuracy_window_seconds: float = Field(
+        default=7 * 86400,
+        gt=0,
+        description="Realised accuracy covers predictions made this recently.",
+    )
+    alert_interval_seconds: float = Field(
+        default=15.0, gt=0, description="In-process alert evaluation period."
+    )
     alertmanager_url: str = Field(
         default="", description="If set, /alerts includes Alertmanager's."
     )

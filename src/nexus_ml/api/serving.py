@@ -14,7 +14,7 @@ from nexus_ml.api.errors import ApiError
 from nexus_ml.api.schemas import FeedbackResponse
 from nexus_ml.ml.registry import LoadedModel, UnknownModel
 from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
-from nexus_ml.storage.errors import Conflict, DatabaseUnavailable, NotFound
+from nexus_ml.storage.errors import Conflict, DatabaseUnavailable, NotFound, WriterFull
 from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
     predicted = classes[index]
     confidence = float(probabilities[index])
     probs = dict(zip(classes, map(float, probabilities), strict=True))
-    nexus.observer(loaded).observe(row, predicted, confidence, latency)
     pid = new_id()
-    nexus.writer.submit(
+    _submit(
+        nexus,
         PredictionRecord(
             id=pid,
             model=loaded.name,
@@ -54,8 +54,11 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
             confidence=confidence,
             probabilities=probs,
             latency_seconds=latency,
-        )
+        ),
     )
+    # Observed only once the record is safely accepted: a refused prediction
+    # (503 below) was never served and must not be counted as one.
+    nexus.observer(loaded).observe(row, predicted, confidence, latency)
     return {
         "id": pid,
         "model": loaded.name,
@@ -84,9 +87,9 @@ def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str,
         predicted = classes[index]
         confidence = float(p[index])
         probs = dict(zip(classes, map(float, p), strict=True))
-        observer.observe(X[i], predicted, confidence, latency)
         pid = new_id()
-        nexus.writer.submit(
+        _submit(
+            nexus,
             PredictionRecord(
                 id=pid,
                 model=loaded.name,
@@ -97,8 +100,9 @@ def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str,
                 confidence=confidence,
                 probabilities=probs,
                 latency_seconds=latency,
-            )
+            ),
         )
+        observer.observe(X[i], predicted, confidence, latency)
         out.append(
             {
                 "id": pid,
@@ -108,6 +112,16 @@ def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str,
             }
         )
     return {"model": loaded.name, "version": loaded.version, "predictions": out}
+
+
+def _submit(nexus: Nexus, record: PredictionRecord) -> None:
+    try:
+        nexus.writer.submit(record)
+    except WriterFull:
+        # Neither memory nor the disk journal can take the record: refuse the
+        # prediction rather than answer one that the audit trail would lack.
+        nexus.count_error("database", "WriterFull")
+        raise ApiError(503, "cannot record predictions right now: retry later") from None
 
 
 async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> FeedbackResponse:

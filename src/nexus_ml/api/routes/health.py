@@ -50,8 +50,12 @@ async def health(nexus: NexusDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics on request)")
-async def metrics(request: Request, nexus: NexusDep) -> Response:
-    """Every metric; requires ``Authorization: Bearer <ML_METRICS_TOKEN>`` when that is set."""
+def metrics(request: Request, nexus: NexusDep) -> Response:
+    """Every metric; requires ``Authorization: Bearer <ML_METRICS_TOKEN>`` when that is set.
+
+    A plain ``def``: FastAPI runs it in the thread pool, so rendering (a few ms)
+    never blocks the event loop that serves predictions.
+    """
     token = nexus.settings.metrics_token.get_secret_value()
     if token:
         given = request.headers.get("authorization", "")

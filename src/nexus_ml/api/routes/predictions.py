@@ -72,6 +72,9 @@ async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey
         else:
             answer = serving.predict_many(nexus, loaded, instances)
     except ValidationProblem as problem:
+        # A refused value is a data-quality event for the model (counted by
+        # feature and kind; a client's unknown feature names never become labels).
+        nexus.observer(loaded).rejected(problem)
         raise ApiError(422, str(problem), problem.field) from None
     return Response(json.dumps(answer), media_type="application/json")
 

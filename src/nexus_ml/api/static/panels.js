@@ -114,16 +114,17 @@ export function renderSystem(s) {
 
 export function renderAlerts(a) {
   const level = a.firing === 0 ? "ok" : a.by_severity.critical ? "bad" : "warn";
-  setValue("alerts", `${a.firing} firing · ${a.pending} pending`, level);
-  const lines = a.alerts.map((x) => [
+  setValue("alerts", `${a.firing} firing`, level);
+  const lines = [[`${a.pending} pending`]];
+  lines.push(...a.alerts.map((x) => [
     `${x.state === "firing" ? "●" : "○"} ${x.name} (${x.severity}): ${x.annotations.summary}`,
     `sev-${x.severity}`,
-  ]);
+  ]));
   const am = a.alertmanager;
   if (am.status !== "not_configured") {
     lines.push([`Alertmanager: ${am.status}${am.status === "ok" ? `, ${am.alerts.length} alerts` : ""}`]);
   }
-  setDetails("alerts", lines.length ? lines : [["no active alerts"]]);
+  setDetails("alerts", lines);
   setState("alerts", "ready", 1);
 }
 
