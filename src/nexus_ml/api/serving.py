@@ -37,6 +37,49 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
     start = _perf()
     index, probabilities = loaded.predictor.predict_one(row)
     latency = _perf() - start
+    answer = _serve(
+        nexus,
+        loaded,
+        nexus.observer(loaded),
+        row,
+        features,
+        index,
+        probabilities,
+        latency,
+        utcnow(),
+    )
+    return {"model": loaded.name, "version": loaded.version, **answer}
+
+
+def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
+    """A batch: validated whole first, so a bad instance means nothing is predicted or stored."""
+    X = validate_batch(loaded.schema, instances, max_instances=nexus.settings.max_batch)
+    start = _perf()
+    # predict_batch_indices applies scikit-learn's own tie rule (decision > 0),
+    # which argmax over probabilities can break when the decision is ~0.
+    indices, proba = loaded.predictor.predict_batch_indices(X)
+    latency = (_perf() - start) / len(X)
+    observer = nexus.observer(loaded)
+    now = utcnow()
+    out = [
+        _serve(nexus, loaded, observer, X[i], instances[i], int(indices[i]), proba[i], latency, now)
+        for i in range(len(X))
+    ]
+    return {"model": loaded.name, "version": loaded.version, "predictions": out}
+
+
+def _serve(
+    nexus: Nexus,
+    loaded: LoadedModel,
+    observer: Any,
+    row: Any,
+    features: Any,
+    index: int,
+    probabilities: Any,
+    latency: float,
+    now: Any,
+) -> dict[str, Any]:
+    """Record one answered instance, observe it, and return its JSON-ready answer."""
     classes = loaded.classes
     predicted = classes[index]
     confidence = float(probabilities[index])
@@ -48,7 +91,7 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
             id=pid,
             model=loaded.name,
             version=loaded.version,
-            created_at=utcnow(),
+            created_at=now,
             features=features,
             predicted_class=predicted,
             confidence=confidence,
@@ -57,61 +100,14 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
         ),
     )
     # Observed only once the record is safely accepted: a refused prediction
-    # (503 below) was never served and must not be counted as one.
-    nexus.observer(loaded).observe(row, predicted, confidence, latency)
+    # (503 in _submit) was never served and must not be counted as one.
+    observer.observe(row, predicted, confidence, latency)
     return {
         "id": pid,
-        "model": loaded.name,
-        "version": loaded.version,
         "predicted_class": predicted,
         "confidence": confidence,
         "probabilities": probs,
     }
-
-
-def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
-    """A batch: validated whole first, so a bad instance means nothing is predicted or stored."""
-    X = validate_batch(loaded.schema, instances, max_instances=nexus.settings.max_batch)
-    start = _perf()
-    # predict_batch_indices applies scikit-learn's own tie rule (decision > 0),
-    # which argmax over probabilities can break when the decision is ~0.
-    indices, proba = loaded.predictor.predict_batch_indices(X)
-    latency = (_perf() - start) / len(X)
-    classes = loaded.classes
-    observer = nexus.observer(loaded)
-    out = []
-    now = utcnow()
-    for i in range(len(X)):
-        p = proba[i]
-        index = int(indices[i])
-        predicted = classes[index]
-        confidence = float(p[index])
-        probs = dict(zip(classes, map(float, p), strict=True))
-        pid = new_id()
-        _submit(
-            nexus,
-            PredictionRecord(
-                id=pid,
-                model=loaded.name,
-                version=loaded.version,
-                created_at=now,
-                features=instances[i],
-                predicted_class=predicted,
-                confidence=confidence,
-                probabilities=probs,
-                latency_seconds=latency,
-            ),
-        )
-        observer.observe(X[i], predicted, confidence, latency)
-        out.append(
-            {
-                "id": pid,
-                "predicted_class": predicted,
-                "confidence": confidence,
-                "probabilities": probs,
-            }
-        )
-    return {"model": loaded.name, "version": loaded.version, "predictions": out}
 
 
 def _submit(nexus: Nexus, record: PredictionRecord) -> None:
