@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import psutil
@@ -39,6 +39,7 @@ from nexus_ml.api.monitoring_schemas_ops import (
 from nexus_ml.api.monitoring_views import holdout_accuracy, trained_at
 from nexus_ml.monitoring.alerting import ActiveAlert
 from nexus_ml.monitoring.multiproc import live_gauge_pids
+from nexus_ml.monitoring.system import SystemSnapshot
 
 if TYPE_CHECKING:
     from nexus_ml.api.state import Nexus
@@ -154,8 +155,38 @@ async def status(nexus: Nexus) -> ServiceStatus:
     )
 
 
+_SYSTEM_GAUGES = (
+    "cpu_usage_percent",
+    "memory_usage_bytes",
+    "memory_total_bytes",
+    "memory_usage_ratio",
+    "disk_usage_bytes",
+    "disk_total_bytes",
+    "disk_usage_ratio",
+)
+
+
+def _host(nexus: Nexus) -> tuple[Literal["collector", "sample"], SystemSnapshot]:
+    """The host as the system collector last published it, else a fresh sample."""
+    # The published gauges are measured over the collector's interval. A fresh sample()
+    # measures CPU since the previous sample (milliseconds after /health's own): noisy.
+    f = collect_families(nexus)
+    g = {k: sum(sample_sums(f, f"ml_system_{k}").values()) for k in _SYSTEM_GAUGES}
+    if not sample_sums(f, "ml_system_cpu_usage_percent") or not g["memory_total_bytes"]:
+        return "sample", nexus.collector.sample()
+    return "collector", SystemSnapshot(
+        cpu_percent=g["cpu_usage_percent"],
+        memory_used_bytes=round(g["memory_usage_bytes"]),
+        memory_total_bytes=round(g["memory_total_bytes"]),
+        memory_ratio=g["memory_usage_ratio"],
+        disk_used_bytes=round(g["disk_usage_bytes"]),
+        disk_total_bytes=round(g["disk_total_bytes"]),
+        disk_ratio=g["disk_usage_ratio"],
+    )
+
+
 def _system(nexus: Nexus) -> SystemPerformance:
-    snap = nexus.collector.sample()
+    source, snap = _host(nexus)
     proc = psutil.Process()
     with proc.oneshot():
         info = ProcessInfo(
@@ -164,6 +195,7 @@ def _system(nexus: Nexus) -> SystemPerformance:
     t = nexus.thresholds
     return SystemPerformance(
         measured_at=datetime.now(UTC),
+        source=source,
         cpu_percent=snap.cpu_percent,
         memory=Usage(
             used_bytes=snap.memory_used_bytes,
@@ -187,7 +219,7 @@ def _system(nexus: Nexus) -> SystemPerformance:
 
 
 async def system(nexus: Nexus) -> SystemPerformance:
-    """CPU (since the previous sample), memory and disk now, and this process."""
+    """Host CPU, memory and disk (as last published by the collector), and this process."""
     # psutil and statvfs can block on a network data folder.
     return await asyncio.to_thread(_system, nexus)
 

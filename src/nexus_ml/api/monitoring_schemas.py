@@ -8,6 +8,7 @@ a field that could carry a feature value; drift and quality are scores and count
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -145,6 +146,10 @@ class SystemPerformance(BaseModel):
     """``GET /performance/system``: the host now, with the alert limits for reference."""
 
     measured_at: datetime
+    source: Literal["collector", "sample"] = Field(
+        description="collector: the gauges the system collector last published (CPU over its "
+        "interval); sample: read now (before the collector's first publication)."
+    )
     cpu_percent: float
     memory: Usage
     disk: Usage

@@ -123,8 +123,7 @@ async def put_thresholds(nexus: Nexus, principal: Principal, update: Any) -> Thr
         "thresholds",
         {"changes": changes},
     )
-    nexus.thresholds = new
-    nexus.evaluator.set_thresholds(new)
+    nexus.apply_thresholds(new)
     overrides = await db_call(nexus, store.threshold_overrides)
     changed = [k for k, c in changes.items() if c["old"] != c["new"]]
     return ThresholdsResponse(thresholds=describe(new, overrides), changed=changed)

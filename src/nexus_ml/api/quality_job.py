@@ -47,6 +47,10 @@ class QualityJob:
         self._nexus = nexus
         self._fitted: dict[tuple[str, str], _Fitted] = {}
 
+    def reset(self) -> None:
+        """Forget fitted state (thresholds changed): the next run refits from the profiles."""
+        self._fitted = {}
+
     def _fit(self, loaded: LoadedModel) -> _Fitted:
         key = (loaded.name, loaded.version)
         fitted = self._fitted.get(key)

@@ -35,7 +35,7 @@ from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
-from nexus_ml.thresholds import Thresholds, load_thresholds
+from nexus_ml.thresholds import Thresholds, apply_update, load_thresholds
 
 log = logging.getLogger("nexus_ml.api")
 
@@ -54,6 +54,7 @@ class Nexus:
     metrics: Metrics
     keys: KeyStore
     thresholds: Thresholds
+    base_thresholds: Thresholds
     store: Store
     models: ModelRegistry
     collector: SystemCollector
@@ -88,6 +89,7 @@ class Nexus:
             metrics=metrics,
             keys=KeyStore(settings.parsed_api_keys()),
             thresholds=thresholds,
+            base_thresholds=thresholds,
             store=Store(make_engine(settings.resolved_database_url)),
             models=ModelRegistry(settings.model_path),
             collector=SystemCollector(
@@ -186,6 +188,7 @@ class Nexus:
         self.started_at = time.time()
         try:
             await asyncio.to_thread(migrate, self.engine)
+            await asyncio.to_thread(self.refresh_thresholds)
             self.db_ok = True
         except Exception as exc:  # the DB may be down at start: serve anyway, records spill
             self.db_ok = False
@@ -258,7 +261,31 @@ class Nexus:
             self.count_error("database", "connection")
             raise
 
-    def _collect_families(self) -> list[Any]:
+    def apply_thresholds(self, thresholds: Thresholds) -> None:
+        """Use ``thresholds`` everywhere in this process (evaluator, drift decisions)."""
+        if thresholds == self.thresholds:
+            return
+        self.thresholds = thresholds
+        self.evaluator.set_thresholds(thresholds)
+        self.quality_job.reset()  # drift detectors hold the drift limit they were fitted with
+
+    def refresh_thresholds(self) -> None:
+        """Re-read the overrides stored by ``PUT /config/thresholds`` (by any worker).
+
+        Blocking (one small query): call in a thread.
+        """
+        overrides = {k: r.value for k, r in self.store.threshold_overrides().items()}
+        try:
+            updated = apply_update(self.base_thresholds, overrides, source="database")
+        except ValueError as exc:  # e.g. an override of a key this version no longer has
+            log.warning(
+                "stored threshold overrides ignored", extra={"error_type": type(exc).__name__}
+            )
+            return
+        self.apply_thresholds(updated)
+
+    def collect_families(self) -> list[Any]:
+        """Metric families of this service (merged across workers in multiprocess mode)."""
         if self.multiproc_dir:
             mark_dead_workers(self.multiproc_dir)
             reg = CollectorRegistry()
@@ -270,7 +297,9 @@ class Nexus:
         # Every worker evaluates the same aggregated metrics, so every worker's
         # /health shows the same alerts without electing one.
         now = time.time()
-        families = await asyncio.to_thread(self._collect_families)
+        with contextlib.suppress(DatabaseUnavailable):
+            await asyncio.to_thread(self.refresh_thresholds)
+        families = await asyncio.to_thread(self.collect_families)
         self.history.record(families, now)
         measurements = self.history.measurements(self.models.names(), now)
         self.alerts = self.evaluator.evaluate(measurements)
@@ -299,6 +328,21 @@ class Nexus:
         self.db_ok = True
         return {"status": "ok", "latency_seconds": round(seconds, 6)}
 
+    def _system_now(self) -> dict[str, float]:
+        # Memory and disk read now; CPU from the collector's last published value
+        # (a fresh sample would measure a few milliseconds and move the
+        # collector's baseline), falling back to psutil's own since-boot share.
+        import psutil
+
+        mem = psutil.virtual_memory()
+        disk = psutil.disk_usage(str(self.settings.data_dir))
+        cpu = self.metrics.system_cpu_usage_percent._value.get()
+        return {
+            "cpu_percent": float(cpu) if cpu else float(psutil.cpu_percent(interval=None)),
+            "memory_ratio": (mem.total - mem.available) / mem.total,
+            "disk_ratio": disk.used / disk.total if disk.total else 0.0,
+        }
+
     async def readiness(self) -> dict[str, Any]:
         """Ready = models loaded and not draining; the database only degrades."""
         db = await self.check_database()
@@ -319,12 +363,7 @@ class Nexus:
     async def health_report(self) -> dict[str, Any]:
         """Readiness plus system resources and active alerts."""
         report = await self.readiness()
-        snap = await asyncio.to_thread(self.collector.sample)
-        report["checks"]["system"] = {
-            "cpu_percent": snap.cpu_percent,
-            "memory_ratio": snap.memory_ratio,
-            "disk_ratio": snap.disk_ratio,
-        }
+        report["checks"]["system"] = await asyncio.to_thread(self._system_now)
         firing = [a.to_dict() for a in self.alerts if a.state == "firing"]
         report["alerts"] = firing
         if firing and report["status"] == "ok":

@@ -77,12 +77,14 @@ async def dashboard_slash() -> RedirectResponse:
 @router.get("/dashboard/static/{path:path}")
 async def static(path: str) -> FileResponse:
     """A file of the page (script, style, vendored library, licence)."""
-    target = (STATIC_DIR / path).resolve()
-    # resolve() folds '..' and symlinks: whatever it names must still be inside the folder.
-    if (
-        not target.is_relative_to(STATIC_DIR)
-        or target.suffix not in MEDIA_TYPES
-        or not target.is_file()
-    ):
+    try:
+        target = (STATIC_DIR / path).resolve()
+        # resolve() folds '..' and symlinks: whatever it names must still be inside the folder.
+        found = (
+            target.is_relative_to(STATIC_DIR) and target.suffix in MEDIA_TYPES and target.is_file()
+        )
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        found = False
+    if not found:
         raise ApiError(404, "not found", "path")
     return _file(target, "no-cache")

@@ -1,0 +1,410 @@
+"""The monitoring API, on SQLite and PostgreSQL: schemas, auth, numbers against numpy."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from tests.conftest import auth
+
+from nexus_ml.api import monitoring_schemas as ms
+from nexus_ml.api import monitoring_schemas_ops as mo
+from nexus_ml.api.app import create_app
+from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.storage.db import make_engine
+from nexus_ml.storage.repositories import Store
+
+M = "/api/v1/monitoring"
+ENDPOINTS: dict[str, type[BaseModel]] = {
+    "/health": mo.MonitoringHealth,
+    "/alerts": mo.AlertsResponse,
+    "/status": mo.ServiceStatus,
+    "/metrics/summary": mo.MetricsSummary,
+    "/metrics/predictions": ms.PredictionMetrics,
+    "/metrics/predictions/timeline": ms.PredictionTimeline,
+    "/metrics/training": ms.TrainingMetrics,
+    "/performance/system": ms.SystemPerformance,
+    "/performance/models": ms.ModelsPerformance,
+    "/data-quality/overview": ms.DataQualityOverview,
+    "/config/thresholds": mo.ThresholdsResponse,
+    "/reports/summary": mo.ReportSummary,
+}
+NEEDS_DB = [
+    p
+    for p in ENDPOINTS
+    if p not in ("/health", "/alerts", "/status", "/metrics/summary", "/performance/system")
+]
+
+
+def rows(name: str, n: int, start: int = 0) -> list[dict[str, float]]:
+    data = load_dataset(name)
+    return [
+        dict(zip(data.feature_names, map(float, data.X[i]), strict=True))
+        for i in range(start, start + n)
+    ]
+
+
+def numbers_in(value: Any) -> Iterator[float]:
+    """Every number anywhere in a JSON value."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from numbers_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from numbers_in(v)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield float(value)
+
+
+def nexus_of(client: TestClient) -> Any:
+    return client.app.state.nexus  # type: ignore[attr-defined]
+
+
+def populate(client: TestClient) -> list[dict[str, Any]]:
+    """Single and batch predictions on both models, flushed to the database."""
+    preds = []
+    for i in range(12):  # single calls: each has its own latency
+        r = client.post(
+            "/api/v1/models/diagnostic/predict",
+            json={"features": rows("diagnostic", 1, i)[0]},
+            headers=auth("predict"),
+        )
+        assert r.status_code == 200, r.text
+        preds.append(r.json())
+    r = client.post(
+        "/api/v1/models/diabetes_risk/predict",
+        json={"instances": rows("diabetes_risk", 25)},
+        headers=auth("predict"),
+    )
+    assert r.status_code == 200, r.text
+    preds += [{**p, "model": "diabetes_risk"} for p in r.json()["predictions"]]
+    client.portal.call(nexus_of(client).writer.flush)  # type: ignore[union-attr]
+    return preds
+
+
+def test_every_endpoint_answers_its_documented_schema(client: TestClient) -> None:
+    populate(client)
+    spec = client.get("/openapi.json").json()
+    for path, model in ENDPOINTS.items():
+        r = client.get(M + path, headers=auth("monitor"))
+        assert r.status_code == 200, (path, r.text)
+        model.model_validate(r.json())
+        op = spec["paths"][f"/api/v1/monitoring{path}"]["get"]
+        ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/" + model.__name__), path
+        assert op.get("description") and op.get("summary"), path
+    put = spec["paths"]["/api/v1/monitoring/config/thresholds"]["put"]
+    assert put["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ThresholdsResponse"
+    )
+
+
+def test_auth_401_403_200(client: TestClient) -> None:
+    for path in ENDPOINTS:
+        assert client.get(M + path).status_code == 401, path
+        assert client.get(M + path, headers=auth("predict")).status_code == 403, path
+        assert client.get(M + path, headers=auth("monitor")).status_code == 200, path
+        assert client.get(M + path, headers=auth("admin")).status_code == 200, path
+
+
+def test_prediction_metrics_equal_numpy_on_stored_data(client: TestClient) -> None:
+    populate(client)
+    stored = nexus_of(client).store.prediction_stats()
+    body = client.get(M + "/metrics/predictions?hours=1", headers=auth("monitor")).json()
+    by_model = {m["model"]: m for m in body["models"]}
+    assert body["total"] == sum(s.count for s in stored.values()) == 37
+    for name, s in stored.items():
+        got = by_model[name]
+        assert got["count"] == s.count
+        assert got["class_counts"] == s.class_counts
+        lat = np.asarray(s.latencies)
+        expected = np.percentile(lat, [50, 95, 99], method="linear")
+        got_lat = got["latency_seconds"]
+        assert [got_lat["p50"], got_lat["p95"], got_lat["p99"]] == [float(x) for x in expected]
+        assert got_lat["max"] == float(lat.max())
+        counts, edges = np.histogram(np.asarray(s.confidences), bins=20, range=(0.0, 1.0))
+        assert got["confidence"]["histogram"]["counts"] == counts.tolist()
+        assert got["confidence"]["histogram"]["edges"] == pytest.approx(edges.tolist())
+        assert got["confidence"]["p50"] == float(np.percentile(s.confidences, 50, method="linear"))
+    # Filtered by model; a window before the data is empty but lists the model.
+    one = client.get(M + "/metrics/predictions?model=diagnostic", headers=auth("monitor")).json()
+    assert [m["model"] for m in one["models"]] == ["diagnostic"] and one["total"] == 12
+    old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    r = client.get(M + "/metrics/predictions", params={"until": old}, headers=auth("monitor"))
+    assert r.json()["total"] == 0 and r.json()["models"][0]["latency_seconds"]["p50"] is None
+
+
+def test_report_and_performance_percentiles_equal_numpy(client: TestClient) -> None:
+    preds = populate(client)
+    nexus = nexus_of(client)
+    for p in preds[:6]:
+        r = client.post(
+            f"/api/v1/predictions/{p['id']}/feedback",
+            json={"actual": p["predicted_class"]},
+            headers=auth("predict"),
+        )
+        assert r.status_code == 201
+    stored = nexus.store.prediction_stats()
+    every = np.asarray([x for s in stored.values() for x in s.latencies])
+    report = client.get(M + "/reports/summary", headers=auth("monitor")).json()
+    expected = np.percentile(every, [50, 95, 99], method="linear")
+    lat = report["latency_seconds"]
+    assert [lat["p50"], lat["p95"], lat["p99"]] == [float(x) for x in expected]
+    assert report["predictions_total"] == 37
+    diag = next(m for m in report["models"] if m["model"] == "diagnostic")
+    assert diag["accuracy"] == {"value": 1.0, "n": 6}
+    avail = report["availability"]
+    assert avail["target"] == 0.999 and avail["value"] == 1.0 and avail["met"] is True
+    assert "ml_api_requests_total" in avail["definition"]
+    perf = client.get(M + "/performance/models", headers=auth("monitor")).json()
+    d = next(m for m in perf["models"] if m["model"] == "diagnostic")
+    want = np.percentile(stored["diagnostic"].latencies, [50, 95, 99], method="linear")
+    assert [d["latency_seconds"][q] for q in ("p50", "p95", "p99")] == [float(x) for x in want]
+    assert d["accuracy"] == {"value": 1.0, "n": 6}
+    assert 0.9 < d["holdout_accuracy"] <= 1.0
+
+
+def test_timeline_counts_stored_predictions(client: TestClient) -> None:
+    populate(client)
+    body = client.get(M + "/metrics/predictions/timeline", headers=auth("monitor")).json()
+    assert body["step_seconds"] == 60 and len(body["buckets"]) in (60, 61)
+    assert {k: sum(v) for k, v in body["series"].items()} == {"diabetes_risk": 25, "diagnostic": 12}
+    assert all(len(v) == len(body["buckets"]) for v in body["series"].values())
+
+
+def test_quality_training_and_no_feature_values(client: TestClient) -> None:
+    preds = populate(client)
+    r = client.post(M + "/drift/run", headers=auth("admin"))
+    assert r.status_code == 200 and r.json()["ran"]
+    dq = client.get(M + "/data-quality/overview", headers=auth("monitor")).json()
+    diag = next(m for m in dq["models"] if m["model"] == "diagnostic")
+    assert diag["window_size"] == 12 and len(diag["features"]) == 30
+    assert diag["request_quality_score"] is not None
+    perf = client.get(M + "/performance/models", headers=auth("monitor")).json()
+    est = next(m for m in perf["models"] if m["model"] == "diagnostic")["estimated_accuracy"]
+    assert est["n"] == 12 and 0 < est["value"] <= 1 and est["stderr"] is not None
+    # No monitoring answer carries a feature value sent with a prediction.
+    # (Integers and round numbers such as histogram edges or 0.4 are not evidence.)
+    values = {v for p in rows("diagnostic", 12) for v in p.values() if len(repr(v)) > 5}
+    for path in ENDPOINTS:
+        answer = client.get(M + path, headers=auth("monitor")).json()
+        leaked = values & set(numbers_in(answer))
+        assert not leaked, (path, sorted(leaked)[:3])
+    assert len(preds) == 37
+
+
+def test_training_metrics_count_runs(client: TestClient) -> None:
+    r = client.post("/api/v1/models/diabetes_risk/train", json={"seed": 1}, headers=auth("admin"))
+    assert r.status_code == 202
+    client.portal.call(nexus_of(client).trainer.wait_idle)  # type: ignore[union-attr]
+    body = client.get(M + "/metrics/training", headers=auth("monitor")).json()
+    assert body["total"] == 1 and body["by_status"]["succeeded"] == 1
+    assert (
+        len(body["per_day"]) in (7, 8)
+        and sum(d["counts"]["succeeded"] for d in body["per_day"]) == 1
+    )
+    run = body["last_by_model"]["diabetes_risk"]
+    assert run["duration_seconds"] > 0 and run["holdout_accuracy"] is not None
+    assert body["durations"]["count"] == 1
+
+
+def test_summary_counts_requests_and_predictions(client: TestClient) -> None:
+    populate(client)
+    body = client.get(M + "/metrics/summary", headers=auth("monitor")).json()
+    assert body["predictions"] == {"diabetes_risk": 25, "diagnostic": 12}
+    assert body["requests"]["by_class"]["2xx"] >= 13 and body["requests"]["availability"] == 1.0
+    assert body["database"]["records_written"] == 37
+
+
+def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
+    nexus = nexus_of(client)
+    body = client.get(M + "/config/thresholds", headers=auth("monitor")).json()
+    rows_ = {t["key"]: t for t in body["thresholds"]}
+    assert (
+        rows_["cpu_usage_high"]["unit"] == "percent"
+        and rows_["cpu_usage_high"]["severity"] == "warning"
+    )
+    assert rows_["cpu_usage_critical"]["severity"] == "critical"
+    assert rows_["availability_slo"]["severity"] == "critical"  # fast burn pages
+    url = M + "/config/thresholds"
+    assert client.put(url, json={"cpu_usage_high": 70}).status_code == 401
+    assert client.put(url, json={"cpu_usage_high": 70}, headers=auth("monitor")).status_code == 403
+    for bad, field in (
+        ({"cpu_usage_high": 170}, "cpu_usage_high"),
+        ({"nope": 1}, "nope"),
+        ({"cpu_usage_high": True}, "cpu_usage_high"),
+        ({"cpu_usage_high_for": "soon"}, "cpu_usage_high_for"),
+        ({"cpu_usage_critical": 50}, "cpu_usage_critical"),  # below cpu_usage_high
+        ({}, "body"),
+    ):
+        r = client.put(url, json=bad, headers=auth("admin"))
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["field"] == field, (bad, r.json())
+    assert client.put(url, json=[1], headers=auth("admin")).status_code == 422
+    assert nexus.thresholds.cpu_usage_high == 80.0  # nothing applied
+    assert nexus.store.list_audit(action="update_thresholds") == []
+    r = client.put(
+        url, json={"cpu_usage_high": 70, "cpu_usage_high_for": "10m"}, headers=auth("admin")
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["changed"] == ["cpu_usage_high", "cpu_usage_high_for"]
+    after = {t["key"]: t for t in r.json()["thresholds"]}
+    assert after["cpu_usage_high"]["value"] == 70 and after["cpu_usage_high"]["overridden"]
+    assert after["cpu_usage_high_for"]["value"] == 600
+    assert nexus.thresholds.cpu_usage_high == 70 and nexus.evaluator.thresholds.cpu_usage_high == 70
+    overrides = nexus.store.threshold_overrides()
+    assert overrides["cpu_usage_high"].value == 70 and overrides["cpu_usage_high_for"].value == 600
+    (entry,) = nexus.store.list_audit(action="update_thresholds")
+    assert entry.actor == after["cpu_usage_high"]["updated_by"] and len(entry.actor) == 12
+    assert entry.details == {
+        "changes": {
+            "cpu_usage_high": {"old": 80.0, "new": 70.0},
+            "cpu_usage_high_for": {"old": 300.0, "new": 600.0},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2024-13-01T00:00:00Z"}, "until"),
+        ({"hours": "0"}, "hours"),
+        ({"hours": "-1"}, "hours"),
+        ({"hours": "abc"}, "hours"),
+        ({"hours": "100000"}, "hours"),
+        ({"hours": "1", "since": "2024-01-01T00:00:00Z"}, "hours"),
+        ({"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "until"),
+        ({"model": "nope"}, "model"),
+        ({"model": "../etc"}, "model"),
+    ],
+)
+def test_bad_query_parameters_are_422_with_field(
+    client: TestClient, query: dict[str, str], field: str
+) -> None:
+    for path in ("/metrics/predictions", "/reports/summary", "/performance/models"):
+        r = client.get(M + path, params=query, headers=auth("monitor"))
+        assert r.status_code == 422, (path, query, r.text)
+        assert r.json()["field"] == field, (path, r.json())
+
+
+def test_timeline_bucket_limit(client: TestClient) -> None:
+    r = client.get(
+        M + "/metrics/predictions/timeline",
+        params={"hours": 100, "step_seconds": 10},
+        headers=auth("monitor"),
+    )
+    assert r.status_code == 422 and r.json()["field"] == "step_seconds"
+    r = client.get(
+        M + "/metrics/predictions/timeline", params={"step_seconds": 5}, headers=auth("monitor")
+    )
+    assert r.status_code == 422 and r.json()["field"] == "step_seconds"
+
+
+def test_database_unreachable_is_503_never_500(client: TestClient) -> None:
+    nexus = nexus_of(client)
+    real = nexus.store
+    # Port 9 (discard) on localhost: connection refused at once.
+    nexus.store = Store(make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none"))
+    try:
+        for path in NEEDS_DB:
+            r = client.get(M + path, headers=auth("monitor"))
+            assert r.status_code == 503, (path, r.text)
+            assert r.json() == {"detail": "database unavailable: retry later", "field": None}
+        r = client.put(M + "/config/thresholds", json={"cpu_usage_high": 70}, headers=auth("admin"))
+        assert r.status_code == 503 and nexus.thresholds.cpu_usage_high == 80.0
+        health = client.get(M + "/health", headers=auth("monitor"))
+        assert health.status_code == 200 and health.json()["database"]["status"] == "unreachable"
+        assert (
+            client.get(M + "/status", headers=auth("monitor")).json()["database"]["status"]
+            == "unreachable"
+        )
+    finally:
+        nexus.store.engine.dispose()
+        nexus.store = real
+
+
+class _FakeAlertmanager(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(
+            [
+                {
+                    "fingerprint": "abc",
+                    "labels": {"alertname": "HighCPUUsage", "severity": "warning"},
+                    "annotations": {"summary": "CPU high"},
+                    "status": {"state": "active"},
+                    "startsAt": "2025-01-01T00:00:00Z",
+                    "endsAt": "2025-01-01T01:00:00Z",
+                }
+            ]
+        ).encode()
+        self.send_response(200 if self.path.startswith("/api/v2/alerts") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_alertmanager() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _FakeAlertmanager)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_alerts_include_alertmanager_or_say_unreachable(
+    make_settings: Any, registry: Any, fake_alertmanager: str
+) -> None:
+    with TestClient(
+        create_app(make_settings(alertmanager_url=fake_alertmanager), registry=registry)
+    ) as c:
+        am = c.get(M + "/alerts", headers=auth("monitor")).json()["alertmanager"]
+        assert am["status"] == "ok" and am["alerts"][0]["labels"]["alertname"] == "HighCPUUsage"
+        assert am["alerts"][0]["state"] == "active"
+    down = make_settings(alertmanager_url="http://127.0.0.1:9")
+    with TestClient(create_app(down, registry=CollectorRegistry())) as c:
+        am = c.get(M + "/alerts", headers=auth("monitor")).json()["alertmanager"]
+        assert am["status"] == "unreachable" and am["alerts"] == [] and am["error"]
+
+
+def test_alerts_default_not_configured(client: TestClient) -> None:
+    body = client.get(M + "/alerts", headers=auth("monitor")).json()
+    assert body["alertmanager"] == {"status": "not_configured", "error": None, "alerts": []}
+
+
+def test_dashboard_page_and_static_headers(client: TestClient) -> None:
+    for path in (
+        "/dashboard",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/vendor/chartjs/chart.umd.min.js",
+    ):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+    assert client.get("/dashboard/static/vendor/chartjs/LICENSE.md").status_code == 200
+    for bad in (
+        "/dashboard/static/../routes/dashboard.py",
+        "/dashboard/static/%2e%2e/app.py",
+        "/dashboard/static/nope.js",
+        "/dashboard/static/a%00.js",
+        "/dashboard/static/" + "x" * 5000 + ".js",
+    ):
+        assert client.get(bad).status_code == 404, bad
