@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## stack: Prometheus and Alertmanager (Debian binaries) on loopback against a running service
+stack: $(STAMP)
+	$(BIN)/nexus-ml stack up
+
 ## render: regenerate every file under deploy/ from the code
 render: $(STAMP)
 	$(BIN)/nexus-ml render deploy

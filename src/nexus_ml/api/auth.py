@@ -71,9 +71,13 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Ke
 
 
 def require(scope: str):
-    """Dependency: the caller must present a key whose scope grants ``scope``."""
+    """Dependency: the caller must present a key whose scope grants ``scope``.
 
-    def dependency(
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
+    pool, a hop that costs more than the whole key check.
+    """
+
+    async def dependency(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         header: Annotated[str | None, Depends(_header)],

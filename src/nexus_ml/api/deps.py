@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from nexus_ml.api.state import Nexus
 
 
-def get_nexus(request: Request) -> Nexus:
-    """The running service's parts."""
+async def get_nexus(request: Request) -> Nexus:
+    """The running service's parts (async: a sync dependency costs a thread hop)."""
     nexus: Nexus = request.app.state.nexus
     return nexus
 

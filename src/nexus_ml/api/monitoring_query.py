@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from fastapi import Depends, Query
 
 from nexus_ml.api.errors import ApiError
 from nexus_ml.api.monitoring_schemas import Percentiles, TimeWindow
-from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.records import utcnow
 
 if TYPE_CHECKING:
@@ -87,13 +85,7 @@ def check_model(nexus: Nexus, model: str | None) -> list[str]:
 
 async def db_call(nexus: Nexus, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking store call in a thread; an unreachable database becomes a 503."""
-    try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    except DatabaseUnavailable:
-        # Counted like the quality job's reads, so the DatabaseConnectionErrors alert sees it.
-        nexus.metrics.db_operation_errors_total.labels("query", "connection").inc()
-        nexus.count_error("database", "connection")
-        raise ApiError(503, "database unavailable: retry later") from None
+    return await nexus.db(fn, *args, **kwargs)
 
 
 def finite(value: float | None) -> float | None:

@@ -6,7 +6,6 @@ cost of every step is visible in one place (see docs/benchmarks.md).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ from nexus_ml.api.errors import ApiError
 from nexus_ml.api.schemas import FeedbackResponse
 from nexus_ml.ml.registry import LoadedModel, UnknownModel
 from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
-from nexus_ml.storage.errors import Conflict, DatabaseUnavailable, NotFound, WriterFull
+from nexus_ml.storage.errors import Conflict, NotFound, WriterFull
 from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -127,14 +126,12 @@ async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> Feedbac
     store = nexus.store
     try:
         try:
-            stored = await asyncio.to_thread(store.get_prediction, prediction_id)
+            stored = await nexus.db(store.get_prediction, prediction_id)
         except NotFound:
             # The label may arrive while its prediction still waits in the
             # writer's queue: flush once and look again.
             await nexus.writer.flush(timeout=5.0)
-            stored = await asyncio.to_thread(store.get_prediction, prediction_id)
-    except DatabaseUnavailable:
-        raise ApiError(503, "database unavailable: retry later", None) from None
+            stored = await nexus.db(store.get_prediction, prediction_id)
     except NotFound:
         raise ApiError(404, "unknown prediction id", "prediction_id") from None
     loaded = nexus.models.get_or_none(stored.model)
@@ -143,13 +140,11 @@ async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> Feedbac
         raise ApiError(422, f"actual must be one of {sorted(classes)}", "actual")
     correct = actual == stored.predicted_class
     try:
-        await asyncio.to_thread(store.add_feedback, prediction_id, actual, correct)
+        await nexus.db(store.add_feedback, prediction_id, actual, correct)
     except NotFound:
         raise ApiError(404, "unknown prediction id", "prediction_id") from None
     except Conflict:
         raise ApiError(409, "this prediction already has feedback", "prediction_id") from None
-    except DatabaseUnavailable:
-        raise ApiError(503, "database unavailable: retry later", None) from None
     nexus.metrics.model_feedback_total.labels(stored.model, "true" if correct else "false").inc()
     return FeedbackResponse(
         prediction_id=prediction_id, model=stored.model, actual=actual, correct=correct

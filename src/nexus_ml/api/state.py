@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -38,6 +38,7 @@ from nexus_ml.storage.writer import RecordWriter
 from nexus_ml.thresholds import Thresholds, apply_update, load_thresholds
 
 log = logging.getLogger("nexus_ml.api")
+T = TypeVar("T")
 
 # Operations whose connection-error series must exist at 0 from the start, so
 # that the first error after a restart is an *increase* the alert can see.
@@ -252,14 +253,27 @@ class Nexus:
             if before.get(loaded.name) != loaded.version:
                 self.export_model(loaded)
 
-    async def run_quality_job(self) -> dict[str, Any]:
-        """Drift, window quality and accuracy now (one worker at a time)."""
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a thread; an unreachable database becomes a 503.
+
+        Every such failure is counted, so an outage seen only by reads (feedback,
+        training runs, monitoring) still fires DatabaseConnectionErrors.
+        """
+        from nexus_ml.api.errors import ApiError
+
         try:
-            return await asyncio.to_thread(self.quality_job.run)
+            return await asyncio.to_thread(fn, *args, **kwargs)
         except DatabaseUnavailable:
             self.metrics.db_operation_errors_total.labels("query", "connection").inc()
             self.count_error("database", "connection")
-            raise
+            self.db_ok = False
+            raise ApiError(503, "database unavailable: retry later") from None
+
+    async def run_quality_job(self) -> dict[str, Any]:
+        """Drift, window quality and accuracy now (one worker at a time)."""
+        # This worker's queued records belong in the window it is about to read.
+        await self.writer.flush(timeout=10.0)
+        return await self.db(self.quality_job.run)
 
     def apply_thresholds(self, thresholds: Thresholds) -> None:
         """Use ``thresholds`` everywhere in this process (evaluator, drift decisions)."""

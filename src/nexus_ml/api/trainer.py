@@ -40,14 +40,12 @@ class Trainer:
         name = loaded.name
         if name in self._running and not self._running[name].done():
             raise ApiError(409, f"model '{name}' is already training", "name")
-        store = self._nexus.store
-        try:
-            run = await asyncio.to_thread(store.create_training_run, name, principal.fingerprint)
-            await asyncio.to_thread(
-                store.audit, principal.fingerprint, "train", name, {"run_id": run.id, "seed": seed}
-            )
-        except DatabaseUnavailable:
-            raise ApiError(503, "database unavailable: retry later") from None
+        nexus = self._nexus
+        store = nexus.store
+        run = await nexus.db(store.create_training_run, name, principal.fingerprint)
+        await nexus.db(
+            store.audit, principal.fingerprint, "train", name, {"run_id": run.id, "seed": seed}
+        )
         self._running[name] = asyncio.create_task(self._run(run.id, name, seed))
         return {"id": run.id, "model": name, "status": run.status, "created_at": run.created_at}
 

@@ -1,12 +1,148 @@
-"""``nexus-ml drift``."""
+"""``nexus-ml drift``: run the model-quality job once and print what it found.
+
+Either against the configured database directly (the service's own ``QualityJob``, built by
+``Nexus.build`` without serving: same code, same lock, so it never races a running worker), or
+through a running service's ``POST /api/v1/monitoring/drift/run``.
+"""
 
 from __future__ import annotations
 
-from nexus_ml.cli.main import app, console
+import json
+import math
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nexus_ml.cli.main import _settings, app, console
+from nexus_ml.cli.simulate import REQUEST_TIMEOUT, resolve_api_key
+from nexus_ml.cli.traffic import to_json_ready
+
+TOP_SCORES = 3  # features shown per drift method
+DRIFT_RUN = "/api/v1/monitoring/drift/run"
+
+
+def run_local() -> dict[str, Any]:
+    """One model-quality round against the configured database, in this process."""
+    from prometheus_client import CollectorRegistry
+
+    from nexus_ml.api.state import Nexus
+    from nexus_ml.storage.errors import DatabaseUnavailable
+    from nexus_ml.storage.migrate import migrate
+
+    settings = _settings()
+    # A private registry: the gauges the job sets die with this process; the stored
+    # drift_results row is what outlives it (and what the dashboard reads).
+    nexus = Nexus.build(settings, CollectorRegistry())
+    try:
+        migrate(nexus.engine)  # idempotent; the service does the same at start
+        for name, error in nexus.models.load_all().items():
+            console.print(f"[yellow]model {name} refused:[/yellow] {error}")
+        return nexus.quality_job.run()
+    except DatabaseUnavailable as exc:
+        console.print(f"[red]database unavailable:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        nexus.engine.dispose()
+
+
+def run_remote(url: str, key: str) -> dict[str, Any]:
+    """One model-quality round run by the service at ``url``."""
+    try:
+        response = httpx.post(
+            url.rstrip("/") + DRIFT_RUN,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=REQUEST_TIMEOUT * 6,  # the job reads a whole window from the database
+        )
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {url}:[/red] {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        detail = response.text[:300]
+        console.print(f"[red]{DRIFT_RUN} answered {response.status_code}:[/red] {detail}")
+        raise typer.Exit(2 if response.status_code in (401, 403) else 1)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def top_scores(drift: dict[str, Any], k: int = TOP_SCORES) -> dict[str, list[tuple[str, float]]]:
+    """Per method, the ``k`` features with the highest score (NaN/None skipped)."""
+    by_method: dict[str, list[tuple[str, float]]] = {}
+    for feature, fd in drift.get("features", {}).items():
+        for method, score in fd["scores"].items():
+            if score is not None and math.isfinite(score):
+                by_method.setdefault(method, []).append((feature, score))
+    return {m: sorted(v, key=lambda fs: -fs[1])[:k] for m, v in by_method.items()}
+
+
+def model_table(name: str, r: dict[str, Any]) -> Table:
+    """One model's round as a two-column table."""
+    table = Table(title=f"{name} (version {r.get('version', '?')})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    drift = r.get("drift", {})
+    table.add_row("window size", str(r.get("window_size", 0)))
+    drifted = drift.get("drifted_features", [])
+    if not drift.get("decided"):
+        table.add_row(
+            "features drifted", f"[yellow]not decided[/yellow]: {drift.get('reason', '')}"
+        )
+    elif drifted:
+        n = len(drift.get("features", {}))
+        table.add_row("features drifted", f"[red]{len(drifted)}/{n}[/red]: {', '.join(drifted)}")
+    else:
+        table.add_row("features drifted", "[green]none[/green]")
+    for method, top in top_scores(drift).items():
+        table.add_row(f"top {method}", ", ".join(f"{f} {s:.3f}" for f, s in top))
+    q = r.get("quality", {})
+    table.add_row("quality score", f"{_fmt(q.get('score'))} ({q.get('n_issues', 0)} issues)")
+    acc = r.get("accuracy", {})
+    table.add_row("accuracy (feedback)", f"{_fmt(acc.get('accuracy'))} (n={acc.get('n', 0)})")
+    est = r.get("estimated_accuracy", {})
+    table.add_row(
+        "estimated accuracy",
+        f"{_fmt(est.get('accuracy'))} ± {_fmt(est.get('stderr'))} (n={est.get('n', 0)})",
+    )
+    return table
 
 
 @app.command("drift")
-def drift() -> None:
-    """Not available yet."""
-    console.print("[red]nexus-ml drift is not available in this build[/red]")
-    raise SystemExit(2)
+def drift(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Ask this running service instead of using the database directly."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Admin key for --url (default: ML_API_KEYS, then data/api_key)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw result as JSON.")] = False,
+    fail_on_drift: Annotated[
+        bool, typer.Option(help="Exit 1 if any model has a drifted feature (for cron/CI).")
+    ] = False,
+) -> None:
+    """Run drift, window quality, accuracy and estimated accuracy once; print a table per model."""
+    result = run_remote(url, resolve_api_key(api_key, ("admin",))) if url else run_local()
+    if as_json:
+        typer.echo(json.dumps(to_json_ready(result)))
+    if not result.get("ran"):
+        console.print(f"[yellow]skipped:[/yellow] {result.get('reason', 'not run')}")
+        return
+    models: dict[str, Any] = result.get("models", {})
+    if not as_json:
+        out = Console()
+        if not models:
+            out.print("no models loaded")
+        for name, r in models.items():
+            out.print(model_table(name, r))
+        out.print(f"computed in {result.get('seconds', 0.0):.3f} s")
+    if fail_on_drift and any(r.get("drift", {}).get("drifted_features") for r in models.values()):
+        raise typer.Exit(1)

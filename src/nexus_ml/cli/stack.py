@@ -1,12 +1,320 @@
-"""``nexus-ml stack``."""
+"""``nexus-ml stack up|down|status``: Prometheus and Alertmanager on loopback, from Debian.
+
+The configs and command lines come from ``monitoring/stack.py``; this module only runs
+the processes. They are started in their own session (a Ctrl-C in the terminal that ran
+``stack up`` does not kill them), with a pid file and a log each under the state folder,
+and ``stack down`` stops exactly those pids (after checking the pid still runs that binary,
+so a recycled pid is never signalled).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
 from nexus_ml.cli.main import app, console
+from nexus_ml.config import Settings
+from nexus_ml.monitoring.stack import (
+    COMPONENTS,
+    DEFAULT_WEBHOOK_URL,
+    HOST,
+    INSTALL_HINT,
+    StackOptions,
+    StackPaths,
+    binary_for,
+    command_for,
+    missing_binaries,
+    render_stack,
+)
+from nexus_ml.thresholds import ThresholdError, load_thresholds
+
+stack_app = typer.Typer(
+    help="Local Prometheus + Alertmanager (Debian binaries) on 127.0.0.1 against the service.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+STATE_FILE = "stack.json"
+READY_TIMEOUT_SECONDS = 30.0
+STOP_GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.2
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder for configs, storage, pid files and logs (default: <data dir>/stack)"
+    ),
+]
 
 
-@app.command("stack")
-def stack() -> None:
-    """Not available yet."""
-    console.print("[red]nexus-ml stack is not available in this build[/red]")
-    raise SystemExit(2)
+def _state_dir(given: Path | None) -> Path:
+    if given is not None:
+        return given.resolve()
+    try:
+        return (Settings().data_dir / "stack").resolve()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+# -- processes -----------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _runs(pid: int, binary: str) -> bool:
+    """True if ``pid`` is alive (not a zombie) and is running ``binary``."""
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        # A zombie has an empty cmdline; a recycled pid runs something else.
+        return state != "Z" and Path(cmdline).name == binary
+    try:  # no /proc (not Linux): liveness is the best we can check
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _running_pid(paths: StackPaths, component: str) -> int | None:
+    pid = _read_pid(paths.pid_file(component))
+    return pid if pid is not None and _runs(pid, binary_for(component)) else None
+
+
+def _stop(pid: int, binary: str, grace: float) -> str:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; how it ended."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "already gone"
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _runs(pid, binary):
+            return "stopped"
+        time.sleep(POLL_SECONDS)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "stopped"
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and _runs(pid, binary):
+        time.sleep(POLL_SECONDS)
+    return "killed after the grace period"
+
+
+def stop_stack(state_dir: Path, grace: float = STOP_GRACE_SECONDS) -> dict[str, str]:
+    """Stop every component ``stack up`` started in ``state_dir``; component -> outcome."""
+    paths = StackPaths(state_dir)
+    outcome: dict[str, str] = {}
+    for component in COMPONENTS:  # Prometheus first: it would only complain about a dead AM
+        pid = _running_pid(paths, component)
+        outcome[component] = (
+            "not running" if pid is None else _stop(pid, binary_for(component), grace)
+        )
+        paths.pid_file(component).unlink(missing_ok=True)
+    return outcome
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start(component: str, options: StackOptions, paths: StackPaths) -> subprocess.Popen[bytes]:
+    binary = shutil.which(binary_for(component))
+    assert binary is not None  # noqa: S101 - checked by missing_binaries() before
+    paths.storage(component).mkdir(parents=True, exist_ok=True)
+    with paths.log_file(component).open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built by us
+            command_for(component, options, paths, binary),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=paths.root,
+            start_new_session=True,
+        )
+    paths.pid_file(component).write_text(f"{proc.pid}\n", encoding="utf-8")
+    return proc
+
+
+def _wait_ready(
+    procs: dict[str, subprocess.Popen[bytes]], options: StackOptions, timeout: float
+) -> str | None:
+    """None when every component answers ``/-/ready``; else the problem."""
+    waiting = set(procs)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for component in sorted(waiting):
+            code = procs[component].poll()
+            if code is not None:
+                return f"{component} exited with code {code}"
+            if _ready(options.url(component)):
+                waiting.discard(component)
+        if waiting:
+            time.sleep(POLL_SECONDS)
+    return f"{', '.join(sorted(waiting))} not ready after {timeout:g}s" if waiting else None
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@stack_app.command()
+def up(
+    state_dir: StateDir = None,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus port.")] = 9090,
+    alertmanager_port: Annotated[int, typer.Option(help="Alertmanager port.")] = 9093,
+    service_target: Annotated[
+        list[str] | None, typer.Option(help="host:port of the service to scrape (repeatable).")
+    ] = None,
+    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "15s",
+    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "15s",
+    webhook_url: Annotated[
+        str, typer.Option(help="Every receiver delivers here (no mail, no Slack locally).")
+    ] = DEFAULT_WEBHOOK_URL,
+    fast: Annotated[
+        bool, typer.Option(help="Group and send within seconds instead of the paging timings.")
+    ] = False,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="File holding ML_METRICS_TOKEN, if the service has one.",
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for /-/ready.")] = (
+        READY_TIMEOUT_SECONDS
+    ),
+) -> None:
+    """Render the loopback configs and start Prometheus and Alertmanager; wait until ready."""
+    missing = missing_binaries()
+    if missing:
+        console.print(f"[red]not installed:[/red] {', '.join(missing)}")
+        console.print(f"install them with: {INSTALL_HINT}", soft_wrap=True)
+        raise typer.Exit(2)
+    options = StackOptions(
+        state_dir=_state_dir(state_dir),
+        prometheus_port=prometheus_port,
+        alertmanager_port=alertmanager_port,
+        service_targets=tuple(service_target or ("127.0.0.1:8001",)),
+        scrape_interval=scrape_interval,
+        evaluation_interval=evaluation_interval,
+        webhook_url=webhook_url,
+        fast=fast,
+        metrics_token_file=metrics_token_file,
+    )
+    paths = StackPaths(options.state_dir)
+    running = [c for c in COMPONENTS if _running_pid(paths, c) is not None]
+    if running:
+        console.print(f"[red]already running:[/red] {', '.join(running)} — `nexus-ml stack down`")
+        raise typer.Exit(1)
+    taken = [p for p in (prometheus_port, alertmanager_port) if _port_taken(p)]
+    if taken:
+        console.print(f"[red]port(s) in use on {HOST}:[/red] {', '.join(map(str, taken))}")
+        raise typer.Exit(1)
+    try:
+        # The same thresholds the service loads: file from Settings, then ML_THRESHOLD_*.
+        thresholds = load_thresholds(Settings())
+    except (ThresholdError, ValueError) as exc:
+        console.print(f"[red]thresholds:[/red] {exc}")
+        raise typer.Exit(2) from None
+    render_stack(options, thresholds)
+    _save_state(paths, options)
+    procs = {c: _start(c, options, paths) for c in COMPONENTS}
+    problem = _wait_ready(procs, options, timeout)
+    if problem:
+        console.print(f"[red]stack did not start:[/red] {problem}")
+        for component in COMPONENTS:
+            console.print(f"--- {paths.log_file(component)} (last lines)")
+            console.print(_log_tail(paths.log_file(component)), markup=False, highlight=False)
+        stop_stack(paths.root)
+        raise typer.Exit(1)
+    p, a = options.prometheus_url, options.alertmanager_url
+    console.print(f"Prometheus:   {p}   (targets {p}/targets, alerts {p}/alerts)")
+    console.print(f"Alertmanager: {a}   (webhook → {options.webhook_url})")
+    console.print(f"scraping:     {', '.join(options.service_targets)}")
+    console.print(f"state, logs:  {paths.root}")
+
+
+@stack_app.command()
+def down(
+    state_dir: StateDir = None,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = (
+        STOP_GRACE_SECONDS
+    ),
+) -> None:
+    """Stop the Prometheus and Alertmanager that ``stack up`` started."""
+    for component, outcome in stop_stack(_state_dir(state_dir), grace).items():
+        console.print(f"{component}: {outcome}")
+
+
+@stack_app.command()
+def status(state_dir: StateDir = None) -> None:
+    """Pid, readiness and URL of each component; exit code 1 unless both are ready."""
+    paths = StackPaths(_state_dir(state_dir))
+    state = _load_state(paths)
+    all_ready = True
+    for component in COMPONENTS:
+        pid = _running_pid(paths, component)
+        url = state.get(f"{component}_url")
+        ready = pid is not None and isinstance(url, str) and _ready(url)
+        all_ready = all_ready and ready
+        what = "ready" if ready else ("running, not ready" if pid else "not running")
+        console.print(f"{component}: {what}" + (f" (pid {pid}, {url})" if pid else ""))
+    if not all_ready:
+        raise typer.Exit(1)
+
+
+def _save_state(paths: StackPaths, options: StackOptions) -> None:
+    state = {
+        "prometheus_url": options.prometheus_url,
+        "alertmanager_url": options.alertmanager_url,
+        "service_targets": list(options.service_targets),
+        "webhook_url": options.webhook_url,
+    }
+    (paths.root / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _load_state(paths: StackPaths) -> dict[str, Any]:
+    try:
+        data = json.loads((paths.root / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -17,7 +17,7 @@ from nexus_ml.api import monitoring_training as training
 from nexus_ml.api import monitoring_views as views
 from nexus_ml.api.auth import AdminKey, MonitorKey
 from nexus_ml.api.deps import NexusDep
-from nexus_ml.api.errors import ApiError, ErrorResponse
+from nexus_ml.api.errors import ErrorResponse
 from nexus_ml.api.monitoring_query import ModelParam, WindowDep
 from nexus_ml.api.monitoring_schemas import (
     DataQualityOverview,
@@ -35,7 +35,6 @@ from nexus_ml.api.monitoring_schemas_ops import (
     ServiceStatus,
     ThresholdsResponse,
 )
-from nexus_ml.storage.errors import DatabaseUnavailable
 
 DAY = 86400.0
 _DB: dict[int | str, dict[str, Any]] = {
@@ -48,10 +47,7 @@ router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 @router.post("/drift/run", summary="Compute drift, data quality and accuracy now")
 async def run_drift(nexus: NexusDep, principal: AdminKey) -> dict[str, Any]:
     """Run the model-quality job at once (skipped if another worker is running it)."""
-    try:
-        return await nexus.run_quality_job()
-    except DatabaseUnavailable:
-        raise ApiError(503, "database unavailable: retry later") from None
+    return await nexus.run_quality_job()
 
 
 @router.get("/health", response_model=MonitoringHealth, summary="Health verdict (always 200)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 
 from nexus_ml.api import serving
@@ -11,7 +9,7 @@ from nexus_ml.api.auth import AdminKey
 from nexus_ml.api.deps import NexusDep
 from nexus_ml.api.errors import ApiError
 from nexus_ml.api.schemas import TrainingRun, TrainRequest
-from nexus_ml.storage.errors import DatabaseUnavailable, NotFound
+from nexus_ml.storage.errors import NotFound
 
 router = APIRouter(tags=["training"])
 
@@ -43,11 +41,9 @@ async def get_run(run_id: str, nexus: NexusDep, _key: AdminKey) -> TrainingRun:
     if len(run_id) > 64:
         raise ApiError(404, "unknown training run", "run_id")
     try:
-        record = await asyncio.to_thread(nexus.store.get_training_run, run_id)
+        record = await nexus.db(nexus.store.get_training_run, run_id)
     except NotFound:
         raise ApiError(404, "unknown training run", "run_id") from None
-    except DatabaseUnavailable:
-        raise ApiError(503, "database unavailable: retry later") from None
     return TrainingRun(
         id=record.id,
         model=record.model,
