@@ -6,7 +6,6 @@ import re
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes
 
 BUNDLED_DATASETS = ("diagnostic", "diabetes_risk")
 
@@ -34,10 +33,14 @@ def sanitize_feature_name(raw: str) -> str:
 def load_dataset(name: str) -> Dataset:
     """Load a bundled dataset by name: ``diagnostic`` or ``diabetes_risk``."""
     if name == "diagnostic":
+        from sklearn.datasets import load_breast_cancer  # lazy: keeps the CLI start fast
+
         bunch = load_breast_cancer()
         classes = [str(c) for c in bunch.target_names]
         y = np.asarray(bunch.target_names)[bunch.target].astype(str)
     elif name == "diabetes_risk":
+        from sklearn.datasets import load_diabetes
+
         bunch = load_diabetes()
         classes = ["low", "high"]
         # Disease progression strictly above the median counts as high risk.
