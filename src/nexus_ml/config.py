@@ -114,6 +114,14 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and len(secret) < 16:
+            raise ValueError("ML_METRICS_TOKEN must be at least 16 characters (or empty)")
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite default under ``data_dir``."""

@@ -45,6 +45,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
         responses={
+            400: {"model": ErrorResponse, "description": "Malformed request body"},
             401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
             403: {"model": ErrorResponse, "description": "API key lacks the scope"},
             413: {"model": ErrorResponse, "description": "Request body too large"},

@@ -1,8 +1,8 @@
 """API keys and scopes.
 
-Keys are held only as SHA-256 digests: a request's key is hashed and looked up,
-then confirmed with ``hmac.compare_digest``, so neither the lookup nor the
-comparison leaks how much of a guessed key was right. Logs and the audit table
+Keys are held only as SHA-256 digests: a request's key is hashed and compared
+with ``hmac.compare_digest`` against every configured digest, so the check
+leaks neither which key matched nor how much of a guessed key was right. Logs and the audit table
 see a short fingerprint of the digest, never the key.
 """
 
@@ -49,21 +49,26 @@ class KeyStore:
     """The configured keys, by digest."""
 
     def __init__(self, keys: dict[str, Scope]) -> None:
-        self._by_digest = {_digest(k): s for k, s in keys.items()}
+        self._entries = [(_digest(k), s) for k, s in keys.items()]
 
     def __len__(self) -> int:
-        return len(self._by_digest)
+        return len(self._entries)
 
     def authenticate(self, key: str) -> Principal | None:
-        """The principal for ``key``, or None."""
+        """The principal for ``key``, or None.
+
+        Every configured digest is compared, in constant time, on every attempt,
+        and the decision is taken after the loop: how long a check takes says
+        nothing about which key, or how much of one, was close.
+        """
         digest = _digest(key)
-        scope = self._by_digest.get(digest)
-        # compare_digest against the stored digest (or a dummy) keeps the work
-        # the same whether or not the digest was found.
-        stored = digest if scope is not None else b"\0" * 32
-        if scope is None or not hmac.compare_digest(stored, digest):
+        found: Scope | None = None
+        for stored, scope in self._entries:
+            if hmac.compare_digest(stored, digest):
+                found = scope
+        if found is None:
             return None
-        return Principal(scope=scope, fingerprint=digest.hex()[:12])
+        return Principal(scope=found, fingerprint=digest.hex()[:12])
 
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")

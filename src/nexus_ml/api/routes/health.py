@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from nexus_ml.api.deps import NexusDep
 from nexus_ml.api.errors import error_response
@@ -49,7 +49,20 @@ async def health(nexus: NexusDep) -> JSONResponse:
     return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics on request)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format, or OpenMetrics on request)",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            }
+        },
+        401: {"description": "ML_METRICS_TOKEN is set and the bearer token is missing or wrong"},
+    },
+)
 def metrics(request: Request, nexus: NexusDep) -> Response:
     """Every metric; requires ``Authorization: Bearer <ML_METRICS_TOKEN>`` when that is set.
 

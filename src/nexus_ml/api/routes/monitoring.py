@@ -44,9 +44,14 @@ _DB: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 
-@router.post("/drift/run", summary="Compute drift, data quality and accuracy now")
+@router.post(
+    "/drift/run",
+    summary="Compute drift, data quality and accuracy now",
+    responses={503: {"model": ErrorResponse, "description": "Database unavailable"}},
+)
 async def run_drift(nexus: NexusDep, principal: AdminKey) -> dict[str, Any]:
-    """Run the model-quality job at once (skipped if another worker is running it)."""
+    """Run the model-quality job at once (skipped if another worker is running it); audited."""
+    await nexus.db(nexus.store.audit, principal.fingerprint, "run_model_quality", "models", None)
     return await nexus.run_quality_job()
 
 

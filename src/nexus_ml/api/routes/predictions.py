@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from nexus_ml.api import serving
 from nexus_ml.api.auth import PredictKey
 from nexus_ml.api.deps import NexusDep
-from nexus_ml.api.errors import ApiError
+from nexus_ml.api.errors import ApiError, ErrorResponse
 from nexus_ml.api.schemas import (
     BatchPredictResponse,
     FeedbackRequest,
@@ -50,7 +50,10 @@ def _parse_json(body: bytes) -> Any:
     response_model=PredictResponse | BatchPredictResponse,
     openapi_extra=_PREDICT_BODY,
     summary="Predict for one instance (features) or a batch (instances)",
-    responses={404: {"description": "Unknown model"}},
+    responses={
+        404: {"description": "Unknown model"},
+        503: {"model": ErrorResponse, "description": "The prediction could not be recorded"},
+    },
 )
 async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey) -> Response:
     """Validate, predict, record; answers identical to the model's predict_proba."""
