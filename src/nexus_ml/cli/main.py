@@ -96,6 +96,10 @@ def serve(
             port=port,
             workers=workers,
             log_config=None,
+            # uvicorn kills a worker that does not answer its supervisor's ping
+            # within this; a worker importing scikit-learn on a loaded host needs
+            # several seconds, and the 5 s default made them crash-loop.
+            timeout_worker_healthcheck=30,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         )
         return
