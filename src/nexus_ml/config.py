@@ -76,8 +76,13 @@ class Settings(BaseSettings):
     writer_max_pending: int = Field(
         default=50_000, ge=1, description="Records held in memory before spilling to disk."
     )
+    writer_insert_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="An insert taking longer counts as a database outage."
+    )
     shutdown_grace_seconds: float = Field(
-        default=20.0, gt=0, description="SIGTERM: time to finish requests and write queued records."
+        default=20.0,
+        gt=0,
+        description="SIGTERM: half to finish requests, half to write queued records.",
     )
 
     # Monitoring

@@ -89,6 +89,12 @@ Ratio = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Window = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+# A range the in-process evaluator must also compute: whole seconds (``format_duration``
+# renders whole seconds), at most the hour of history ``MetricHistory`` keeps.
+MAX_RANGE_SECONDS = 3600
+RangeWindow = Annotated[
+    float, BeforeValidator(parse_duration), Field(ge=1, le=MAX_RANGE_SECONDS, multiple_of=1)
+]
 ForDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
@@ -137,6 +143,12 @@ class Thresholds(BaseModel):
     )
     db_connection_errors_high: NonNegative = _unit(
         "count", "DatabaseConnectionErrors above this many errors in its window.", default=0
+    )
+    db_connection_errors_window: RangeWindow = _unit(
+        "seconds",
+        "DatabaseConnectionErrors counts errors over this range; it resolves this long after "
+        "the last error.",
+        default=300,
     )
     prediction_volume_low: NonNegative = _unit(
         "per_second", "LowPredictionVolume below this many predictions/s.", default=0.01
@@ -316,11 +328,18 @@ class AlertSpec:
     labels: tuple[str, ...] = ()
     window: str | None = None
     in_process: bool = True
+    window_key: str | None = None  # a threshold key that sets the window (then ``window`` is None)
 
     @property
     def anchor(self) -> str:
         """The runbook heading anchor (GitHub lower-cases the heading)."""
         return self.name.lower()
+
+    def window_text(self, thresholds: Thresholds) -> str | None:
+        """The range the expression reads (``5m``), from ``window_key`` when it has one."""
+        if self.window_key is not None:
+            return format_duration(getattr(thresholds, self.window_key))
+        return self.window
 
 
 ALERTS: tuple[AlertSpec, ...] = (
@@ -375,10 +394,10 @@ ALERTS: tuple[AlertSpec, ...] = (
         "db_connection_errors_high",
         "db_connection_errors_for",
         "Database connection errors on {instance}",
-        "{value} database connection error(s) on {instance} in the last 5 minutes; "
+        "{value} database connection error(s) on {instance} in the last {db_window}; "
         "prediction records are being buffered.",
         ("instance",),
-        "5m",
+        window_key="db_connection_errors_window",
     ),
     # Warning: ticket.
     AlertSpec(
@@ -593,8 +612,9 @@ def fill_template(
 
 
 def template_extras(thresholds: Thresholds) -> dict[str, str]:
-    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``)."""
+    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``, ...)."""
     return {
         "min_rate": format_number(thresholds.error_rate_min_per_second),
         "min_samples": format_number(thresholds.accuracy_min_samples),
+        "db_window": format_duration(thresholds.db_connection_errors_window),
     }

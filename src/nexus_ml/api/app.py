@@ -65,7 +65,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
 
     # Added last = outermost: the metrics middleware sees every response,
     # including the 408/413 refusals and CORS preflights.
-    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds)
+    app.add_middleware(
+        BodyDeadlineMiddleware,
+        timeout=settings.body_timeout_seconds,
+        max_bytes=settings.max_body_bytes,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

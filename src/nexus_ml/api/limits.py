@@ -1,31 +1,41 @@
-"""Slow-client protection (pure ASGI).
+"""Request-body limits in time and size (pure ASGI).
 
-The body *size* limit is FastAPI's own (``FastAPI(max_body_size=...)``, which
-refuses a declared or streamed body past the limit with 413 before reading it
-whole). What it does not bound is time: a client trickling its body a byte at a
-time would hold its request open indefinitely. This middleware gives the whole
-body a deadline and answers 408 when it passes.
+The streamed body *size* limit is FastAPI's own (``FastAPI(max_body_size=...)``,
+which stops reading past the limit with 413). Two things it leaves out are done
+here: a body announced larger than the limit by its ``Content-Length`` is refused
+at once in the service's one error shape (FastAPI answers that case in plain
+text), and a client trickling its body a byte at a time is cut off after a
+deadline with 408, so slow clients cannot hold a request open indefinitely.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
 
 class BodyDeadlineMiddleware:
-    """Answer 408 when a request body is not fully received within ``timeout`` seconds."""
+    """413 for a body announced over ``max_bytes``; 408 for one not received within ``timeout``."""
 
-    def __init__(self, app: Any, timeout: float = 15.0) -> None:
+    def __init__(self, app: Any, timeout: float = 15.0, max_bytes: int | None = None) -> None:
         self.app = app
         self.timeout = timeout
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.max_bytes is not None:
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > self.max_bytes:
+                        await _too_large(send, self.max_bytes)
+                        return
+                    break
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         body_done = False
@@ -48,3 +58,21 @@ class BodyDeadlineMiddleware:
             return message
 
         await self.app(scope, receive_by_deadline, send)
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = json.dumps(
+        {"detail": f"request body exceeds the limit of {limit} bytes", "field": None}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

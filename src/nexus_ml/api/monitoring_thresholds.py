@@ -31,10 +31,10 @@ MAX_KEYS = 100
 
 
 def _alerts_by_key() -> dict[str, list[AlertRef]]:
-    """Alerts that read each key, as their limit or as their ``for`` duration."""
+    """Alerts that read each key: as their limit, their ``for`` duration or their range."""
     out: dict[str, list[AlertRef]] = {}
     for spec in ALERTS:
-        for key in {spec.threshold, spec.for_key} - {None}:
+        for key in {spec.threshold, spec.for_key, spec.window_key} - {None}:
             out.setdefault(str(key), []).append(AlertRef(name=spec.name, severity=spec.severity))
     return out
 

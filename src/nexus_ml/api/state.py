@@ -44,6 +44,7 @@ T = TypeVar("T")
 # that the first error after a restart is an *increase* the alert can see.
 DB_OPERATIONS = ("insert", "replay", "query")
 MODEL_WATCH_SECONDS = 5.0
+READY_PING_SECONDS = 1.0
 
 
 @dataclass
@@ -211,16 +212,26 @@ class Nexus:
         self._every(s.drift_interval_seconds, self.run_quality_job, "model-quality", delay=True)
 
     async def stop(self) -> None:
-        """Stop jobs, then drain the writer within the grace period."""
+        """Stop jobs, then drain the writer within its half of the grace period.
+
+        The server spends the other half finishing in-flight requests before the
+        lifespan ends, so the whole shutdown stays within ML_SHUTDOWN_GRACE_SECONDS.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.5, self.settings.shutdown_grace_seconds / 2 - 0.25)
         self.draining = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.trainer.wait_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                # A training run is not worth a late exit: its run row stays
+                # 'running' and the version on disk is whatever it finished.
+                await self.trainer.wait_idle()
         await self.collector.stop()
-        left = await self.writer.stop(timeout=self.settings.shutdown_grace_seconds)
+        left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})
         self.engine.dispose()
@@ -315,7 +326,9 @@ class Nexus:
             await asyncio.to_thread(self.refresh_thresholds)
         families = await asyncio.to_thread(self.collect_families)
         self.history.record(families, now)
-        measurements = self.history.measurements(self.models.names(), now)
+        measurements = self.history.measurements(
+            self.models.names(), now, thresholds=self.thresholds
+        )
         self.alerts = self.evaluator.evaluate(measurements)
         self._publish_alerts()
 
@@ -335,8 +348,11 @@ class Nexus:
     async def check_database(self) -> dict[str, Any]:
         """Ping the database (bounded by the engine's connect timeout)."""
         try:
-            seconds = await asyncio.to_thread(self.store.ping)
-        except DatabaseUnavailable:
+            # Below a readiness probe's usual timeout: in a partition the
+            # connect timeout alone (3 s) would make every replica unready.
+            async with asyncio.timeout(READY_PING_SECONDS):
+                seconds = await asyncio.to_thread(self.store.ping)
+        except (DatabaseUnavailable, TimeoutError):
             self.db_ok = False
             return {"status": "unreachable"}
         self.db_ok = True

@@ -100,7 +100,7 @@ def serve(
             # within this; a worker importing scikit-learn on a loaded host needs
             # several seconds, and the 5 s default made them crash-loop.
             timeout_worker_healthcheck=30,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            timeout_graceful_shutdown=_request_drain_seconds(settings),
         )
         return
     from nexus_ml.api.app import create_app
@@ -110,8 +110,14 @@ def serve(
         host=host,
         port=port,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        timeout_graceful_shutdown=_request_drain_seconds(settings),
     )
+
+
+def _request_drain_seconds(settings: Settings) -> int:
+    # Half of the grace for in-flight requests; the lifespan's writer drain has
+    # the other half (api/state.py), so SIGTERM exits within the grace.
+    return max(1, int(settings.shutdown_grace_seconds / 2))
 
 
 def _safe_url(url: str) -> str:

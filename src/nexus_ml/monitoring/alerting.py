@@ -49,7 +49,7 @@ class Measurements:
     drift: Mapping[tuple[str, str], DriftReading] = field(default_factory=dict)  # (model, feat)
     training_failures: Mapping[str, float] = field(default_factory=dict)  # model, last hour
     last_training: Mapping[str, float] = field(default_factory=dict)  # model -> unix seconds
-    db_connection_errors: float = 0.0  # last 5 minutes
+    db_connection_errors: float = 0.0  # over the last db_connection_errors_window
     prediction_rate: float | None = None  # predictions/s over the last hour
     prediction_rate_by_model: Mapping[str, float] = field(default_factory=dict)  # every loaded
     now: float | None = None  # wall-clock unix time of the snapshot (default: time.time())

@@ -19,6 +19,8 @@ the rule's expression evaluated over periodic snapshots of ``registry.collect()`
   its return is judged like any sample, exactly as Prometheus judges a gap.
 * ``histogram_quantile``: Prometheus's ``bucketQuantile`` on the summed bucket increases.
 * Gauges: ``max by`` over the newest snapshot, if it is within the 5 m lookback.
+* Ranges are the rules' own: fixed (5m, 15m, 1h) or, where the rule takes its range from a
+  threshold (``db_connection_errors_window``), that threshold.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from prometheus_client import Metric
 
 from nexus_ml.monitoring.alerting import DriftReading, Measurements
+from nexus_ml.thresholds import Thresholds
 
 __all__ = ["LOOKBACK_SECONDS", "MetricHistory", "bucket_quantile"]
 
@@ -245,13 +248,19 @@ class MetricHistory:
                 out[model] = value
         return out
 
-    def measurements(self, models: Sequence[str], now: float) -> Measurements:
+    def measurements(
+        self, models: Sequence[str], now: float, *, thresholds: Thresholds | None = None
+    ) -> Measurements:
         """Every field of :class:`Measurements` the history can give at ``now``.
 
         ``models`` are the loaded models: ``prediction_rate_by_model`` has each of them
         (zeros included, as UnbalancedPredictions counts loaded models) and only them.
+        ``thresholds`` (default: the shipped defaults) set the ranges that are thresholds
+        themselves, as in the rules: ``db_connection_errors_window``.
         """
+        t = thresholds if thresholds is not None else Thresholds()
         w5, w15, w1h = (self._window(now, s) for s in (300.0, 900.0, 3600.0))
+        w_db = self._window(now, t.db_connection_errors_window)
         requests = self._total("ml_api_requests_total", w5)
         errors = self._total("ml_api_requests_total", w5, _is_5xx)
         failures: dict[str, float] = {}
@@ -289,7 +298,7 @@ class MetricHistory:
             training_failures=failures,
             last_training=self._per_model("ml_model_last_training_timestamp_seconds", now),
             # Not Optional in Measurements: no history yet reads as no errors.
-            db_connection_errors=self._total("ml_db_operation_errors_total", w5, _is_connection)
+            db_connection_errors=self._total("ml_db_operation_errors_total", w_db, _is_connection)
             or 0.0,
             prediction_rate=prediction_rate,
             prediction_rate_by_model=by_model,

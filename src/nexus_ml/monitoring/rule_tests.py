@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
@@ -25,7 +25,13 @@ from nexus_ml.monitoring.rules import (
     runbook_url,
     to_yaml,
 )
-from nexus_ml.thresholds import ALERTS, ALERTS_BY_NAME, Thresholds, fill_template
+from nexus_ml.thresholds import (
+    ALERTS,
+    ALERTS_BY_NAME,
+    Thresholds,
+    fill_template,
+    format_duration,
+)
 
 INSTANCE = "ml-1:8001"
 MODEL = "diagnostic"
@@ -44,6 +50,9 @@ class Case:
     value: float = 0.0
     check_at: int | None = None  # quiet cases: when to assert silence
     note: str = ""
+    interval: int = 60  # seconds between input samples
+    # Further checks (minute, value): firing with that value, or silent where it is None.
+    later: list[tuple[int, float | None]] = field(default_factory=list)
 
 
 def sel(metric: str, **labels: str) -> str:
@@ -196,27 +205,7 @@ def _cases(t: Thresholds) -> dict[str, list[Case]]:
         ),
     ]
 
-    dberr = "ml_db_operation_errors_total"
-    db_for = _m(t.db_connection_errors_for)
-    db_fire = 2 + db_for
-    cases["DatabaseConnectionErrors"] = [
-        Case(
-            [(sel(dberr, **base, operation="write", error_type="connection"), "0 " + ramp(1))],
-            True,
-            2,
-            _base(),
-            min(db_fire - 1, 5),
-        ),
-        Case(
-            [
-                (sel(dberr, **base, operation="write", error_type="connection"), const(0)),
-                (sel(dberr, **base, operation="write", error_type="other"), ramp(1)),
-            ],
-            False,
-            check_at=db_fire + 5,
-            note="only non-connection errors",
-        ),
-    ]
+    cases["DatabaseConnectionErrors"] = _db_cases(t)
 
     acc_for = _m(t.training_accuracy_low_for)
     acc, acc_n = "ml_model_accuracy", "ml_model_accuracy_samples"
@@ -407,6 +396,83 @@ def _cases(t: Thresholds) -> dict[str, list[Case]]:
     return cases
 
 
+def _db_step(window: int) -> int:
+    """Seconds between samples for the DatabaseConnectionErrors cases.
+
+    A divisor of 60 (every evaluation lands on a sample), at most half the window (its
+    range always holds two samples) and with ``window - step`` not a whole number of
+    minutes, so no range ever starts exactly on a sample: Prometheus 2 includes a sample
+    there and Prometheus 3 does not, and the expected values must hold for both.
+    """
+    for step in (30, 20, 15, 12, 10, 6, 5, 4, 3, 2, 1):
+        if 2 * step <= window and (window - step) % 60:
+            return step
+    raise ValueError(f"no sample step fits db_connection_errors_window {window}s")
+
+
+def _db_cases(t: Thresholds) -> list[Case]:
+    """Errors counted over ``db_connection_errors_window``: fire, then resolve one window later.
+
+    Samples every ``step`` seconds; evaluations every minute. Counters start at 0, so the
+    increase over a range that still holds a zero sample is exactly the newest value, and
+    over a steady ramp exactly its slope times the window (Prometheus extrapolates both ways
+    to the range's edges and stops at the counter's zero).
+    """
+    dberr = "ml_db_operation_errors_total"
+    window = round(t.db_connection_errors_window)
+    step = _db_step(window)
+    per_min = 60 // step
+    db_for = _m(t.db_connection_errors_for)
+    fire_at = 2 + db_for
+    over = math.floor(t.db_connection_errors_high) + 1  # errors just past the limit
+    conn = sel(dberr, **_base(operation="write", error_type="connection"))
+
+    def series(*parts: tuple[float, float, int]) -> str:
+        """(start, increment, samples) runs: ``start+incrementx(samples-1)`` each."""
+        return " ".join(f"{a:.10g}+{b:.10g}x{n - 1}" for a, b, n in parts)
+
+    # Errors from the second minute on, `over` per sample, without end.
+    horizon = (fire_at + 5) * per_min
+    ramp_series = series((0, 0, per_min + 1), (over, over, horizon))
+    # Minute T of the ramp: the range still holds the zero at 60s, or a full window of ramp.
+    ramp_value = over * min(fire_at * 60 - 60, window) / step
+    # One burst of `over` errors at 2m: active from 2m while the range holds the zero before it
+    # (the sample at 120 - step), silent from the first minute whose range starts after it.
+    quiet_at = _m(120 - step + window)  # (120 - step + window) is never a whole minute
+    last_firing = quiet_at - 1
+    burst = series((0, 0, 120 // step), (over, 0, (quiet_at + 2) * per_min))
+    cases = [
+        Case([(conn, ramp_series)], True, 2, _base(), ramp_value, interval=step),
+        Case(
+            [
+                (conn, series((0, 0, horizon + per_min + 1))),
+                (
+                    sel(dberr, **_base(operation="write", error_type="other")),
+                    series((0, 1, horizon + per_min + 1)),
+                ),
+            ],
+            False,
+            check_at=fire_at + 5,
+            note="only non-connection errors",
+            interval=step,
+        ),
+    ]
+    if last_firing >= fire_at:  # a burst shorter than `for` minus the window cannot fire
+        cases.append(
+            Case(
+                [(conn, burst)],
+                True,
+                2,
+                _base(),
+                over,
+                note=f"one burst: firing until its {format_duration(window)} window has passed",
+                interval=step,
+                later=[(last_firing, over), (quiet_at, None)],
+            )
+        )
+    return cases
+
+
 def _slo_cases(t: Thresholds, cases: dict[str, list[Case]]) -> None:
     avail_budget, lat_budget = 1 - t.availability_slo, 1 - t.latency_slo
     le = floatToGoString(t.latency_slo_threshold)
@@ -497,10 +563,15 @@ def _test_group(name: str, case: Case, t: Thresholds, runbook_base: str) -> dict
         )
     else:
         checks.append({"eval_time": f"{case.check_at}m", "alertname": name, "exp_alerts": []})
+    for minute, value in case.later:
+        exp = (
+            [] if value is None else [_expected(name, replace(case, value=value), t, runbook_base)]
+        )
+        checks.append({"eval_time": f"{minute}m", "alertname": name, "exp_alerts": exp})
     return {
         "name": f"{name}: {'fires' if case.fires else 'quiet'}"
         + (f" — {case.note}" if case.note else ""),
-        "interval": "1m",
+        "interval": format_duration(case.interval),
         "input_series": [{"series": s, "values": v} for s, v in case.series],
         "alert_rule_test": checks,
     }

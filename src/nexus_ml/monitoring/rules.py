@@ -84,8 +84,10 @@ def alert_expr(spec: AlertSpec, t: Thresholds, job: str = JOB) -> str:
         f"{_num(t.error_rate_min_per_second)}",
         "TrainingFailure": "sum by (job, model) (increase(ml_model_training_runs_total"
         f'{{{j},outcome="failure"}}[1h])) > {_num(t.training_failures_high)}',
+        # The range is a threshold: the alert resolves one range after the last error.
         "DatabaseConnectionErrors": "sum by (job, instance) (increase(ml_db_operation_errors_total"
-        f'{{{j},error_type="connection"}}[5m])) > {_num(t.db_connection_errors_high)}',
+        f'{{{j},error_type="connection"}}[{format_duration(t.db_connection_errors_window)}])) > '
+        f"{_num(t.db_connection_errors_high)}",
         "HighMemoryUsage": _memory_expr(t, j),
         "HighDiskUsage": f"max by (job, instance) (ml_system_disk_usage_ratio{{{j}}}) * 100 > "
         f"{_num(t.disk_usage_high)}",

@@ -67,6 +67,16 @@ def make_engine(
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
+    # A partition that freezes an open connection (no RST, no FIN) would
+    # otherwise leave a query waiting for the kernel's ~15 minute retransmission
+    # limit: keepalives notice an idle dead peer, tcp_user_timeout a busy one.
+    args.update(
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=15_000,
+    )
     args.update(connect_args or {})
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_timeout", 10)

@@ -67,6 +67,7 @@ class RecordWriter(JournalReplay):
         backoff_initial: float = 0.25,
         backoff_max: float = 30.0,
         scan_seconds: float = 30.0,
+        insert_timeout: float = 15.0,
         on_flush: Callable[[int, float], None] | None = None,
         on_error: Callable[[str, ErrorType], None] | None = None,
         on_pending: Callable[[int, int], None] | None = None,
@@ -80,6 +81,7 @@ class RecordWriter(JournalReplay):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.scan_seconds = scan_seconds
+        self.insert_timeout = insert_timeout
         self._on_flush = on_flush
         self._on_error = on_error
         self._on_pending = on_pending
@@ -111,6 +113,7 @@ class RecordWriter(JournalReplay):
             batch_size=settings.writer_batch_size,
             flush_seconds=settings.writer_flush_seconds,
             max_pending=settings.writer_max_pending,
+            insert_timeout=settings.writer_insert_timeout_seconds,
             **kwargs,
         )
 
@@ -296,9 +299,14 @@ class RecordWriter(JournalReplay):
     async def _write(self, records: Sequence[PredictionRecord], operation: str) -> bool:
         start = time.perf_counter()
         try:
-            written = await asyncio.to_thread(self._insert, records)
+            # Bounded: an insert stuck on a frozen connection must count as an
+            # outage (and be retried), not wait unreported. The stuck thread may
+            # still finish later; inserts are idempotent, so that is harmless.
+            async with asyncio.timeout(self.insert_timeout):
+                written = await asyncio.to_thread(self._insert, records)
         except Exception as exc:
-            kind: ErrorType = "connection" if is_connection_error(exc) else "other"
+            timed_out = isinstance(exc, TimeoutError)
+            kind: ErrorType = "connection" if timed_out or is_connection_error(exc) else "other"
             self._failures += 1
             self._other_failures = self._other_failures + 1 if kind == "other" else 0
             # The type name only: driver messages can echo the parameters (patient data).
