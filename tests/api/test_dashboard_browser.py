@@ -218,8 +218,13 @@ def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:
             assert (
                 page.evaluate("sessionStorage.getItem('nexus-ml.monitor-key')") == KEYS["monitor"]
             )
-            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-            shutil.copyfile(tmp_path / "dashboard.png", REPO / "docs" / "dashboard.png")
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
+            # The README's picture is refreshed only on request, so a test run
+            # never leaves the working tree modified.
+            if os.environ.get("NEXUS_UPDATE_SCREENSHOT") == "1":
+                shutil.copyfile(shot, REPO / "docs" / "dashboard.png")
         finally:
             browser.close()
     assert problems == []

@@ -5,9 +5,10 @@ PostgreSQL reached through a cuttable TCP proxy, and Prometheus and Alertmanager
 ``nexus-ml stack up`` from the Debian binaries with the rendered configs. Every breach is
 real: drifted traffic, a database that refuses connections, a stopped service.
 
-``for`` durations are shortened through ``ML_THRESHOLD_*`` (the service and ``stack up``
-both read them, and the test checks the rendered rules equal the overridden rendering);
-the limits themselves stay the shipped defaults.
+``for`` durations, and the range DatabaseConnectionErrors counts errors over, are shortened
+through ``ML_THRESHOLD_*`` (the service and ``stack up`` both read them, and the test checks
+the rendered rules equal the overridden rendering); the limits themselves stay the shipped
+defaults.
 """
 
 from __future__ import annotations
@@ -57,11 +58,14 @@ DRIFT_MODEL, DRIFT_FEATURE = "diagnostic", "mean_radius"
 TRAIN_MODEL = "diabetes_risk"
 WINDOW = 300  # count-based drift window: one batch of drifted traffic fills it
 MAX_5XX = 80  # enough for HighErrorRate's 0.1/s over 5m, few enough to dilute quickly
-# Test-sized `for` durations; every limit keeps its shipped default.
+DB_ALERT = "DatabaseConnectionErrors"
+DB_WINDOW = "15s"  # DatabaseConnectionErrors resolves this long after the last error
+# Test-sized `for` durations and DB error range; every limit keeps its shipped default.
 OVERRIDES = {
     "ML_THRESHOLD_DATA_DRIFT_HIGH_FOR": "2s",
     "ML_THRESHOLD_ERROR_RATE_HIGH_FOR": "2s",
     "ML_THRESHOLD_DB_CONNECTION_ERRORS_FOR": "2s",
+    "ML_THRESHOLD_DB_CONNECTION_ERRORS_WINDOW": DB_WINDOW,
     "ML_THRESHOLD_SERVICE_DOWN_FOR": "2s",
 }
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
@@ -268,12 +272,29 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
                 sent_5xx += 1
 
     errors_fired = hook.wait("HighErrorRate", "firing", timeout=90, while_waiting=during_outage)
-    hook.wait("DatabaseConnectionErrors", "firing", timeout=60, while_waiting=during_outage)
+    db_fired = hook.wait(DB_ALERT, "firing", timeout=60, while_waiting=during_outage)
+    assert db_fired.labels["instance"] == f"127.0.0.1:{live.service.port}"
 
     # Now every event the dashboards show has happened: each query must return data.
     _every_dashboard_query_has_data(prom)
     _every_metric_an_alert_reads_is_present(prom, live.state_dir)
 
+    # The database is still out. One more failed read renews DatabaseConnectionErrors' short
+    # range; once Prometheus, the webhook's latest word and the service's own evaluator (same
+    # overridden range) all say firing, a "resolved" that follows can only come from the
+    # database's return: the range cannot run out before it.
+    traffic.feedback(1, expect=503)
+    db_firing = f'ALERTS{{alertname="{DB_ALERT}",alertstate="firing"}}'
+    poll(
+        lambda: (
+            prom.query(db_firing)
+            and _latest(hook, DB_ALERT) == "firing"
+            and _in_process_states(client, DB_ALERT) == {"firing"}
+        ),
+        timeout=15,
+        what=f"{DB_ALERT} still firing just before the database returns",
+    )
+    outage_ended = len(hook.notifications()) - 1
     live.proxy.restore()
     poll(
         lambda: prom.query("sum(ml_db_records_pending) == 0"),
@@ -289,20 +310,26 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
         timeout=120,
         while_waiting=lambda: traffic.singles(300),
     )
-    # DatabaseConnectionErrors (increase over a fixed 5m window) stays firing until five
-    # minutes after the last error: longer than this test may take. What can be proven
-    # now is that the errors stopped.
+    # DatabaseConnectionErrors resolves one DB_WINDOW after the last connection error
+    # (usually already while HighErrorRate was clearing).
+    hook.wait(DB_ALERT, "resolved", after=outage_ended, timeout=60)
+    assert not prom.query(db_firing)
+    # Resolved because the errors stopped: the counter stays put over three more scrapes.
     errors = 'sum(ml_db_operation_errors_total{error_type="connection"})'
     scraped_at = 'max(timestamp(ml_db_operation_errors_total{error_type="connection"}))'
     before = prom.query(errors)[0]["value"][1]
     since = float(prom.query(scraped_at)[0]["value"][1])
-    # Three more scrapes: a writer still failing would have counted more by then.
     poll(
         lambda: float(prom.query(scraped_at)[0]["value"][1]) >= since + 3,
         timeout=30,
         what="three more scrapes",
     )
     assert prom.query(errors)[0]["value"][1] == before
+    poll(
+        lambda: not _in_process_states(client, DB_ALERT),
+        timeout=15,
+        what=f"in-process {DB_ALERT} cleared",
+    )
 
     # MLServiceDown: the service stops; it is resolved when the service is back.
     live.service.stop()
@@ -332,6 +359,26 @@ def _stack_is_ready_with_overridden_rules(live: Live) -> None:
     assert rendered == render_rules_yaml(load_thresholds(None, environ=environ))
     rules = prom_rules(live.prom)
     assert rules["DataDriftDetected"] == 2.0  # the overridden `for`, as Prometheus loaded it
+    assert f"[{DB_WINDOW}]" in prom_queries(live.prom)[DB_ALERT]  # and the overridden range
+
+
+def _latest(hook: WebhookReceiver, alertname: str) -> str | None:
+    """The status of the newest notification of ``alertname`` (None before the first)."""
+    found = [n for n in hook.notifications() if n.labels.get("alertname") == alertname]
+    return found[-1].status if found else None
+
+
+def _in_process_states(client: httpx.Client, alertname: str) -> set[str]:
+    """States (pending/firing) of ``alertname`` in the service's own evaluator."""
+    r = client.get("/api/v1/monitoring/alerts")
+    assert r.status_code == 200, r.text
+    return {a["state"] for a in r.json()["alerts"] if a["name"] == alertname}
+
+
+def prom_queries(prom: PromClient) -> dict[str, str]:
+    """Alert name -> expression, as Prometheus reports its loaded rules."""
+    groups = prom.http.get("/api/v1/rules", params={"type": "alert"}).json()["data"]["groups"]
+    return {r["name"]: str(r["query"]) for g in groups for r in g["rules"]}
 
 
 def prom_rules(prom: PromClient) -> dict[str, float]:

@@ -10,8 +10,14 @@ import pytest
 import yaml
 
 from nexus_ml.monitoring.prometheus_config import render_prometheus_config_yaml
-from nexus_ml.monitoring.rule_tests import case_names, render_rule_tests_yaml
-from nexus_ml.monitoring.rules import GROUPS, recording_rule_names, render_rules, render_rules_yaml
+from nexus_ml.monitoring.rule_tests import case_names, render_rule_tests, render_rule_tests_yaml
+from nexus_ml.monitoring.rules import (
+    GROUPS,
+    recording_rule_names,
+    render_rules,
+    render_rules_yaml,
+    to_yaml,
+)
 from nexus_ml.thresholds import ALERTS, Thresholds
 
 pytestmark = pytest.mark.stack
@@ -101,10 +107,46 @@ def test_promtool_unit_tests_follow_overrides(
         availability_slo=0.995,
         memory_usage_high_bytes=3 * 2**30,
         disk_usage_high_for=0,
+        db_connection_errors_window="10m",
+        db_connection_errors_for="2m",
     )
     (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
     (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml(t))
     _ok(_run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path))
+
+
+@pytest.mark.parametrize("window", ["20s", "1m30s", "1h"])
+def test_promtool_db_connection_errors_follow_their_window(
+    window: str, tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    # The range is a threshold; rules and cases agree for windows under a minute, odd
+    # sizes and the one-hour maximum (a burst resolves exactly one window later).
+    promtool = require_tool("promtool")
+    t = Thresholds(db_connection_errors_window=window, db_connection_errors_for=0)
+    rules = render_rules_yaml(t)
+    assert f'error_type="connection"}}[{window}]' in rules
+    (tmp_path / "ml_alerts.yml").write_text(rules)
+    (tmp_path / "ml_alerts_test.yml").write_text(_db_cases_only(t))
+    _ok(_run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path))
+
+
+def _db_cases_only(t: Thresholds | None = None) -> str:
+    document = render_rule_tests(t)
+    document["tests"] = [c for c in document["tests"] if c["name"].startswith("DatabaseConn")]
+    return to_yaml(document)
+
+
+def test_promtool_catches_a_drifted_db_window(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    # A rule whose range is one minute shorter resolves a minute early: the burst case fails.
+    promtool = require_tool("promtool")
+    t = Thresholds(db_connection_errors_window="4m")
+    (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
+    (tmp_path / "ml_alerts_test.yml").write_text(_db_cases_only())
+    result = _run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "one burst" in result.stdout + result.stderr
 
 
 def test_promtool_catches_a_drifted_threshold(

@@ -252,6 +252,28 @@ def test_training_failures_db_errors_and_prediction_rates() -> None:
     assert h.measurements([M], T0 + 3600).training_failures == {M: 0.0, "other": 0.0}
 
 
+def test_db_connection_errors_use_the_threshold_window() -> None:
+    # The same range as the rule: `db_connection_errors_window`, not a fixed 5m.
+    m, h = _fresh()
+    errors = m.db_operation_errors_total.labels("insert_predictions", "connection")
+    for t in range(0, 61, 5):
+        if t == 10:
+            errors.inc(4)
+        _snap(h, m, T0 + t)
+    short = Thresholds(db_connection_errors_window="20s")
+    assert h.measurements([], T0 + 15, thresholds=short).db_connection_errors == 4.0
+    assert h.measurements([], T0 + 24, thresholds=short).db_connection_errors == 4.0
+    # (T0 + 5, T0 + 25]: the last snapshot before the errors has left the window.
+    assert h.measurements([], T0 + 25, thresholds=short).db_connection_errors == 0.0
+    assert h.measurements([], T0 + 60).db_connection_errors == 4.0  # default 5m window
+    ev = AlertEvaluator(short, clock=lambda: 0.0)
+    alerts = ev.evaluate(h.measurements([], T0 + 60, thresholds=short))
+    assert "DatabaseConnectionErrors" not in {a.name for a in alerts}
+    alerts = ev.evaluate(h.measurements([], T0 + 24, thresholds=short))
+    (db,) = [a for a in alerts if a.name == "DatabaseConnectionErrors"]
+    assert "in the last 20s" in db.description
+
+
 def test_gauges_max_lookback_and_drift() -> None:
     m, h = _fresh()
     m.system_cpu_usage_percent.set(42.0)

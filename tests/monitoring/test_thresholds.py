@@ -76,6 +76,19 @@ def test_every_alert_names_real_keys() -> None:
     for a in ALERTS:
         assert a.for_key in Thresholds.model_fields, a.name
         assert a.threshold is None or a.threshold in Thresholds.model_fields, a.name
+        assert a.window_key is None or a.window_key in Thresholds.model_fields, a.name
+        assert a.window is None or a.window_key is None, a.name  # one source of the range
+
+
+def test_db_connection_errors_window_is_a_threshold() -> None:
+    spec = next(a for a in ALERTS if a.name == "DatabaseConnectionErrors")
+    assert Thresholds().db_connection_errors_window == 300
+    assert spec.window_text(Thresholds()) == "5m"
+    env = {"ML_THRESHOLD_DB_CONNECTION_ERRORS_WINDOW": "20s"}
+    t = load_thresholds(None, environ=env)
+    assert t.db_connection_errors_window == 20
+    assert spec.window_text(t) == "20s"
+    assert unit_of("db_connection_errors_window") == "seconds"
 
 
 def test_every_key_has_a_unit() -> None:
@@ -135,6 +148,10 @@ def test_unknown_key_is_rejected_clearly(tmp_path: Path) -> None:
         ({"prediction_latency_high": 0}, "prediction_latency_high (seconds)"),
         ({"cpu_usage_critical": 50}, "cpu_usage_critical must be >= cpu_usage_high"),
         ({"availability_slo": 1.0}, "strictly between 0 and 1"),
+        ({"db_connection_errors_window": 0}, "db_connection_errors_window (seconds)"),
+        ({"db_connection_errors_window": "2h"}, "db_connection_errors_window (seconds)"),
+        ({"db_connection_errors_window": 1.5}, "db_connection_errors_window (seconds)"),
+        ({"db_connection_errors_window": "soon"}, "not a duration"),
     ],
 )
 def test_invalid_values_are_rejected(update: dict[str, object], fragment: str) -> None:
