@@ -438,3 +438,29 @@ def test_a_refused_record_is_set_aside_not_blocking_the_rest(
     assert len(rejected) == 1
     assert [decode(line) for line in rejected[0].read_bytes().splitlines()] == [poison]
     assert events.errors.count(("insert", "other")) >= 3
+
+
+def test_retry_now_cuts_a_long_backoff_short(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    hook = Hook(store)
+    hook.down = DatabaseUnavailable("down")
+    records = [make_record() for _ in range(10)]
+
+    async def main() -> float:
+        # A backoff far longer than the poll below: only retry_now() can make it in time.
+        writer = fast_writer(hook, tmp_path / "spill", backoff_initial=60.0, backoff_max=60.0)
+        await writer.start()
+        for r in records:
+            writer.submit(r)
+        await poll(lambda: hook.failures >= 1)
+        hook.down = None  # the database answers again...
+        writer.retry_now()  # ...and a readiness ping found out
+        started = time.monotonic()
+        await poll(lambda: row_count(engine) == 10, timeout=5.0)
+        took = time.monotonic() - started
+        assert await writer.stop(5) == 0
+        return took
+
+    assert asyncio.run(main()) < 5.0
+    assert sorted(stored_ids(engine)) == sorted(r.id for r in records)

@@ -356,6 +356,7 @@ class Nexus:
             self.db_ok = False
             return {"status": "unreachable"}
         self.db_ok = True
+        self.writer.retry_now()  # records waiting out a backoff can go now
         return {"status": "ok", "latency_seconds": round(seconds, 6)}
 
     def _system_now(self) -> dict[str, float]:

@@ -103,6 +103,7 @@ class RecordWriter(JournalReplay):
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._retry = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: Any, insert: InsertFn, **kwargs: Any) -> RecordWriter:
@@ -192,6 +193,7 @@ class RecordWriter(JournalReplay):
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake, self._stop, self._flush_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        self._retry = asyncio.Event()
         with self._lock:
             self._active = Segment.create(self.spill_dir, self._seq + 1, self._tag)
             self._seq += 1
@@ -263,15 +265,33 @@ class RecordWriter(JournalReplay):
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self._failures, 30))
                 # Jitter, so that every worker does not retry in the same instant.
                 delay *= random.uniform(0.8, 1.2)  # noqa: S311 - not cryptographic
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stop.wait()
+                await self._backoff(delay)
                 continue
             if len(self._pending) < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_seconds):
                         await self._wake.wait()
             self._wake.clear()
+
+    def retry_now(self) -> None:
+        """Cut a backoff short: the database is known to answer again (call on the loop)."""
+        if self._failures:
+            self._retry.set()
+
+    async def _backoff(self, delay: float) -> None:
+        # Wait out the backoff unless stopped, or told the database is back
+        # (a readiness ping that succeeded), so recovery does not wait up to
+        # backoff_max after the outage ends.
+        self._retry.clear()
+        waiters = [
+            asyncio.ensure_future(self._stop.wait()),
+            asyncio.ensure_future(self._retry.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _cycle(self, *, scan: bool = True) -> bool:
         """Flush memory, then replay own spill and (when due) orphans; False on a failure."""
