@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import json
 import statistics
 import tempfile
@@ -38,8 +37,8 @@ from prometheus_client import CollectorRegistry
 
 from nexus_ml.api import serving
 from nexus_ml.api.app import create_app
-from nexus_ml.api.auth import AdminKey, MonitorKey, PredictKey
-from nexus_ml.api.deps import NexusDep, get_nexus
+from nexus_ml.api.auth import PredictKey
+from nexus_ml.api.deps import NexusDep
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.predictor import Predictor
@@ -136,23 +135,6 @@ def bench_router() -> APIRouter:
         return answer(nexus, name, payload)
 
     return router
-
-
-def as_async(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The same dependency as ``async def``: FastAPI then calls it on the loop, no thread hop."""
-
-    @functools.wraps(fn)  # the signature (and so the sub-dependencies) stays the original's
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-# The sync dependencies of the predict route: get_nexus and require("predict") (and its
-# siblings, so every route agrees). FastAPI runs a sync dependency in the thread pool.
-SYNC_DEPENDENCIES = [get_nexus] + [
-    key.__metadata__[0].dependency for key in (PredictKey, MonitorKey, AdminKey)
-]
 
 
 class NullObserver:
@@ -276,10 +258,6 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
         nexus.writer.submit = lambda _record: None
         return lambda: delattr(nexus.writer, "submit")
 
-    def async_dependencies() -> Callable[[], None]:
-        app.dependency_overrides.update({fn: as_async(fn) for fn in SYNC_DEPENDENCIES})
-        return app.dependency_overrides.clear
-
     async def between() -> None:
         await nexus.writer.flush()
 
@@ -292,7 +270,6 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
         "router only (no middleware)": requests(AsyncExitStackMiddleware(app.router)),
         "full request, observe off": requests(app, setup=no_observe),
         "full request, record submit off": requests(app, setup=no_record),
-        "full request, sync deps made async (no hop)": requests(app, setup=async_dependencies),
         "async def endpoint, body via FastAPI": requests(app, f"/bench/async/{MODEL}"),
         "def endpoint (thread hop), body via FastAPI": requests(app, f"/bench/sync/{MODEL}"),
     }
