@@ -166,8 +166,11 @@ def test_every_guide_metric_is_scraped_with_sensible_values(
         assert bad.status_code == 422
         run = train_and_wait(c)
 
-        # The system collector publishes 0.2 s after start (test settings).
-        _, s = scrape_until(c, lambda s: bool(select(s, "ml_system_cpu_usage_percent")))
+        # The system collector publishes 0.2 s after start (test settings); its unlabelled
+        # gauges exist at 0 before that, so wait for a real reading, not for the name.
+        _, s = scrape_until(
+            c, lambda s: any(x.value > 0 for x in select(s, "ml_system_memory_total_bytes"))
+        )
         model = {"model": "diagnostic"}
         assert total(s, "ml_model_predictions_total", **model) == 1
         assert one(s, "ml_model_confidence_score_count", **model) == 1
