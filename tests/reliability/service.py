@@ -190,9 +190,15 @@ class Service:
     def workers(self) -> list[psutil.Process]:
         """uvicorn's worker processes (children of the supervisor that serve requests)."""
         assert self.proc is not None
-        children = psutil.Process(self.proc.pid).children()
-        # multiprocessing's resource tracker is a child too; it runs no app.
-        return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+        workers = []
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                # multiprocessing's resource tracker is a child too; it runs no app.
+                if "resource_tracker" not in " ".join(child.cmdline()):
+                    workers.append(child)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue  # a killed worker the supervisor has not reaped yet serves nothing
+        return workers
 
     def rss(self) -> int:
         """Resident memory of the service (supervisor and workers), bytes."""
