@@ -140,3 +140,14 @@ def test_start_publishes_and_stop_releases(tmp_path: Path) -> None:
         other.release()
 
     asyncio.run(scenario())
+
+
+def test_peek_reads_the_host_without_moving_the_cpu_baseline(tmp_path: Path) -> None:
+    collector = SystemCollector(fresh(), disk_path=tmp_path)
+    baseline = collector._cpu_before
+    snap = collector.peek()
+    assert collector._cpu_before is baseline  # /health between ticks changes nothing
+    assert 0 <= snap.cpu_percent <= 100 and 0 < snap.memory_ratio < 1
+    assert 0 < snap.disk_ratio <= 1
+    collector.sample()
+    assert collector._cpu_before is not baseline  # a real sample starts a new window

@@ -360,18 +360,13 @@ class Nexus:
         return {"status": "ok", "latency_seconds": round(seconds, 6)}
 
     def _system_now(self) -> dict[str, float]:
-        # Memory and disk read now; CPU from the collector's last published value
-        # (a fresh sample would measure a few milliseconds and move the
-        # collector's baseline), falling back to psutil's own since-boot share.
-        import psutil
-
-        mem = psutil.virtual_memory()
-        disk = psutil.disk_usage(str(self.settings.data_dir))
-        cpu = self.metrics.system_cpu_usage_percent._value.get()
+        # peek(), not sample(): a /health call must not move the collector's CPU
+        # baseline (the next published CPU figure would cover only milliseconds).
+        snap = self.collector.peek()
         return {
-            "cpu_percent": float(cpu) if cpu else float(psutil.cpu_percent(interval=None)),
-            "memory_ratio": (mem.total - mem.available) / mem.total,
-            "disk_ratio": disk.used / disk.total if disk.total else 0.0,
+            "cpu_percent": snap.cpu_percent,
+            "memory_ratio": snap.memory_ratio,
+            "disk_ratio": snap.disk_ratio,
         }
 
     async def readiness(self) -> dict[str, Any]:

@@ -110,9 +110,16 @@ class SystemCollector:
 
     def sample(self) -> SystemSnapshot:
         """Read the host now without publishing (CPU is measured since the previous sample)."""
+        snap, self._cpu_before = self._read()
+        return snap
+
+    def peek(self) -> SystemSnapshot:
+        """Read the host now, leaving the CPU baseline alone (for /health between ticks)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[SystemSnapshot, Any]:
         after = psutil.cpu_times()
         cpu = cpu_percent_between(self._cpu_before, after)
-        self._cpu_before = after
         mem = psutil.virtual_memory()
         disk = psutil.disk_usage(str(self.disk_path))
         mem_used = mem.total - mem.available
@@ -125,7 +132,7 @@ class SystemCollector:
             disk_total_bytes=disk.total,
             # used/total, not psutil's percent (which excludes root-reserved blocks)
             disk_ratio=disk.used / disk.total if disk.total else 0.0,
-        )
+        ), after
 
     def collect_once(self) -> SystemSnapshot:
         """Sample the host and set the gauges (regardless of election; for tests and /health)."""
