@@ -69,7 +69,7 @@ def best_of(fn: Any, repeat: int = 5) -> tuple[float, Any]:
 
 def worker_ours(n_ref: int) -> dict[str, Any]:
     from nexus_ml.ml.profile import build_profile
-    from nexus_ml.monitoring.drift import DriftDetector
+    from nexus_ml.stats.drift import DriftDetector
 
     ref, win = make_data(n_ref)
     base = rss_mb()
@@ -94,7 +94,7 @@ def worker_ours(n_ref: int) -> dict[str, Any]:
 
 
 def worker_ours_exact(n_ref: int) -> dict[str, Any]:
-    from nexus_ml.monitoring.drift import DriftDetector
+    from nexus_ml.stats.drift import DriftDetector
 
     ref, win = make_data(n_ref)
     base = rss_mb()

@@ -1,6 +1,6 @@
 """Every alert limit, typed, with its unit, and every alert that uses one.
 
-One definition feeds the Prometheus rules (``monitoring/rules.py``), the in-process
+One definition feeds the Prometheus rules (``render/rules.py``), the in-process
 evaluator (``monitoring/alerting.py``), the runbooks and ``GET/PUT /config/thresholds``.
 
 Where the monitoring guide contradicts itself, the choice is made here and explained in
@@ -309,6 +309,11 @@ def load_thresholds(
     return result
 
 
+# The scrape job the rules, the in-process evaluator and the dashboards all select on.
+JOB = "nexus-ml"
+RUNBOOK_BASE = "https://github.com/nexus-saude/nexus-ml/blob/main/docs/runbooks.md"
+
+
 @dataclass(frozen=True, slots=True)
 class AlertSpec:
     """One alert: its name, routing labels, limit, ``for`` key, window and text templates.
@@ -340,6 +345,11 @@ class AlertSpec:
         if self.window_key is not None:
             return format_duration(getattr(thresholds, self.window_key))
         return self.window
+
+
+def runbook_url(spec: AlertSpec, base: str = RUNBOOK_BASE) -> str:
+    """``<base>#<alertname-lowercase>``: the heading anchor in docs/runbooks.md."""
+    return f"{base}#{spec.anchor}"
 
 
 ALERTS: tuple[AlertSpec, ...] = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nexus_ml.monitoring.alertmanager_config import (
+from nexus_ml.render.alertmanager_config import (
     BUSINESS,
     PAGER,
     RECEIVERS,

@@ -12,16 +12,16 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from nexus_ml.monitoring.dashboards import (
+from nexus_ml.monitoring.metrics import build_metrics
+from nexus_ml.render.dashboards import (
     DASHBOARDS,
     build_dashboards,
     dashboard_queries,
     iter_targets,
 )
-from nexus_ml.monitoring.dashboards_common import ALERTMANAGER_UID, PROMETHEUS_UID
-from nexus_ml.monitoring.dashboards_provisioning import DASHBOARDS_PATH
-from nexus_ml.monitoring.metrics import build_metrics
-from nexus_ml.monitoring.rules import recording_rule_names
+from nexus_ml.render.dashboards.common import ALERTMANAGER_UID, PROMETHEUS_UID
+from nexus_ml.render.dashboards.provisioning import DASHBOARDS_PATH
+from nexus_ml.render.rules import recording_rule_names
 from nexus_ml.thresholds import Thresholds
 
 GUIDE_PANELS = [

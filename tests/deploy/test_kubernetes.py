@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from nexus_ml.monitoring.kubernetes import ADAPTER_METRIC, SECRET, manifests
-from nexus_ml.monitoring.rules import render_rules
+from nexus_ml.render.kubernetes import ADAPTER_METRIC, SECRET, manifests
+from nexus_ml.render.rules import render_rules
 
 # A version kubernetes-validate carries; bump together with the cluster.
 K8S_VERSION = "1.30.0"

@@ -42,15 +42,15 @@ from typer.testing import CliRunner
 from nexus_ml.cli import app
 from nexus_ml.cli.stack import stop_stack
 from nexus_ml.ml.datasets import load_dataset
-from nexus_ml.monitoring.dashboards import dashboard_queries
-from nexus_ml.monitoring.rules import JOB, render_rules_yaml
-from nexus_ml.monitoring.stack import (
+from nexus_ml.render.dashboards import dashboard_queries
+from nexus_ml.render.rules import render_rules_yaml
+from nexus_ml.render.stack import (
     StackOptions,
     alertmanager_command,
     prometheus_command,
     render_stack,
 )
-from nexus_ml.thresholds import Thresholds, load_thresholds
+from nexus_ml.thresholds import JOB, Thresholds, load_thresholds
 
 pytestmark = pytest.mark.stack
 

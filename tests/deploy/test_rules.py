@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nexus_ml.monitoring.prometheus_config import render_prometheus_config_yaml
-from nexus_ml.monitoring.rule_tests import case_names, render_rule_tests, render_rule_tests_yaml
-from nexus_ml.monitoring.rules import (
+from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
+from nexus_ml.render.rule_tests import case_names, render_rule_tests, render_rule_tests_yaml
+from nexus_ml.render.rules import (
     GROUPS,
     recording_rule_names,
     render_rules,

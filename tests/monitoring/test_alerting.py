@@ -14,7 +14,7 @@ from nexus_ml.monitoring.alerting import (
     in_process_alert_names,
     publish_firing,
 )
-from nexus_ml.monitoring.rules import render_rules
+from nexus_ml.render.rules import render_rules
 from nexus_ml.thresholds import ALERTS_BY_NAME, GUIDE_ALERTS, Thresholds
 
 T = Thresholds()

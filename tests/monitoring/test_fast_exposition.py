@@ -21,10 +21,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from nexus_ml.monitoring.exposition import multiproc_renderer, render_metrics
+from nexus_ml.monitoring.exposition.merged import MultiprocRenderer
+from nexus_ml.monitoring.exposition.mmap_files import CorruptFile
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
 from nexus_ml.monitoring.multiproc import prepare_multiproc_dir
-from nexus_ml.monitoring.multiproc_exposition import MultiprocRenderer
-from nexus_ml.monitoring.multiproc_files import CorruptFile
 
 TEXT = None
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"

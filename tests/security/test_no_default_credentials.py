@@ -36,7 +36,7 @@ URL_PASSWORD = re.compile(r"://[^/\s:@'\"]+:(?P<value>[^/\s@'\"]+)@")
 PLACEHOLDER = re.compile(r"^(.*\$\{.*\}.*|.*<[^>]+>.*|\.\.\.|[A-Z_]+|/.*|.*_file)$")
 # Literal matches that are not secrets, each with the reason.
 NOT_SECRETS = {
-    ("src/nexus_ml/monitoring/kubernetes.py", "nexus-ml-secrets"): "the name of a k8s Secret",
+    ("src/nexus_ml/render/kubernetes.py", "nexus-ml-secrets"): "the name of a k8s Secret",
 }
 
 

@@ -30,7 +30,7 @@ from nexus_ml.api.monitoring_schemas import (
     WindowQuality,
 )
 from nexus_ml.ml.registry import LoadedModel
-from nexus_ml.monitoring.performance import realised_accuracy
+from nexus_ml.stats.performance import realised_accuracy
 from nexus_ml.storage.records import DriftResultRecord, ModelStats
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any
 from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.ml.schema import ValidationProblem
 from nexus_ml.monitoring.metrics import Metrics
-from nexus_ml.monitoring.quality import QualityChecker
+from nexus_ml.stats.quality import QualityChecker
 
 # The quality score is over the last this-many requests of this worker.
 QUALITY_WINDOW = 1000

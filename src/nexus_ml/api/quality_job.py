@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nexus_ml.ml.registry import LoadedModel
-from nexus_ml.monitoring.drift import DriftDetector
-from nexus_ml.monitoring.performance import ConfidenceEstimator, realised_accuracy
-from nexus_ml.monitoring.quality import QualityChecker
+from nexus_ml.stats.drift import DriftDetector
+from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
+from nexus_ml.stats.quality import QualityChecker
 from nexus_ml.storage.locks import try_advisory_lock
 from nexus_ml.storage.records import utcnow
 

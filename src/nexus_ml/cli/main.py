@@ -159,7 +159,7 @@ def render(
     ),
 ) -> None:
     """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code."""
-    from nexus_ml.monitoring.render import render_all
+    from nexus_ml.render.files import render_all
 
     for path in render_all(out):
         console.print(f"wrote {path}")

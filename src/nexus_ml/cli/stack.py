@@ -1,6 +1,6 @@
 """``nexus-ml stack up|down|status``: Prometheus and Alertmanager on loopback, from Debian.
 
-The configs and command lines come from ``monitoring/stack.py``; this module only runs
+The configs and command lines come from ``render/stack.py``; this module only runs
 the processes. They are started in their own session (a Ctrl-C in the terminal that ran
 ``stack up`` does not kill them), with a pid file and a log each under the state folder,
 and ``stack down`` stops exactly those pids (after checking the pid still runs that binary,
@@ -24,7 +24,7 @@ import typer
 
 from nexus_ml.cli.main import app, console
 from nexus_ml.config import Settings
-from nexus_ml.monitoring.stack import (
+from nexus_ml.render.stack import (
     COMPONENTS,
     DEFAULT_WEBHOOK_URL,
     HOST,

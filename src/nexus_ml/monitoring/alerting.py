@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from nexus_ml.monitoring.rules import JOB, RUNBOOK_BASE, runbook_url
-from nexus_ml.thresholds import ALERTS, ALERTS_BY_NAME, Thresholds, fill_template
+from nexus_ml.thresholds import (
+    ALERTS,
+    ALERTS_BY_NAME,
+    JOB,
+    RUNBOOK_BASE,
+    Thresholds,
+    fill_template,
+    runbook_url,
+)
 
 State = Literal["pending", "firing"]
 Found = Iterator[tuple[dict[str, str], float]]

@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from nexus_ml.ml.profile import build_profile
-from nexus_ml.monitoring.drift_methods import (
+from nexus_ml.stats.drift_methods import (
     PSI,
     ChiSquared,
     JensenShannon,

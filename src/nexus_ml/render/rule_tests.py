@@ -16,21 +16,21 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from nexus_ml.monitoring.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS
-from nexus_ml.monitoring.rules import (
+from nexus_ml.render.rules import (
     FAST_BURNS,
     GROUPS,
-    JOB,
-    RUNBOOK_BASE,
     SLOW_BURNS,
-    runbook_url,
     to_yaml,
 )
 from nexus_ml.thresholds import (
     ALERTS,
     ALERTS_BY_NAME,
+    JOB,
+    RUNBOOK_BASE,
     Thresholds,
     fill_template,
     format_duration,
+    runbook_url,
 )
 
 INSTANCE = "ml-1:8001"

@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import heatmap as hm
 
-from nexus_ml.monitoring.dashboards_common import PROMETHEUS
+from nexus_ml.render.dashboards.common import PROMETHEUS
 
 LAST = ["lastNotNull"]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, Self
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nexus_ml.monitoring.drift_methods import (
+from nexus_ml.stats.drift_methods import (
     DriftMethod,
     MethodResult,
     methods_for,

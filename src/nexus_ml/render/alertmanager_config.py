@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nexus_ml.monitoring.rules import to_yaml
+from nexus_ml.render.rules import to_yaml
 
 PAGER, TICKETS, BUSINESS = "ml-pager", "ml-tickets", "ml-business"
 RECEIVERS: dict[str, str] = {"critical": PAGER, "warning": TICKETS, "info": BUSINESS}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from nexus_ml.monitoring.rules import JOB, to_yaml
+from nexus_ml.render.rules import to_yaml
+from nexus_ml.thresholds import JOB
 
 SERVICE_TARGETS = ("nexus-ml:8001",)
 NODE_EXPORTER_TARGETS = ("node-exporter:9100",)

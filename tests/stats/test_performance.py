@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nexus_ml.ml.profile import confidence_profile
-from nexus_ml.monitoring.performance import ConfidenceEstimator, realised_accuracy
+from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 
 
 def test_realised_accuracy_counts_pairs() -> None:

@@ -1,8 +1,8 @@
 """Render ``/metrics``: Prometheus text by default, OpenMetrics when the scraper asks.
 
 prometheus_client chooses the format; the body comes from the memoising
-encoders in :mod:`~nexus_ml.monitoring.fast_exposition` (one process) and
-:mod:`~nexus_ml.monitoring.multiproc_exposition` (worker files), which produce
+encoders in :mod:`~nexus_ml.monitoring.exposition.text` (one process) and
+:mod:`~nexus_ml.monitoring.exposition.merged` (worker files), which produce
 prometheus_client's output at a fraction of the cost (see
 ``benchmarks/bench_metrics_render.py``). Whatever they do not cover (non-default
 name escaping, exemplars, mixed metric types in the files) is encoded by
@@ -23,10 +23,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import Collector
 
-from nexus_ml.monitoring.fast_exposition import Format, RegistryEncoder, Unsupported
+from nexus_ml.monitoring.exposition.merged import MultiprocRenderer
+from nexus_ml.monitoring.exposition.mmap_files import CorruptFile
+from nexus_ml.monitoring.exposition.text import Format, RegistryEncoder, Unsupported
 from nexus_ml.monitoring.multiproc import mark_dead_workers
-from nexus_ml.monitoring.multiproc_exposition import MultiprocRenderer
-from nexus_ml.monitoring.multiproc_files import CorruptFile
 
 __all__ = ["fast_format", "multiproc_renderer", "render_metrics"]
 

@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from nexus_ml.monitoring.dashboards_common import (
+from nexus_ml.render.dashboards.common import (
     CRITICAL,
     JOB,
     OK,
@@ -18,13 +18,13 @@ from nexus_ml.monitoring.dashboards_common import (
     steps_above,
     table_q,
 )
-from nexus_ml.monitoring.dashboards_panels import (
+from nexus_ml.render.dashboards.panels import (
     right_axis,
     stat_panel,
     table_panel,
     timeseries_panel,
 )
-from nexus_ml.monitoring.rules import FAST_BURNS, SLOW_BURNS, le_matcher
+from nexus_ml.render.rules import FAST_BURNS, SLOW_BURNS, le_matcher
 from nexus_ml.thresholds import Thresholds
 
 UID = "nexus-ml-oncall"

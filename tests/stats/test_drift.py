@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nexus_ml.ml.profile import build_profile
-from nexus_ml.monitoring.drift import DriftDetector, adjust_pvalues
+from nexus_ml.stats.drift import DriftDetector, adjust_pvalues
 
 D = 30
 NAMES = [f"f{i}" for i in range(D)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nexus_ml.ml.profile import build_profile
-from nexus_ml.monitoring.quality import KINDS, QualityChecker, window_quality
+from nexus_ml.stats.quality import KINDS, QualityChecker, window_quality
 
 D = 30
 NAMES = [f"f{i}" for i in range(D)]

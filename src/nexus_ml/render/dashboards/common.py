@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 # The scrape job the rules filter on; panels that name a job use the same one.
-from nexus_ml.monitoring.rules import JOB as JOB
+from nexus_ml.thresholds import JOB as JOB
 
 # Fixed uids, provisioned by deploy/grafana/provisioning/datasources/datasources.yml, so the
 # dashboards never depend on a datasource's display name or on Grafana's default.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nexus_ml.monitoring.dashboards_common import ALERTMANAGER_UID, PROMETHEUS_UID
+from nexus_ml.render.dashboards.common import ALERTMANAGER_UID, PROMETHEUS_UID
 
 # Where docker-compose.monitoring.yml mounts deploy/grafana/dashboards inside the container.
 DASHBOARDS_PATH = "/etc/grafana/dashboards"

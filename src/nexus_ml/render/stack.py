@@ -12,9 +12,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus_ml.monitoring.alertmanager_config import render_alertmanager_config_yaml
-from nexus_ml.monitoring.prometheus_config import render_prometheus_config_yaml
-from nexus_ml.monitoring.rules import render_rules_yaml
+from nexus_ml.render.alertmanager_config import render_alertmanager_config_yaml
+from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
+from nexus_ml.render.rules import render_rules_yaml
 from nexus_ml.thresholds import Thresholds, format_duration, parse_duration
 
 HOST = "127.0.0.1"

@@ -15,10 +15,10 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from nexus_ml.monitoring.dashboards_common import expand
-from nexus_ml.monitoring.dashboards_oncall import oncall_dashboard
-from nexus_ml.monitoring.dashboards_overview import overview_dashboard
-from nexus_ml.monitoring.dashboards_science import data_science_dashboard
+from nexus_ml.render.dashboards.common import expand
+from nexus_ml.render.dashboards.oncall import oncall_dashboard
+from nexus_ml.render.dashboards.overview import overview_dashboard
+from nexus_ml.render.dashboards.science import data_science_dashboard
 from nexus_ml.thresholds import Thresholds
 
 # File stem (also the dashboard uid) -> builder.

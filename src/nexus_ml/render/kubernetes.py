@@ -1,6 +1,6 @@
 """Kubernetes manifests: Deployment, Service, ServiceMonitor, PrometheusRule, HPA and friends.
 
-The PrometheusRule's groups come from :func:`nexus_ml.monitoring.rules.render_rules`, the same
+The PrometheusRule's groups come from :func:`nexus_ml.render.rules.render_rules`, the same
 renderer as ``deploy/prometheus/ml_alerts.yml``, so promtool's tests of the file cover both.
 Secrets are referenced by name (``nexus-ml-secrets``) and never written here.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nexus_ml.monitoring.rules import JOB, render_rules
-from nexus_ml.thresholds import Thresholds
+from nexus_ml.render.rules import render_rules
+from nexus_ml.thresholds import JOB, Thresholds
 
 NAME = JOB  # the Service name becomes the job label, which the rules and dashboards filter on
 SECRET = "nexus-ml-secrets"  # noqa: S105 - a Secret's name; its values are never here

@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from nexus_ml.monitoring.dashboards_common import (
+from nexus_ml.render.dashboards.common import (
     CRITICAL,
     DRIFT_METHOD,
     JOB,
@@ -21,7 +21,7 @@ from nexus_ml.monitoring.dashboards_common import (
     q,
     steps_above,
 )
-from nexus_ml.monitoring.dashboards_panels import (
+from nexus_ml.render.dashboards.panels import (
     colour_series,
     heatmap_panel,
     right_axis,

@@ -29,14 +29,14 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from nexus_ml.monitoring.fast_exposition import (
+from nexus_ml.monitoring.exposition.mmap_files import DbFile, DbFileName
+from nexus_ml.monitoring.exposition.text import (
     Format,
     Unsupported,
     ValueFormatter,
     family_header,
     sample_prefix,
 )
-from nexus_ml.monitoring.multiproc_files import DbFile, DbFileName
 
 __all__ = ["MultiprocRenderer"]
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexus_ml.monitoring.alertmanager_config import render_alertmanager_config_yaml
-from nexus_ml.monitoring.dashboards import build_dashboards, dashboard_json
-from nexus_ml.monitoring.dashboards_common import GENERATED
-from nexus_ml.monitoring.dashboards_provisioning import dashboard_providers, datasources
-from nexus_ml.monitoring.kubernetes import adapter_rules, manifests
-from nexus_ml.monitoring.prometheus_config import render_prometheus_config_yaml
-from nexus_ml.monitoring.rule_tests import render_rule_tests_yaml
-from nexus_ml.monitoring.rules import render_rules_yaml, to_yaml
+from nexus_ml.render.alertmanager_config import render_alertmanager_config_yaml
+from nexus_ml.render.dashboards import build_dashboards, dashboard_json
+from nexus_ml.render.dashboards.common import GENERATED
+from nexus_ml.render.dashboards.provisioning import dashboard_providers, datasources
+from nexus_ml.render.kubernetes import adapter_rules, manifests
+from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
+from nexus_ml.render.rule_tests import render_rule_tests_yaml
+from nexus_ml.render.rules import render_rules_yaml, to_yaml
 from nexus_ml.thresholds import Thresholds
 
 HEADER = f"# {GENERATED}\n"
