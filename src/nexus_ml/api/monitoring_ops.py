@@ -167,13 +167,14 @@ _SYSTEM_GAUGES = (
 
 
 def _host(nexus: Nexus) -> tuple[Literal["collector", "sample"], SystemSnapshot]:
-    """The host as the system collector last published it, else a fresh sample."""
-    # The published gauges are measured over the collector's interval. A fresh sample()
-    # measures CPU since the previous sample (milliseconds after /health's own): noisy.
+    """The host as the system collector last published it, else read now."""
+    # The published gauges are measured over the collector's interval. Before the first
+    # publication the host is read with peek(), never sample(): sample() would move the
+    # collector's CPU baseline, so its next published CPU figure would cover milliseconds.
     f = collect_families(nexus)
     g = {k: sum(sample_sums(f, f"ml_system_{k}").values()) for k in _SYSTEM_GAUGES}
     if not sample_sums(f, "ml_system_cpu_usage_percent") or not g["memory_total_bytes"]:
-        return "sample", nexus.collector.sample()
+        return "sample", nexus.collector.peek()
     return "collector", SystemSnapshot(
         cpu_percent=g["cpu_usage_percent"],
         memory_used_bytes=round(g["memory_usage_bytes"]),
