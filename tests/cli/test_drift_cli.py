@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from tests.cli.conftest import LiveService
 from tests.cli.test_simulate import simulate
@@ -135,3 +136,21 @@ def test_top_scores_orders_and_skips_missing() -> None:
         }
     }
     assert top_scores(drift, 2) == {"psi": [("b", 0.3), ("a", 0.1)], "ks": [("b", 0.2), ("c", 0.1)]}
+
+
+def test_local_run_honours_a_threshold_saved_through_the_api(shifted: LiveService) -> None:
+    # mean_radius's PSI after a 1.5 std shift is far above 0.1 but below 1000: with the
+    # limit raised through the API, the CLI (another process, same database) must agree
+    # with the service that nothing has drifted.
+    put = httpx.put(
+        shifted.url + "/api/v1/monitoring/config/thresholds",
+        json={"data_drift_high": 1000},
+        headers={"Authorization": f"Bearer {KEYS['admin']}"},
+        timeout=10,
+    )
+    assert put.status_code == 200, put.text
+    r = CliRunner().invoke(app, ["drift", "--json"], env=env_for(shifted.settings))
+    assert r.exit_code == 0, r.output
+    diag = last_json(r.stdout)["models"]["diagnostic"]["drift"]
+    assert diag["decided"] is True
+    assert diag["drifted_features"] == []

@@ -73,6 +73,10 @@ class QualityJob:
         with try_advisory_lock(self._nexus.engine, LOCK_KEY) as acquired:
             if not acquired:
                 return {"ran": False, "reason": "another worker holds the model-quality lock"}
+            # Whoever runs the job (a worker's schedule, the API, `nexus-ml drift` in its own
+            # process) decides with the thresholds saved through the API, not only with the
+            # file/environment ones this process started with.
+            self._nexus.refresh_thresholds()
             started = time.perf_counter()
             results = {m.name: self._run_model(m) for m in self._nexus.models.all()}
             seconds = time.perf_counter() - started
