@@ -31,7 +31,7 @@ def _contracts() -> list[dict[str, object]]:
 
 def test_required_contracts_are_declared() -> None:
     names = {str(c["name"]) for c in _contracts()}
-    assert REQUIRED_CONTRACTS <= names, REQUIRED_CONTRACTS - names
+    assert names >= REQUIRED_CONTRACTS, REQUIRED_CONTRACTS - names
     assert any(c["type"] == "layers" for c in _contracts())
 
 

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from tests.conftest import auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
-from tests.conftest import auth
 
 SYSTEM = "/api/v1/monitoring/performance/system"
 
