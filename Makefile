@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench stack render clean
+.PHONY: run test test-fast lint bench stack render clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 	# per-version JSON answers 404, OSV does not resolve): unauditable packages are
 	# a loud warning; a vulnerability found, or any unaccepted bandit finding, fails.
 	ALLOW_UNAUDITED=$${ALLOW_UNAUDITED:-1} BIN=$(BIN) bash scripts/security-scan.sh
+	$(BIN)/python -m pytest --all $(PYTEST_ARGS)
+
+## test-fast: the edit loop: every test but the slow, live-stack and browser suites (no lint)
+test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## stack: Prometheus and Alertmanager (Debian binaries) on loopback against a running service

@@ -7,9 +7,6 @@ the reason, except when ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import functools
-import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,64 +15,48 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from tests.helpers import IN_CI, KEYS, postgres_schema_url
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
 from nexus_ml.ml.training import ensure_bundled_models
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-POSTGRES_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# Deselected unless asked for (`pytest --all`, `make test`) or under CI=true:
+# multi-process, live Prometheus/Alertmanager, fault, soak, fuzz and browser suites.
+OPT_IN_MARKERS = ("slow", "browser")
 
 
-def _admin_engine() -> Engine:
-    return create_engine(POSTGRES_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also run the slow, live-stack and browser suites (always on when CI=true)",
+    )
 
 
-@functools.cache
-def _postgres_problem() -> str | None:
-    """Why PostgreSQL cannot be used (None if it can); asked once per session."""
-    engine = _admin_engine()
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        return f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()} unreachable: {exc!r}"
-    finally:
-        engine.dispose()
-    return None
-
-
-def _require_postgres() -> None:
-    problem = _postgres_problem()
-    if problem is None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IN_CI or config.getoption("--all") or config.getoption("-m"):
         return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
-    pytest.skip(problem)
+    kept, skipped = [], []
+    for item in items:
+        opt_in = any(item.get_closest_marker(m) for m in OPT_IN_MARKERS)
+        (skipped if opt_in else kept).append(item)
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = kept
+        config.stash[_DESELECTED] = len(skipped)
 
 
-def postgres_schema_url() -> Iterator[str]:
-    """Yield a URL bound to a fresh schema, then drop the schema (generator for fixtures)."""
-    _require_postgres()
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = _admin_engine()
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            # Fail rather than hang if a test leaked a connection holding locks in the schema.
-            conn.execute(text("SET LOCAL lock_timeout = '10s'"))
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    n = config.stash.get(_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(
+            f"fast run: {n} slow/stack/browser tests deselected "
+            "(`make test` or `pytest --all` runs them; CI always does)"
+        )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -85,31 +66,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db' / 'nexus.db'}"
     else:
         yield from postgres_schema_url()
-
-
-# -- service fixtures ---------------------------------------------------------
-
-KEYS = {
-    "admin": "admin-key-0123456789abcdef",
-    "monitor": "monitor-key-0123456789abcdef",
-    "predict": "predict-key-0123456789abcdef",
-}
-
-
-def auth(scope: str) -> dict[str, str]:
-    """Headers carrying the test key of ``scope``."""
-    return {"Authorization": f"Bearer {KEYS[scope]}"}
-
-
-def require_binary(name: str) -> str:
-    """Path of a system binary; skip (fail under CI=true) when it is missing."""
-    path = shutil.which(name)
-    if path is None:
-        msg = f"{name} not installed (apt-get install the Debian package; .ci/run does)"
-        if IN_CI:
-            pytest.fail(f"{msg} — CI=true: this test must run")
-        pytest.skip(msg)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import stat
 from typing import Any
 
 from fastapi.testclient import TestClient
-from tests.conftest import KEYS, auth
+from tests.helpers import KEYS, auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.api.auth import ensure_first_start_key
@@ -107,3 +107,16 @@ def test_cors_closed_by_default(client: TestClient) -> None:
         MODELS, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
     )
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_opens_only_to_the_configured_origins(make_settings: Any, registry: Any) -> None:
+    app = create_app(make_settings(cors_origins="https://ward.example"), registry=registry)
+    preflight = {"Access-Control-Request-Method": "GET"}
+    with TestClient(app) as c:
+        ok = c.options(MODELS, headers={"Origin": "https://ward.example", **preflight})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://ward.example"
+        evil = c.options(MODELS, headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in evil.headers
+        get = c.get(MODELS, headers={"Origin": "https://evil.example", **auth("predict")})
+        assert get.status_code == 200 and "access-control-allow-origin" not in get.headers

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import KEYS, require_binary
+from tests.helpers import KEYS, free_port, require_binary
 
 from nexus_ml.ml.datasets import load_dataset
 
@@ -40,18 +39,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def service(db_url: str, bundled_models: Path, tmp_path: Path) -> Iterator[str]:
     """The real service in a uvicorn subprocess; yields its base URL, stops it after."""
     models = tmp_path / "models"
     shutil.copytree(bundled_models, models)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ML_MODEL_PATH": str(models),

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from tests.api.test_predictions import diagnostic_row
-from tests.conftest import auth, require_binary
+from tests.helpers import auth, require_binary
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import auth
+from tests.helpers import auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
-from tests.conftest import auth
+from tests.helpers import auth
 
 from nexus_ml.api import monitoring_schemas as ms
 from nexus_ml.api import monitoring_schemas_ops as mo

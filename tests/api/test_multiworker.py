@@ -28,7 +28,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.samples import Sample
 from tests.api.test_metrics_scrape import PREDICT, PREDICT_ROUTE, one, parse, total
 from tests.api.test_predictions import diagnostic_row
-from tests.conftest import KEYS, auth
+from tests.helpers import KEYS, auth
 
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.repositories import Store

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import auth
+from tests.helpers import auth
 
 from nexus_ml.ml.bundle import load_bundle
 from nexus_ml.ml.datasets import load_dataset

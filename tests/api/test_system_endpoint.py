@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from tests.conftest import auth
+from tests.helpers import auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings

@@ -6,45 +6,26 @@ fresh registry) rather than an in-process transport: what runs is exactly what s
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
+from tests.helpers import LiveService, free_port
 
 from nexus_ml.api.app import create_app
-from nexus_ml.api.state import Nexus
 from nexus_ml.config import Settings
 
 START_TIMEOUT = 20.0
-
-
-@dataclass
-class LiveService:
-    """A running service: its base URL, parts and metrics registry."""
-
-    url: str
-    nexus: Nexus
-    registry: CollectorRegistry
-    settings: Settings
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def live(settings: Settings, registry: CollectorRegistry) -> Iterator[LiveService]:
     """The service on 127.0.0.1:<free port>; stopped (lifespan shutdown) after the test."""
     app = create_app(settings, registry=registry)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

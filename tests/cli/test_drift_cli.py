@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.cli.conftest import LiveService
 from tests.cli.test_simulate import simulate
-from tests.conftest import KEYS
+from tests.helpers import KEYS, LiveService
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app

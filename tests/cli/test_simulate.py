@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.cli.conftest import LiveService, _free_port
-from tests.conftest import KEYS
+from tests.helpers import KEYS, LiveService, free_port
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app
@@ -198,7 +197,7 @@ def test_cli_refuses_bad_options(extra: list[str], message: str) -> None:
 
 
 def test_cli_unreachable_service_exits_1() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     r = CliRunner().invoke(
         app, ["simulate", "--url", url, "--api-key", KEYS["predict"], "--count", "2"]
     )

@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
-from tests.conftest import KEYS, auth, postgres_schema_url, require_binary
 from tests.deploy.live_helpers import (
     PromClient,
     ServiceProcess,
@@ -37,6 +36,7 @@ from tests.deploy.live_helpers import (
     free_port,
     poll,
 )
+from tests.helpers import KEYS, auth, postgres_schema_url, require_binary
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app

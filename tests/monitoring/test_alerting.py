@@ -11,7 +11,7 @@ from nexus_ml.monitoring.alerting import (
     AlertEvaluator,
     DriftReading,
     Measurements,
-    in_process_alert_names,
+    _conditions,
     publish_firing,
 )
 from nexus_ml.render.rules import render_rules
@@ -153,7 +153,8 @@ def _named(alerts: list, name: str) -> list:
 
 def test_cases_cover_every_guide_alert() -> None:
     assert sorted(c[0] for c in _cases(T)) == sorted(GUIDE_ALERTS)
-    assert sorted(in_process_alert_names()) == sorted(GUIDE_ALERTS)
+    # The evaluator's own condition table, not a filter of the same list it is compared with.
+    assert sorted(_conditions(HEALTHY, T, "ml-1")) == sorted(GUIDE_ALERTS)
 
 
 def test_healthy_snapshot_raises_nothing() -> None:
@@ -284,9 +285,13 @@ def test_publish_firing_sets_the_gauge() -> None:
     bad = replace(HEALTHY, cpu_percent=99, disk_ratio=0.99)
     ev.evaluate(bad)
     clock.now += 10_000
-    publish_firing(metrics.alerts_active, ev.evaluate(bad))
+    published = publish_firing(metrics.alerts_active, ev.evaluate(bad), set())
     get = metrics.registry.get_sample_value
     assert get("ml_alerts_active", {"alertname": "CriticalCPUUsage", "severity": "critical"}) == 1
     assert get("ml_alerts_active", {"alertname": "HighDiskUsage", "severity": "warning"}) == 1
-    publish_firing(metrics.alerts_active, ev.evaluate(HEALTHY))
-    assert get("ml_alerts_active", {"alertname": "HighDiskUsage", "severity": "warning"}) is None
+    assert ("HighDiskUsage", "warning") in published
+    published = publish_firing(metrics.alerts_active, ev.evaluate(HEALTHY), published)
+    # Resolved: 0, not removed (a multiprocess gauge cannot remove a label set).
+    assert get("ml_alerts_active", {"alertname": "HighDiskUsage", "severity": "warning"}) == 0
+    assert get("ml_alerts_active", {"alertname": "CriticalCPUUsage", "severity": "critical"}) == 0
+    assert ("HighDiskUsage", "warning") in published

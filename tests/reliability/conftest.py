@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import make_url
-from tests.conftest import postgres_schema_url
+from tests.helpers import postgres_schema_url
 from tests.reliability.tcp_proxy import TcpProxy
 
 

@@ -25,7 +25,7 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-from tests.conftest import KEYS
+from tests.helpers import KEYS
 
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.storage.journal import decode, list_segments

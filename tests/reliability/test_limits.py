@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import auth
+from tests.helpers import auth
 from tests.reliability.service import (
     MODEL,
     Service,

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from tests.conftest import KEYS
+from tests.helpers import KEYS
 
 from nexus_ml.api.app import create_app
 from nexus_ml.api.middleware import route_templates

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import auth
+from tests.helpers import auth
 from tests.security._support import Exposition, sqlite_app
 
 from nexus_ml.ml.datasets import load_dataset

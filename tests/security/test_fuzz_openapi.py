@@ -32,7 +32,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.python import asgi as schemathesis_asgi
-from tests.conftest import auth
+from tests.helpers import auth
 from tests.security._support import sqlite_app
 
 MODELS = ("diagnostic", "diabetes_risk")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import auth
+from tests.helpers import auth
 from tests.security._support import sqlite_app
 
 from nexus_ml.api.routes import dashboard

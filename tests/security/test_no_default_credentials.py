@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from tests.conftest import KEYS, auth
+from tests.helpers import KEYS, auth
 from tests.security._support import ALL_KEYS, sqlite_app
 
 from nexus_ml.api import auth as auth_module

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from tests.conftest import KEYS, auth
+from tests.helpers import KEYS, auth
 from tests.security._support import Endpoint, concrete_path, endpoints, sqlite_app
 
 from nexus_ml.api.middleware import route_templates

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import timeit
-
 import numpy as np
 import pytest
 
@@ -31,14 +29,6 @@ def test_row_outside_the_range_names_each_feature(checker: QualityChecker) -> No
     row[3], row[29] = 1.5, -7.0
     assert checker.check_row(row) == [("f3", "out_of_range"), ("f29", "out_of_range")]
     assert checker.check_row(np.asarray(row)) == checker.check_row(row)
-
-
-def test_row_check_is_fast_enough_for_every_prediction(checker: QualityChecker) -> None:
-    row = np.random.default_rng(1).uniform(-0.9, 0.9, size=D).tolist()
-    n = 20_000
-    per_call = min(timeit.repeat(lambda: checker.check_row(row), number=n, repeat=5)) / n
-    # Target 5 µs; asserted with headroom for a loaded CI machine.
-    assert per_call < 10e-6
 
 
 def test_margin_widens_the_range() -> None:

@@ -24,7 +24,7 @@ from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.observe import ModelObserver
 from nexus_ml.config import Settings
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
-from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator
+from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator, publish_firing
 from nexus_ml.monitoring.decorators import default_metrics
 from nexus_ml.monitoring.measurements import MetricHistory
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
@@ -330,18 +330,9 @@ class Nexus:
             self.models.names(), now, thresholds=self.thresholds
         )
         self.alerts = self.evaluator.evaluate(measurements)
-        self._publish_alerts()
-
-    def _publish_alerts(self) -> None:
-        # prometheus_client cannot remove a label set in multiprocess mode:
-        # an alert that stopped firing is set to 0 rather than removed.
-        firing = {(a.name, a.severity) for a in self.alerts if a.state == "firing"}
-        gauge = self.metrics.alerts_active
-        for key in self._published_alerts - firing:
-            gauge.labels(*key).set(0)
-        for key in firing:
-            gauge.labels(*key).set(1)
-        self._published_alerts |= firing
+        self._published_alerts = publish_firing(
+            self.metrics.alerts_active, self.alerts, self._published_alerts
+        )
 
     # -- health ------------------------------------------------------------
 

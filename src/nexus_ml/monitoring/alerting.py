@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 
 from nexus_ml.thresholds import (
     ALERTS,
-    ALERTS_BY_NAME,
     JOB,
     RUNBOOK_BASE,
     Thresholds,
@@ -262,21 +261,24 @@ class AlertEvaluator:
 
 
 class _GaugeLike(Protocol):
-    def clear(self) -> None: ...
     def labels(self, *args: str, **kwargs: str) -> Any: ...
 
 
-def publish_firing(gauge: _GaugeLike, alerts: list[ActiveAlert]) -> None:
-    """Set ``ml_alerts_active{alertname,severity}`` to the count of firing alerts."""
+def publish_firing(
+    gauge: _GaugeLike, alerts: list[ActiveAlert], published: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Set ``ml_alerts_active{alertname,severity}`` to the count of firing alerts.
+
+    ``published`` is what earlier calls set; the label sets it returns are to be passed
+    next time. An alert that stopped firing is set to 0, not removed: prometheus_client
+    cannot remove a label set in multiprocess mode, and 0 reads the same in every rule.
+    """
     counts: dict[tuple[str, str], int] = {}
     for a in alerts:
         if a.state == "firing":
             counts[(a.name, a.severity)] = counts.get((a.name, a.severity), 0) + 1
-    gauge.clear()
+    for name, severity in published - counts.keys():
+        gauge.labels(alertname=name, severity=severity).set(0)
     for (name, severity), n in counts.items():
         gauge.labels(alertname=name, severity=severity).set(n)
-
-
-def in_process_alert_names() -> list[str]:
-    """Alert names the evaluator can raise (the guide's fifteen)."""
-    return [a.name for a in ALERTS if a.in_process and a.name in ALERTS_BY_NAME]
+    return published | counts.keys()

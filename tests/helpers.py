@@ -1,0 +1,119 @@
+"""Helpers the tests import: keys, PostgreSQL schemas, system binaries, a live service.
+
+Fixtures live in the conftest files; anything a test module imports by name lives here,
+so no test imports from a conftest.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from nexus_ml.api.state import Nexus
+    from nexus_ml.config import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+POSTGRES_URL = os.environ.get(
+    "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _admin_engine() -> Engine:
+    return create_engine(POSTGRES_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
+
+
+@functools.cache
+def _postgres_problem() -> str | None:
+    """Why PostgreSQL cannot be used (None if it can); asked once per session."""
+    engine = _admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()} unreachable: {exc!r}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
+    pytest.skip(problem)
+
+
+def postgres_schema_url() -> Iterator[str]:
+    """Yield a URL bound to a fresh schema, then drop the schema (generator for fixtures)."""
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = _admin_engine()
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            # Fail rather than hang if a test leaked a connection holding locks in the schema.
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+KEYS = {
+    "admin": "admin-key-0123456789abcdef",
+    "monitor": "monitor-key-0123456789abcdef",
+    "predict": "predict-key-0123456789abcdef",
+}
+
+
+def auth(scope: str) -> dict[str, str]:
+    """Headers carrying the test key of ``scope``."""
+    return {"Authorization": f"Bearer {KEYS[scope]}"}
+
+
+def require_binary(name: str) -> str:
+    """Path of a system binary; skip (fail under CI=true) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} not installed (apt-get install the Debian package; .ci/run does)"
+        if IN_CI:
+            pytest.fail(f"{msg} — CI=true: this test must run")
+        pytest.skip(msg)
+    return path
+
+
+@dataclass
+class LiveService:
+    """A running service: its base URL, parts and metrics registry."""
+
+    url: str
+    nexus: Nexus
+    registry: CollectorRegistry
+    settings: Settings
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
