@@ -232,8 +232,8 @@ def test_malformed_ids_are_404_before_any_query(
     store = client.app.state.nexus.store  # type: ignore[attr-defined]
     for method, template, field, scope, lookup in ID_ROUTES:
 
-        def refuse(*args: object, **kwargs: object) -> None:
-            raise AssertionError(f"{lookup} was called with a malformed id")
+        def refuse(*args: object, _lookup: str = lookup, **kwargs: object) -> None:
+            raise AssertionError(f"{_lookup} was called with a malformed id")
 
         monkeypatch.setattr(store, lookup, refuse)
         r = client.request(
