@@ -38,7 +38,7 @@ stack: $(STAMP)
 
 ## render: regenerate every file under deploy/ from the code
 render: $(STAMP)
-	$(BIN)/nexus-ml render deploy
+	$(BIN)/nexus-ml render deploy --defaults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 ENV_PREFIX = "ML_THRESHOLD_"
 Severity = Literal["critical", "warning", "info"]
@@ -60,9 +68,8 @@ def parse_duration(value: object) -> object:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(
-                f"{value!r} is not a duration (seconds, or e.g. 90s, 5m, 1h30m, 7d)"
-            ) from None
+            # The value is not echoed: it may come from a request body (see api/errors.py).
+            raise ValueError("not a duration (seconds, or e.g. 90s, 5m, 1h30m, 7d)") from None
     return value
 
 
@@ -83,19 +90,110 @@ def _unit(unit: Unit, description: str, **limits: Any) -> Any:
     return Field(description=description, json_schema_extra={"unit": unit}, **limits)
 
 
-# Range checks per unit; the unit itself is read back by ``unit_of``.
-Percent = Annotated[float, Field(ge=0, le=100)]
-Ratio = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Window = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-# A range the in-process evaluator must also compute: whole seconds (``format_duration``
-# renders whole seconds), at most the hour of history ``MetricHistory`` keeps.
+def _number(value: object) -> object:
+    """A finite number, or text for pydantic to parse (environment variables are text)."""
+    # pydantic's lax mode reads true as 1 (YAML's `yes` too); "inf" and 1e999 parse as floats.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        return value  # not a number: pydantic's own message says so
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# Latency histogram buckets (0.5 ms to 10 s): defined here, not next to the metric, because
+# they bound two limits: latency_slo_threshold must be one of them (the SLO counts requests
+# under a bucket's `le`), and a P95 limit at or above the last finite one can never be
+# exceeded (histogram_quantile answers at most that bound). metrics.py builds the histograms
+# from this tuple.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+def check_latency_bucket(value: float) -> float:
+    """``value`` if it is one of the latency histogram's bucket bounds (else ValueError).
+
+    The one check of ``latency_slo_threshold``, shared by the model, the API and the rule
+    renderer: a bound between buckets cannot be counted exactly from the histogram.
+    """
+    if value not in LATENCY_BUCKETS:
+        raise ValueError(
+            "must be one of the latency histogram's bucket bounds "
+            f"({', '.join(f'{b:g}' for b in LATENCY_BUCKETS)})"
+        )
+    return value
+
+
+# Every limit is finite and bounded: an infinite or absurd value either never fires (a
+# silent alert) or breaks the arithmetic that renders and evaluates it. The bounds are
+# generous; each type is one unit's rule and docs/thresholds.md lists them.
+MAX_DURATION_SECONDS = 366 * 86400
+MAX_COUNT = 1e9
+MAX_RATE = 1e9
+MAX_SCORE = 1e3
+MAX_BYTES = 2**53  # the largest whole number a float holds exactly
+_Num = BeforeValidator(_number)
+Percent = Annotated[float, _Num, Field(ge=0, le=100, allow_inf_nan=False)]
+Ratio = Annotated[float, _Num, Field(ge=0, le=1, allow_inf_nan=False)]
+Score = Annotated[float, _Num, Field(ge=0, le=MAX_SCORE, allow_inf_nan=False)]
+Count = Annotated[float, _Num, Field(ge=0, le=MAX_COUNT, multiple_of=1, allow_inf_nan=False)]
+Rate = Annotated[float, _Num, Field(ge=0, le=MAX_RATE, allow_inf_nan=False)]
+Bytes = Annotated[float, _Num, Field(gt=0, le=MAX_BYTES, multiple_of=1, allow_inf_nan=False)]
+# A P95 limit: above 0, below the last finite bucket (see LATENCY_BUCKETS).
+Latency = Annotated[float, _Num, Field(gt=0, lt=LATENCY_BUCKETS[-1], allow_inf_nan=False)]
+LatencyBound = Annotated[
+    float, _Num, Field(allow_inf_nan=False), AfterValidator(check_latency_bucket)
+]
+# Durations are whole seconds: Prometheus gets them as duration text (format_duration), and
+# the in-process evaluator must wait exactly as long as the rendered rule.
+_Dur = BeforeValidator(parse_duration)
+Window = Annotated[
+    float,
+    _Num,
+    _Dur,
+    Field(gt=0, le=MAX_DURATION_SECONDS, multiple_of=1, allow_inf_nan=False),
+]
+# A range the in-process evaluator must also compute: at most the hour of history
+# ``MetricHistory`` keeps.
 MAX_RANGE_SECONDS = 3600
 RangeWindow = Annotated[
-    float, BeforeValidator(parse_duration), Field(ge=1, le=MAX_RANGE_SECONDS, multiple_of=1)
+    float, _Num, _Dur, Field(ge=1, le=MAX_RANGE_SECONDS, multiple_of=1, allow_inf_nan=False)
 ]
-ForDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+ForDuration = Annotated[
+    float,
+    _Num,
+    _Dur,
+    Field(ge=0, le=MAX_DURATION_SECONDS, multiple_of=1, allow_inf_nan=False),
+]
+# The type of each unit's limits (a test checks every field's type against its unit).
+TYPES_OF_UNIT: dict[Unit, tuple[object, ...]] = {
+    "percent": (Percent,),
+    "ratio": (Ratio,),
+    "score": (Score,),
+    "count": (Count,),
+    "per_second": (Rate,),
+    "bytes": (Bytes,),
+    "seconds": (Latency, LatencyBound, Window, RangeWindow, ForDuration),
+}
 
 
 class Thresholds(BaseModel):
@@ -114,34 +212,34 @@ class Thresholds(BaseModel):
     model_confidence_low: Ratio = _unit(
         "ratio", "LowModelConfidence below this median.", default=0.3
     )
-    prediction_latency_high: Positive = _unit(
+    prediction_latency_high: Latency = _unit(
         "seconds", "HighPredictionLatency above this P95.", default=1.0
     )
     training_accuracy_low: Ratio = _unit(
         "ratio", "LowModelAccuracy below this accuracy.", default=0.8
     )
-    data_drift_high: NonNegative = _unit("score", "DataDriftDetected above this PSI.", default=0.1)
+    data_drift_high: Score = _unit("score", "DataDriftDetected above this PSI.", default=0.1)
     error_rate_high: Ratio = _unit("ratio", "HighErrorRate above this 5xx share.", default=0.05)
     # The alert rules' own limits.
     cpu_usage_critical: Percent = _unit(
         "percent", "CriticalCPUUsage above this CPU %.", default=95.0
     )
-    memory_usage_high_bytes: Positive | None = _unit(
+    memory_usage_high_bytes: Bytes | None = _unit(
         "bytes", "Optional absolute ceiling (guide: 3 GB); off by default.", default=None
     )
-    error_rate_min_per_second: NonNegative = _unit(
+    error_rate_min_per_second: Rate = _unit(
         "per_second", "HighErrorRate also needs more 5xx than this per second.", default=0.1
     )
-    accuracy_min_samples: NonNegative = _unit(
+    accuracy_min_samples: Count = _unit(
         "count", "LowModelAccuracy needs at least this many labelled predictions.", default=100
     )
     training_max_age: Window = _unit(
         "seconds", "NoRecentTraining after this long.", default=7 * 86400
     )
-    training_failures_high: NonNegative = _unit(
+    training_failures_high: Count = _unit(
         "count", "TrainingFailure above this many failed runs in its window.", default=0
     )
-    db_connection_errors_high: NonNegative = _unit(
+    db_connection_errors_high: Count = _unit(
         "count", "DatabaseConnectionErrors above this many errors in its window.", default=0
     )
     db_connection_errors_window: RangeWindow = _unit(
@@ -150,7 +248,7 @@ class Thresholds(BaseModel):
         "the last error.",
         default=300,
     )
-    prediction_volume_low: NonNegative = _unit(
+    prediction_volume_low: Rate = _unit(
         "per_second", "LowPredictionVolume below this many predictions/s.", default=0.01
     )
     prediction_share_high: Ratio = _unit(
@@ -162,10 +260,10 @@ class Thresholds(BaseModel):
     latency_slo: Ratio = _unit(
         "ratio", "Share of predictions that must beat latency_slo_threshold.", default=0.99
     )
-    latency_slo_threshold: Positive = _unit(
+    latency_slo_threshold: LatencyBound = _unit(
         "seconds", "Latency SLO bound; must be a histogram bucket boundary.", default=1.0
     )
-    slo_min_request_rate: NonNegative = _unit(
+    slo_min_request_rate: Rate = _unit(
         "per_second", "SLO burn alerts stay silent below this traffic.", default=0.05
     )
     # `for` durations, one per alert (0 fires at the first evaluation).
@@ -253,7 +351,7 @@ def _problem(loc: tuple[int | str, ...], message: str) -> str:
     if not loc:  # a cross-field check of the whole model
         return message.removeprefix("Value error, ")
     key = str(loc[0])
-    return f"{key} ({unit_of(key)}): {message}"
+    return f"{key} ({unit_of(key)}): {message.removeprefix('Value error, ')}"
 
 
 def apply_update(
@@ -265,6 +363,32 @@ def apply_update(
             f"{source}: expected a mapping of threshold keys, got {type(update).__name__}"
         )
     return _validated({**current.model_dump(), **update}, source)
+
+
+def apply_valid_overrides(
+    base: Thresholds, overrides: Mapping[str, object], *, source: str
+) -> tuple[Thresholds, list[str]]:
+    """``base`` with every override that is valid, and the keys refused.
+
+    For overrides stored earlier (the database): all of them if they validate together;
+    otherwise each key in turn joins those kept so far, and one that is unknown (a key a
+    later version dropped) or invalid (a rule a later version added) is refused alone, by
+    name, while the rest still apply.
+    """
+    try:
+        return apply_update(base, overrides, source=source), []
+    except ThresholdError:
+        pass
+    kept: dict[str, object] = {}
+    refused = []
+    for key in sorted(overrides):
+        try:
+            apply_update(base, {**kept, key: overrides[key]}, source=source)
+        except ThresholdError:
+            refused.append(key)
+        else:
+            kept[key] = overrides[key]
+    return apply_update(base, kept, source=source), refused
 
 
 def read_overrides_file(path: Path) -> dict[str, object]:

@@ -245,11 +245,28 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
         ({"cpu_usage_high_for": "soon"}, "cpu_usage_high_for"),
         ({"cpu_usage_critical": 50}, "cpu_usage_critical"),  # below cpu_usage_high
         ({}, "body"),
+        # Not finite, not whole seconds, not a histogram bucket (issue 10, defect 7).
+        ({"cpu_usage_high_for": "inf"}, "cpu_usage_high_for"),
+        ({"training_max_age": "Infinity"}, "training_max_age"),
+        ({"cpu_usage_high_for": 0.5}, "cpu_usage_high_for"),
+        ({"prediction_latency_high": "1e400"}, "prediction_latency_high"),
+        ({"latency_slo_threshold": 0.3}, "latency_slo_threshold"),
+        ({"cpu_usage_high": 70, "latency_slo_threshold": 0.75}, "latency_slo_threshold"),
     ):
         r = client.put(url, json=bad, headers=auth("admin"))
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["field"] == field, (bad, r.json())
     assert client.put(url, json=[1], headers=auth("admin")).status_code == 422
+    for literal in ("Infinity", "-Infinity", "NaN", "1e999"):  # JSON extensions Python reads
+        r = client.put(
+            url,
+            content=f'{{"service_down_for": {literal}}}',
+            headers={**auth("admin"), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "service_down_for", r.text
+    shown = {t["key"]: t for t in client.get(url, headers=auth("monitor")).json()["thresholds"]}
+    assert not [k for k, t in shown.items() if t["overridden"]]  # nothing was stored
+    assert [k for k, t in shown.items() if t["value"] is None] == ["memory_usage_high_bytes"]
     assert nexus.thresholds.cpu_usage_high == 80.0  # nothing applied
     assert nexus.store.list_audit(action="update_thresholds") == []
     r = client.put(
@@ -271,6 +288,19 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
             "cpu_usage_high_for": {"old": 300.0, "new": 600.0},
         }
     }
+
+
+def test_stored_overrides_that_no_longer_validate_are_refused_alone(client: TestClient) -> None:
+    nexus = nexus_of(client)
+    store = nexus.store
+    store.set_threshold_override("cpu_usage_high", 70, "older-vers")
+    store.set_threshold_override("cpu_usage_high_for", float("inf"), "older-vers")
+    store.set_threshold_override("latency_slo_threshold", 0.3, "older-vers")
+    nexus.refresh_thresholds()
+    assert nexus.thresholds.cpu_usage_high == 70  # the valid one applies
+    assert nexus.thresholds.cpu_usage_high_for == 300  # the others keep their defaults
+    assert nexus.thresholds.latency_slo_threshold == 1.0
+    assert nexus.evaluator.thresholds == nexus.thresholds
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,14 @@ features, and an error echoed into a log or a client-side report must not leak t
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic_core.core_schema import ErrorType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("nexus_ml.api")
@@ -42,9 +44,74 @@ def error_response(status_code: int, detail: str, field: str | None = None, head
     )
 
 
+# pydantic error types whose message carries text that can come from the input: a
+# validator's own message, a parser's error that quotes a character, a discriminator's
+# value, an attribute name. Every other built-in type fills its template from the schema
+# (limits, patterns, expected values) only. A type not known to pydantic-core is a custom
+# error, free text as well.
+_FREE_TEXT = frozenset(
+    {
+        "assertion_error",
+        "datetime_object_invalid",
+        "get_attribute_error",
+        "iteration_error",
+        "json_invalid",
+        "mapping_type",
+        "no_such_attribute",
+        "union_tag_invalid",
+        "uuid_parsing",
+        "value_error",
+    }
+)
+_TEMPLATED = frozenset(get_args(ErrorType)) - _FREE_TEXT
+_FALLBACK = {"json_invalid": "not valid JSON"}
+MAX_FIELD_CHARS = 64
+
+
 def _loc_to_field(loc: Any) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # A location can hold a client's own key (an extra field): bounded, like every name we echo.
+    parts = [str(p)[:MAX_FIELD_CHARS] for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def _scalars(value: Any, budget: int = 100) -> list[str]:
+    """Text of the scalars in ``value`` (a bounded number), as they could appear in a message."""
+    out: list[str] = []
+    stack = [value]
+    while stack and len(out) < budget:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str | bytes):
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+            if text.strip():
+                out.append(text.strip())
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            out.extend({str(item), repr(item)})
+    return out
+
+
+def echoes(message: str, value: Any) -> bool:
+    """True if the text of any scalar inside ``value`` appears in ``message``."""
+    return any(text in message for text in _scalars(value))
+
+
+def rule_message(error: Mapping[str, Any]) -> str:
+    """What rule a pydantic error says was broken, without the input that broke it.
+
+    pydantic's message when its template holds only schema facts; otherwise (free text)
+    the message only if no part of the input appears in it, else a fixed description.
+    """
+    kind = str(error.get("type", ""))
+    message = str(error.get("msg", ""))
+    if kind in _TEMPLATED:
+        return message
+    if message and not echoes(message, error.get("input")):
+        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return _FALLBACK.get(kind, "invalid value")
 
 
 def install_error_handlers(app: FastAPI, count_error) -> None:
@@ -58,10 +125,11 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "type": "", "msg": "invalid request"}
         field = _loc_to_field(first.get("loc", ()))
-        # pydantic's msg describes the rule broken, not the input; 'input' is dropped.
-        return error_response(422, f"{field}: {first.get('msg', 'invalid')}", field)
+        # 'input' and 'ctx' are dropped; the message states the rule, never the value.
+        return error_response(422, f"{field}: {rule_message(first)}", field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

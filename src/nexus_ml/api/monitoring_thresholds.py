@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nexus_ml.api.auth import Principal
-from nexus_ml.api.errors import ApiError
+from nexus_ml.api.errors import ApiError, echoes
 from nexus_ml.api.monitoring_query import db_call, finite
 from nexus_ml.api.monitoring_schemas_ops import AlertRef, ThresholdInfo, ThresholdsResponse
 from nexus_ml.thresholds import (
@@ -87,18 +87,19 @@ def validated(current: Thresholds, update: Any) -> Thresholds:
         raise ApiError(422, "body: send an object of threshold keys and values", "body")
     if len(update) > MAX_KEYS:
         raise ApiError(422, f"body: at most {MAX_KEYS} keys per update", "body")
-    for key, value in update.items():
+    for key in update:
         if key not in Thresholds.model_fields:
             raise ApiError(422, f"{key[:64]}: unknown threshold key", key[:64])
-        # pydantic's lax mode would read true as 1; a limit is a number, a duration or null.
-        if isinstance(value, bool) or not isinstance(value, int | float | str | type(None)):
-            raise ApiError(422, f"{key}: must be a number (or a duration such as '5m')", key)
     try:
+        # Types, units and ranges are checked in one place, for the API and the files alike.
         return apply_update(current, update)
     except ThresholdError as exc:
         field = _field_of(update, current, str(exc))
-        # The message names keys, units and rules; the offending value is not echoed.
-        raise ApiError(422, str(exc).removeprefix("update: "), field) from None
+        message = str(exc).removeprefix("update: ")
+        # The message names keys, units and rules; should one ever quote a value, say less.
+        if echoes(message, [v for v in update.values() if isinstance(v, str)]):
+            message = f"{field}: invalid value (see docs/thresholds.md)"
+        raise ApiError(422, message, field) from None
 
 
 async def put_thresholds(nexus: Nexus, principal: Principal, update: Any) -> ThresholdsResponse:

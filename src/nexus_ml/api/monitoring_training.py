@@ -68,7 +68,8 @@ def per_day(runs: list[TrainingRunSummary], window: TimeWindow) -> list[Training
     """Runs by UTC creation day and status, every day of the window (zeros included)."""
     first = window.since.astimezone(UTC).date()
     last = (window.until - timedelta(microseconds=1)).astimezone(UTC).date()
-    first = max(first, last - timedelta(days=MAX_DAYS - 1))
+    if (last - first).days >= MAX_DAYS:  # only then: near year 1 the subtraction would overflow
+        first = last - timedelta(days=MAX_DAYS - 1)
     days: dict[str, dict[str, int]] = {}
     day = first
     while day <= last:

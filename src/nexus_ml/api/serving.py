@@ -14,7 +14,7 @@ from nexus_ml.api.schemas import FeedbackResponse
 from nexus_ml.ml.registry import LoadedModel, UnknownModel
 from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
 from nexus_ml.storage.errors import Conflict, NotFound, WriterFull
-from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
+from nexus_ml.storage.records import PredictionRecord, is_id, new_id, utcnow
 
 if TYPE_CHECKING:
     from nexus_ml.api.state import Nexus
@@ -28,6 +28,18 @@ def model_or_404(nexus: Nexus, name: str) -> LoadedModel:
         return nexus.models.get(name)
     except UnknownModel:
         raise ApiError(404, f"unknown model '{name[:64]}'", "name") from None
+
+
+def stored_id_or_404(value: str, field: str, what: str) -> str:
+    """``value`` if it can be a stored id, else the 404 of an unknown one.
+
+    Every id from a path goes through here before any query: PostgreSQL refuses a NUL
+    byte in a string (a 500 before this check), SQLite does not, and an id that
+    :func:`~nexus_ml.storage.records.new_id` cannot have made is unknown on both.
+    """
+    if not is_id(value):
+        raise ApiError(404, f"unknown {what}", field)
+    return value
 
 
 def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, Any]:
@@ -121,8 +133,7 @@ def _submit(nexus: Nexus, record: PredictionRecord) -> None:
 
 async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> FeedbackResponse:
     """Store a label for a stored (or still queued) prediction."""
-    if len(prediction_id) != 32 or not all(c in "0123456789abcdef" for c in prediction_id):
-        raise ApiError(404, "unknown prediction id", "prediction_id")
+    stored_id_or_404(prediction_id, "prediction_id", "prediction id")
     store = nexus.store
     try:
         try:

@@ -35,7 +35,7 @@ from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
-from nexus_ml.thresholds import Thresholds, apply_update, load_thresholds
+from nexus_ml.thresholds import Thresholds, apply_valid_overrides, load_thresholds
 
 log = logging.getLogger("nexus_ml.api")
 T = TypeVar("T")
@@ -73,6 +73,7 @@ class Nexus:
     _observers: dict[tuple[str, str], ModelObserver] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _published_alerts: set[tuple[str, str]] = field(default_factory=set)
+    _refused_overrides: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, registry: CollectorRegistry) -> Nexus:
@@ -300,13 +301,16 @@ class Nexus:
         Blocking (one small query): call in a thread.
         """
         overrides = {k: r.value for k, r in self.store.threshold_overrides().items()}
-        try:
-            updated = apply_update(self.base_thresholds, overrides, source="database")
-        except ValueError as exc:  # e.g. an override of a key this version no longer has
+        updated, refused = apply_valid_overrides(self.base_thresholds, overrides, source="database")
+        if refused and refused != self._refused_overrides:
+            # Key names only when they are known keys (a bounded set); never values.
+            known = [k for k in refused if k in Thresholds.model_fields]
             log.warning(
-                "stored threshold overrides ignored", extra={"error_type": type(exc).__name__}
+                "stored threshold overrides refused, the others apply: %s",
+                ", ".join(known) or "unknown keys",
+                extra={"error_type": "ThresholdError", "count": len(refused)},
             )
-            return
+        self._refused_overrides = refused
         self.apply_thresholds(updated)
 
     def collect_families(self) -> list[Any]:

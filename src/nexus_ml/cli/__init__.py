@@ -3,7 +3,7 @@
 Each command lives in its own module; importing them here registers them on ``app``.
 """
 
-from nexus_ml.cli import drift, simulate, stack  # noqa: F401 - registration
+from nexus_ml.cli import drift, render, simulate, stack  # noqa: F401 - registration
 from nexus_ml.cli.main import app
 
 __all__ = ["app"]

@@ -1,16 +1,20 @@
-"""``nexus-ml serve``, ``train`` and ``render``; the app every subcommand registers on."""
+"""``nexus-ml serve`` and ``train``; the app every subcommand registers on."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 
 from nexus_ml.config import Settings
+
+if TYPE_CHECKING:
+    from nexus_ml.thresholds import Thresholds
 
 app = typer.Typer(
     help="Nexus ML: diagnostic models with Prometheus-native monitoring.", no_args_is_help=True
@@ -26,6 +30,17 @@ def _settings() -> Settings:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
     return settings
+
+
+def _thresholds(settings: Settings) -> Thresholds:
+    """Defaults, ML_THRESHOLDS_FILE, ML_THRESHOLD_*: or exit 2 naming the key and the rule."""
+    from nexus_ml.thresholds import ThresholdError, load_thresholds
+
+    try:
+        return load_thresholds(settings)
+    except (ThresholdError, OSError) as exc:
+        console.print(f"[red]thresholds:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _ensure_models(settings: Settings) -> None:
@@ -57,6 +72,7 @@ def serve(
     from nexus_ml.api.logs import configure_logging
 
     settings = _settings()
+    _thresholds(settings)  # a bad override stops the start here, before any worker exists
     configure_logging(settings.log_level, settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _ensure_models(settings)
@@ -150,16 +166,3 @@ def train(
         f"({metrics['n_features']} features)"
     )
     console.print("a running service picks it up within a few seconds (or at its next start)")
-
-
-@app.command()
-def render(
-    out: Annotated[Path, typer.Argument(help="Folder to write (the repo's deploy/).")] = Path(
-        "deploy"
-    ),
-) -> None:
-    """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code."""
-    from nexus_ml.render.files import render_all
-
-    for path in render_all(out):
-        console.print(f"wrote {path}")

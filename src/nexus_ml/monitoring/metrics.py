@@ -26,24 +26,10 @@ from dataclasses import dataclass, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Latency: 0.5 ms to 10 s. A one-row prediction takes tens of microseconds to a
-# few ms; the guide's alert sits at 1 s; anything past 10 s is simply "too slow".
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+from nexus_ml.thresholds import LATENCY_BUCKETS
+
+# Latency: 0.5 ms to 10 s (a one-row prediction takes tens of microseconds to a few ms; the
+# guide's alert sits at 1 s). Defined in thresholds.py: the latency limits must fit them.
 # Confidence is max class probability: 1/n_classes..1. Twenty equal bins give
 # the dashboard's distribution and a median good to 0.05 for LowModelConfidence.
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))

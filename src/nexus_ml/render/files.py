@@ -48,10 +48,14 @@ def generated_files(thresholds: Thresholds | None = None) -> dict[str, str]:
     return files
 
 
-def render_all(out_dir: Path) -> list[Path]:
-    """Write every generated file under ``out_dir`` (the repo's ``deploy/``); return the paths."""
+def render_all(out_dir: Path, thresholds: Thresholds | None = None) -> list[Path]:
+    """Write every generated file under ``out_dir``; return the paths.
+
+    ``thresholds`` default to the defaults, never to the environment: the checked-in
+    ``deploy/`` files are rendered (and tested) from the code alone.
+    """
     written = []
-    for relative, text in generated_files().items():
+    for relative, text in generated_files(thresholds).items():
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -14,13 +14,13 @@ from typing import Any
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from nexus_ml.monitoring.metrics import LATENCY_BUCKETS
 from nexus_ml.thresholds import (
     ALERTS,
     JOB,
     RUNBOOK_BASE,
     AlertSpec,
     Thresholds,
+    check_latency_bucket,
     display_threshold,
     format_duration,
     runbook_url,
@@ -267,12 +267,8 @@ def render_rules(
 ) -> dict[str, Any]:
     """The whole rule file as a dict: recording rules, guide alerts, SLO alerts."""
     t = thresholds or Thresholds()
-    if t.latency_slo_threshold not in LATENCY_BUCKETS:
-        # A bound between buckets cannot be counted exactly from the histogram.
-        raise ValueError(
-            f"latency_slo_threshold {t.latency_slo_threshold} is not one of the "
-            f"prediction histogram's buckets {LATENCY_BUCKETS}"
-        )
+    # Thresholds checks this on validation; model_construct() skips validation, the file must not.
+    check_latency_bucket(t.latency_slo_threshold)
 
     def alerts(which: str) -> list[dict[str, Any]]:
         chosen = [a for a in ALERTS if (a.category == "slo") == (which == "slo")]

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+_ID = re.compile(r"[0-9a-f]{32}")
+
 
 def new_id() -> str:
     """A fresh 32-character id (uuid4 hex)."""
     return uuid.uuid4().hex
+
+
+def is_id(text: str) -> bool:
+    """True if ``text`` has the shape of an id :func:`new_id` makes (no other can be stored)."""
+    return _ID.fullmatch(text) is not None
 
 
 def utcnow() -> datetime:

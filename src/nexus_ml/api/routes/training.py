@@ -38,8 +38,7 @@ async def train(
 )
 async def get_run(run_id: str, nexus: NexusDep, _key: AdminKey) -> TrainingRun:
     """Status (queued/running/succeeded/failed), timing, version and metrics."""
-    if len(run_id) > 64:
-        raise ApiError(404, "unknown training run", "run_id")
+    serving.stored_id_or_404(run_id, "run_id", "training run")
     try:
         record = await nexus.db(nexus.store.get_training_run, run_id)
     except NotFound:

@@ -1,0 +1,92 @@
+"""``nexus-ml render``: the files for Prometheus, Alertmanager, Grafana and Kubernetes.
+
+The rules carry the limits the service applies: defaults, then ``ML_THRESHOLDS_FILE``, then
+``ML_THRESHOLD_*``, then the overrides saved through ``PUT /config/thresholds`` in the
+configured database, in the service's order and with its checks (a stored override that no
+longer validates is refused alone, by name). ``--defaults`` ignores all of them: that is how
+the checked-in ``deploy/`` files are made (``make render``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from nexus_ml.cli.main import _settings, _thresholds, app, console
+from nexus_ml.config import Settings
+from nexus_ml.storage.errors import DatabaseUnavailable
+from nexus_ml.thresholds import Thresholds, apply_valid_overrides
+
+
+def stored_overrides(url: str) -> dict[str, object]:
+    """The overrides saved in the database at ``url`` (none if it holds no table for them)."""
+    from sqlalchemy import inspect
+
+    from nexus_ml.storage.db import make_engine, sqlite_path
+    from nexus_ml.storage.repositories import Store
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return {}  # a service never ran here; rendering must not create a database
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table("threshold_overrides"):
+            return {}  # created by the service's first start (migrations)
+        return {k: r.value for k, r in Store(engine).threshold_overrides().items()}
+    finally:
+        engine.dispose()
+
+
+def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
+    """What the service would apply: file and environment, then (if asked) the database."""
+    thresholds = _thresholds(settings)
+    if not database:
+        return thresholds
+    url = settings.resolved_database_url
+    try:
+        overrides = stored_overrides(url)
+    except (DatabaseUnavailable, SQLAlchemyError) as exc:  # the type says which (no URL)
+        console.print(
+            f"[red]cannot read the threshold overrides stored in the database:[/red] "
+            f"{type(exc).__name__}; render without them with --no-database"
+        )
+        raise typer.Exit(1) from None
+    result, refused = apply_valid_overrides(thresholds, overrides, source="database")
+    if refused:
+        console.print(
+            f"[yellow]stored overrides refused (invalid now, as in the service):[/yellow] "
+            f"{', '.join(refused)}"
+        )
+    if overrides:
+        console.print(f"applied {len(overrides) - len(refused)} override(s) stored in the database")
+    return result
+
+
+@app.command()
+def render(
+    out: Annotated[Path, typer.Argument(help="Folder to write (the repo's deploy/).")] = Path(
+        "deploy"
+    ),
+    defaults: Annotated[
+        bool,
+        typer.Option(
+            "--defaults", help="Ignore every override: the checked-in deploy/ files (make render)."
+        ),
+    ] = False,
+    database: Annotated[
+        bool,
+        typer.Option(
+            "--database/--no-database",
+            help="Also apply the overrides saved through PUT /config/thresholds.",
+        ),
+    ] = True,
+) -> None:
+    """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code."""
+    from nexus_ml.render.files import render_all
+
+    thresholds = Thresholds() if defaults else thresholds_to_render(_settings(), database=database)
+    for path in render_all(out, thresholds):
+        console.print(f"wrote {path}")
