@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.observe import ModelObserver
 from nexus_ml.config import Settings
-from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal
 from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator, publish_firing
 from nexus_ml.monitoring.decorators import default_metrics
 from nexus_ml.monitoring.measurements import MetricHistory
@@ -93,7 +93,7 @@ class Nexus:
             thresholds=thresholds,
             base_thresholds=thresholds,
             store=Store(make_engine(settings.resolved_database_url)),
-            models=ModelRegistry(settings.model_path),
+            models=ModelRegistry(settings.model_path, on_refused=_count_refusal(metrics)),
             collector=SystemCollector(
                 metrics,
                 interval=settings.system_interval_seconds,
@@ -198,10 +198,8 @@ class Nexus:
             log.warning(
                 "database migration failed at start", extra={"error_type": type(exc).__name__}
             )
-        refused = await asyncio.to_thread(self.models.load_all)
-        for name in refused:
-            self.count_error("model", "BundleRefused")
-            log.warning("model bundle refused", extra={"model": name})
+        # Each refused bundle is logged and counted by the registry's on_refused.
+        await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.export_model(loaded)
         await self.writer.start()
@@ -361,16 +359,26 @@ class Nexus:
         }
 
     async def readiness(self) -> dict[str, Any]:
-        """Ready = models loaded and not draining; the database only degrades."""
+        """Ready = models loaded and not draining; the database and refused bundles degrade."""
         db = await self.check_database()
         models = self.models.names()
+        # Model, version and the reason enum only: the message (field names) goes to the log.
+        refused = [
+            {"model": r.model, "version": r.version, "reason": r.reason}
+            for r in self.models.refused()
+        ]
         ready = bool(models) and not self.draining
-        status = "not_ready" if not ready else ("ok" if db["status"] == "ok" else "degraded")
+        healthy = db["status"] == "ok" and not refused
+        status = "not_ready" if not ready else ("ok" if healthy else "degraded")
         return {
             "ready": ready,
             "status": status,
             "checks": {
-                "models": {"status": "ok" if models else "none_loaded", "loaded": models},
+                "models": {
+                    "status": "ok" if models else "none_loaded",
+                    "loaded": models,
+                    "refused": refused,
+                },
                 "database": db,
                 "shutting_down": self.draining,
                 "records_pending": self.writer.pending + self.writer.disk_only,
@@ -387,3 +395,13 @@ class Nexus:
             report["status"] = "degraded"
         report["uptime_seconds"] = round(time.time() - self.started_at, 3)
         return report
+
+
+def _count_refusal(metrics: Metrics) -> Callable[[Refusal], None]:
+    """Count each refused bundle once: by model and reason, and as a model error."""
+
+    def count(refusal: Refusal) -> None:
+        metrics.model_load_failures_total.labels(refusal.model, refusal.reason).inc()
+        metrics.errors_total.labels("model", "BundleRefused").inc()
+
+    return count

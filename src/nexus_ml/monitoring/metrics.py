@@ -82,6 +82,7 @@ class Metrics:
     model_estimated_accuracy: Gauge
     model_estimated_accuracy_stderr: Gauge
     model_feedback_total: Counter
+    model_load_failures_total: Counter
     # Training
     model_training_duration_seconds: Histogram
     model_training_samples: Gauge
@@ -240,6 +241,12 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "ml_model_feedback",
             "Feedback labels received, by whether the prediction was right.",
             ["model", "correct"],
+            registry=r,
+        ),
+        "model_load_failures_total": Counter(
+            "ml_model_load_failures",
+            "Model bundles refused at load, by model and reason (a bounded enum).",
+            ["model", "reason"],
             registry=r,
         ),
         "model_training_duration_seconds": Histogram(
