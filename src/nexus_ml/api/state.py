@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.observe import ModelObserver
@@ -26,9 +25,9 @@ from nexus_ml.config import Settings
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal
 from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator, publish_firing
 from nexus_ml.monitoring.decorators import default_metrics
+from nexus_ml.monitoring.exposition import multiproc_families
 from nexus_ml.monitoring.measurements import MetricHistory
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
-from nexus_ml.monitoring.multiproc import mark_dead_workers
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.errors import DatabaseUnavailable
@@ -159,11 +158,11 @@ class Nexus:
         return obs
 
     def export_model(self, loaded: LoadedModel) -> None:
-        """Publish a (newly) loaded model version's static metrics."""
+        """Publish a (newly) loaded model version's static metrics; retire the one it replaces."""
         m = self.metrics
-        for other in self._observers:
+        for other in list(self._observers):
             if other[0] == loaded.name and other[1] != loaded.version:
-                m.model_info.labels(*other).set(0)
+                self._retire_version(*other)
         m.model_info.labels(loaded.name, loaded.version).set(1)
         md = loaded.metadata
         tm = md.get("training_metrics", {})
@@ -182,6 +181,20 @@ class Nexus:
         for outcome in ("success", "failure"):
             m.model_training_runs_total.labels(loaded.name, outcome)
         self.observer(loaded)
+
+    def _retire_version(self, name: str, version: str) -> None:
+        """Stop exporting the per-version series of a version this worker no longer serves."""
+        m = self.metrics
+        del self._observers[(name, version)]
+        if self.multiproc_dir:
+            # prometheus_client cannot delete a label set from the worker files: 0 tells the
+            # exposition that this worker stopped serving it, and a version no live worker
+            # serves is left out of /metrics with every per-version gauge (VERSIONED_GAUGES).
+            m.model_info.labels(name, version).set(0)
+            return
+        for gauge in (m.model_info, m.model_holdout_accuracy):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name, version)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -310,10 +323,7 @@ class Nexus:
     def collect_families(self) -> list[Any]:
         """Metric families of this service (merged across workers in multiprocess mode)."""
         if self.multiproc_dir:
-            mark_dead_workers(self.multiproc_dir)
-            reg = CollectorRegistry()
-            MultiProcessCollector(reg, path=self.multiproc_dir)
-            return list(reg.collect())
+            return multiproc_families(self.multiproc_dir)
         return list(self.registry.collect())
 
     async def _evaluate_alerts(self) -> None:
