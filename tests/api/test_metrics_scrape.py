@@ -194,7 +194,10 @@ def test_every_guide_metric_is_scraped_with_sensible_values(
         assert one(s, "ml_model_training_samples", **model) == run["metrics"]["n_samples"] > 100
         assert one(s, "ml_model_features_count", **model) == N_FEATURES
         assert one(s, "ml_model_info", version=run["version"], **model) == 1
-        assert one(s, "ml_model_info", version=old_version, **model) == 0
+        # The replaced version's per-version series are gone, not left behind at 0.
+        assert 0.9 < one(s, "ml_model_holdout_accuracy", version=run["version"], **model) <= 1
+        for versioned in ("ml_model_info", "ml_model_holdout_accuracy"):
+            assert select(s, versioned, version=old_version, **model) == []
         assert 0 < one(s, "ml_data_quality_score", **model) <= 1
         assert 0 <= one(s, "ml_system_cpu_usage_percent") <= 100
         assert one(s, "ml_system_memory_usage_bytes") > 0

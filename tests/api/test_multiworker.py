@@ -252,3 +252,48 @@ def test_counts_are_exact_across_workers_and_survive_a_killed_worker(service: Se
     assert code == 0, service.tail()
     assert took <= GRACE_SECONDS, took
     assert not [pid for pid in workers if psutil.pid_exists(pid)]
+
+
+def test_a_retrain_drops_the_old_versions_series_once_every_worker_swapped(
+    service: Service,
+) -> None:
+    versioned = ("ml_model_info", "ml_model_holdout_accuracy")
+
+    def diagnostic_series() -> set[tuple[str, str]]:
+        return {
+            (x.name, x.labels["version"])
+            for x in service.metrics()
+            if x.name in versioned and x.labels.get("model") == "diagnostic"
+        }
+
+    [old] = {version for _, version in diagnostic_series()}
+    assert diagnostic_series() == {(name, old) for name in versioned}
+    r = httpx.post(
+        f"{service.base}/api/v1/models/diagnostic/train",
+        json={"seed": 5},
+        headers=auth("admin"),
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    url = f"{service.base}/api/v1/training/runs/{r.json()['id']}"
+    run: dict[str, object] = {}
+
+    def finished() -> bool:
+        run.update(httpx.get(url, headers=auth("admin"), timeout=10).json())
+        return run["status"] in ("succeeded", "failed")
+
+    wait_for(finished, 60, "the training run", service)
+    assert run["status"] == "succeeded", run
+    new = str(run["version"])
+    # One worker swapped at once, the other within its watcher's 5 s; until both have, the
+    # old version is still served somewhere and stays exported.
+    wait_for(
+        lambda: diagnostic_series() == {(name, new) for name in versioned},
+        30,
+        "only the new version's series",
+        service,
+    )
+    for _ in range(2 * CLIENTS):  # new connections land on either worker
+        with httpx.Client(base_url=service.base, timeout=10) as c:
+            p = c.post(PREDICT, json={"features": diagnostic_row(0)}, headers=auth("predict"))
+            assert p.json()["version"] == new

@@ -11,13 +11,22 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from tests.ml.forge import (
+    BAD_BUNDLES,
+    Doubler,
+    new_version,
+    reseal,
+    set_metric,
+    swap_names,
+    tamper,
+)
 
 from nexus_ml.ml.bundle import (
     CURRENT_FILE,
+    MANIFEST_FILE,
     METADATA_FILE,
     MODEL_FILE,
     VERSION_RE,
@@ -27,6 +36,7 @@ from nexus_ml.ml.bundle import (
     load_bundle,
     load_metadata,
     save_bundle,
+    seal_bundle,
     set_current,
     sha256_bytes,
 )
@@ -55,8 +65,16 @@ def test_round_trip(model_path: Path, diag: TrainResult, datasets: dict[str, Dat
     version = save(model_path, "diagnostic", diag)
     assert VERSION_RE.fullmatch(version)
     folder = model_path / "diagnostic" / version
-    assert sorted(p.name for p in folder.iterdir()) == [METADATA_FILE, MODEL_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_FILE, METADATA_FILE, MODEL_FILE]
     assert (model_path / "diagnostic" / CURRENT_FILE).read_text().strip() == version
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest == {
+        "format": 2,
+        "files": {
+            METADATA_FILE: sha256_bytes((folder / METADATA_FILE).read_bytes()),
+            MODEL_FILE: sha256_bytes((folder / MODEL_FILE).read_bytes()),
+        },
+    }
 
     bundle = load_bundle(model_path, "diagnostic")
     assert (bundle.name, bundle.version) == ("diagnostic", version)
@@ -128,14 +146,173 @@ def test_tampered_artifact_is_refused(model_path: Path, diag: TrainResult) -> No
         load_bundle(model_path, "diagnostic")
 
 
-def test_tampered_metadata_classes_are_refused(model_path: Path, diag: TrainResult) -> None:
-    version = save(model_path, "diagnostic", diag)
-    meta_path = model_path / "diagnostic" / version / METADATA_FILE
-    meta = json.loads(meta_path.read_text())
-    meta["classes"] = ["malignant", "benign"]  # swapped: answers would be inverted
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="classes"):
+@pytest.mark.parametrize("model", ["diagnostic", "diabetes_risk"])
+@pytest.mark.parametrize("kind", sorted(BAD_BUNDLES))
+def test_bad_bundle_is_refused_with_its_reason(
+    model_path: Path, trained: dict[str, TrainResult], model: str, kind: str
+) -> None:
+    good = save(model_path, model, trained[model])
+    make, reason = BAD_BUNDLES[kind]
+    make(model_path, model)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(model_path, model)
+    assert refused.value.reason == reason, refused.value
+    assert load_bundle(model_path, model, good).version == good  # the good one still loads
+
+
+def test_tampered_metadata_is_refused_by_load_metadata_too(
+    model_path: Path, diag: TrainResult
+) -> None:
+    save(model_path, "diagnostic", diag)
+    version = tamper(model_path, "diagnostic", swap_names)
+    with pytest.raises(BundleError, match="manifest") as refused:
+        load_metadata(model_path, "diagnostic", version)
+    assert refused.value.reason == "integrity"
+
+
+def test_a_consistent_sealed_renaming_cannot_be_detected(
+    model_path: Path, trained: dict[str, TrainResult]
+) -> None:
+    # The documented limit: a forger who swaps two names in the schema and the profile together
+    # and rewrites the manifest makes a bundle that is consistent in every way the service can
+    # see (the artifact, trained on arrays, holds no names). Permissions on the model folder
+    # are the defence; if this ever starts failing, update docs/security.md.
+    save(model_path, "diabetes_risk", trained["diabetes_risk"])
+    version = new_version(model_path, "diabetes_risk", edit=swap_names)
+    bundle = load_bundle(model_path, "diabetes_risk")
+    assert bundle.version == version
+    assert bundle.info.feature_names[:2] == ["sex", "age"]
+
+
+def test_save_refuses_what_a_load_would_refuse(
+    model_path: Path, diag: TrainResult, datasets: dict[str, Dataset]
+) -> None:
+    d = datasets["diagnostic"]
+    scaler = StandardScaler().fit(d.X)
+    bad_inputs: list[tuple[dict[str, Any], str]] = [
+        ({"metrics": {**diag.metrics, "holdout_accuracy": "not-a-number"}}, "metadata"),
+        ({"metrics": {**diag.metrics, "holdout_accuracy": 1.5}}, "metadata"),
+        ({"profile": {}}, "metadata"),
+        ({"classes": list(reversed(diag.classes))}, "metadata"),
+        ({"pipeline": Pipeline([("a", scaler), ("b", StandardScaler().fit(d.X))])}, "structure"),
+    ]
+    for change, reason in bad_inputs:
+        args: dict[str, Any] = {
+            "pipeline": diag.pipeline,
+            "schema": diag.schema,
+            "classes": diag.classes,
+            "metrics": diag.metrics,
+            "profile": diag.profile,
+            **change,
+        }
+        with pytest.raises(BundleError) as refused:
+            save_bundle(model_path, "diagnostic", args.pop("pipeline"), **args)
+        assert refused.value.reason == reason, (change.keys(), refused.value)
+    # Nothing was published, and no temporary folder is left behind.
+    assert [p.name for p in (model_path / "diagnostic").iterdir()] == []
+
+
+def test_unsealed_bundle_is_refused_until_sealed(model_path: Path, diag: TrainResult) -> None:
+    save(model_path, "diagnostic", diag)
+    version = new_version(model_path, "diagnostic", seal=False)  # as format 1 wrote it
+    with pytest.raises(BundleError, match="nexus-ml seal diagnostic") as refused:
         load_bundle(model_path, "diagnostic")
+    assert refused.value.reason == "unsealed"
+    assert seal_bundle(model_path, "diagnostic", version) is True
+    assert load_bundle(model_path, "diagnostic").version == version
+    assert seal_bundle(model_path, "diagnostic", version) is False  # sealed already
+    leftovers = [p.name for p in (model_path / "diagnostic").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (set_metric("holdout_accuracy", float("nan")), "metadata"),
+        (lambda m: m.__setitem__("profile", {}), "metadata"),
+        (lambda m: m.__setitem__("sha256", "0" * 64), "integrity"),
+    ],
+    ids=["nan-holdout", "empty-profile", "wrong-artifact-hash"],
+)
+def test_seal_refuses_a_bad_format_1_bundle(
+    model_path: Path, diag: TrainResult, edit: Any, reason: str
+) -> None:
+    save(model_path, "diagnostic", diag)
+    version = new_version(model_path, "diagnostic", edit=edit, seal=False)
+    with pytest.raises(BundleError) as refused:
+        seal_bundle(model_path, "diagnostic", version)
+    assert refused.value.reason == reason
+    assert not (model_path / "diagnostic" / version / MANIFEST_FILE).exists()
+
+
+def test_seal_does_not_bless_a_tampered_sealed_bundle(model_path: Path, diag: TrainResult) -> None:
+    save(model_path, "diagnostic", diag)
+    version = tamper(model_path, "diagnostic", set_metric("holdout_accuracy", 0.999))
+    manifest = (model_path / "diagnostic" / version / MANIFEST_FILE).read_bytes()
+    with pytest.raises(BundleError, match="manifest") as refused:
+        seal_bundle(model_path, "diagnostic", version)
+    assert refused.value.reason == "integrity"
+    assert (model_path / "diagnostic" / version / MANIFEST_FILE).read_bytes() == manifest
+    with pytest.raises(BundleError, match="manifest"):
+        load_bundle(model_path, "diagnostic")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"not json",
+        b'{"format": 2}',
+        b'{"format": 1, "files": {}}',
+        b'{"format": 3, "files": {}}',
+        b'{"format": "2", "files": {}}',
+        b'{"format": 2, "files": {"metadata.json": "00", "model.skops": "00"}}',
+        b'{"format": 2, "files": {"model.skops": "' + b"0" * 64 + b'"}}',
+        b'{"format": 2, "format": 2, "files": {}}',
+        b" " * 5000,
+    ],
+    ids=[
+        "garbage",
+        "no-files",
+        "format-1",
+        "format-3",
+        "format-string",
+        "short-hashes",
+        "metadata-not-covered",
+        "repeated-key",
+        "oversized",
+    ],
+)
+def test_malformed_manifest_is_refused(
+    model_path: Path, diag: TrainResult, manifest: bytes
+) -> None:
+    version = save(model_path, "diagnostic", diag)
+    (model_path / "diagnostic" / version / MANIFEST_FILE).write_bytes(manifest)
+    with pytest.raises(BundleError, match=r"format|manifest") as refused:
+        load_bundle(model_path, "diagnostic")
+    assert refused.value.reason == "integrity"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "a", "name": "diagnostic"}',
+        '{"training_metrics": {"holdout_accuracy": Infinity}}',
+        "[1, 2, 3]",
+        "\xff\xfe",
+    ],
+    ids=["repeated-key", "infinity", "not-an-object", "not-utf8"],
+)
+def test_metadata_that_is_not_strict_json_is_refused(
+    model_path: Path, diag: TrainResult, text: str
+) -> None:
+    save(model_path, "diagnostic", diag)
+    version = new_version(model_path, "diagnostic")
+    folder = model_path / "diagnostic" / version
+    (folder / METADATA_FILE).write_bytes(text.encode("latin-1"))
+    reseal(folder)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(model_path, "diagnostic")
+    assert refused.value.reason == "metadata"
 
 
 def test_metadata_of_another_bundle_is_refused(model_path: Path, diag: TrainResult) -> None:
@@ -146,16 +323,6 @@ def test_metadata_of_another_bundle_is_refused(model_path: Path, diag: TrainResu
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="does not match"):
         load_bundle(model_path, "diagnostic")
-
-
-class Doubler(TransformerMixin, BaseEstimator):
-    """A custom transformer: code skops must not be allowed to import."""
-
-    def fit(self, X: Any, y: Any = None) -> Doubler:
-        return self
-
-    def transform(self, X: Any) -> Any:
-        return np.asarray(X) * 2
 
 
 @pytest.mark.parametrize(
@@ -178,41 +345,34 @@ def test_untrusted_type_is_refused(
     pipeline = Pipeline(
         [("pre", first_step), ("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))]
     ).fit(d.X, d.y)
-    version = save(model_path, "diagnostic", diag, pipeline=pipeline)
-    # The hash is right: only the type check stands between this artifact and the process.
+    save(model_path, "diagnostic", diag)
+    version = new_version(model_path, "diagnostic", pipeline=pipeline)
+    # The hashes are right: only the type check stands between this artifact and the process.
     meta = load_metadata(model_path, "diagnostic", version)
     artifact = (model_path / "diagnostic" / version / MODEL_FILE).read_bytes()
     assert meta["sha256"] == sha256_bytes(artifact)
-    with pytest.raises(BundleError, match=rf"untrusted types: .*{refused}"):
+    with pytest.raises(BundleError, match=rf"untrusted types: .*{refused}") as error:
         load_bundle(model_path, "diagnostic")
+    assert error.value.reason == "untrusted"
 
 
 def test_not_a_skops_file_is_refused(model_path: Path, diag: TrainResult) -> None:
-    version = save(model_path, "diagnostic", diag)
-    folder = model_path / "diagnostic" / version
-    junk = b"not a zip file"
-    (folder / MODEL_FILE).write_bytes(junk)
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["sha256"] = sha256_bytes(junk)
-    (folder / METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="not a valid skops"):
+    save(model_path, "diagnostic", diag)
+    new_version(model_path, "diagnostic", artifact=b"not a zip file")
+    with pytest.raises(BundleError, match="not a valid skops") as error:
         load_bundle(model_path, "diagnostic")
+    assert error.value.reason == "artifact"
 
 
 def test_a_bare_estimator_outside_a_pipeline_is_refused(
     model_path: Path, diag: TrainResult, datasets: dict[str, Dataset]
 ) -> None:
-    d = datasets["diagnostic"]
-    scaler_only = StandardScaler().fit(d.X)
-    version = save(model_path, "diagnostic", diag)
-    folder = model_path / "diagnostic" / version
-    data = sio.dumps(scaler_only)
-    (folder / MODEL_FILE).write_bytes(data)
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["sha256"] = sha256_bytes(data)
-    (folder / METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="not a trusted estimator"):
+    scaler_only = StandardScaler().fit(datasets["diagnostic"].X)
+    save(model_path, "diagnostic", diag)
+    new_version(model_path, "diagnostic", artifact=sio.dumps(scaler_only))
+    with pytest.raises(BundleError, match="not a trusted estimator") as error:
         load_bundle(model_path, "diagnostic")
+    assert error.value.reason == "artifact"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from nexus_ml.monitoring.exposition import multiproc_renderer, render_metrics
+from nexus_ml.monitoring.exposition import (
+    multiproc_families,
+    multiproc_renderer,
+    render_metrics,
+)
 from nexus_ml.monitoring.exposition.merged import MultiprocRenderer
 from nexus_ml.monitoring.exposition.mmap_files import CorruptFile
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
@@ -299,6 +303,93 @@ def test_a_metric_with_two_gauge_modes_falls_back(tmp_path: Path) -> None:
     for accept in (TEXT, OM):
         body, _ = render_metrics(CollectorRegistry(), accept, tmp_path)
         assert body == reference_files(tmp_path, accept)
+
+
+# --- versions no live worker serves are left out -------------------------------------------
+
+INFO, HOLDOUT = "ml_model_info", "ml_model_holdout_accuracy"
+
+
+def version_of(model: str, version: str) -> dict[str, str]:
+    return {"model": model, "version": version}
+
+
+def served_reference(path: Path, accept: str | None) -> bytes:
+    """prometheus_client's merge and encoder, with unserved versions dropped."""
+
+    class Families:
+        def collect(self) -> list[Any]:
+            return multiproc_families(path)
+
+    registry = CollectorRegistry()
+    registry.register(Families())  # type: ignore[arg-type]
+    encoder, _ = choose_encoder(accept or "")
+    return encoder(registry)
+
+
+def series(body: bytes, accept: str | None, name: str) -> list[tuple[str, str, float]]:
+    samples = families(body, accept).get(name, ("", "", []))[2]
+    return sorted((dict(lb)["model"], dict(lb)["version"], v) for _, lb, v in samples)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_versions_no_live_worker_serves_are_left_out(tmp_path: Path, accept: str | None) -> None:
+    a, b = live_pids()
+    dead = dead_pid()
+    # Worker a swapped diag v1 -> v2; worker b still serves v1 (its watcher is behind); a dead
+    # worker served v0, and its holdout gauge (mostrecent: not a live file) outlived it.
+    write(
+        tmp_path,
+        f"gauge_livemax_{a}.db",
+        (INFO, INFO, version_of("diag", "v1"), 0.0, 0.0),
+        (INFO, INFO, version_of("diag", "v2"), 1.0, 0.0),
+        (INFO, INFO, version_of("other", "o1"), 1.0, 0.0),
+    )
+    write(
+        tmp_path,
+        f"gauge_mostrecent_{a}.db",
+        (HOLDOUT, HOLDOUT, version_of("diag", "v1"), 0.90, 1.0),
+        (HOLDOUT, HOLDOUT, version_of("diag", "v2"), 0.95, 2.0),
+        (HOLDOUT, HOLDOUT, version_of("other", "o1"), 0.80, 1.0),
+        (HOLDOUT, HOLDOUT, version_of("diag", "v0"), 0.85, 0.5),
+    )
+    write(tmp_path, f"gauge_livemax_{b}.db", (INFO, INFO, version_of("diag", "v1"), 1.0, 0.0))
+    write(tmp_path, f"gauge_livemax_{dead}.db", (INFO, INFO, version_of("diag", "v0"), 1.0, 0.0))
+    write(tmp_path, f"counter_{a}.db", ("jobs", "jobs_total", {"kind": "a"}, 3.0, 0.0))
+    every_kind(tmp_path, a, 1.0)  # unrelated metrics are not touched
+
+    body, _ = render_metrics(CollectorRegistry(), accept, tmp_path)
+    assert body == served_reference(tmp_path, accept)
+    assert series(body, accept, INFO) == [
+        ("diag", "v1", 1.0),
+        ("diag", "v2", 1.0),
+        ("other", "o1", 1.0),
+    ]
+    assert series(body, accept, HOLDOUT) == [
+        ("diag", "v1", 0.90),
+        ("diag", "v2", 0.95),
+        ("other", "o1", 0.80),
+    ]
+    assert b"jobs_total" in body and b'g_all{model="diag",pid=' in body
+
+    # Worker b catches up: v1 is served nowhere, so its series go, in both encoders.
+    write(
+        tmp_path,
+        f"gauge_livemax_{b}.db",
+        (INFO, INFO, version_of("diag", "v1"), 0.0, 0.0),
+        (INFO, INFO, version_of("diag", "v2"), 1.0, 0.0),
+    )
+    body, _ = render_metrics(CollectorRegistry(), accept, tmp_path)
+    assert body == served_reference(tmp_path, accept)
+    assert series(body, accept, INFO) == [("diag", "v2", 1.0), ("other", "o1", 1.0)]
+    assert series(body, accept, HOLDOUT) == [("diag", "v2", 0.95), ("other", "o1", 0.80)]
+    assert b"# HELP ml_model_info" in body  # the family stays, with its served series
+
+
+def test_a_renderer_without_serving_gauge_keeps_every_series(tmp_path: Path) -> None:
+    pid = os.getpid()
+    write(tmp_path, f"gauge_livemax_{pid}.db", (INFO, INFO, version_of("diag", "v1"), 0.0, 0.0))
+    assert MultiprocRenderer(tmp_path).render("text") == reference_files(tmp_path, None)
 
 
 def test_renderers_are_shared_per_directory(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ _SAFE_EXTRAS = (
     "operation",
     "workers",
     "url",
+    "reason",
 )
 
 

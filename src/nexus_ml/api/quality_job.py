@@ -23,6 +23,7 @@ from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.stats.drift import DriftDetector
 from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 from nexus_ml.stats.quality import QualityChecker
+from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.locks import try_advisory_lock
 from nexus_ml.storage.records import utcnow
 
@@ -78,12 +79,33 @@ class QualityJob:
             # file/environment ones this process started with.
             self._nexus.refresh_thresholds()
             started = time.perf_counter()
-            results = {m.name: self._run_model(m) for m in self._nexus.models.all()}
+            results = {m.name: self._run_isolated(m) for m in self._nexus.models.all()}
             seconds = time.perf_counter() - started
         self._nexus.metrics.db_operation_duration_seconds.labels("model_quality_job").observe(
             seconds
         )
         return {"ran": True, "seconds": seconds, "models": results}
+
+    def _run_isolated(self, loaded: LoadedModel) -> dict[str, Any]:
+        """One model's round; its failure is logged, counted and reported, the others go on.
+
+        Bundles are validated at load, so this is a backstop: a bug or an input nobody foresaw
+        in one model must not cost every model its drift and accuracy. An unreachable database
+        is everyone's problem and still propagates (the caller answers 503).
+        """
+        try:
+            return self._run_model(loaded)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            error_type = type(exc).__name__
+            self._nexus.count_error("quality", error_type)
+            log.error(
+                "model-quality round failed for one model",
+                extra={"model": loaded.name, "version": loaded.version, "error_type": error_type},
+            )
+            self._fitted.pop((loaded.name, loaded.version), None)
+            return {"version": loaded.version, "error": error_type}
 
     def _run_model(self, loaded: LoadedModel) -> dict[str, Any]:
         nexus = self._nexus

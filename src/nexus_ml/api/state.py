@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.observe import ModelObserver
 from nexus_ml.config import Settings
-from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal
 from nexus_ml.monitoring.alerting import ActiveAlert, AlertEvaluator, publish_firing
 from nexus_ml.monitoring.decorators import default_metrics
+from nexus_ml.monitoring.exposition import multiproc_families
 from nexus_ml.monitoring.measurements import MetricHistory
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
-from nexus_ml.monitoring.multiproc import mark_dead_workers
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.errors import DatabaseUnavailable
@@ -94,7 +93,7 @@ class Nexus:
             thresholds=thresholds,
             base_thresholds=thresholds,
             store=Store(make_engine(settings.resolved_database_url)),
-            models=ModelRegistry(settings.model_path),
+            models=ModelRegistry(settings.model_path, on_refused=_count_refusal(metrics)),
             collector=SystemCollector(
                 metrics,
                 interval=settings.system_interval_seconds,
@@ -160,11 +159,11 @@ class Nexus:
         return obs
 
     def export_model(self, loaded: LoadedModel) -> None:
-        """Publish a (newly) loaded model version's static metrics."""
+        """Publish a (newly) loaded model version's static metrics; retire the one it replaces."""
         m = self.metrics
-        for other in self._observers:
+        for other in list(self._observers):
             if other[0] == loaded.name and other[1] != loaded.version:
-                m.model_info.labels(*other).set(0)
+                self._retire_version(*other)
         m.model_info.labels(loaded.name, loaded.version).set(1)
         md = loaded.metadata
         tm = md.get("training_metrics", {})
@@ -184,6 +183,20 @@ class Nexus:
             m.model_training_runs_total.labels(loaded.name, outcome)
         self.observer(loaded)
 
+    def _retire_version(self, name: str, version: str) -> None:
+        """Stop exporting the per-version series of a version this worker no longer serves."""
+        m = self.metrics
+        del self._observers[(name, version)]
+        if self.multiproc_dir:
+            # prometheus_client cannot delete a label set from the worker files: 0 tells the
+            # exposition that this worker stopped serving it, and a version no live worker
+            # serves is left out of /metrics with every per-version gauge (VERSIONED_GAUGES).
+            m.model_info.labels(name, version).set(0)
+            return
+        for gauge in (m.model_info, m.model_holdout_accuracy):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name, version)
+
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
@@ -199,10 +212,8 @@ class Nexus:
             log.warning(
                 "database migration failed at start", extra={"error_type": type(exc).__name__}
             )
-        refused = await asyncio.to_thread(self.models.load_all)
-        for name in refused:
-            self.count_error("model", "BundleRefused")
-            log.warning("model bundle refused", extra={"model": name})
+        # Each refused bundle is logged and counted by the registry's on_refused.
+        await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.export_model(loaded)
         await self.writer.start()
@@ -316,10 +327,7 @@ class Nexus:
     def collect_families(self) -> list[Any]:
         """Metric families of this service (merged across workers in multiprocess mode)."""
         if self.multiproc_dir:
-            mark_dead_workers(self.multiproc_dir)
-            reg = CollectorRegistry()
-            MultiProcessCollector(reg, path=self.multiproc_dir)
-            return list(reg.collect())
+            return multiproc_families(self.multiproc_dir)
         return list(self.registry.collect())
 
     async def _evaluate_alerts(self) -> None:
@@ -365,16 +373,26 @@ class Nexus:
         }
 
     async def readiness(self) -> dict[str, Any]:
-        """Ready = models loaded and not draining; the database only degrades."""
+        """Ready = models loaded and not draining; the database and refused bundles degrade."""
         db = await self.check_database()
         models = self.models.names()
+        # Model, version and the reason enum only: the message (field names) goes to the log.
+        refused = [
+            {"model": r.model, "version": r.version, "reason": r.reason}
+            for r in self.models.refused()
+        ]
         ready = bool(models) and not self.draining
-        status = "not_ready" if not ready else ("ok" if db["status"] == "ok" else "degraded")
+        healthy = db["status"] == "ok" and not refused
+        status = "not_ready" if not ready else ("ok" if healthy else "degraded")
         return {
             "ready": ready,
             "status": status,
             "checks": {
-                "models": {"status": "ok" if models else "none_loaded", "loaded": models},
+                "models": {
+                    "status": "ok" if models else "none_loaded",
+                    "loaded": models,
+                    "refused": refused,
+                },
                 "database": db,
                 "shutting_down": self.draining,
                 "records_pending": self.writer.pending + self.writer.disk_only,
@@ -391,3 +409,13 @@ class Nexus:
             report["status"] = "degraded"
         report["uptime_seconds"] = round(time.time() - self.started_at, 3)
         return report
+
+
+def _count_refusal(metrics: Metrics) -> Callable[[Refusal], None]:
+    """Count each refused bundle once: by model and reason, and as a model error."""
+
+    def count(refusal: Refusal) -> None:
+        metrics.model_load_failures_total.labels(refusal.model, refusal.reason).inc()
+        metrics.errors_total.labels("model", "BundleRefused").inc()
+
+    return count

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_ml.api.auth import Principal
 from nexus_ml.api.errors import ApiError
+from nexus_ml.ml.bundle import BundleError
 from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.ml.training import retrain_model
 from nexus_ml.monitoring.decorators import monitor_training
@@ -70,7 +71,12 @@ class Trainer:
             )
             await _record(store, run_id, status="failed", error=_bounded_error(exc))
             return
-        loaded = await asyncio.to_thread(nexus.models.reload, name)
+        try:
+            loaded = await asyncio.to_thread(nexus.models.reload, name)
+        except BundleError as exc:
+            # The registry logged and counted the refusal; the old version keeps serving.
+            await _record(store, run_id, status="failed", error=_bounded_error(exc))
+            return
         nexus.export_model(loaded)
         await _record(
             store, run_id, status="succeeded", version=result.version, metrics=dict(result.metrics)

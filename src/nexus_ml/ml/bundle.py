@@ -1,15 +1,20 @@
-"""Model bundles on disk: ``<model_path>/<name>/<version>/{model.skops, metadata.json}``.
+"""Model bundles on disk: ``<model_path>/<name>/<version>/{model.skops, metadata.json,
+manifest.json}``.
 
 ``<model_path>/<name>/CURRENT`` names the active version; older versions stay on disk.
 Writes are atomic (temp folder + rename, temp file + replace). Loading trusts nothing on disk:
-names are checked, paths must stay inside ``model_path``, the artifact's sha256 must match its
-metadata and skops may only build the estimator types this service produces. Never pickle.
+names are checked, paths must stay inside ``model_path``; the manifest holds the sha256 of every
+file of the bundle and the folder holds nothing else; skops may only build the estimator types
+this service produces; the metadata must pass its typed model; the pipeline must fit the
+metadata and answer reference rows with finite probabilities. Never pickle.
+
+Bundles written before the manifest (format 1: no ``manifest.json``) are refused with reason
+``unsealed``; :func:`seal_bundle` (``nexus-ml seal``) checks one in full and writes its manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -27,10 +32,23 @@ import sklearn
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
+from nexus_ml.ml.errors import BundleError
+from nexus_ml.ml.manifest import (
+    HASHED_FILES,
+    MANIFEST_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    json_bytes,
+    manifest_bytes,
+    manifest_of,
+    parse_manifest,
+    sha256_bytes,
+)
+from nexus_ml.ml.metadata import BundleMetadata, parse_metadata, read_json
+from nexus_ml.ml.pipeline_checks import check_pipeline, compile_checked
+from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
 
-MODEL_FILE = "model.skops"
-METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -69,18 +87,16 @@ _TRUSTED_PLAIN = frozenset(
 TRUSTED_TYPES = TRUSTED_ESTIMATORS | _TRUSTED_PLAIN
 
 
-class BundleError(Exception):
-    """A bundle is missing, malformed, tampered with or not trusted."""
-
-
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded bundle: the fitted pipeline and its metadata."""
+    """A loaded, verified bundle: the pipeline, its compiled predictor and its metadata."""
 
     name: str
     version: str
     pipeline: Any
+    predictor: Predictor
     metadata: dict[str, Any]
+    info: BundleMetadata
     path: Path
 
 
@@ -91,18 +107,20 @@ class BundleInfo:
     name: str
     versions: tuple[str, ...]
     current: str | None
+    # Why CURRENT could not be read (None when it is fine or absent).
+    problem: BundleError | None = None
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a safe model name, else raise BundleError."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise BundleError("model name must match ^[a-z][a-z0-9_]{0,63}$")
+        raise BundleError("model name must match ^[a-z][a-z0-9_]{0,63}$", "path")
     return name
 
 
 def _validate_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise BundleError("version must look like 20260101T000000Z-0123abcd")
+        raise BundleError("version must look like 20260101T000000Z-0123abcd", "path")
     return version
 
 
@@ -114,13 +132,8 @@ def _inside(root: Path, path: Path) -> Path:
     """Resolve ``path`` (following symlinks) and refuse it if it leaves ``root``."""
     resolved = path.resolve()
     if not resolved.is_relative_to(root):
-        raise BundleError("bundle path resolves outside the model folder")
+        raise BundleError("bundle path resolves outside the model folder", "path")
     return resolved
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def save_bundle(
@@ -135,7 +148,11 @@ def save_bundle(
     source: Mapping[str, Any] | None = None,
     activate: bool = True,
 ) -> str:
-    """Write a new version of ``name`` atomically and (by default) make it CURRENT; return it."""
+    """Write a new version of ``name`` atomically and (by default) make it CURRENT; return it.
+
+    The bundle is checked as a load would check it before anything is published: a training
+    bug cannot leave a version that every worker then refuses.
+    """
     validate_name(name)
     root = _root(model_path)
     model_dir = root / name
@@ -157,8 +174,8 @@ def save_bundle(
     }
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
-        (tmp / MODEL_FILE).write_bytes(artifact)
-        version = _publish(model_dir, tmp, metadata, digest)
+        _write_bytes(tmp / MODEL_FILE, artifact)
+        version = _publish(model_dir, tmp, metadata, artifact, pipeline)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -173,7 +190,9 @@ def _dump(pipeline: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _publish(model_dir: Path, tmp: Path, metadata: dict[str, Any], digest: str) -> str:
+def _publish(
+    model_dir: Path, tmp: Path, metadata: dict[str, Any], artifact: bytes, pipeline: Any
+) -> str:
     """Rename ``tmp`` to a fresh version folder; versions of one name strictly increase."""
     now = datetime.now(UTC).replace(microsecond=0)
     latest = max(_versions(model_dir), default=None)
@@ -181,11 +200,19 @@ def _publish(model_dir: Path, tmp: Path, metadata: dict[str, Any], digest: str) 
         # Two saves in one second (or a clock step back) still get an ordered, unique version.
         last = datetime.strptime(latest[:16], _TIMESTAMP).replace(tzinfo=UTC)
         now = max(now, last + timedelta(seconds=1))
-    for _ in range(100):
+    digest = sha256_bytes(artifact)
+    for attempt in range(100):
         version = f"{now.strftime(_TIMESTAMP)}-{digest[:8]}"
         metadata["version"] = version
         metadata["created_at"] = now.isoformat().replace("+00:00", "Z")
-        _write_json(tmp / METADATA_FILE, metadata)
+        text = json_bytes(metadata)
+        if attempt == 0:
+            # What will be on disk, read back as a load reads it.
+            _verify(pipeline, parse_metadata(read_json(text, "metadata.json")))
+        _write_bytes(tmp / METADATA_FILE, text)
+        _write_bytes(
+            tmp / MANIFEST_FILE, manifest_bytes({METADATA_FILE: text, MODEL_FILE: artifact})
+        )
         try:
             os.rename(tmp, model_dir / version)
         except OSError:
@@ -196,12 +223,12 @@ def _publish(model_dir: Path, tmp: Path, metadata: dict[str, Any], digest: str) 
             continue
         _fsync_dir(model_dir)
         return version
-    raise BundleError("could not allocate a unique version")
+    raise BundleError("could not allocate a unique version", "internal")
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True, allow_nan=False)
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -223,19 +250,24 @@ def set_current(model_path: str | os.PathLike[str], name: str, version: str) -> 
     root = _root(model_path)
     model_dir = _inside(root, root / name)
     if not (_inside(root, model_dir / version) / METADATA_FILE).is_file():
-        raise BundleError(f"model {name!r} has no version {version!r}")
-    fd, tmp_name = tempfile.mkstemp(prefix=".CURRENT-", dir=model_dir)
+        raise BundleError(f"model {name!r} has no version {version!r}", "not_found")
+    _replace(model_dir / CURRENT_FILE, (version + "\n").encode("ascii"), tmp_dir=model_dir)
+
+
+def _replace(target: Path, data: bytes, *, tmp_dir: Path) -> None:
+    """Write ``target`` atomically: a temp file in ``tmp_dir`` (same filesystem), renamed."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}-", dir=tmp_dir)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(version + "\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_name, model_dir / CURRENT_FILE)
+        os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(model_dir)
+    _fsync_dir(target.parent)
 
 
 def current_version(model_path: str | os.PathLike[str], name: str) -> str | None:
@@ -270,69 +302,150 @@ def list_bundles(model_path: str | os.PathLike[str]) -> list[BundleInfo]:
             _inside(root, child)
         except BundleError:
             continue  # a symlink out of the model folder is not ours to list
+        current, problem = None, None
         try:
             current = current_version(root, child.name)
-        except BundleError:
-            current = None
-        infos.append(BundleInfo(child.name, tuple(sorted(_versions(child))), current))
+        except BundleError as exc:
+            problem = exc
+        infos.append(BundleInfo(child.name, tuple(sorted(_versions(child))), current, problem))
     return infos
+
+
+def bundle_stamp(
+    model_path: str | os.PathLike[str], name: str, version: str
+) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of a version folder's files: changes when any file does."""
+    folder = _root(model_path) / validate_name(name) / _validate_version(version)
+    try:
+        return tuple(
+            sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder))
+        )
+    except OSError:
+        return ()
 
 
 def load_metadata(
     model_path: str | os.PathLike[str], name: str, version: str | None = None
 ) -> dict[str, Any]:
-    """Read one version's metadata.json (CURRENT by default) without loading the artifact."""
-    _, _, metadata = _locate(model_path, name, version)
-    return metadata
+    """One version's metadata.json (CURRENT by default), checked against the manifest.
+
+    The artifact is not loaded and the metadata not validated beyond that: ``load_bundle``
+    does both.
+    """
+    return _read(model_path, name, version).metadata
 
 
-def _locate(
-    model_path: str | os.PathLike[str], name: str, version: str | None
-) -> tuple[str, Path, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Files:
+    """A bundle's manifest and metadata, read once: every check sees the same bytes."""
+
+    version: str
+    path: Path
+    manifest: dict[str, str] | None  # None: a format 1 bundle, written before manifests
+    metadata_sha256: str
+    metadata: dict[str, Any]
+
+
+def _read_file(root: Path, path: Path, what: str) -> bytes:
+    try:
+        return _inside(root, path).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{what} is missing", "not_found") from None
+    except OSError as exc:
+        raise BundleError(f"{what} is unreadable ({type(exc).__name__})", "not_found") from None
+
+
+def _read(
+    model_path: str | os.PathLike[str], name: str, version: str | None, *, sealed: bool = True
+) -> _Files:
     validate_name(name)
     root = _root(model_path)
     if version is None:
         version = current_version(root, name)
         if version is None:
-            raise BundleError(f"model {name!r} has no CURRENT version")
+            raise BundleError(f"model {name!r} has no CURRENT version", "not_found")
     _validate_version(version)
+    where = f"model {name!r} version {version!r}"
     bundle_dir = _inside(root, root / name / version)
-    metadata_path = _inside(root, bundle_dir / METADATA_FILE)
     try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"model {name!r} version {version!r} not found") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"metadata of {name!r} {version!r} is unreadable") from exc
+        entries = set(os.listdir(bundle_dir))
+    except OSError:
+        raise BundleError(f"{where} not found", "not_found") from None
+    if METADATA_FILE not in entries:
+        raise BundleError(f"{where} not found (no {METADATA_FILE})", "not_found")
+    manifest = None
+    if MANIFEST_FILE in entries:
+        manifest = parse_manifest(_read_file(root, bundle_dir / MANIFEST_FILE, "the manifest"))
+    elif sealed:
+        raise BundleError(
+            f"{where} has no manifest (a format 1 bundle): check it, then run "
+            f"`nexus-ml seal {name}`, or retrain",
+            "unsealed",
+        )
+    if entries - {MANIFEST_FILE, *HASHED_FILES}:
+        raise BundleError(f"{where} holds files its manifest does not cover", "integrity")
+    data = _read_file(root, bundle_dir / METADATA_FILE, f"metadata of {where}")
+    digest = sha256_bytes(data)
+    if manifest is not None and digest != manifest[METADATA_FILE]:
+        raise BundleError(
+            f"metadata of {where} does not match the sha256 in its manifest", "integrity"
+        )
+    metadata = read_json(data, f"metadata of {where}")
     if not isinstance(metadata, dict):
-        raise BundleError("metadata must be a JSON object")
+        raise BundleError("metadata must be a JSON object", "metadata")
     if metadata.get("name") != name or metadata.get("version") != version:
-        raise BundleError("metadata does not match the bundle's folder")
-    return version, bundle_dir, metadata
+        raise BundleError("metadata does not match the bundle's folder", "metadata")
+    return _Files(version, bundle_dir, manifest, digest, metadata)
 
 
 def load_bundle(
     model_path: str | os.PathLike[str], name: str, version: str | None = None
 ) -> Bundle:
-    """Load and verify one version (CURRENT by default) of ``name``."""
-    version, bundle_dir, metadata = _locate(model_path, name, version)
-    root = _root(model_path)
-    try:
-        artifact = _inside(root, bundle_dir / MODEL_FILE).read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"model {name!r} version {version!r} has no artifact") from None
+    """Load and verify one version (CURRENT by default) of ``name``: every file, every check."""
+    return _load(model_path, name, _read(model_path, name, version))
+
+
+def _load(model_path: str | os.PathLike[str], name: str, files: _Files) -> Bundle:
+    version, metadata = files.version, files.metadata
+    where = f"{name!r} {version!r}"
+    artifact = _read_file(_root(model_path), files.path / MODEL_FILE, f"artifact of {where}")
     # Hash, type check and load all read the same bytes, so nothing can change in between.
-    if sha256_bytes(artifact) != metadata.get("sha256"):
-        raise BundleError(f"artifact of {name!r} {version!r} does not match its sha256")
+    digest = sha256_bytes(artifact)
+    if files.manifest is not None and digest != files.manifest[MODEL_FILE]:
+        raise BundleError(
+            f"artifact of {where} does not match the sha256 in its manifest", "integrity"
+        )
+    if digest != metadata.get("sha256"):
+        raise BundleError(f"artifact of {where} does not match its sha256", "integrity")
+    info = parse_metadata(metadata)
     pipeline = load_trusted(artifact)
+    predictor = _verify(pipeline, info)
+    return Bundle(name, version, pipeline, predictor, metadata, info, files.path)
+
+
+def _verify(pipeline: Any, info: BundleMetadata) -> Predictor:
+    """Check a pipeline against its parsed metadata (at save and at load); compile it."""
+    check_pipeline(pipeline, info.feature_names)
     classes = [str(c) for c in getattr(pipeline, "classes_", [])]
-    if classes != metadata.get("classes"):
+    if classes != info.classes:
         raise BundleError("artifact classes do not match its metadata")
-    try:
-        FeatureSchema.from_list(metadata["features"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError("metadata feature schema is malformed") from exc
-    return Bundle(name, version, pipeline, metadata, bundle_dir)
+    return compile_checked(pipeline, info.profile, info.feature_names)
+
+
+def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> bool:
+    """Check a format 1 bundle in full and write its manifest; False if it has one already.
+
+    Sealing vouches that the files are the ones training wrote: run it only on bundles whose
+    origin you trust. Every check of a load runs first, so nothing inconsistent is sealed.
+    """
+    files = _read(model_path, name, version, sealed=False)
+    if files.manifest is not None:
+        return False
+    _load(model_path, name, files)  # the artifact matched metadata["sha256"] just now
+    text = manifest_of({METADATA_FILE: files.metadata_sha256, MODEL_FILE: files.metadata["sha256"]})
+    # The temp file lives beside the folder: the folder never holds a file the manifest lacks.
+    _replace(files.path / MANIFEST_FILE, text, tmp_dir=files.path.parent)
+    return True
 
 
 def load_trusted(artifact: bytes) -> Any:
@@ -341,16 +454,18 @@ def load_trusted(artifact: bytes) -> Any:
         untrusted = set(sio.get_untrusted_types(data=artifact))
         present = _types_in(artifact)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise BundleError("artifact is not a valid skops file") from exc
+        raise BundleError("artifact is not a valid skops file", "artifact") from exc
     refused = sorted((untrusted | present) - TRUSTED_TYPES)
     if refused:
-        raise BundleError(f"artifact contains untrusted types: {', '.join(refused[:5])}")
+        raise BundleError(
+            f"artifact contains untrusted types: {', '.join(refused[:5])}", "untrusted"
+        )
     try:
         pipeline = sio.load(io.BytesIO(artifact), trusted=sorted(untrusted))
     except Exception as exc:  # skops raises many types on malformed input
-        raise BundleError("artifact could not be loaded") from exc
+        raise BundleError("artifact could not be loaded", "artifact") from exc
     if type(pipeline) is not Pipeline:
-        raise BundleError("artifact is not a trusted estimator (expected a Pipeline)")
+        raise BundleError("artifact is not a trusted estimator (expected a Pipeline)", "artifact")
     return pipeline
 
 

@@ -1,16 +1,31 @@
-"""In-memory registry of loaded models with atomic hot swap."""
+"""In-memory registry of loaded models with atomic hot swap.
+
+A bundle that fails verification is refused alone: the other models load, a model already
+serving keeps its old version, and the refusal is logged at ERROR with the model, version and
+reason, reported once through ``on_refused`` and kept for the health report. The same version is
+not tried again every poll; it is retried only once its files change.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nexus_ml.ml.bundle import BundleError, list_bundles, load_bundle, validate_name
-from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.bundle import (
+    BundleError,
+    bundle_stamp,
+    current_version,
+    list_bundles,
+    load_bundle,
+    validate_name,
+)
+from nexus_ml.ml.errors import RefusalReason
+from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
 
 log = logging.getLogger("nexus_ml.ml")
@@ -39,15 +54,30 @@ class LoadedModel:
     metadata: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A bundle version that was refused, and why (``message`` names fields, never values)."""
+
+    model: str
+    version: str | None
+    reason: RefusalReason
+    message: str
+    # The version folder's file names, sizes and mtimes when it was refused.
+    stamp: tuple[tuple[str, int, int], ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def load_model(
     model_path: str | os.PathLike[str], name: str, version: str | None = None
 ) -> LoadedModel:
     """Load, verify and compile one bundle (CURRENT by default)."""
     bundle = load_bundle(model_path, name, version)
-    predictor = compile_predictor(bundle.pipeline)
+    predictor = bundle.predictor
     schema = FeatureSchema.from_list(bundle.metadata["features"])
     if len(schema) != predictor.n_features:
-        raise BundleError("metadata feature count does not match the artifact")
+        raise BundleError("metadata feature count does not match the artifact", "mismatch")
     return LoadedModel(
         name=bundle.name,
         version=bundle.version,
@@ -61,12 +91,19 @@ def load_model(
 class ModelRegistry:
     """Thread-safe map of model name to the LoadedModel currently served."""
 
-    def __init__(self, model_path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        on_refused: Callable[[Refusal], None] | None = None,
+    ) -> None:
         self.model_path = Path(model_path)
         # Copy-on-write: readers take ``self._models`` once and never see a half-made map, so a
         # request in flight finishes on the model it started with while a reload swaps in another.
         self._models: dict[str, LoadedModel] = {}
+        self._refused: dict[str, Refusal] = {}
         self._lock = threading.Lock()
+        self._on_refused = on_refused
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model called ``name``; raise UnknownModel if there is none."""
@@ -91,36 +128,99 @@ class ModelRegistry:
         models = self._models
         return [models[n] for n in sorted(models)]
 
+    def refused(self) -> list[Refusal]:
+        """Bundles refused and not since replaced (a model may serve an older version)."""
+        refused = self._refused
+        return [refused[n] for n in sorted(refused)]
+
     def reload(self, name: str) -> LoadedModel:
-        """Load ``name``'s CURRENT version and swap it in; on failure the old one stays."""
+        """Load ``name``'s CURRENT version and swap it in; on failure the old one stays.
+
+        A refusal is recorded (see :meth:`refused`) and raised as BundleError.
+        """
         validate_name(name)
-        loaded = load_model(self.model_path, name)
+        try:
+            version = current_version(self.model_path, name)
+        except BundleError as exc:
+            self._refuse(name, None, exc)
+            raise
+        return self._load(name, version)
+
+    def _load(self, name: str, version: str | None) -> LoadedModel:
+        try:
+            loaded = load_model(self.model_path, name, version)
+        except BundleError as exc:
+            self._refuse(name, version, exc)
+            raise
+        except Exception as exc:  # a bad bundle must never take the service down
+            error = BundleError(
+                f"unexpected {type(exc).__name__} while loading the bundle", "internal"
+            )
+            self._refuse(name, version, error)
+            raise error from exc
         self._swap(name, loaded)
         return loaded
 
-    def load_all(self) -> dict[str, str]:
-        """Load every model with a CURRENT version; return name -> error for those refused."""
+    def load_all(self) -> dict[str, Refusal]:
+        """Load every model with a CURRENT version; return name -> refusal for those refused."""
         return self.refresh()
 
-    def refresh(self) -> dict[str, str]:
+    def refresh(self) -> dict[str, Refusal]:
         """Reload every model whose CURRENT on disk differs from the one served.
 
         Cheap enough to poll every few seconds: it reads the small CURRENT files, and only a
         changed one loads an artifact. This is how other worker processes pick up a new
-        version. Returns name -> error for bundles refused (the old version keeps serving).
+        version. One model's bad bundle never stops the others: each is refused alone (the
+        old version keeps serving) and only once per version, until its files change.
+        Returns name -> refusal for the bundles refused in this call.
         """
-        errors: dict[str, str] = {}
+        new: dict[str, Refusal] = {}
         models = self._models
         for info in list_bundles(self.model_path):
-            served = models.get(info.name)
-            if info.current is None or (served is not None and served.version == info.current):
+            name, version = info.name, info.current
+            served = models.get(name)
+            if version is None or (served is not None and served.version == version):
+                if info.problem is None:
+                    self._clear(name)  # back on the served version, or no model any more
+                elif self._refuse(name, None, info.problem):
+                    new[name] = self._refused[name]
+                continue
+            known = self._refused.get(name)
+            if (
+                known is not None
+                and known.version == version
+                and known.stamp == bundle_stamp(self.model_path, name, version)
+            ):
                 continue
             try:
-                self.reload(info.name)
-            except BundleError as exc:
-                errors[info.name] = str(exc)
-                log.warning("model bundle refused", extra={"model": info.name, "error": str(exc)})
-        return errors
+                self._load(name, version)
+            except BundleError:
+                refusal = self._refused.get(name)
+                if refusal is not None and refusal is not known:
+                    new[name] = refusal
+        return new
+
+    def _refuse(self, name: str, version: str | None, exc: BundleError) -> bool:
+        """Record a refusal; log and report it unless it is the one already recorded."""
+        stamp = bundle_stamp(self.model_path, name, version) if version else ()
+        refusal = Refusal(name, version, exc.reason, str(exc), stamp)
+        with self._lock:
+            if self._refused.get(name) == refusal:
+                return False
+            self._refused = {**self._refused, name: refusal}
+        log.error(
+            "model bundle refused: %s",
+            refusal.message,
+            extra={"model": name, "version": version, "reason": refusal.reason},
+        )
+        if self._on_refused is not None:
+            self._on_refused(refusal)
+        return True
+
+    def _clear(self, name: str) -> None:
+        if name in self._refused:
+            with self._lock:
+                self._refused = {k: v for k, v in self._refused.items() if k != name}
 
     def versions(self, name: str) -> list[str]:
         """Versions of ``name`` on disk, oldest first."""
@@ -144,3 +244,5 @@ class ModelRegistry:
             models = dict(self._models)
             models[name] = loaded
             self._models = models
+            if name in self._refused:
+                self._refused = {k: v for k, v in self._refused.items() if k != name}

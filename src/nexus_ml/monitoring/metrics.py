@@ -38,6 +38,12 @@ TRAINING_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 # Response bodies: 100 B to 1 MiB (the request limit bounds batch answers too).
 SIZE_BUCKETS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_048_576)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+# Gauges labelled by model version that describe that version. A version stops being exported
+# once no live worker serves it (ml_model_info{model, version} is 0 or gone everywhere): one
+# process removes the label sets, and in multiprocess mode, where prometheus_client cannot,
+# /metrics leaves them out (nexus_ml.monitoring.exposition.drop_unserved).
+SERVING_GAUGE = "ml_model_info"
+VERSIONED_GAUGES = ("ml_model_info", "ml_model_holdout_accuracy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,7 @@ class Metrics:
     model_estimated_accuracy: Gauge
     model_estimated_accuracy_stderr: Gauge
     model_feedback_total: Counter
+    model_load_failures_total: Counter
     # Training
     model_training_duration_seconds: Histogram
     model_training_samples: Gauge
@@ -226,6 +233,12 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "ml_model_feedback",
             "Feedback labels received, by whether the prediction was right.",
             ["model", "correct"],
+            registry=r,
+        ),
+        "model_load_failures_total": Counter(
+            "ml_model_load_failures",
+            "Model bundles refused at load, by model and reason (a bounded enum).",
+            ["model", "reason"],
             registry=r,
         ),
         "model_training_duration_seconds": Histogram(

@@ -19,6 +19,7 @@ from functools import partial
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import Collector
@@ -26,9 +27,16 @@ from prometheus_client.registry import Collector
 from nexus_ml.monitoring.exposition.merged import MultiprocRenderer
 from nexus_ml.monitoring.exposition.mmap_files import CorruptFile
 from nexus_ml.monitoring.exposition.text import Format, RegistryEncoder, Unsupported
+from nexus_ml.monitoring.metrics import SERVING_GAUGE, VERSIONED_GAUGES
 from nexus_ml.monitoring.multiproc import mark_dead_workers
 
-__all__ = ["fast_format", "multiproc_renderer", "render_metrics"]
+__all__ = [
+    "drop_unserved",
+    "fast_format",
+    "multiproc_families",
+    "multiproc_renderer",
+    "render_metrics",
+]
 
 # Memos, not state: what they hold is a pure function of label sets and file
 # keys, and every scrape re-validates it against the files, so sharing them
@@ -59,12 +67,53 @@ def multiproc_renderer(path: str | os.PathLike[str]) -> MultiprocRenderer:
     with _RENDERERS_LOCK:
         renderer = _RENDERERS.get(key)
         if renderer is None:
-            renderer = _RENDERERS[key] = MultiprocRenderer(key)
+            renderer = _RENDERERS[key] = MultiprocRenderer(
+                key, serving=SERVING_GAUGE, versioned=VERSIONED_GAUGES
+            )
             while len(_RENDERERS) > _RENDERERS_LIMIT:
                 _RENDERERS.popitem(last=False)
         else:
             _RENDERERS.move_to_end(key)
         return renderer
+
+
+def drop_unserved(families: list[Metric]) -> list[Metric]:
+    """Leave out per-version gauge samples of versions no live worker serves.
+
+    prometheus_client cannot delete a label set from the worker files, so a version replaced
+    by a hot swap would otherwise stay exported forever. A worker sets ``ml_model_info`` of a
+    version it stopped serving to 0, and a dead worker's ``livemax`` file is removed: a version
+    is served while the merged ``ml_model_info`` is above 0.
+    """
+    served = {
+        (s.labels.get("model"), s.labels.get("version"))
+        for f in families
+        if f.name == SERVING_GAUGE
+        for s in f.samples
+        if s.value > 0
+    }
+    for f in families:
+        if f.name in VERSIONED_GAUGES and f.type == "gauge":
+            f.samples = [
+                s for s in f.samples if (s.labels.get("model"), s.labels.get("version")) in served
+            ]
+    return families
+
+
+class _ServedOnly(Collector):
+    """The workers' files merged by prometheus_client, without unserved versions."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._files = MultiProcessCollector(None, path=str(path))
+
+    def collect(self) -> list[Metric]:
+        return drop_unserved(list(self._files.collect()))
+
+
+def multiproc_families(path: str | os.PathLike[str]) -> list[Metric]:
+    """Every worker's metrics merged (dead workers' live gauges dropped, unserved versions too)."""
+    mark_dead_workers(path)
+    return _ServedOnly(path).collect()
 
 
 def render_metrics(
@@ -91,7 +140,7 @@ def render_metrics(
                 pass
         return encoder(registry), content_type
     fresh = CollectorRegistry()
-    MultiProcessCollector(fresh, path=str(multiproc_dir))  # checks the folder exists
+    fresh.register(_ServedOnly(multiproc_dir))  # MultiProcessCollector checks the folder exists
     # Before reading the files, so a worker that died since the last scrape
     # no longer contributes to live* gauges.
     mark_dead_workers(multiproc_dir)

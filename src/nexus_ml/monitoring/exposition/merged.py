@@ -16,6 +16,10 @@ only unpacks values, folds them into slots, and joins strings. Anything outside
 these semantics (a metric seen with two types or gauge modes, a sample the text
 format would move) raises :class:`Unsupported` so the caller uses
 prometheus_client.
+
+One deliberate difference, when asked for (``serving``/``versioned``): a series of a
+per-version gauge is left out while no live worker serves its version, as
+:func:`~nexus_ml.monitoring.exposition.drop_unserved` does for prometheus_client's families.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +60,7 @@ _GAUGE_OPS = {
 _SUMMED_KINDS = ("counter", "histogram", "summary")
 _MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
 _MEMO_LIMIT = 200_000
+_UNGATED, _NO_GATE = -1, -2
 
 
 @dataclass(slots=True)
@@ -80,7 +85,10 @@ class _Plan:
         self.cumulative: list[tuple[list[int], list[int], int]] = []
         self.series: list[tuple[_Family, list[tuple[str, Labels, int]]]] = []
         self.has_recent = False
-        self.lines: dict[Format, list[tuple[str, int]]] = {}
+        # series slot -> slot of the serving gauge that must be > 0 for it to be exported
+        # (_NO_GATE: the serving gauge has no such series, so neither is this one).
+        self.gates: dict[int, int] = {}
+        self.lines: dict[Format, list[tuple[str, int, int]]] = {}
 
     def new_slot(self, op: int) -> int:
         self.initial.append(0.0 if op == _ADD else None)
@@ -128,8 +136,19 @@ class MultiprocRenderer:
     Thread-safe (one scrape at a time per directory).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serving: str | None = None,
+        versioned: Collection[str] = (),
+        version_labels: Sequence[str] = ("model", "version"),
+    ) -> None:
+        """``serving``/``versioned``: see :func:`~nexus_ml.monitoring.exposition.drop_unserved`."""
         self.path = os.fspath(path)
+        self._serving = serving
+        self._versioned = frozenset(versioned)
+        self._version_labels = tuple(version_labels)
         self._files: dict[str, DbFile] = {}
         self._keys: dict[bytes, tuple[str, str, Labels, str]] = {}
         self._prefixes: dict[tuple[Format, str, Labels], str] = {}
@@ -258,15 +277,38 @@ class MultiprocRenderer:
                 series.append((family.name + "_count", group, count_slot))
                 plan.cumulative.append((bucket_slots, out_slots, count_slot))
             plan.series.append((family, series))
+        self._gate(plan, families)
         return plan
 
-    def _lines(self, plan: _Plan, fmt: Format) -> list[tuple[str, int]]:
+    def _gate(self, plan: _Plan, families: dict[str, _Family]) -> None:
+        """Tie each series of a versioned gauge to the serving gauge's series of its version."""
+        if self._serving is None or not self._versioned:
+            return
+        keys = self._version_labels
+
+        def version_of(labels: Labels) -> tuple[str | None, ...]:
+            found = dict(labels)
+            return tuple(found.get(k) for k in keys)
+
+        serving = families.get(self._serving)
+        gate_slots = {}
+        if serving is not None:
+            for group, names in serving.groups.items():
+                if self._serving in names:
+                    gate_slots[version_of(group)] = names[self._serving]
+        for family, series in plan.series:
+            if family.name in self._versioned and family.kind == "gauge":
+                for _, labels, slot in series:
+                    plan.gates[slot] = gate_slots.get(version_of(labels), _NO_GATE)
+
+    def _lines(self, plan: _Plan, fmt: Format) -> list[tuple[str, int, int]]:
         lines = plan.lines.get(fmt)
         if lines is None:
             lines = plan.lines[fmt] = []
+            gates = plan.gates
             for family, series in plan.series:
                 header = family_header(fmt, family.name, family.kind, family.documentation)
-                lines.append((header, -1))
+                lines.append((header, -1, _UNGATED))
                 for name, labels, slot in series:
                     key = (fmt, name, labels)
                     prefix = self._prefixes.get(key)
@@ -274,16 +316,18 @@ class MultiprocRenderer:
                         if len(self._prefixes) >= _MEMO_LIMIT:
                             self._prefixes.clear()
                         prefix = self._prefixes[key] = sample_prefix(fmt, name, labels)
-                    lines.append((prefix, slot))
+                    lines.append((prefix, slot, gates.get(slot, _UNGATED)))
         return lines
 
     def _emit(self, plan: _Plan, fmt: Format, acc: list[Any]) -> bytes:
         format_value = self._format_value
         out = []
-        for text, slot in self._lines(plan, fmt):
+        for text, slot, gate in self._lines(plan, fmt):
             if slot < 0:
                 out.append(text)
                 continue
+            if gate != _UNGATED and (gate == _NO_GATE or not (acc[gate] or 0.0) > 0.0):
+                continue  # a version no live worker serves
             value = acc[slot]
             if value is not None:  # a mostrecent series nobody has written yet
                 out.append(text + format_value(value) + "\n")

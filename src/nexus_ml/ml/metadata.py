@@ -1,0 +1,355 @@
+"""The typed model of a bundle's ``metadata.json``: every field checked before anything uses it.
+
+Parsed strictly (no coercion, no NaN or infinity, no unknown keys, no duplicate JSON keys), then
+checked for consistency: the profile covers exactly the schema's features, in order, with the
+array lengths and orderings that drift, data-quality and accuracy estimation rely on; the class
+balance names the metadata's classes; counts agree with the training metrics. Error messages
+name the field, never its value (a profile is a summary of patient data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nexus_ml.ml.errors import BundleError
+from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
+
+# Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
+# and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
+_REL_TOL = 1e-9
+
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+def _close(a: float, b: float, scale: float = 1.0) -> bool:
+    return math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=_REL_TOL * max(1.0, abs(scale)))
+
+
+def _non_decreasing(values: Sequence[float], scale: float) -> bool:
+    slack = _REL_TOL * max(1.0, abs(scale))
+    return bool(np.all(np.diff(np.asarray(values, dtype=np.float64)) >= -slack))
+
+
+class FeatureEntry(_Strict):
+    """One feature of the schema: its name, type and training range."""
+
+    name: Name
+    type: Literal["numeric"]
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _range(self) -> FeatureEntry:
+        if self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+
+class TrainingMetrics(_Strict):
+    """Holdout metrics and sizes; further keys are allowed if they are finite numbers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    holdout_accuracy: Ratio
+    n_samples: Positive
+    n_train: Positive
+    n_holdout: Positive
+    n_features: Positive
+    training_seconds: Annotated[float, Field(ge=0.0)]
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TrainingMetrics:
+        if self.n_train + self.n_holdout != self.n_samples:
+            raise ValueError("n_train + n_holdout differs from n_samples")
+        for key, value in (self.model_extra or {}).items():
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ValueError(f"{_safe(key)} must be a finite number")
+        return self
+
+
+class Source(_Strict):
+    """What a retrain reads again: a bundled dataset, a CSV file, or nothing recorded."""
+
+    kind: Literal["bundled", "csv"] | None = None
+    dataset: Name | None = None
+    path: Name | None = None
+    target: Name | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Source:
+        if self.kind == "csv" and (self.path is None or self.target is None):
+            raise ValueError("a csv source needs path and target")
+        if self.kind == "bundled" and self.dataset is None:
+            raise ValueError("a bundled source needs dataset")
+        return self
+
+
+class NumericProfile(_Strict):
+    """One numeric feature's reference summary (see ``nexus_ml.ml.profile``)."""
+
+    type: Literal["numeric"]
+    n: Positive
+    n_missing: Count
+    mean: float
+    std: Annotated[float, Field(ge=0.0)]
+    min: float
+    max: float
+    quantiles: list[float]
+    bin_edges: list[float]
+    bin_counts: list[Count]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NumericProfile:
+        lo, hi, q = self.min, self.max, self.quantiles
+        scale = max(abs(lo), abs(hi))
+        if lo > hi:
+            raise ValueError("min is greater than max")
+        if not lo - _REL_TOL * max(1.0, scale) <= self.mean <= hi + _REL_TOL * max(1.0, scale):
+            raise ValueError("mean lies outside [min, max]")
+        if len(q) != N_QUANTILES:
+            raise ValueError(f"quantiles must hold {N_QUANTILES} values")
+        if not (_close(q[0], lo, scale) and _close(q[-1], hi, scale)):
+            raise ValueError("quantiles must run from min to max")
+        if not _non_decreasing(q, scale):
+            raise ValueError("quantiles must not decrease")
+        if not _non_decreasing(self.bin_edges, scale) or any(
+            not lo <= e <= hi for e in self.bin_edges
+        ):
+            raise ValueError("bin_edges must be sorted and inside [min, max]")
+        if len(self.bin_counts) != len(self.bin_edges) + 1:
+            raise ValueError("bin_counts must hold one count more than bin_edges")
+        if sum(self.bin_counts) != self.n:
+            raise ValueError("bin_counts must add up to n")
+        return self
+
+
+class CategoricalProfile(_Strict):
+    """One categorical feature's reference category counts."""
+
+    type: Literal["categorical"]
+    n: Count
+    n_missing: Count
+    categories: list[str]
+    category_counts: list[Count]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CategoricalProfile:
+        if len(self.categories) != len(self.category_counts):
+            raise ValueError("categories and category_counts differ in length")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("categories must be unique")
+        if sum(self.category_counts) != self.n:
+            raise ValueError("category_counts must add up to n")
+        return self
+
+
+FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="type")]
+
+
+class ClassBalance(_Strict):
+    """Training rows per class."""
+
+    classes: list[str]
+    counts: list[Count]
+
+
+class Calibration(_Strict):
+    """Isotonic map of holdout correctness on confidence, as breakpoints."""
+
+    x: Annotated[list[Ratio], Field(min_length=1)]
+    y: list[Ratio]
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Calibration:
+        if len(self.x) != len(self.y):
+            raise ValueError("x and y differ in length")
+        if not (_non_decreasing(self.x, 1.0) and _non_decreasing(self.y, 1.0)):
+            raise ValueError("a calibration map must not decrease")
+        return self
+
+
+class ConfidenceProfile(_Strict):
+    """The holdout's confidence histogram, accuracy and calibration map."""
+
+    n: Positive
+    mean: Ratio
+    bin_edges: list[float]
+    bin_counts: list[Count]
+    accuracy: Ratio | None = None
+    correct_counts: list[Count] | None = None
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConfidenceProfile:
+        edges = CONFIDENCE_EDGES.tolist()
+        if len(self.bin_edges) != len(edges) or not all(
+            _close(a, b) for a, b in zip(self.bin_edges, edges, strict=True)
+        ):
+            raise ValueError("bin_edges must be the confidence histogram's edges")
+        if len(self.bin_counts) != len(edges) - 1 or sum(self.bin_counts) != self.n:
+            raise ValueError("bin_counts must hold one count per bin, adding up to n")
+        if self.correct_counts is not None and (
+            len(self.correct_counts) != len(self.bin_counts)
+            or any(c > b for c, b in zip(self.correct_counts, self.bin_counts, strict=True))
+        ):
+            raise ValueError("correct_counts must not exceed bin_counts")
+        return self
+
+
+class Profile(_Strict):
+    """The reference profile (``PROFILE_VERSION`` 1) of a bundle."""
+
+    version: Literal[1]
+    n_samples: Positive
+    feature_names: list[Name]
+    features: dict[str, FeatureProfile]
+    class_balance: ClassBalance
+    confidence: ConfidenceProfile
+
+
+class BundleMetadata(_Strict):
+    """Everything ``metadata.json`` holds, checked field by field and across fields."""
+
+    name: Name
+    version: Name
+    created_at: Name
+    classes: Annotated[list[Name], Field(min_length=2)]
+    features: Annotated[list[FeatureEntry], Field(min_length=1)]
+    training_metrics: TrainingMetrics
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sklearn_version: Name
+    profile: Profile
+    source: Source
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The schema's feature names, in order."""
+        return [f.name for f in self.features]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BundleMetadata:
+        try:
+            created = datetime.fromisoformat(self.created_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("created_at must be an ISO 8601 UTC time") from None
+        if not self.created_at.endswith("Z") or created.utcoffset() is None:
+            raise ValueError("created_at must be an ISO 8601 UTC time")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be unique")
+        names = self.feature_names
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        tm = self.training_metrics
+        if tm.n_features != len(names):
+            raise ValueError("training_metrics.n_features differs from the number of features")
+        self._check_profile(names)
+        return self
+
+    def _check_profile(self, names: list[str]) -> None:
+        p, tm = self.profile, self.training_metrics
+        if p.feature_names != names:
+            raise ValueError("profile.feature_names differ from the schema's names or order")
+        if set(p.features) != set(names):
+            raise ValueError("profile.features must cover exactly the schema's features")
+        if p.n_samples != tm.n_samples:
+            raise ValueError("profile.n_samples differs from training_metrics.n_samples")
+        for spec in self.features:
+            feat = p.features[spec.name]
+            where = f"profile.features.{_safe(spec.name)}"
+            if not isinstance(feat, NumericProfile):  # the schema is numeric only
+                raise ValueError(f"{where}: type differs from the schema")
+            if feat.n + feat.n_missing != p.n_samples:
+                raise ValueError(f"{where}: n + n_missing differs from n_samples")
+            scale = max(abs(spec.min), abs(spec.max))
+            if not (_close(feat.min, spec.min, scale) and _close(feat.max, spec.max, scale)):
+                raise ValueError(f"{where}: range differs from the schema's training range")
+        balance = p.class_balance
+        if balance.classes != self.classes or len(balance.counts) != len(self.classes):
+            raise ValueError("profile.class_balance must count exactly the metadata's classes")
+        if sum(balance.counts) != p.n_samples:
+            raise ValueError("profile.class_balance counts must add up to n_samples")
+        conf = p.confidence
+        if conf.n != tm.n_holdout:
+            raise ValueError("profile.confidence.n differs from training_metrics.n_holdout")
+        # Both are the holdout's accuracy (argmax of the probabilities against predict()):
+        # they can differ only where two classes tie, at most by one row.
+        if conf.accuracy is not None and abs(conf.accuracy - tm.holdout_accuracy) > (
+            1.0 / tm.n_holdout + _REL_TOL
+        ):
+            raise ValueError("holdout_accuracy differs from the profile's holdout accuracy")
+
+
+class _NotStrictJson(ValueError):
+    """JSON that Python's parser accepts but a bundle must not hold."""
+
+
+def _refuse_constant(token: str) -> Any:
+    raise _NotStrictJson("NaN and infinity are not JSON numbers")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _NotStrictJson("a JSON object repeats a key")
+    return out
+
+
+def read_json(data: bytes, what: str) -> Any:
+    """Parse JSON strictly (no NaN/Infinity, no repeated keys), or raise BundleError."""
+    try:
+        return json.loads(
+            data.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates
+        )
+    except _NotStrictJson as exc:
+        raise BundleError(f"{what} is unreadable: {exc}", reason="metadata") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BundleError(f"{what} is unreadable: not valid JSON", reason="metadata") from None
+
+
+def parse_metadata(raw: Any) -> BundleMetadata:
+    """Validate a decoded ``metadata.json``; raise BundleError naming the first bad field."""
+    try:
+        return BundleMetadata.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        first = errors[0]
+        where = _location(first["loc"])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"].startswith("union_tag"):  # pydantic quotes the tag it found
+            message = "type must be 'numeric' or 'categorical'"
+        field = f" field {where}" if where else ""
+        raise BundleError(f"metadata{field}: {message}{more}", reason="metadata") from None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _safe(part: object) -> str:
+    # A key of a forged file could hold anything; a log line gets a short, plain version of it.
+    return _UNSAFE.sub("?", str(part))[:64]
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("numeric", "categorical"):  # the union's tag, not a field
+            out += ("." if out else "") + _safe(part)
+    return out
