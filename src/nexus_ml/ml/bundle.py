@@ -27,6 +27,7 @@ import sklearn
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
+from nexus_ml.ml.labels import LabelError, check_class_labels
 from nexus_ml.ml.schema import FeatureSchema
 
 MODEL_FILE = "model.skops"
@@ -328,6 +329,10 @@ def load_bundle(
     classes = [str(c) for c in getattr(pipeline, "classes_", [])]
     if classes != metadata.get("classes"):
         raise BundleError("artifact classes do not match its metadata")
+    try:
+        check_class_labels(classes)  # labels both stores hold, and feedback can name
+    except LabelError as exc:
+        raise BundleError(f"model {name!r} version {version!r}: {exc}") from None
     try:
         FeatureSchema.from_list(metadata["features"])
     except (KeyError, TypeError, ValueError) as exc:
