@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     writer_insert_timeout_seconds: float = Field(
         default=15.0, gt=0, description="An insert taking longer counts as a database outage."
     )
+    # Records the database refuses for their values are kept (0600) for a human, within limits.
+    writer_rejected_max_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of refused records kept in rejected-*.jsonl files; oldest go first.",
+    )
+    writer_rejected_max_age_seconds: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Refused-record files last written longer ago than this are deleted.",
+    )
     shutdown_grace_seconds: float = Field(
         default=20.0,
         gt=0,

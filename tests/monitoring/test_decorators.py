@@ -139,10 +139,11 @@ def test_unrecognised_result_counts_unknown_without_confidence(metrics: Metrics)
     assert value(metrics, "ml_model_confidence_score_count", model="diag") == 0
 
 
-def test_nan_confidence_is_not_observed(metrics: Metrics) -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_confidence_is_not_observed(metrics: Metrics, bad: float) -> None:
     @monitor_prediction("diag", metrics=metrics)
     def predict() -> Prediction:
-        return Prediction("a", float("nan"))
+        return Prediction("a", bad)
 
     predict()
     assert predictions(metrics, "a") == 1

@@ -17,6 +17,7 @@ from nexus_ml.stats.quality import QualityChecker
 
 # The quality score is over the last this-many requests of this worker.
 QUALITY_WINDOW = 1000
+_INF, _NEG_INF = float("inf"), float("-inf")
 
 
 class ModelObserver:
@@ -44,6 +45,10 @@ class ModelObserver:
 
     def observe(self, row: Any, predicted: str, confidence: float, latency: float) -> None:
         """Count the prediction, its latency and confidence, and check its data quality."""
+        if not (_NEG_INF < confidence < _INF and _NEG_INF < latency < _INF):
+            # The predictor never answers a non-finite number; were one to get here, it
+            # would make the histogram's _sum NaN for the life of the process.
+            raise ValueError("refusing to observe a non-finite confidence or latency")
         self._count[predicted]()
         self._duration(latency)
         self._confidence(confidence)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nexus_ml.ml.labels import MAX_LABEL_CHARS
+
 FeatureMap = dict[str, float]
 
 
@@ -78,7 +80,9 @@ class FeedbackRequest(BaseModel):
     """The true class of a past prediction."""
 
     model_config = ConfigDict(extra="forbid")
-    actual: str = Field(min_length=1, max_length=64, description="One of the model's classes.")
+    actual: str = Field(
+        min_length=1, max_length=MAX_LABEL_CHARS, description="One of the model's classes."
+    )
 
 
 class FeedbackResponse(BaseModel):

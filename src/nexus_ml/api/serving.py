@@ -7,19 +7,26 @@ cost of every step is visible in one place (see docs/benchmarks.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nexus_ml.api.errors import ApiError
 from nexus_ml.api.schemas import FeedbackResponse
+from nexus_ml.ml.predictor import NotEvaluable
 from nexus_ml.ml.registry import LoadedModel, UnknownModel
 from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
-from nexus_ml.storage.errors import Conflict, NotFound, WriterFull
+from nexus_ml.storage.errors import Conflict, NotFound, Unrecordable, WriterFull
 from nexus_ml.storage.records import PredictionRecord, is_id, new_id, utcnow
 
 if TYPE_CHECKING:
     from nexus_ml.api.state import Nexus
 
 _perf = time.perf_counter
+# Names no value: which one overflowed is not knowable, and the values are patient data.
+NOT_EVALUABLE = (
+    "values are outside what the model can evaluate (its arithmetic overflows); "
+    "send values near the training ranges that GET /api/v1/models/{name} lists"
+)
 
 
 def model_or_404(nexus: Nexus, name: str) -> LoadedModel:
@@ -46,89 +53,93 @@ def predict_one(nexus: Nexus, loaded: LoadedModel, features: Any) -> dict[str, A
     """One instance: the answer as a JSON-ready dict."""
     row = validate_instance(loaded.schema, features)
     start = _perf()
-    index, probabilities = loaded.predictor.predict_one(row)
+    try:
+        index, probabilities = loaded.predictor.predict_one(row)
+    except NotEvaluable:
+        # Refused like invalid input: nothing is recorded, observed or answered with NaN.
+        raise ValidationProblem("features", NOT_EVALUABLE) from None
     latency = _perf() - start
-    answer = _serve(
-        nexus,
-        loaded,
-        nexus.observer(loaded),
-        row,
-        features,
-        index,
-        probabilities,
-        latency,
-        utcnow(),
-    )
-    return {"model": loaded.name, "version": loaded.version, **answer}
+    record = _record(loaded, features, index, probabilities, latency, utcnow())
+    _submit(nexus, (record,))
+    # Observed only once the record is safely accepted: a refused prediction
+    # (503 in _submit) was never served and must not be counted as one.
+    nexus.observer(loaded).observe(row, record.predicted_class, record.confidence, latency)
+    return {"model": loaded.name, "version": loaded.version, **_answer(record)}
 
 
 def predict_many(nexus: Nexus, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
-    """A batch: validated whole first, so a bad instance means nothing is predicted or stored."""
+    """A batch, all or nothing: a bad instance means nothing is predicted, stored or observed."""
     X = validate_batch(loaded.schema, instances, max_instances=nexus.settings.max_batch)
     start = _perf()
     # predict_batch_indices applies scikit-learn's own tie rule (decision > 0),
     # which argmax over probabilities can break when the decision is ~0.
-    indices, proba = loaded.predictor.predict_batch_indices(X)
+    try:
+        indices, proba = loaded.predictor.predict_batch_indices(X)
+    except NotEvaluable as exc:
+        field = "instances" if exc.row is None else f"instances[{exc.row}]"
+        raise ValidationProblem(field, NOT_EVALUABLE) from None
     latency = (_perf() - start) / len(X)
-    observer = nexus.observer(loaded)
     now = utcnow()
-    out = [
-        _serve(nexus, loaded, observer, X[i], instances[i], int(indices[i]), proba[i], latency, now)
+    records = [
+        _record(loaded, instances[i], int(indices[i]), proba[i], latency, now)
         for i in range(len(X))
     ]
-    return {"model": loaded.name, "version": loaded.version, "predictions": out}
+    _submit(nexus, records)
+    observe = nexus.observer(loaded).observe
+    for i, record in enumerate(records):
+        observe(X[i], record.predicted_class, record.confidence, latency)
+    return {
+        "model": loaded.name,
+        "version": loaded.version,
+        "predictions": [_answer(record) for record in records],
+    }
 
 
-def _serve(
-    nexus: Nexus,
+def _record(
     loaded: LoadedModel,
-    observer: Any,
-    row: Any,
     features: Any,
     index: int,
     probabilities: Any,
     latency: float,
     now: Any,
-) -> dict[str, Any]:
-    """Record one answered instance, observe it, and return its JSON-ready answer."""
+) -> PredictionRecord:
+    """The record of one answered instance."""
     classes = loaded.classes
-    predicted = classes[index]
-    confidence = float(probabilities[index])
-    probs = dict(zip(classes, map(float, probabilities), strict=True))
-    pid = new_id()
-    _submit(
-        nexus,
-        PredictionRecord(
-            id=pid,
-            model=loaded.name,
-            version=loaded.version,
-            created_at=now,
-            features=features,
-            predicted_class=predicted,
-            confidence=confidence,
-            probabilities=probs,
-            latency_seconds=latency,
-        ),
+    return PredictionRecord(
+        id=new_id(),
+        model=loaded.name,
+        version=loaded.version,
+        created_at=now,
+        features=features,
+        predicted_class=classes[index],
+        confidence=float(probabilities[index]),
+        probabilities=dict(zip(classes, map(float, probabilities), strict=True)),
+        latency_seconds=latency,
     )
-    # Observed only once the record is safely accepted: a refused prediction
-    # (503 in _submit) was never served and must not be counted as one.
-    observer.observe(row, predicted, confidence, latency)
+
+
+def _answer(record: PredictionRecord) -> dict[str, Any]:
     return {
-        "id": pid,
-        "predicted_class": predicted,
-        "confidence": confidence,
-        "probabilities": probs,
+        "id": record.id,
+        "predicted_class": record.predicted_class,
+        "confidence": record.confidence,
+        "probabilities": record.probabilities,
     }
 
 
-def _submit(nexus: Nexus, record: PredictionRecord) -> None:
+def _submit(nexus: Nexus, records: Sequence[PredictionRecord]) -> None:
     try:
-        nexus.writer.submit(record)
+        nexus.writer.submit_many(records)
     except WriterFull:
         # Neither memory nor the disk journal can take the record: refuse the
         # prediction rather than answer one that the audit trail would lack.
         nexus.count_error("database", "WriterFull")
         raise ApiError(503, "cannot record predictions right now: retry later") from None
+    except Unrecordable:
+        # A number or text no store can hold (the predictor's checks make this a bug):
+        # a 200 is only given for a prediction whose record was accepted.
+        nexus.count_error("database", "Unrecordable")
+        raise ApiError(500, "the prediction could not be recorded") from None
 
 
 async def add_feedback(nexus: Nexus, prediction_id: str, actual: str) -> FeedbackResponse:

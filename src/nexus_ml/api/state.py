@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -30,7 +30,7 @@ from nexus_ml.monitoring.measurements import MetricHistory
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.storage.db import make_engine
-from nexus_ml.storage.errors import DatabaseUnavailable
+from nexus_ml.storage.errors import DatabaseUnavailable, RejectReason
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
@@ -142,12 +142,16 @@ class Nexus:
             m.db_records_pending.set(n_memory + n_disk)
             m.db_records_spilled.set(n_disk)
 
+        def on_rejected(model: str, reason: str, count: int) -> None:
+            m.db_records_rejected_total.labels(model, reason).inc(count)
+
         return RecordWriter.from_settings(
             self.settings,
             self.store.insert_predictions,
             on_flush=on_flush,
             on_error=on_error,
             on_pending=on_pending,
+            on_rejected=on_rejected,
         )
 
     def observer(self, loaded: LoadedModel) -> ModelObserver:
@@ -181,6 +185,8 @@ class Nexus:
         # Series TrainingFailure reads with increase(): present at 0 from the start.
         for outcome in ("success", "failure"):
             m.model_training_runs_total.labels(loaded.name, outcome)
+        for reason in get_args(RejectReason):
+            m.db_records_rejected_total.labels(loaded.name, reason)
         self.observer(loaded)
 
     def _retire_version(self, name: str, version: str) -> None:

@@ -33,6 +33,7 @@ import skops.io as sio
 from sklearn.pipeline import Pipeline
 
 from nexus_ml.ml.errors import BundleError
+from nexus_ml.ml.labels import LabelError, check_class_labels
 from nexus_ml.ml.manifest import (
     HASHED_FILES,
     MANIFEST_FILE,
@@ -429,6 +430,10 @@ def _verify(pipeline: Any, info: BundleMetadata) -> Predictor:
     classes = [str(c) for c in getattr(pipeline, "classes_", [])]
     if classes != info.classes:
         raise BundleError("artifact classes do not match its metadata")
+    try:
+        check_class_labels(classes)  # labels both stores hold, and feedback can name
+    except LabelError as exc:
+        raise BundleError(f"class labels: {exc}", "metadata") from None
     return compile_checked(pipeline, info.profile, info.feature_names)
 
 

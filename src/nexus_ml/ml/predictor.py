@@ -5,6 +5,18 @@ is one dot product and a logistic/softmax; anything else falls back to ``predict
 For one row, ``ndarray.dot`` beat a plain Python loop over ``row.tolist()`` at every size
 measured (1.00 vs 1.12 µs per prediction at 2 features, 1.05 vs 2.44 µs at 30), so the one-row
 path stays in numpy; ``benchmarks/bench_model_predict.py`` keeps the loop for comparison.
+
+Every answer is finite. Finite inputs can overflow (1.7e308 times a weight of 24 is infinite;
+two such terms of opposite sign make NaN), and an overflowed decision has no trustworthy sign.
+The compiled paths therefore take the dot product with weights divided by a power of two,
+2**k with 2**k >= 2 * sum(|w|): no product or partial sum of finite inputs can then exceed
+half the float maximum, and scaling by a power of two is exact, so the result is bit for bit
+the unscaled one wherever that one does not overflow. Multiplying back by 2**k overflows only
+when the decision itself is beyond the float range: that row raises ``NotEvaluable``, and so
+does the fallback when a pipeline step overflows. Past that check nothing can overflow: the
+logistic exponentiates only ``-|z|``, and the softmax subtracts the row's maximum, so every
+exponent is <= 0 and the denominator is >= 1 (a finite score minus a finite maximum may round
+to -inf, whose exp is the correct 0).
 """
 
 from __future__ import annotations
@@ -21,6 +33,27 @@ from sklearn.preprocessing import StandardScaler
 _SELF_CHECK_TOLERANCE = 1e-9
 
 Kind = Literal["binary", "multinomial", "fallback"]
+_INF = math.inf
+
+
+class NotEvaluable(ValueError):
+    """Finite feature values on which the model's arithmetic overflows: it has no finite answer."""
+
+    def __init__(self, row: int | None) -> None:
+        super().__init__("feature values are outside what the model can evaluate")
+        self.row = row  # index of the first such row of a batch, None if unknown
+
+
+def _ignoring_overflow() -> Any:
+    # Overflow is detected by the finiteness checks below, not by numpy's warning (which
+    # would name no row, and print once per process).
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+def _headroom(weights: np.ndarray) -> float:
+    """2**k, the least power of two >= 2 * the largest L1 norm of a weight column (k >= 0)."""
+    l1 = float(np.abs(weights).sum(axis=0).max()) if weights.size else 0.0
+    return math.ldexp(1.0, max(0, math.frexp(2.0 * l1)[1]))
 
 
 def fold_scaler(pipeline: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -52,13 +85,15 @@ class Predictor:
         folded = fold_scaler(pipeline)
         if folded is not None:
             weights, bias = folded
+            # Weights (n_features, n_outputs) divided by 2**k: their dot products cannot overflow.
+            self._scale = _headroom(weights.T)
             if weights.shape[0] == 1 and len(self.classes) == 2:
                 self.kind = "binary"
-                self._w = np.ascontiguousarray(weights[0])
+                self._w = np.ascontiguousarray(weights[0] / self._scale)
                 self._b = float(bias[0])
             elif weights.shape[0] == len(self.classes) > 2:
                 self.kind = "multinomial"
-                self._W = np.ascontiguousarray(weights.T)
+                self._W = np.ascontiguousarray(weights.T / self._scale)
                 self._bias = bias
             if self.kind != "fallback" and not self._agrees_with_pipeline():
                 # e.g. an old one-vs-rest LogisticRegression: its probabilities are not softmax.
@@ -67,8 +102,12 @@ class Predictor:
     def predict_one(self, row: np.ndarray) -> tuple[int, np.ndarray]:
         """Index of the predicted class and the probabilities for one 1-D row."""
         if self.kind == "binary":
-            # ndarray.dot is the cheapest numpy call here (~0.4 µs against ~0.8 for @).
-            z = float(row.dot(self._w)) + self._b
+            # ndarray.dot is the cheapest numpy call here (~0.4 µs against ~0.8 for @). It
+            # cannot overflow; the Python float product overflows to inf quietly, and only
+            # when the decision itself is out of range.
+            z = float(row.dot(self._w)) * self._scale + self._b
+            if not -_INF < z < _INF:
+                raise NotEvaluable(0)
             # Stable logistic: never exponentiate a large positive number.
             if z >= 0.0:
                 p = 1.0 / (1.0 + math.exp(-z))
@@ -78,31 +117,51 @@ class Predictor:
             # Same rule as LogisticRegression.predict: positive class iff the decision is > 0.
             return (1 if z > 0.0 else 0), np.array((1.0 - p, p))
         if self.kind == "multinomial":
-            scores = row.dot(self._W) + self._bias
-            return int(scores.argmax()), _softmax(scores[np.newaxis, :])[0]
-        proba = self.pipeline.predict_proba(row.reshape(1, -1))[0]
-        return int(proba.argmax()), proba
+            index, proba = self._multinomial(row[np.newaxis, :])
+            return int(index[0]), proba[0]
+        indices, proba = self._fallback(row.reshape(1, -1))
+        return int(indices[0]), proba[0]
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n_rows, n_classes) for a 2-D array."""
-        if self.kind == "binary":
-            z = X @ self._w + self._b
-            p = _expit(z)
-            return np.column_stack((1.0 - p, p))
-        if self.kind == "multinomial":
-            return _softmax(X @ self._W + self._bias)
-        return np.asarray(self.pipeline.predict_proba(X), dtype=np.float64)
+        return self.predict_batch_indices(X)[1]
 
     def predict_batch_indices(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class indices and probabilities for a 2-D array (ties broken as sklearn)."""
         if self.kind == "binary":
-            z = X @ self._w + self._b
+            zs = X @ self._w
+            with _ignoring_overflow():
+                z = zs * self._scale + self._b
+            _check_scores(z)
             p = _expit(z)
             return (z > 0.0).astype(np.intp), np.column_stack((1.0 - p, p))
         if self.kind == "multinomial":
-            scores = X @ self._W + self._bias
+            return self._multinomial(X)
+        return self._fallback(X)
+
+    def _multinomial(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scaled = X @ self._W
+        with _ignoring_overflow():
+            scores = scaled * self._scale + self._bias
+            _check_scores(scores)
             return scores.argmax(axis=1), _softmax(scores)
-        proba = self.predict_batch(X)
+
+    def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pipeline's own answer, refused where any step's arithmetic overflowed."""
+        try:
+            with _ignoring_overflow():
+                if hasattr(self.pipeline, "decision_function"):
+                    # The scores the probabilities come from: an overflow in a scaler or a dot
+                    # product shows here (or as scikit-learn's own "contains infinity" refusal).
+                    _check_scores(np.asarray(self.pipeline.decision_function(X), np.float64))
+                proba = np.asarray(self.pipeline.predict_proba(X), dtype=np.float64)
+        except ValueError as exc:
+            if isinstance(exc, NotEvaluable):
+                raise
+            # scikit-learn refused an intermediate array (infinite after scaling); which row
+            # it was is not said, and finding out would cost one call per row.
+            raise NotEvaluable(None) from None
+        _check_scores(proba)
         return proba.argmax(axis=1), proba
 
     def _agrees_with_pipeline(self) -> bool:
@@ -127,6 +186,14 @@ def compile_predictor(pipeline: Any) -> Predictor:
     return Predictor(pipeline)
 
 
+def _check_scores(scores: np.ndarray) -> None:
+    """Raise NotEvaluable for the first row (of a 1-D or 2-D array) holding NaN or +/-inf."""
+    finite = np.isfinite(scores)
+    if not finite.all():
+        bad = finite if finite.ndim == 1 else finite.all(axis=1)
+        raise NotEvaluable(int(np.argmin(bad)))
+
+
 def _expit(z: np.ndarray) -> np.ndarray:
     # exp of -|z| never overflows; the two branches are the same function.
     e = np.exp(-np.abs(z))
@@ -134,6 +201,8 @@ def _expit(z: np.ndarray) -> np.ndarray:
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
+    # Finite scores only, under _ignoring_overflow (the caller's): the difference of two finite
+    # numbers may overflow to -inf, and exp(-inf) == 0 is the right answer there.
     shifted = scores - scores.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)

@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
 from nexus_ml.ml.datasets import BUNDLED_DATASETS, load_dataset, sanitize_feature_name
+from nexus_ml.ml.labels import RULE, LabelError, check_class_labels, label_problem
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.ml.schema import FeatureSchema
 
@@ -114,6 +115,11 @@ def _check_shape(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> 
     if not np.isfinite(X).all():
         raise TrainingDataError("features must be finite numbers")
     labels, counts = np.unique(y, return_counts=True)
+    try:
+        # Every answered prediction must be storable in both stores and able to get feedback.
+        check_class_labels(labels.tolist())
+    except LabelError as exc:
+        raise TrainingDataError(f"target: {exc}") from None
     if len(labels) < 2:
         raise TrainingDataError("the target needs at least 2 classes")
     if counts.min() < MIN_ROWS_PER_CLASS:
@@ -166,6 +172,9 @@ def _parse_csv(
         label = record[t].strip()
         if not label:
             raise TrainingDataError(f"line {line_no}: target column {target!r} is empty")
+        problem = label_problem(label)
+        if problem is not None:  # the line, never the value: a label may be patient data
+            raise TrainingDataError(f"line {line_no}: the target value {problem}; {RULE}")
         rows.append([_number(record[i], header[i], line_no) for i in feature_cols])
         labels.append(label)
     if len(rows) < MIN_ROWS:

@@ -52,6 +52,7 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 UNKNOWN = "unknown"
+_INF, _NEG_INF = float("inf"), float("-inf")
 _perf = time.perf_counter
 
 _default: Metrics | None = None
@@ -132,7 +133,7 @@ class _PredictionChildren:
         child.inc()
         if confidence is not None:
             conf = float(confidence)
-            if conf == conf:  # NaN would poison the histogram's _sum for good
+            if _NEG_INF < conf < _INF:  # NaN or +/-inf would poison the histogram's _sum for good
                 self.confidence.observe(conf)
 
     def record(self, result: Any, version: Any = UNKNOWN) -> None:

@@ -96,6 +96,7 @@ class Metrics:
     db_records_pending: Gauge
     db_records_spilled: Gauge
     db_records_written_total: Counter
+    db_records_rejected_total: Counter
     # Alerts evaluated in-process (same names as the Prometheus rules)
     alerts_active: Gauge
 
@@ -349,6 +350,13 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         ),
         "db_records_written_total": Counter(
             "ml_db_records_written", "Prediction records written to the database.", registry=r
+        ),
+        "db_records_rejected_total": Counter(
+            "ml_db_records_rejected",
+            "Prediction records the database refused, kept in rejected-*.jsonl files "
+            "(reason: integrity|data|other).",
+            ["model", "reason"],
+            registry=r,
         ),
         "alerts_active": Gauge(
             "ml_alerts_active",

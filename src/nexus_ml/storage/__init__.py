@@ -9,6 +9,7 @@ from .errors import (
     DatabaseUnavailable,
     NotFound,
     StorageError,
+    Unrecordable,
     WriterFull,
     is_connection_error,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "RecordWriter",
     "StorageError",
     "Store",
+    "Unrecordable",
     "WriterFull",
     "advisory_lock",
     "insert_many",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import sqlalchemy.exc
 
@@ -34,6 +35,10 @@ class WriterFull(StorageError):
     """A record could be held neither in memory nor in the on-disk journal."""
 
 
+class Unrecordable(StorageError):
+    """A record no store can hold as it is (a NaN or infinite number, text that is not UTF-8)."""
+
+
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -50,6 +55,50 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, _CONNECTION_ERRORS)
+
+
+# What a failed write means for the writer: wait for the database (connection), set the
+# refused records aside (data), or retry a few times before deciding (other).
+ErrorKind = Literal["connection", "data", "other"]
+# Why the database refused one record: a constraint, a value it cannot hold, or neither.
+RejectReason = Literal["integrity", "data", "other"]
+
+_INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.IntegrityError,
+    sqlite3.IntegrityError,
+)
+_DATA_ERRORS: tuple[type[BaseException], ...] = (sqlalchemy.exc.DataError, sqlite3.DataError)
+if psycopg is not None:
+    _INTEGRITY_ERRORS += (psycopg.IntegrityError,)
+    _DATA_ERRORS += (psycopg.DataError,)
+
+
+def reject_reason(exc: BaseException) -> RejectReason | None:
+    """Why the database refused the values themselves (retrying cannot help), else None.
+
+    Both stores say so by class: SQLite ``IntegrityError`` (NOT NULL, e.g. a NaN it stores as
+    NULL), PostgreSQL ``DataError`` (NUL in text, text longer than its column, NaN in JSON) and
+    ``IntegrityError``. A value refused by SQLAlchemy before it was sent (a naive datetime)
+    is a ``StatementError`` that is not a driver error: data too.
+    """
+    if is_connection_error(exc):
+        return None
+    if isinstance(exc, _INTEGRITY_ERRORS):
+        return "integrity"
+    if isinstance(exc, _DATA_ERRORS):
+        return "data"
+    if isinstance(exc, sqlalchemy.exc.StatementError) and not isinstance(
+        exc, sqlalchemy.exc.DBAPIError
+    ):
+        return "data"
+    return None
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """Classify a failed write: the database is unreachable, refuses the data, or other."""
+    if isinstance(exc, TimeoutError) or is_connection_error(exc):
+        return "connection"
+    return "other" if reject_reason(exc) is None else "data"
 
 
 P = ParamSpec("P")

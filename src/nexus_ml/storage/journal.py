@@ -23,18 +23,25 @@ from .records import PredictionRecord
 PREFIX = "seg-"
 SUFFIX = ".jsonl"
 CORRUPT_SUFFIX = ".corrupt"
-REJECTED_PREFIX = "rejected-"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-# One reused encoder: json.dumps with non-default arguments builds a new encoder per call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Reused encoders: json.dumps with non-default arguments builds a new encoder per call.
+# Strict (the journal): NaN and infinities raise ValueError, so a record no store can hold is
+# refused before it is accepted; text that is not UTF-8 raises UnicodeEncodeError below.
+_encode_strict = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# Lenient (records already refused, kept for a human): anything a record holds, ASCII-escaped.
+_encode_lenient = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def encode(record: PredictionRecord) -> bytes:
-    """One journal line for ``record`` (newline-terminated UTF-8 JSON)."""
+def encode(record: PredictionRecord, *, strict: bool = True) -> bytes:
+    """One journal line for ``record`` (newline-terminated UTF-8 JSON).
+
+    Strict by default: raises ValueError (UnicodeEncodeError included) for a NaN or infinite
+    number or text that is not UTF-8, which neither store can hold.
+    """
     return (
-        _encode(
+        (_encode_strict if strict else _encode_lenient)(
             [
                 record.id,
                 record.model,
@@ -101,15 +108,15 @@ class Segment:
             raise
         return cls(directory / name, fd)
 
-    def append(self, line: bytes) -> bool:
-        """Append one line with a single write(2); False (and broken) if the write failed."""
+    def append(self, lines: bytes, count: int = 1) -> bool:
+        """Append ``count`` lines with a single write(2); False (and broken) if it failed."""
         try:
             # In the page cache once write(2) returns: it survives our death, not a power cut.
-            ok = os.write(self.fd, line) == len(line)
+            ok = os.write(self.fd, lines) == len(lines)
         except OSError:
             ok = False
         if ok:
-            self.written += 1
+            self.written += count
         else:
             self.broken = True
         return ok
@@ -197,15 +204,3 @@ def quarantine(path: Path) -> Path:
     target = path.with_suffix(CORRUPT_SUFFIX)
     os.rename(path, target)
     return target
-
-
-def write_rejected(directory: Path, records: list[PredictionRecord]) -> Path:
-    """Keep records the database refuses (not for connection reasons) for a human; fsynced."""
-    path = directory / f"{REJECTED_PREFIX}{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, b"".join(encode(r) for r in records))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path

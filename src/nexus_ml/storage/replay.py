@@ -8,17 +8,18 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from .errors import is_connection_error
-from .journal import Segment, claim, list_segments, quarantine, read_chunks, write_rejected
+from .errors import ErrorKind, RejectReason, error_kind, reject_reason
+from .journal import Segment, claim, list_segments, quarantine, read_chunks
 from .records import PredictionRecord
+from .rejected import RejectedFiles
 
 log = logging.getLogger("nexus_ml.storage.writer")
 
-ErrorType = Literal["connection", "other"]
 InsertFn = Callable[[Sequence[PredictionRecord]], int]
 
 
@@ -31,13 +32,21 @@ class JournalReplay:
     _lock: threading.Lock
     _segments: list[Segment]
     _disk_only: int
-    _other_failures: int
-    _on_flush: Callable[[int, float], None] | None
+    _rejected: RejectedFiles
 
     async def _write(self, records: Sequence[PredictionRecord], operation: str) -> bool:
         raise NotImplementedError
 
-    def _report_error(self, operation: str, kind: ErrorType) -> None:
+    async def _insert_bounded(self, records: Sequence[PredictionRecord]) -> int:
+        raise NotImplementedError
+
+    def _succeeded(self, written: int, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _report_error(self, operation: str, kind: ErrorKind) -> None:
+        raise NotImplementedError
+
+    def _report_rejected(self, model: str, reason: RejectReason, count: int) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -45,31 +54,83 @@ class JournalReplay:
         raise NotImplementedError
 
     async def _isolate(self, records: Sequence[PredictionRecord], operation: str) -> bool:
-        """Insert one by one; keep the refused records in a rejected-*.jsonl file."""
+        """Split a refused batch in halves: store what the database takes, park what it refuses.
 
-        def insert_each() -> tuple[int, list[PredictionRecord], bool]:
-            written, refused = 0, list[PredictionRecord]()
-            for record in records:
-                try:
-                    written += self._insert([record])
-                except Exception as exc:
-                    if is_connection_error(exc):
-                        return written, refused, False
-                    refused.append(record)
-            return written, refused, True
-
+        Returns False (nothing parked) if the database stopped answering meanwhile, or if no
+        record was judged on its values and none went in (then the fault is not in them).
+        """
         start = time.perf_counter()
-        written, refused, done = await asyncio.to_thread(insert_each)
-        if not done:
-            return False
-        self._other_failures = 0
+        written = 0
+        refused: list[tuple[PredictionRecord, RejectReason]] = []
+        unexplained: list[PredictionRecord] = []
+        # The whole batch was just refused: begin with its halves (a stack, first half on top).
+        mid = len(records) // 2
+        chunks = [records[mid:], records[:mid]] if len(records) > 1 else [records]
+        while chunks:
+            chunk = chunks.pop()
+            if not chunk:
+                continue
+            try:
+                written += await self._insert_bounded(chunk)
+                continue
+            except Exception as exc:
+                kind, reason = error_kind(exc), reject_reason(exc)
+            if kind == "connection":
+                self._report_error(operation, kind)
+                return False
+            if len(chunk) > 1:
+                mid = len(chunk) // 2
+                chunks += [chunk[mid:], chunk[:mid]]
+            elif reason is not None:
+                refused.append((chunk[0], reason))
+            else:
+                unexplained.append(chunk[0])
+        if unexplained and not (written or refused):
+            return False  # every record refused alone, none for its values: not the records
+        for record in unexplained:
+            # Refused alone for no known reason while others went in: once more before it is
+            # set aside, in case what failed (not the record) has passed meanwhile.
+            try:
+                written += await self._insert_bounded([record])
+            except Exception as exc:
+                if error_kind(exc) == "connection":
+                    self._report_error(operation, "connection")
+                    return False
+                refused.append((record, reject_reason(exc) or "other"))
         if refused:
-            path = write_rejected(self.spill_dir, refused)
-            log.error(
-                "record writer: database refused %d records, kept in %s", len(refused), path.name
-            )
-        self._callback(self._on_flush, written, time.perf_counter() - start)
+            try:
+                await asyncio.to_thread(self._park, [record for record, _ in refused])
+            except OSError as exc:
+                # Not kept anywhere else yet: the batch stays queued and is tried again.
+                log.error("record writer: cannot keep refused records (%s)", type(exc).__name__)
+                self._report_error("journal", "other")
+                return False
+            for (model, reason), count in Counter(
+                (str(r.model), why) for r, why in refused
+            ).items():
+                self._report_rejected(model, reason, count)
+        self._succeeded(written, time.perf_counter() - start)
         return True
+
+    def _park(self, records: list[PredictionRecord]) -> None:
+        path = self._rejected.add(records)
+        log.error("record writer: database refused %d records, kept in %s", len(records), path.name)
+        self._prune_rejected()
+
+    def _prune_rejected(self) -> None:
+        """Apply the rejected files' age and size limits (in a worker thread)."""
+        try:
+            pruned = self._rejected.prune()
+        except OSError as exc:  # retried at the next refusal or scan; never fails a write
+            log.error("record writer: cannot prune rejected records (%s)", type(exc).__name__)
+            return
+        if pruned.by_age or pruned.by_size:
+            log.warning(
+                "record writer: deleted %d rejected-record files past the age limit and %d "
+                "past the size limit",
+                pruned.by_age,
+                pruned.by_size,
+            )
 
     async def _replay_own(self, seg: Segment) -> bool:
         """Replay a sealed segment of ours whose spilled records exist only on disk."""

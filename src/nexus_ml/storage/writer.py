@@ -7,6 +7,9 @@ Guarantees
   the record to an in-memory queue. Once ``submit`` returns, the record is in the kernel's page
   cache, so it survives the worker being SIGKILLed (not a power loss: that is the price of no
   fsync per record). It is thread-safe (sync endpoints call it from the thread pool).
+  ``submit_many`` takes a batch all or none: every record is encoded first, and the lines go
+  out in one ``write(2)``. A record no store can hold (NaN, infinity, text that is not UTF-8)
+  raises ``Unrecordable`` and nothing of its batch is accepted.
 * A background task inserts the queue in batches (``batch_size`` records, at least every
   ``flush_seconds``) in a worker thread, so the event loop never waits on the database. Inserts
   are idempotent on ``id``, so anything may be retried or replayed without duplicates.
@@ -14,6 +17,12 @@ Guarantees
   each successful flush and every ``segment_max_records`` records.
 * Database down: batches are retried with capped, jittered exponential backoff; every failure is
   reported through ``on_error``; ``submit`` keeps working.
+* Database refusing data (``IntegrityError``, ``DataError``: see ``errors.reject_reason``): no
+  backoff, no retry of the same batch. It is split in halves until every record the database
+  takes is stored and each one it refuses is alone; those are kept in a capped ``rejected-*``
+  file (see ``rejected.py``) and counted through ``on_rejected``. One bad record costs about
+  ``2 log2(batch_size)`` extra inserts and never holds back the others. An error of no known
+  kind is retried with backoff ``POISON_AFTER`` times before the batch is split the same way.
 * Memory bound: at most ``max_pending`` records are held in memory, plus one batch being replayed
   from disk. Beyond that, records live only in their journal segment (the spill buffer) and are
   replayed from disk once the database answers again. Disk use is bounded only by the disk; when
@@ -41,10 +50,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import WriterFull, is_connection_error
+from .errors import ErrorKind, RejectReason, Unrecordable, WriterFull, error_kind
 from .journal import Segment, encode
 from .records import PredictionRecord
-from .replay import ErrorType, InsertFn, JournalReplay
+from .rejected import RejectedFiles
+from .replay import InsertFn, JournalReplay
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +78,12 @@ class RecordWriter(JournalReplay):
         backoff_max: float = 30.0,
         scan_seconds: float = 30.0,
         insert_timeout: float = 15.0,
+        rejected_max_bytes: int = 100 * 1024 * 1024,
+        rejected_max_age_seconds: float = 30 * 86400.0,
         on_flush: Callable[[int, float], None] | None = None,
-        on_error: Callable[[str, ErrorType], None] | None = None,
+        on_error: Callable[[str, ErrorKind], None] | None = None,
         on_pending: Callable[[int, int], None] | None = None,
+        on_rejected: Callable[[str, RejectReason, int], None] | None = None,
     ) -> None:
         self._insert = insert
         self.spill_dir = Path(spill_dir)
@@ -85,6 +98,7 @@ class RecordWriter(JournalReplay):
         self._on_flush = on_flush
         self._on_error = on_error
         self._on_pending = on_pending
+        self._on_rejected = on_rejected
 
         self._lock = threading.Lock()  # guards the queue, the active segment and counters
         self._pending: deque[tuple[PredictionRecord, Segment | None]] = deque()
@@ -95,6 +109,12 @@ class RecordWriter(JournalReplay):
         self._failures = 0
         self._other_failures = 0  # consecutive non-connection failures
         self._tag = secrets.token_hex(2)  # two writers in one process never share a file name
+        self._rejected = RejectedFiles(
+            self.spill_dir,
+            max_bytes=rejected_max_bytes,
+            max_age_seconds=rejected_max_age_seconds,
+            tag=self._tag,
+        )
         self._next_scan = 0.0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,6 +135,8 @@ class RecordWriter(JournalReplay):
             flush_seconds=settings.writer_flush_seconds,
             max_pending=settings.writer_max_pending,
             insert_timeout=settings.writer_insert_timeout_seconds,
+            rejected_max_bytes=settings.writer_rejected_max_bytes,
+            rejected_max_age_seconds=settings.writer_rejected_max_age_seconds,
             **kwargs,
         )
 
@@ -132,28 +154,43 @@ class RecordWriter(JournalReplay):
 
     def submit(self, record: PredictionRecord) -> None:
         """Accept a record (journal + memory); O(1), never touches the database."""
-        line = encode(record)
+        self.submit_many((record,))
+
+    def submit_many(self, records: Sequence[PredictionRecord]) -> None:
+        """Accept records all or none (journal + memory); never touches the database.
+
+        Raises ``Unrecordable`` if any record cannot be encoded for every store, ``WriterFull``
+        if neither memory nor the journal can take them all; in both cases none is accepted.
+        """
+        try:
+            lines = [encode(record) for record in records]
+        except ValueError as exc:  # NaN/infinity, or UnicodeEncodeError (a ValueError)
+            raise Unrecordable(type(exc).__name__) from None
+        n = len(lines)
         with self._lock:
             seg = self._active
             if seg is None:
                 raise WriterFull("record writer is not running")
+            room = self.max_pending - len(self._pending)
+            if seg.broken and room < n:
+                raise WriterFull("record writer: memory full and journal not writable")
             if seg.broken:
                 seg = None
-            elif not seg.append(line):
+            elif not seg.append(lines[0] if n == 1 else b"".join(lines), n):
                 seg = None
                 self._report_error("journal", "other")
-            if len(self._pending) < self.max_pending:
+                if room < n:
+                    raise WriterFull("record writer: memory full and journal not writable")
+            in_memory = min(room, n) if seg is not None else n
+            for record in records[:in_memory]:
                 self._pending.append((record, seg))
-                if seg is not None:
-                    seg.in_memory += 1
-            elif seg is not None:
-                seg.spilled += 1
-                self._disk_only += 1
-            else:
-                raise WriterFull("record writer: memory full and journal not writable")
-            if seg is not None and seg.written >= self.segment_max_records:
-                self._rotate_locked()
-            full = len(self._pending) == self.batch_size
+            if seg is not None:
+                seg.in_memory += in_memory
+                seg.spilled += n - in_memory
+                self._disk_only += n - in_memory
+                if seg.written >= self.segment_max_records:
+                    self._rotate_locked()
+            full = len(self._pending) >= self.batch_size > len(self._pending) - in_memory
         if full:
             self._wake_flusher()
 
@@ -312,6 +349,7 @@ class RecordWriter(JournalReplay):
             if scan and time.monotonic() >= self._next_scan:
                 if not await self._replay_orphans():
                     return False
+                await asyncio.to_thread(self._prune_rejected)  # the age limit, without refusals
                 self._next_scan = time.monotonic() + self.scan_seconds
             self._report_pending()
             return True
@@ -322,33 +360,44 @@ class RecordWriter(JournalReplay):
             # Bounded: an insert stuck on a frozen connection must count as an
             # outage (and be retried), not wait unreported. The stuck thread may
             # still finish later; inserts are idempotent, so that is harmless.
-            async with asyncio.timeout(self.insert_timeout):
-                written = await asyncio.to_thread(self._insert, records)
+            written = await self._insert_bounded(records)
         except Exception as exc:
-            timed_out = isinstance(exc, TimeoutError)
-            kind: ErrorType = "connection" if timed_out or is_connection_error(exc) else "other"
-            self._failures += 1
-            self._other_failures = self._other_failures + 1 if kind == "other" else 0
+            kind = error_kind(exc)
             # The type name only: driver messages can echo the parameters (patient data).
             log.warning(
                 "record writer: %s of %d records failed (%s, %s, attempt %d)",
-                operation, len(records), kind, type(exc).__name__, self._failures,
+                operation, len(records), kind, type(exc).__name__, self._failures + 1,
             )  # fmt: skip
             self._report_error(operation, kind)
+            if kind == "data":
+                # The database judged the values: retrying cannot help and must not hold
+                # back the records queued behind them. Split the batch now.
+                if await self._isolate(records, operation):
+                    return True
+                kind = "connection"  # the database went away while splitting
+            self._failures += 1
+            self._other_failures = self._other_failures + 1 if kind == "other" else 0
             self._report_pending()
             if self._other_failures >= POISON_AFTER and await self._isolate(records, operation):
-                # The same batch kept being refused: the records the database rejects are set
-                # aside instead of blocking every later record behind them.
-                self._failures = 0
+                # The same batch kept being refused for no known reason: the records the
+                # database refuses alone are set aside instead of blocking every later one.
+                self._failures = self._other_failures = 0
                 return True
             return False
+        self._succeeded(written, time.perf_counter() - start)
+        return True
+
+    async def _insert_bounded(self, records: Sequence[PredictionRecord]) -> int:
+        async with asyncio.timeout(self.insert_timeout):
+            return await asyncio.to_thread(self._insert, records)
+
+    def _succeeded(self, written: int, seconds: float) -> None:
         self._other_failures = 0
         if self._failures:
             log.info("record writer: database back after %d failed attempts", self._failures)
             self._failures = 0
             self._next_scan = 0.0  # the database is back: look for orphans at once
-        self._callback(self._on_flush, written, time.perf_counter() - start)
-        return True
+        self._callback(self._on_flush, written, seconds)
 
     async def _flush_batch(self) -> bool:
         with self._lock:
@@ -373,8 +422,11 @@ class RecordWriter(JournalReplay):
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def _report_error(self, operation: str, kind: ErrorType) -> None:
+    def _report_error(self, operation: str, kind: ErrorKind) -> None:
         self._callback(self._on_error, operation, kind)
+
+    def _report_rejected(self, model: str, reason: RejectReason, count: int) -> None:
+        self._callback(self._on_rejected, model, reason, count)
 
     def _report_pending(self) -> None:
         self._callback(self._on_pending, len(self._pending), self._disk_only)

@@ -79,7 +79,9 @@ async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey
         # feature and kind; a client's unknown feature names never become labels).
         nexus.observer(loaded).rejected(problem)
         raise ApiError(422, str(problem), problem.field) from None
-    return Response(json.dumps(answer), media_type="application/json")
+    # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
+    # should one slip through, a 500 is better than a 200 that strict parsers reject.
+    return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
 
 
 @router.post(

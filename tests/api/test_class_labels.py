@@ -1,0 +1,112 @@
+"""Class labels that training accepts are stored by both stores and take feedback."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from tests.helpers import auth
+
+from nexus_ml.api.app import create_app
+from nexus_ml.ml.bundle import save_bundle
+from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.labels import MAX_LABEL_CHARS
+from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.training import train_from_csv
+
+LONGEST = "L" * (MAX_LABEL_CHARS - 5) + "-ção良"
+ACCENTED = "benígno (estádio IIb)"
+
+
+def _csv(path: Path, labels: list[str]) -> Path:
+    d = load_dataset("diabetes_risk")
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["age", "sex", "bmi", "outcome"])
+        for i in range(80):
+            w.writerow([*d.X[i, :3].tolist(), labels[int(d.X[i, 2] > 0)]])
+    return path
+
+
+def test_longest_and_non_ascii_labels_are_stored_and_take_feedback(
+    make_settings: Any, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    assert len(LONGEST) == MAX_LABEL_CHARS
+    train_from_csv(
+        _csv(tmp_path / "d.csv", [LONGEST, ACCENTED]), "outcome", "mine", settings.model_path
+    )
+    row = {"age": 0.03, "sex": 0.05, "bmi": 0.06}
+    with TestClient(create_app(settings, registry=registry)) as client:
+        url = "/api/v1/models/mine/predict"
+        one = client.post(url, json={"features": row}, headers=auth("predict"))
+        many = client.post(
+            url, json={"instances": [row, {**row, "bmi": -0.06}]}, headers=auth("predict")
+        )
+        assert one.status_code == 200 and many.status_code == 200, (one.text, many.text)
+        answers = [one.json(), *many.json()["predictions"]]
+        assert {a["predicted_class"] for a in answers} == {LONGEST, ACCENTED}
+        nexus = client.app.state.nexus  # type: ignore[attr-defined]
+        assert client.portal.call(nexus.writer.flush, 10.0)
+        # Every answered prediction is stored, the longest label included, on both stores.
+        for a in answers:
+            stored = nexus.store.get_prediction(a["id"])
+            assert stored.predicted_class == a["predicted_class"]
+            assert set(stored.probabilities) == {LONGEST, ACCENTED}
+        for a, actual in zip(answers, [LONGEST, ACCENTED, LONGEST], strict=True):
+            r = client.post(
+                f"/api/v1/predictions/{a['id']}/feedback",
+                json={"actual": actual},
+                headers=auth("predict"),
+            )
+            assert r.status_code == 201, r.text
+            assert r.json()["actual"] == actual
+        assert nexus.store.count_predictions() == 3
+        assert nexus.writer.pending == 0
+        assert (
+            registry.get_sample_value(
+                "ml_db_records_rejected_total", {"model": "mine", "reason": "data"}
+            )
+            == 0
+        )
+
+
+def test_a_bundle_with_a_bad_class_is_refused_at_start_and_the_rest_served(
+    make_settings: Any, registry: CollectorRegistry
+) -> None:
+    settings = make_settings()
+    d = load_dataset("diabetes_risk")
+    y = np.where(d.X[:, 2] > 0, "high", "x" * (MAX_LABEL_CHARS + 1)).astype(object)
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=500))])
+    pipeline.fit(d.X, y)
+    save_bundle(
+        settings.model_path,
+        "foreign",
+        pipeline,
+        schema=FeatureSchema.from_training(d.X, d.feature_names),
+        classes=[str(c) for c in pipeline.classes_],
+        metrics={},
+        profile={},
+    )
+    with TestClient(create_app(settings, registry=registry)) as client:
+        r = client.get("/api/v1/models", headers=auth("predict"))
+        names = {m["name"] for m in json.loads(r.text)}
+        assert names == {"diagnostic", "diabetes_risk"}
+        assert (
+            registry.get_sample_value(
+                "ml_errors_total", {"component": "model", "error_type": "BundleRefused"}
+            )
+            == 1
+        )
+        r = client.post(
+            "/api/v1/models/foreign/predict", json={"features": {}}, headers=auth("predict")
+        )
+        assert r.status_code == 404
