@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         default=15.0, gt=0, description="A request body not received in full by then gets 408."
     )
+    max_url_bytes: int = Field(
+        default=8192, ge=256, description="A request target (path and query) above this gets 414."
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        ge=4096,
+        le=1_048_576,
+        description="A request line plus header fields above this gets 431.",
+    )
+    max_header_count: int = Field(
+        default=100, ge=16, le=10_000, description="More header fields than this gets 431."
+    )
 
     # Prediction record writer
     writer_batch_size: int = Field(default=200, ge=1, description="Records per database insert.")
