@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     max_header_count: int = Field(
         default=100, ge=16, le=10_000, description="More header fields than this gets 431."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request head not received in full by then gets 408 and the connection "
+        "is closed (an idle new connection is closed silently).",
+    )
 
     # Prediction record writer
     writer_batch_size: int = Field(default=200, ge=1, description="Records per database insert.")

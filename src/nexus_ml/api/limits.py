@@ -18,6 +18,9 @@ the application reads the body is a ``Refused`` (an ``HTTPException``, which Fas
 parsing passes on untouched), answered by the shared HTTP error handler; one that reaches
 this middleware unanswered is answered here.
 
+The server bounds what reaches the application in the first place (``api/edge.py``: the size
+of a request head as it arrives, and the time to receive it); these checks hold under any
+ASGI server.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ _REQUEST_LINE_OVERHEAD = 12
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RequestLimits:
-    """The limits a request must stay within, from the settings."""
+    """The limits a request must stay within, from the settings (the server's edge uses the
+    head's size and time, this module's middleware the rest)."""
 
     max_url_bytes: int
     max_header_bytes: int
     max_header_count: int
+    header_timeout: float
     max_body_bytes: int
     body_timeout: float
 
@@ -55,6 +60,7 @@ class RequestLimits:
             max_url_bytes=settings.max_url_bytes,
             max_header_bytes=settings.max_header_bytes,
             max_header_count=settings.max_header_count,
+            header_timeout=settings.header_timeout_seconds,
             max_body_bytes=settings.max_body_bytes,
             body_timeout=settings.body_timeout_seconds,
         )
