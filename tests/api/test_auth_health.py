@@ -154,6 +154,7 @@ def test_probes_and_pages_answer_head_like_get(make_settings: Any, registry: Any
             ("/health", {}),
             ("/metrics", token),
             ("/metrics", {}),  # 401 either way
+            ("/docs", {}),
             ("/dashboard", {}),
             ("/dashboard/static/dashboard.js", {}),
         ]:

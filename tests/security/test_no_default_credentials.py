@@ -34,8 +34,14 @@ URL_PASSWORD = re.compile(r"://[^/\s:@'\"]+:(?P<value>[^/\s@'\"]+)@")
 # Values that name where a secret comes from, or stand for one, rather than being one.
 PLACEHOLDER = re.compile(r"^(.*\$\{.*\}.*|.*<[^>]+>.*|\.\.\.|[A-Z_]+|/.*|.*_file)$")
 # Literal matches that are not secrets, each with the reason.
+_SWAGGER = "src/nexus_ml/api/static/vendor/swagger-ui/swagger-ui-bundle.js"
 NOT_SECRETS = {
     ("src/nexus_ml/render/kubernetes.py", "nexus-ml-secrets"): "the name of a k8s Secret",
+    # Swagger UI's minified form code: labels of its password and client-secret inputs.
+    (_SWAGGER, "text"): "input type shown for a password field",
+    (_SWAGGER, "),B?$e.createElement("): "code after a 'Password:' label",
+    (_SWAGGER, "),fe?$e.createElement("): "code after 'password:' and 'client_secret:' labels",
+    (_SWAGGER, "),o?$e.createElement("): "code after a 'Password:' label",
 }
 
 

@@ -21,6 +21,7 @@ from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.api.routes import (
     dashboard,
+    docs,
     health,
     models,
     monitoring,
@@ -62,6 +63,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             422: {"model": ErrorResponse, "description": "Invalid request"},
             431: {"model": ErrorResponse, "description": "Too many or too large headers"},
         },
+        # Swagger UI is served from this origin by routes/docs.py (pinned, under the
+        # dashboard's CSP); FastAPI's own pages load it from a CDN. No ReDoc, no OAuth2.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.nexus = nexus
     install_error_handlers(app, nexus.count_error)
@@ -73,6 +79,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
 
     # Added last = outermost: the metrics middleware sees every response,
     # including the limits' refusals (408, 413, 414, 431) and CORS preflights.
