@@ -6,10 +6,12 @@ an ``ml_errors_total`` entry (a header-only ``Content-Length: 2000000`` used to 
 a 500 with ``error_type="_RequestBodyLimitResponseSent"``, which is enough to page someone).
 Each kind is sent without a key and with one, to a known route and to an unknown path.
 The 408 for a slow body needs a real socket: ``tests/reliability/test_limits.py``.
+Also here: the request contract of the body routes (JSON only, ``seed`` an integer).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,3 +168,81 @@ def test_limits_leave_ordinary_requests_alone(service: Service) -> None:
     features = {f["name"]: f["min"] for f in row}
     r = c.post(PREDICT, json={"features": features}, headers=auth("predict"))
     assert r.status_code == 200, r.text
+
+
+# -- the request contract of the body routes --------------------------------------------------
+
+BODY_ROUTES = [
+    ("POST", PREDICT, {"features": {}}),
+    ("POST", "/api/v1/predictions/0123456789abcdef/feedback", {"actual": "benign"}),
+    ("POST", "/api/v1/models/diagnostic/train", {"seed": 1}),
+    ("PUT", "/api/v1/monitoring/config/thresholds", {"cpu_usage_high": 80}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), BODY_ROUTES)
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+     "application/jsonx", "text/json"],
+)  # fmt: skip
+def test_every_body_route_takes_json_only(
+    service: Service, method: str, path: str, payload: dict[str, Any], content_type: str | None
+) -> None:
+    headers = auth("admin") if "predict" not in path and "feedback" not in path else auth("predict")
+    if content_type is not None:
+        headers = {**headers, "Content-Type": content_type}
+    before = service.requests(415)
+    r = service.client.request(method, path, content=json.dumps(payload), headers=headers)
+    assert r.status_code == 415, (path, content_type, r.text)
+    assert r.json() == {
+        "detail": "Content-Type must be application/json for a request body",
+        "field": "content-type",
+    }
+    assert service.requests(415) == before + 1
+    # Without a key, the key is what the caller hears about.
+    r = service.client.request(method, path, content=json.dumps(payload), headers={})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON",
+     "application/merge-patch+json"],
+)  # fmt: skip
+def test_json_media_types_are_accepted(service: Service, content_type: str) -> None:
+    r = service.client.post(
+        "/api/v1/predictions/0123456789abcdef/feedback",
+        content=b'{"actual": "benign"}',
+        headers={**auth("predict"), "Content-Type": content_type},
+    )
+    assert r.status_code == 404, r.text  # past the content type: the prediction is unknown
+
+
+def test_body_routes_document_415(service: Service) -> None:
+    paths = service.client.get("/openapi.json").json()["paths"]
+    for method, path, _ in BODY_ROUTES:
+        template = path.replace("diagnostic", "{name}").replace(
+            "0123456789abcdef", "{prediction_id}"
+        )
+        operation = paths[template][method.lower()]
+        assert "415" in operation["responses"], template
+        assert list(operation["requestBody"]["content"]) == ["application/json"], template
+
+
+@pytest.mark.parametrize("seed", ['"1"', "true", "false", "1.0", "1.5", "null", "[1]", "-1"])
+def test_training_seed_is_a_strict_integer(service: Service, seed: str) -> None:
+    r = service.client.post(
+        "/api/v1/models/no_such_model/train",
+        content=f'{{"seed": {seed}}}',
+        headers={**auth("admin"), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, (seed, r.text)
+    assert r.json()["field"] == "seed"
+    assert seed.strip('"') not in r.json()["detail"].replace("seed", "")
+
+
+def test_training_without_a_body_needs_no_content_type(service: Service) -> None:
+    # Parameters are optional: an empty POST is not a body of the wrong type.
+    r = service.client.post("/api/v1/models/no_such_model/train", headers=auth("admin"))
+    assert r.status_code == 404, r.text  # past the body checks: the model is unknown
