@@ -1,4 +1,5 @@
-"""HTTP throughput of one worker: uvloop + httptools against asyncio + h11, under wrk.
+"""HTTP throughput of one worker: uvloop + httptools (uvicorn's, and the bounded subclass
+``nexus-ml serve`` runs) against asyncio + h11, under wrk.
 
 Usage: python benchmarks/bench_predict_http.py [--rounds 3] [--seconds 10] [--connections 32]
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from nexus_ml.api.edge import PROTOCOL
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.training import ensure_bundled_models
 
@@ -35,6 +37,7 @@ KEY = "predict-key-0123456789abcdef"
 PATH = "/api/v1/models/diagnostic/predict"
 STACKS = {
     "uvloop+httptools": ["--loop", "uvloop", "--http", "httptools"],
+    "uvloop+bounded httptools": ["--loop", "uvloop", "--http", PROTOCOL],
     "asyncio+h11": ["--loop", "asyncio", "--http", "h11"],
 }
 START_TIMEOUT = 60.0
@@ -146,7 +149,7 @@ def main() -> None:
         ensure_bundled_models(folder / "models")
         script = lua_script(folder)
         names = list(STACKS)
-        print(f"{'round':>5} {'stack':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(f"{'round':>5} {'stack':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 env = {
@@ -166,7 +169,7 @@ def main() -> None:
                     stop_server(proc)
                 results[name].append(res)
                 print(
-                    f"{r + 1:>5} {name:<18} {res['rps']:>9.0f} {res['p50_ms']:>8.2f}"
+                    f"{r + 1:>5} {name:<26} {res['rps']:>9.0f} {res['p50_ms']:>8.2f}"
                     f" {res['p99_ms']:>8.2f} {res['non2xx']:>8.0f}",
                     flush=True,
                 )
@@ -177,10 +180,11 @@ def main() -> None:
     }
     for name, m in med.items():
         print(
-            f"{name:<18} {m['rps']:>9.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms"
+            f"{name:<26} {m['rps']:>9.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms"
         )
-    a, b = names
-    print(f"{a} / {b} throughput: {med[a]['rps'] / med[b]['rps']:.2f}x")
+    first = names[0]
+    for name in names[1:]:
+        print(f"{name} / {first} throughput: {med[name]['rps'] / med[first]['rps']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,10 @@ Scope = Literal["predict", "monitor", "admin"]
 class Settings(BaseSettings):
     """Service configuration, from ``ML_*`` environment variables (and the guide's three names)."""
 
-    model_config = SettingsConfigDict(env_prefix="ML_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused key or token must not appear in the error message.
+    model_config = SettingsConfigDict(
+        env_prefix="ML_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # The guide names these three without a uniform prefix; keep its names.
     database_url: str = Field(
@@ -66,6 +69,24 @@ class Settings(BaseSettings):
     )
     body_timeout_seconds: float = Field(
         default=15.0, gt=0, description="A request body not received in full by then gets 408."
+    )
+    max_url_bytes: int = Field(
+        default=8192, ge=256, description="A request target (path and query) above this gets 414."
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        ge=4096,
+        le=1_048_576,
+        description="A request line plus header fields above this gets 431.",
+    )
+    max_header_count: int = Field(
+        default=100, ge=16, le=10_000, description="More header fields than this gets 431."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request head not received in full by then gets 408 and the connection "
+        "is closed (an idle new connection is closed silently).",
     )
 
     # Prediction record writer
@@ -132,10 +153,20 @@ class Settings(BaseSettings):
 
     @field_validator("metrics_token")
     @classmethod
-    def _long_token(cls, value: SecretStr) -> SecretStr:
+    def _valid_token(cls, value: SecretStr) -> SecretStr:
         secret = value.get_secret_value()
-        if secret and len(secret) < 16:
-            raise ValueError("ML_METRICS_TOKEN must be at least 16 characters (or empty)")
+        if secret and (len(secret) < 16 or not _sendable(secret)):
+            # The token itself is never part of the message.
+            raise ValueError(
+                "ML_METRICS_TOKEN must be empty or at least 16 characters, each a printable "
+                "ASCII character other than a space"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _valid_keys(cls, value: SecretStr) -> SecretStr:
+        _parse_keys(value.get_secret_value())  # refuse a bad entry at start, not at first use
         return value
 
     @property
@@ -152,18 +183,35 @@ class Settings(BaseSettings):
 
     def parsed_api_keys(self) -> dict[str, Scope]:
         """Map key -> scope from ``ML_API_KEYS``; raises ValueError on a malformed entry."""
-        keys: dict[str, Scope] = {}
-        raw = self.api_keys.get_secret_value()
-        for item in filter(None, (p.strip() for p in raw.split(","))):
-            scope, sep, key = item.partition(":")
-            if not sep or scope not in SCOPES or len(key) < 16:
-                # Name the scope only: the key itself must never reach a log.
-                raise ValueError(
-                    f"ML_API_KEYS entry for scope {scope!r} is invalid: expected "
-                    f"'<{'|'.join(SCOPES)}>:<key of at least 16 characters>'"
-                )
-            keys[key] = scope  # type: ignore[assignment]
-        return keys
+        return _parse_keys(self.api_keys.get_secret_value())
+
+
+def _sendable(secret: str) -> bool:
+    """Whether a client can present ``secret`` in an HTTP header exactly as configured.
+
+    Header values travel as bytes that servers decode as Latin-1, and a leading or trailing
+    space is stripped: a key with a non-ASCII character, a space or a control character would
+    be accepted here and then never match. Visible ASCII only (``!`` to ``~``).
+    """
+    return all("!" <= ch <= "~" for ch in secret)
+
+
+def _parse_keys(raw: str) -> dict[str, Scope]:
+    keys: dict[str, Scope] = {}
+    # Only ASCII blanks around an entry are formatting; anything else belongs to it.
+    for item in filter(None, (p.strip(" \t\r\n") for p in raw.split(","))):
+        scope, sep, key = item.partition(":")
+        if not sep or scope not in SCOPES or len(key) < 16 or not _sendable(key):
+            # Name the scope only, and only if it is one: the key itself (or a key pasted
+            # where the scope belongs) must never reach a log.
+            named = repr(scope) if scope in SCOPES else "<not a scope>"
+            raise ValueError(
+                f"ML_API_KEYS entry for scope {named} is invalid: expected "
+                f"'<{'|'.join(SCOPES)}>:<key>', the key at least 16 characters, each a "
+                "printable ASCII character other than a space"
+            )
+        keys[key] = scope  # type: ignore[assignment]
+    return keys
 
 
 @lru_cache

@@ -120,3 +120,47 @@ def test_cors_opens_only_to_the_configured_origins(make_settings: Any, registry:
         assert "access-control-allow-origin" not in evil.headers
         get = c.get(MODELS, headers={"Origin": "https://evil.example", **auth("predict")})
         assert get.status_code == 200 and "access-control-allow-origin" not in get.headers
+
+
+METRICS_TOKEN = "scrape-token-0123456789"
+
+
+def test_bearer_scheme_is_case_insensitive_for_keys_and_metrics(
+    make_settings: Any, registry: Any
+) -> None:
+    # One parser (auth.bearer_token) for the API keys and the /metrics token alike.
+    app = create_app(make_settings(metrics_token=METRICS_TOKEN), registry=registry)
+    with TestClient(app) as c:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            for sep in (" ", "  "):
+                h = {"Authorization": f"{scheme}{sep}{KEYS['predict']}"}
+                assert c.get(MODELS, headers=h).status_code == 200, (scheme, sep)
+                h = {"Authorization": f"{scheme}{sep}{METRICS_TOKEN}"}
+                assert c.get("/metrics", headers=h).status_code == 200, (scheme, sep)
+        for value in ("Basic {}", "Token {}", "Bearer{}", "Bearerx {}", "{}", "Bearer x{}"):
+            h = {"Authorization": value.format(KEYS["predict"])}
+            assert c.get(MODELS, headers=h).status_code == 401, value
+            h = {"Authorization": value.format(METRICS_TOKEN)}
+            assert c.get("/metrics", headers=h).status_code == 401, value
+
+
+def test_probes_and_pages_answer_head_like_get(make_settings: Any, registry: Any) -> None:
+    app = create_app(make_settings(metrics_token=METRICS_TOKEN), registry=registry)
+    token = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    with TestClient(app) as c:
+        for path, headers in [
+            ("/health/live", {}),
+            ("/health/ready", {}),
+            ("/health", {}),
+            ("/metrics", token),
+            ("/metrics", {}),  # 401 either way
+            ("/docs", {}),
+            ("/dashboard", {}),
+            ("/dashboard/static/dashboard.js", {}),
+        ]:
+            get, head = c.get(path, headers=headers), c.head(path, headers=headers)
+            assert head.status_code == get.status_code != 405, path
+            assert head.content == b"", path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+        # The API itself stays GET-only: HEAD there is no probe's business.
+        assert c.head(MODELS, headers=auth("predict")).status_code == 405

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from tests.helpers import KEYS
 
+from nexus_ml.api.edge import PROTOCOL
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.storage.journal import decode, list_segments
 
@@ -90,6 +91,7 @@ def uvicorn_command(port: int, grace: float) -> list[str]:
     """The documented single-process entry point (one app built from the environment)."""
     return [
         sys.executable, "-m", "uvicorn", "--factory", "nexus_ml.api.asgi:app_from_env",
+        "--http", PROTOCOL,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         "--timeout-graceful-shutdown", str(int(grace)),
     ]  # fmt: skip

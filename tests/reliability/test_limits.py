@@ -11,12 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.helpers import auth
+from tests.reliability.attacks import send_request
 from tests.reliability.service import (
     MODEL,
     Service,
     feature_rows,
     free_port,
     journal_ids,
+    metric_sum,
     poll,
     service_env,
     stored_once,
@@ -36,15 +38,18 @@ MAX_BODY = 4096
 PREDICT = f"/api/v1/models/{MODEL}/predict"
 
 
-def _raw_status(sock: socket.socket) -> int:
-    """The status code of the HTTP response on ``sock``."""
-    head = b""
-    while b"\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        head += chunk
-    return int(head.split(b" ", 2)[1])
+def _raw_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status code and body of the HTTP response on ``sock`` (read until it closes)."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _is_error_shape(body: bytes) -> bool:
+    error = json.loads(body)
+    return set(error) == {"detail", "field"} and bool(error["detail"])
 
 
 def test_slow_client_gets_408_and_oversized_body_413(model_dir: Path, tmp_path: Path) -> None:
@@ -68,18 +73,35 @@ def test_slow_client_gets_408_and_oversized_body_413(model_dir: Path, tmp_path: 
             start = time.monotonic()
             slow.sendall(head.encode() + body[:10])  # ... and the rest never comes
             # A trickling client holds no one else up.
-            r = httpx.post(f"{svc.base}{PREDICT}", content=body, headers=auth("predict"))
+            json_headers = {**auth("predict"), "Content-Type": "application/json"}
+            r = httpx.post(f"{svc.base}{PREDICT}", content=body, headers=json_headers)
             assert r.status_code == 200, r.text
-            status = _raw_status(slow)
+            status, answer = _raw_response(slow)  # the server closes after a refusal
             waited = time.monotonic() - start
-        assert status == 408
+        assert status == 408 and _is_error_shape(answer), answer
         assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 5, waited
 
+        # Announced too large: refused before the body is read.
         big = b'{"features": {"x": "' + b"y" * MAX_BODY + b'"}}'
-        r = httpx.post(f"{svc.base}{PREDICT}", content=big, headers=auth("predict"))
-        # Refused before the body is read. (Its body is FastAPI's plain-text "Content Too Large",
-        # not the shared JSON error shape: reported, see docs/reliability.md.)
-        assert r.status_code == 413, r.text
+        r = httpx.post(f"{svc.base}{PREDICT}", content=big, headers=json_headers)
+        assert r.status_code == 413 and _is_error_shape(r.content), r.text
+        # Streamed (chunked, no Content-Length) past the limit: refused once it is passed.
+        head = (
+            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {auth('predict')['Authorization']}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        chunk = b"%x\r\n%s\r\n" % (1024, b"y" * 1024)
+        outcome = send_request(port, head, body=chunk * (8 * MAX_BODY // 1024), timeout=10)
+        assert outcome.status == 413 and _is_error_shape(outcome.body), outcome
+
+        # Each refusal is counted as what the client was told; none as a server error.
+        m = svc.metrics()
+        requests = "ml_api_requests_total"
+        assert metric_sum(m, requests, status="408") == 1
+        assert metric_sum(m, requests, status="413") == 2
+        assert metric_sum(m, requests, status="500") == 0
+        assert metric_sum(m, "ml_errors_total") == 0
 
 
 @pytest.mark.postgres

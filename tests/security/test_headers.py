@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,15 +140,63 @@ def test_every_static_file_has_security_headers(closed: TestClient) -> None:
         assert r.headers["content-type"].split(";")[0] == expected, name
 
 
-def test_page_needs_no_inline_script_or_style() -> None:
+@pytest.mark.parametrize("page", ["index.html", "docs.html"])
+def test_page_needs_no_inline_script_or_style(page: str) -> None:
     # The CSP forbids inline code; a page that relied on it would break (or tempt someone to
     # loosen the policy). External scripts and stylesheets only, no inline handlers.
-    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    html = (STATIC_DIR / page).read_text(encoding="utf-8")
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.S | re.I)
-    assert scripts, "no script found: is this the dashboard page?"
+    assert scripts, f"no script found: is {page} a page?"
     for attrs, body in scripts:
         assert "src=" in attrs and not body.strip(), attrs
     assert not re.search(r"<style\b", html, re.I)
+    assert not re.search(r"\son[a-z]+\s*=", html, re.I)  # no inline event handlers
+
+
+# -- /docs -------------------------------------------------------------------------------------
+
+SWAGGER_DIR = STATIC_DIR / "vendor" / "swagger-ui"
+
+
+def _references(html: str) -> list[str]:
+    return re.findall(r"""\b(?:src|href)\s*=\s*["']([^"']+)["']""", html, re.I)
+
+
+def test_docs_page_is_served_from_this_origin_with_security_headers(closed: TestClient) -> None:
+    r = closed.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    _assert_security_headers(r, "/docs")
+    refs = _references(r.text)
+    assert any(ref.endswith("swagger-ui-bundle.js") for ref in refs), refs
+    for ref in refs:
+        # Relative to this origin: no scheme, no host, not protocol-relative.
+        assert not re.match(r"^([a-z][a-z0-9+.-]*:|//)", ref, re.I), ref
+        asset = closed.get("/" + ref.lstrip("/"))
+        assert asset.status_code == 200, ref
+        _assert_security_headers(asset, ref)
+    # The startup script points Swagger UI at this service's document, and nowhere else.
+    script = (STATIC_DIR / "docs.js").read_text(encoding="utf-8")
+    assert not re.search(r"https?://", script), script
+    assert "validatorUrl: null" in script
+
+
+def test_docs_assets_are_the_pinned_ones() -> None:
+    version = (SWAGGER_DIR / "VERSION.txt").read_text(encoding="utf-8")
+    pinned = dict(re.findall(r"sha256\((\S+)\)\s*=\s*([0-9a-f]{64})", version))
+    assert set(pinned) == {"swagger-ui-bundle.js", "swagger-ui.css"}, pinned
+    for name, digest in pinned.items():
+        assert hashlib.sha256((SWAGGER_DIR / name).read_bytes()).hexdigest() == digest, name
+    for licence in ("LICENSE.txt", "NOTICE.txt", "swagger-ui-bundle.js.LICENSE.txt"):
+        assert (SWAGGER_DIR / licence).stat().st_size > 0, licence
+
+
+def test_no_page_loads_anything_from_a_cdn(closed: TestClient) -> None:
+    # FastAPI's own documentation pages load their scripts from a CDN: they are switched off.
+    for path in ("/redoc", "/docs/oauth2-redirect"):
+        assert closed.get(path).status_code == 404, path
+    for path in ("/docs", "/dashboard"):
+        html = closed.get(path).text
+        assert not [ref for ref in _references(html) if "//" in ref], path
     assert not re.search(r"\son[a-z]+\s*=", html, re.I)
     assert not re.search(r"\sstyle\s*=", html, re.I)
     assert "javascript:" not in html.lower()

@@ -17,7 +17,6 @@ from tests.helpers import KEYS, auth
 from tests.security._support import ALL_KEYS, sqlite_app
 
 from nexus_ml.api import auth as auth_module
-from nexus_ml.api.app import create_app
 from nexus_ml.api.logs import JsonFormatter, PlainFormatter
 from nexus_ml.api.routes import health as health_routes
 from nexus_ml.config import Settings
@@ -35,8 +34,14 @@ URL_PASSWORD = re.compile(r"://[^/\s:@'\"]+:(?P<value>[^/\s@'\"]+)@")
 # Values that name where a secret comes from, or stand for one, rather than being one.
 PLACEHOLDER = re.compile(r"^(.*\$\{.*\}.*|.*<[^>]+>.*|\.\.\.|[A-Z_]+|/.*|.*_file)$")
 # Literal matches that are not secrets, each with the reason.
+_SWAGGER = "src/nexus_ml/api/static/vendor/swagger-ui/swagger-ui-bundle.js"
 NOT_SECRETS = {
     ("src/nexus_ml/render/kubernetes.py", "nexus-ml-secrets"): "the name of a k8s Secret",
+    # Swagger UI's minified form code: labels of its password and client-secret inputs.
+    (_SWAGGER, "text"): "input type shown for a password field",
+    (_SWAGGER, "),B?$e.createElement("): "code after a 'Password:' label",
+    (_SWAGGER, "),fe?$e.createElement("): "code after 'password:' and 'client_secret:' labels",
+    (_SWAGGER, "),o?$e.createElement("): "code after a 'Password:' label",
 }
 
 
@@ -122,22 +127,45 @@ def test_settings_have_no_working_default_secret() -> None:
         "root:" + "k" * 32,  # unknown scope
         "predict:" + "k" * 20 + ",monitor:short",
         ":" + "k" * 32,
+        # Keys no client could present as configured (header values are Latin-1 bytes and
+        # lose surrounding spaces): non-ASCII, spaces, control characters.
+        "admin:" + "clé-secrète-" + "k" * 16,
+        "admin:" + "ключ" * 5,
+        "predict:" + "k" * 20 + ",admin:" + "k" * 16 + "\u00a0",  # NBSP is not stripped
+        "admin:" + "k" * 8 + "\u00a0" + "k" * 8,
+        "admin:" + "k" * 10 + " " + "k" * 10,
+        "admin:" + "k" * 8 + "\t" + "k" * 8,
+        "admin:" + "k" * 16 + "\x07",
     ],
 )
 def test_malformed_or_short_keys_are_refused(value: str, tmp_path: Path) -> None:
-    settings = Settings(api_keys=value, data_dir=tmp_path)
+    # Refused when the settings are read, so the service never starts with it.
     with pytest.raises(ValueError) as err:
-        settings.parsed_api_keys()
-    with pytest.raises(ValueError):
-        create_app(settings)  # the service does not start with it
-    # The message names the scope, never the key material.
+        Settings(api_keys=value, data_dir=tmp_path)
+    # The message names the scope, never the key material (nor the whole value).
     key_parts = [p.partition(":")[2] for p in value.split(",") if len(p.partition(":")[2]) > 3]
     assert not any(k in str(err.value) for k in key_parts), str(err.value)
+    if len(value) >= 16:
+        assert value not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "token", ["short-token", "métrica-token-" + "t" * 16, "token " + "t" * 16, "t" * 16 + "\x00"]
+)
+def test_unusable_metrics_tokens_are_refused(token: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as err:
+        Settings(metrics_token=token, data_dir=tmp_path)
+    assert "ML_METRICS_TOKEN" in str(err.value)
+    assert token not in str(err.value) and token.strip() not in str(err.value)
 
 
 def test_well_formed_keys_are_accepted() -> None:
     keys = Settings(api_keys=" admin:" + "a" * 16 + " , predict:" + "b" * 40).parsed_api_keys()
     assert keys == {"a" * 16: "admin", "b" * 40: "predict"}
+    # Every visible ASCII character may appear in a key (a ':' after the first belongs to it).
+    visible = "".join(chr(c) for c in range(0x21, 0x7F)).replace(",", "")
+    assert Settings(api_keys=f"monitor:{visible}").parsed_api_keys() == {visible: "monitor"}
+    assert Settings(metrics_token=visible).metrics_token.get_secret_value() == visible
     assert "a" * 16 not in repr(Settings(api_keys="admin:" + "a" * 16))
 
 

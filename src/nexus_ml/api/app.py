@@ -17,9 +17,17 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from nexus_ml import __version__
 from nexus_ml.api.errors import ErrorResponse, install_error_handlers
-from nexus_ml.api.limits import BodyDeadlineMiddleware
+from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
-from nexus_ml.api.routes import dashboard, health, models, monitoring, predictions, training
+from nexus_ml.api.routes import (
+    dashboard,
+    docs,
+    health,
+    models,
+    monitoring,
+    predictions,
+    training,
+)
 from nexus_ml.api.state import Nexus
 from nexus_ml.config import Settings
 
@@ -43,14 +51,23 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         version=__version__,
         summary="Diagnostic predictions with Prometheus-native monitoring.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
+        # The body size limit is RequestLimitsMiddleware's, not FastAPI's max_body_size: that
+        # one signals with exceptions the metrics middleware would count as 500s.
         responses={
             400: {"model": ErrorResponse, "description": "Malformed request body"},
             401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
             403: {"model": ErrorResponse, "description": "API key lacks the scope"},
+            408: {"model": ErrorResponse, "description": "Request body not received in time"},
             413: {"model": ErrorResponse, "description": "Request body too large"},
+            414: {"model": ErrorResponse, "description": "Request URL too long"},
             422: {"model": ErrorResponse, "description": "Invalid request"},
+            431: {"model": ErrorResponse, "description": "Too many or too large headers"},
         },
+        # Swagger UI is served from this origin by routes/docs.py (pinned, under the
+        # dashboard's CSP); FastAPI's own pages load it from a CDN. No ReDoc, no OAuth2.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.nexus = nexus
     install_error_handlers(app, nexus.count_error)
@@ -62,14 +79,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
 
     # Added last = outermost: the metrics middleware sees every response,
-    # including the 408/413 refusals and CORS preflights.
-    app.add_middleware(
-        BodyDeadlineMiddleware,
-        timeout=settings.body_timeout_seconds,
-        max_bytes=settings.max_body_bytes,
-    )
+    # including the limits' refusals (408, 413, 414, 431) and CORS preflights.
+    app.add_middleware(RequestLimitsMiddleware, limits=RequestLimits.from_settings(settings))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

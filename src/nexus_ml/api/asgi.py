@@ -1,4 +1,5 @@
-"""Entry point for ASGI servers: ``uvicorn --factory nexus_ml.api.asgi:app_from_env``.
+"""Entry point for ASGI servers: ``uvicorn --factory nexus_ml.api.asgi:app_from_env``
+(add ``--http nexus_ml.api.edge:BoundedHttpToolsProtocol`` for the request-head bounds).
 
 Each worker process builds its own app from the environment (the launcher puts
 everything a worker needs, including ``PROMETHEUS_MULTIPROC_DIR``, there).

@@ -75,6 +75,27 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None.
+
+    The one parser of that header, for the API keys and the ``/metrics`` token alike: the
+    scheme is case-insensitive (RFC 9110, section 11.1), the token is taken as sent.
+    """
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key a request carries: its bearer token, else its ``X-API-Key`` header."""
+    return bearer_token(request.headers.get("authorization")) or (
+        request.headers.get("x-api-key") or None
+    )
+
+
 def require(scope: str):
     """Dependency: the caller must present a key whose scope grants ``scope``.
 
@@ -84,10 +105,11 @@ def require(scope: str):
 
     async def dependency(
         request: Request,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        header: Annotated[str | None, Depends(_header)],
+        # Declared so that OpenAPI publishes both schemes; the key is read by presented_key.
+        _bearer_scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _header_scheme: Annotated[str | None, Depends(_header)],
     ) -> Principal:
-        key = bearer.credentials if bearer is not None else header
+        key = presented_key(request)
         if not key:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -1,47 +1,135 @@
-"""Request-body limits in time and size (pure ASGI).
+"""Request limits enforced by the application (pure ASGI): URL, headers, body size and time.
 
-The streamed body *size* limit is FastAPI's own (``FastAPI(max_body_size=...)``,
-which stops reading past the limit with 413). Two things it leaves out are done
-here: a body announced larger than the limit by its ``Content-Length`` is refused
-at once in the service's one error shape (FastAPI answers that case in plain
-text), and a client trickling its body a byte at a time is cut off after a
-deadline with 408, so slow clients cannot hold a request open indefinitely.
+One middleware owns every refusal a limit makes, and answers each in the service's one
+error shape (``{"detail", "field"}``) with the status the client gets:
+
+* 414 for a request target (path and query) over ``max_url_bytes``;
+* 431 for more than ``max_header_count`` header fields, or a request line and headers over
+  ``max_header_bytes``;
+* 413 for a body announced (``Content-Length``) or streamed (chunked) over ``max_body_bytes``,
+  before the rest of it is read;
+* 408 for a body not received in full within ``body_timeout`` seconds.
+
+It sits inside ``MetricsMiddleware``, so each refusal is recorded as the status the client
+was told. No refusal travels as an exception past the metrics middleware (Starlette's and
+FastAPI's own body limit did: its ``_RequestBodyLimitResponseSent`` left a plain-text 413 on
+the wire and a 500 plus an ``ml_errors_total`` entry in the metrics). A refusal raised while
+the application reads the body is a ``Refused`` (an ``HTTPException``, which FastAPI's body
+parsing passes on untouched), answered by the shared HTTP error handler; one that reaches
+this middleware unanswered is answered here.
+
+The server bounds what reaches the application in the first place (``api/edge.py``: the size
+of a request head as it arrives, and the time to receive it); these checks hold under any
+ASGI server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from nexus_ml.config import Settings
 
-class BodyDeadlineMiddleware:
-    """413 for a body announced over ``max_bytes``; 408 for one not received within ``timeout``."""
+# Bytes a header line adds to its name and value: ": " and CRLF.
+_LINE_OVERHEAD = 4
+# Bytes of a request line besides method and target: two spaces, "HTTP/1.1", CRLF.
+_REQUEST_LINE_OVERHEAD = 12
 
-    def __init__(self, app: Any, timeout: float = 15.0, max_bytes: int | None = None) -> None:
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestLimits:
+    """The limits a request must stay within, from the settings (the server's edge uses the
+    head's size and time, this module's middleware the rest)."""
+
+    max_url_bytes: int
+    max_header_bytes: int
+    max_header_count: int
+    header_timeout: float
+    max_body_bytes: int
+    body_timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        """The limits configured in ``settings``."""
+        return cls(
+            max_url_bytes=settings.max_url_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
+            header_timeout=settings.header_timeout_seconds,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout_seconds,
+        )
+
+
+def head_bytes(
+    method: bytes | str, target_bytes: int, headers: Iterable[tuple[bytes, bytes]]
+) -> int:
+    """Size of a request line and its header lines as sent (the final blank line excluded)."""
+    size = len(method) + target_bytes + _REQUEST_LINE_OVERHEAD
+    for name, value in headers:
+        size += len(name) + len(value) + _LINE_OVERHEAD
+    return size
+
+
+class Refused(HTTPException):
+    """A limit refused the request; the connection is closed after the answer."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(status_code, detail, headers={"Connection": "close"})
+
+
+class RequestLimitsMiddleware:
+    """Refuses requests over the URL, header, body-size and body-time limits (see module)."""
+
+    def __init__(self, app: Any, limits: RequestLimits) -> None:
         self.app = app
-        self.timeout = timeout
-        self.max_bytes = max_bytes
+        self.limits = limits
+
+    def _check_head(self, scope: dict[str, Any]) -> Refused | None:
+        limits = self.limits
+        query = scope.get("query_string", b"")
+        target = len(scope.get("raw_path") or scope["path"].encode()) + (
+            len(query) + 1 if query else 0
+        )
+        if target > limits.max_url_bytes:
+            return Refused(414, f"request URL exceeds the limit of {limits.max_url_bytes} bytes")
+        headers = scope["headers"]
+        if len(headers) > limits.max_header_count:
+            return Refused(
+                431, f"request has more than the limit of {limits.max_header_count} header fields"
+            )
+        if head_bytes(scope["method"], target, headers) > limits.max_header_bytes:
+            return Refused(
+                431, f"request headers exceed the limit of {limits.max_header_bytes} bytes"
+            )
+        for name, value in headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limits.max_body_bytes:
+                    return _too_large(limits.max_body_bytes)
+                break
+        return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.max_bytes is not None:
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if value.isdigit() and int(value) > self.max_bytes:
-                        await _too_large(send, self.max_bytes)
-                        return
-                    break
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        refused = self._check_head(scope)
+        if refused is not None:
+            await send_refusal(send, refused)
+            return
+        limits = self.limits
+        deadline = asyncio.get_running_loop().time() + limits.body_timeout
+        received = 0
         body_done = False
+        started = False
 
-        async def receive_by_deadline() -> dict[str, Any]:
-            nonlocal body_done
+        async def receive_within_limits() -> dict[str, Any]:
+            nonlocal received, body_done
             if body_done:
                 # After the body, receive() only waits for a disconnect: no deadline.
                 return await receive()
@@ -50,24 +138,42 @@ class BodyDeadlineMiddleware:
                 async with asyncio.timeout_at(deadline):
                     message: dict[str, Any] = await receive()
             except TimeoutError:
-                # An HTTPException passes FastAPI's body parsing untouched and
-                # reaches the shared error handler as a 408.
-                raise HTTPException(408, "request body not received in time") from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
+                raise Refused(408, "request body not received in time") from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            received += len(message.get("body", b""))
+            if received > limits.max_body_bytes:
+                raise _too_large(limits.max_body_bytes)
+            if not message.get("more_body", False):
                 body_done = True
             return message
 
-        await self.app(scope, receive_by_deadline, send)
+        async def send_watching(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_within_limits, send_watching)
+        except Refused as refused_late:
+            if started:  # too late to answer: the response is under way
+                raise
+            await send_refusal(send, refused_late)
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps(
-        {"detail": f"request body exceeds the limit of {limit} bytes", "field": None}
-    ).encode()
+def _too_large(limit: int) -> Refused:
+    return Refused(413, f"request body exceeds the limit of {limit} bytes")
+
+
+async def send_refusal(send: Any, refused: Refused) -> None:
+    """Answer ``refused`` in the shared error shape and ask the server to close."""
+    body = json.dumps({"detail": refused.detail, "field": None}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": refused.status_code,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

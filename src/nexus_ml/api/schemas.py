@@ -98,7 +98,8 @@ class TrainRequest(BaseModel):
     """Optional training parameters."""
 
     model_config = ConfigDict(extra="forbid")
-    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    # strict: a JSON integer only; "1", true and 1.0 are refused, not converted.
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, strict=True)
 
 
 class TrainingRun(BaseModel):

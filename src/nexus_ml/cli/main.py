@@ -69,6 +69,7 @@ def serve(
     import uvicorn
 
     from nexus_ml.api.auth import ensure_first_start_key
+    from nexus_ml.api.edge import PROTOCOL
     from nexus_ml.api.logs import configure_logging
 
     settings = _settings()
@@ -111,6 +112,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http=PROTOCOL,
             log_config=None,
             # uvicorn kills a worker that does not answer its supervisor's ping
             # within this; a worker importing scikit-learn on a loaded host needs
@@ -125,6 +127,7 @@ def serve(
         create_app(settings),
         host=host,
         port=port,
+        http=PROTOCOL,
         log_config=None,
         timeout_graceful_shutdown=_request_drain_seconds(settings),
     )

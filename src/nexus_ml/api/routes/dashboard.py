@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
 from nexus_ml.api.errors import ApiError
+from nexus_ml.api.routes import answer_head_like_get
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
@@ -53,7 +54,8 @@ MEDIA_TYPES = {
 }
 
 
-def _file(path: Path, cache: str) -> FileResponse:
+def static_file(path: Path, cache: str) -> FileResponse:
+    """``path`` with its allowlisted media type and every security header."""
     return FileResponse(
         path,
         media_type=MEDIA_TYPES[path.suffix],
@@ -65,7 +67,7 @@ def _file(path: Path, cache: str) -> FileResponse:
 async def dashboard() -> FileResponse:
     """The dashboard page."""
     # no-cache: a deploy must not leave browsers on a page that calls a changed API.
-    return _file(STATIC_DIR / "index.html", "no-cache")
+    return static_file(STATIC_DIR / "index.html", "no-cache")
 
 
 @router.get("/dashboard/", include_in_schema=False)
@@ -87,4 +89,7 @@ async def static(path: str) -> FileResponse:
         found = False
     if not found:
         raise ApiError(404, "not found", "path")
-    return _file(target, "no-cache")
+    return static_file(target, "no-cache")
+
+
+answer_head_like_get(router)

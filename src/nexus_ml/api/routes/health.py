@@ -14,8 +14,10 @@ import hmac
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from nexus_ml.api.auth import bearer_token
 from nexus_ml.api.deps import NexusDep
 from nexus_ml.api.errors import error_response
+from nexus_ml.api.routes import answer_head_like_get
 from nexus_ml.monitoring.exposition import render_metrics
 
 router = APIRouter(tags=["health"])
@@ -71,8 +73,8 @@ def metrics(request: Request, nexus: NexusDep) -> Response:
     """
     token = nexus.settings.metrics_token.get_secret_value()
     if token:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        given = bearer_token(request.headers.get("authorization")) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
             return error_response(
                 401, "metrics token required", None, {"WWW-Authenticate": "Bearer"}
             )
@@ -80,3 +82,6 @@ def metrics(request: Request, nexus: NexusDep) -> Response:
         nexus.registry, request.headers.get("accept", ""), nexus.multiproc_dir
     )
     return Response(body, media_type=content_type)
+
+
+answer_head_like_get(router)

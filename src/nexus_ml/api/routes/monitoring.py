@@ -16,7 +16,7 @@ from nexus_ml.api import monitoring_thresholds as thresholds
 from nexus_ml.api import monitoring_training as training
 from nexus_ml.api import monitoring_views as views
 from nexus_ml.api.auth import AdminKey, MonitorKey
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
 from nexus_ml.api.errors import ErrorResponse
 from nexus_ml.api.monitoring_query import ModelParam, WindowDep
 from nexus_ml.api.monitoring_schemas import (
@@ -171,12 +171,13 @@ async def get_thresholds(nexus: NexusDep, _key: MonitorKey) -> ThresholdsRespons
 @router.put(
     "/config/thresholds",
     response_model=ThresholdsResponse,
-    responses=_DB,
+    responses={**_DB, **JSON_BODY_RESPONSES},
     summary="Change thresholds (scope admin; audited)",
 )
 async def put_thresholds(
     nexus: NexusDep,
     principal: AdminKey,
+    _json: JsonBody,
     update: Annotated[
         dict[str, Any],
         Body(

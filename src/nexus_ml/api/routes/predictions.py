@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from nexus_ml.api import serving
 from nexus_ml.api.auth import PredictKey
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
 from nexus_ml.api.errors import ApiError, ErrorResponse
 from nexus_ml.api.schemas import (
     BatchPredictResponse,
@@ -53,9 +53,12 @@ def _parse_json(body: bytes) -> Any:
     responses={
         404: {"description": "Unknown model"},
         503: {"model": ErrorResponse, "description": "The prediction could not be recorded"},
+        **JSON_BODY_RESPONSES,
     },
 )
-async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey) -> Response:
+async def predict(
+    name: str, request: Request, nexus: NexusDep, _key: PredictKey, _json: JsonBody
+) -> Response:
     """Validate, predict, record; answers identical to the model's predict_proba."""
     loaded = serving.model_or_404(nexus, name)
     payload = _parse_json(await request.body())
@@ -92,10 +95,11 @@ async def predict(name: str, request: Request, nexus: NexusDep, _key: PredictKey
     responses={
         404: {"description": "Unknown prediction"},
         409: {"description": "Already labelled"},
+        **JSON_BODY_RESPONSES,
     },
 )
 async def feedback(
-    prediction_id: str, body: FeedbackRequest, nexus: NexusDep, _key: PredictKey
+    prediction_id: str, body: FeedbackRequest, nexus: NexusDep, _key: PredictKey, _json: JsonBody
 ) -> FeedbackResponse:
     """Store the actual outcome; accuracy monitoring joins it to the prediction's time."""
     return await serving.add_feedback(nexus, prediction_id, body.actual)

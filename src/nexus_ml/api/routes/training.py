@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from nexus_ml.api import serving
 from nexus_ml.api.auth import AdminKey
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
 from nexus_ml.api.errors import ApiError
 from nexus_ml.api.schemas import TrainingRun, TrainRequest
 from nexus_ml.storage.errors import NotFound
@@ -19,10 +19,18 @@ router = APIRouter(tags=["training"])
     response_model=TrainingRun,
     status_code=202,
     summary="Start a training run in the background",
-    responses={404: {"description": "Unknown model"}, 409: {"description": "Already training"}},
+    responses={
+        404: {"description": "Unknown model"},
+        409: {"description": "Already training"},
+        **JSON_BODY_RESPONSES,
+    },
 )
 async def train(
-    name: str, nexus: NexusDep, principal: AdminKey, body: TrainRequest | None = None
+    name: str,
+    nexus: NexusDep,
+    principal: AdminKey,
+    _json: JsonBody,
+    body: TrainRequest | None = None,
 ) -> TrainingRun:
     """Queue a run; poll ``GET /training/runs/{id}``. The new version is hot-swapped in."""
     loaded = serving.model_or_404(nexus, name)
