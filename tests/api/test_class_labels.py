@@ -7,19 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from tests.helpers import auth
+from tests.ml.forge import relabel
 
 from nexus_ml.api.app import create_app
-from nexus_ml.ml.bundle import save_bundle
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.labels import MAX_LABEL_CHARS
-from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.training import train_from_csv
 
 LONGEST = "L" * (MAX_LABEL_CHARS - 5) + "-ção良"
@@ -83,18 +78,12 @@ def test_a_bundle_with_a_bad_class_is_refused_at_start_and_the_rest_served(
     make_settings: Any, registry: CollectorRegistry
 ) -> None:
     settings = make_settings()
-    d = load_dataset("diabetes_risk")
-    y = np.where(d.X[:, 2] > 0, "high", "x" * (MAX_LABEL_CHARS + 1)).astype(object)
-    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=500))])
-    pipeline.fit(d.X, y)
-    save_bundle(
+    # A foreign tool's bundle: every hash right, one label longer than both stores allow.
+    relabel(
         settings.model_path,
-        "foreign",
-        pipeline,
-        schema=FeatureSchema.from_training(d.X, d.feature_names),
-        classes=[str(c) for c in pipeline.classes_],
-        metrics={},
-        profile={},
+        "diabetes_risk",
+        ["high", "x" * (MAX_LABEL_CHARS + 1)],
+        as_name="foreign",
     )
     with TestClient(create_app(settings, registry=registry)) as client:
         r = client.get("/api/v1/models", headers=auth("predict"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -295,3 +296,24 @@ BAD_BUNDLES: dict[str, Kind] = {
     "nan_scale": Kind(_forged_pipeline(_mutate(0, "scale_", _with(0, float("nan")))), "non_finite"),
     "overflowing_coef": Kind(_forged_pipeline(_mutate(1, "coef_", _overflowing)), "probe"),
 }
+
+
+def relabel(model_path: Path, name: str, classes: list[str], *, as_name: str | None = None) -> str:
+    """A forged CURRENT version of ``name`` (or of a copy named ``as_name``) with other labels.
+
+    The pipeline's classes, the metadata's and the profile's are rewritten together and the
+    manifest resealed, as a foreign tool would write the bundle: only the label rule is left
+    to refuse it.
+    """
+    pipeline = _pipeline(model_path, name)
+    if as_name is not None:
+        shutil.copytree(model_path / name, model_path / as_name)
+        name = as_name
+    pipeline.steps[-1][1].classes_ = np.array(classes, dtype=object)
+
+    def edit(meta: Meta) -> None:
+        meta["name"] = name
+        meta["classes"] = list(classes)
+        meta["profile"]["class_balance"]["classes"] = list(classes)
+
+    return new_version(model_path, name, pipeline=pipeline, edit=edit)
