@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nexus_ml.monitoring.alerts import ALERTS
 from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
 from nexus_ml.render.rule_tests import case_names, render_rule_tests, render_rule_tests_yaml
 from nexus_ml.render.rules import (
@@ -18,7 +19,7 @@ from nexus_ml.render.rules import (
     render_rules_yaml,
     to_yaml,
 )
-from nexus_ml.thresholds import ALERTS, Thresholds
+from nexus_ml.thresholds import Thresholds
 
 pytestmark = pytest.mark.stack
 
