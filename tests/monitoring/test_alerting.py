@@ -191,6 +191,7 @@ def test_breach_goes_pending_then_firing_then_clears(case: Case) -> None:
         "job": "nexus-ml",
         **extra,
     }
+    assert set(extra) == set(spec.labels)  # the labels the definition declares
     assert alert.active_since == start
     assert alert.started_at.timestamp() == NOW
     assert alert.runbook_url.endswith(f"#{name.lower()}")

@@ -9,7 +9,6 @@ the same Thresholds as the rules, so overrides keep both in step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -89,9 +88,3 @@ def render_rule_tests_yaml(
 ) -> str:
     """``deploy/prometheus/ml_alerts_test.yml`` as text."""
     return to_yaml(render_rule_tests(thresholds, rules_file=rules_file, runbook_base=runbook_base))
-
-
-def case_names(thresholds: Thresholds | None = None) -> Mapping[str, int]:
-    """How many promtool cases each alert has (for the coverage test)."""
-    t = thresholds or Thresholds()
-    return {alert.name: len(alert.promtool_cases(t)) for alert in ALERTS}

@@ -35,7 +35,7 @@ def _training_failure_cases(t: Thresholds, for_m: int) -> list[Case]:
                 (sel(RUNS, **series_labels(model=MODEL, outcome="success")), ramp(1)),
             ],
             fires=False,
-            check_at=10,
+            check_at=max(10, 3 + for_m + 5),
             note="only successful runs",
         ),
         Case(

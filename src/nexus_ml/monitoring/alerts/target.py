@@ -24,7 +24,7 @@ SERVICE_DOWN = Alert(
         Case(
             series=[(sel("up", **target()), const(1))],
             fires=False,
-            check_at=30,
+            check_at=max(30, for_m + 5),
             note="target up",
         ),
     ],
@@ -50,7 +50,7 @@ TARGET_MISSING = Alert(
         Case(
             series=[(sel("up", **target()), const(1))],
             fires=False,
-            check_at=30,
+            check_at=max(30, for_m + 5),
             note="target present",
         ),
     ],
