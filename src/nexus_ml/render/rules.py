@@ -15,7 +15,6 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from nexus_ml.monitoring.alerts import ALERTS, Alert
-from nexus_ml.monitoring.alerts.definition import template_extras
 from nexus_ml.thresholds import (
     JOB,
     RUNBOOK_BASE,
@@ -41,7 +40,7 @@ def le_matcher(bound: float) -> str:
 
 def to_go_template(text: str, thresholds: Thresholds, alert: Alert) -> str:
     """Turn an alert's text template into a Prometheus annotation template."""
-    literals = {"threshold": alert.threshold_text(thresholds), **template_extras(thresholds)}
+    literals = alert.literals(thresholds)
 
     def sub(match: re.Match[str]) -> str:
         key = match.group(1)

@@ -22,13 +22,15 @@ from nexus_ml.render.rule_tests import promtool_test
 from nexus_ml.thresholds import RUNBOOK_BASE, Thresholds
 
 RUNBOOKS = Path(__file__).resolve().parents[3] / "docs" / "runbooks.md"
-# The monitoring guide's fifteen alerts: the service evaluates each of them itself.
-GUIDE = [
+# The monitoring guide's fifteen alerts by severity: the service evaluates each itself.
+GUIDE_CRITICAL = [
     "MLServiceDown",
     "CriticalCPUUsage",
     "HighErrorRate",
     "TrainingFailure",
     "DatabaseConnectionErrors",
+]
+GUIDE_WARNING = [
     "HighCPUUsage",
     "HighMemoryUsage",
     "HighDiskUsage",
@@ -37,9 +39,9 @@ GUIDE = [
     "LowModelConfidence",
     "DataDriftDetected",
     "NoRecentTraining",
-    "LowPredictionVolume",
-    "UnbalancedPredictions",
 ]
+GUIDE_BUSINESS = ["LowPredictionVolume", "UnbalancedPredictions"]
+GUIDE = GUIDE_CRITICAL + GUIDE_WARNING + GUIDE_BUSINESS
 # Ours, Prometheus only: they need the scrape itself or days of history.
 PROMETHEUS_ONLY = [
     "MLServiceTargetMissing",
@@ -67,6 +69,28 @@ def test_the_alerts_are_the_guides_plus_slo_and_target_absence() -> None:
     assert len(names) == len(set(names)), "two definitions share a name"
     assert sorted(names) == sorted(GUIDE + PROMETHEUS_ONLY)
     assert sorted(a.name for a in ALERTS if a.in_process) == sorted(GUIDE)
+
+
+def test_the_guides_severities() -> None:
+    by_severity = {
+        severity: sorted(a.name for a in ALERTS if a.severity == severity and a.in_process)
+        for severity in ("critical", "warning", "info")
+    }
+    assert by_severity == {
+        "critical": sorted(GUIDE_CRITICAL),
+        "warning": sorted(GUIDE_WARNING),
+        "info": sorted(GUIDE_BUSINESS),
+    }
+    business = sorted(a.name for a in ALERTS if a.category == "business")
+    assert business == sorted(GUIDE_BUSINESS)
+
+
+def test_every_alert_names_real_keys() -> None:
+    for a in ALERTS:
+        assert a.for_key in Thresholds.model_fields, a.name
+        assert a.threshold is None or a.threshold in Thresholds.model_fields, a.name
+        assert a.window_key is None or a.window_key in Thresholds.model_fields, a.name
+        assert a.window is None or a.window_key is None, a.name  # one source of the range
 
 
 def test_every_definition_in_a_family_module_is_registered() -> None:

@@ -100,7 +100,7 @@ CONNECTION_ERRORS = Alert(
     threshold="db_connection_errors_high",
     for_key="db_connection_errors_for",
     summary="Database connection errors on {instance}",
-    description="{value} database connection error(s) on {instance} in the last {db_window}; "
+    description="{value} database connection error(s) on {instance} in the last {window}; "
     "prediction records are being buffered.",
     labels=("instance",),
     window_key="db_connection_errors_window",

@@ -35,8 +35,8 @@ class Alert:
     """One alert: routing labels, the keys it reads, its texts and its three behaviours.
 
     Templates use ``{model}``, ``{feature}``, ``{instance}``, ``{job}`` (bounded labels only),
-    ``{value}`` (the measured number), ``{threshold}`` and the secondary limits of
-    :func:`template_extras`; the Prometheus renderer and the in-process evaluator both fill
+    ``{value}`` (the measured number), ``{threshold}``, ``{window}`` and the secondary limits
+    of :func:`template_extras`; the Prometheus renderer and the in-process evaluator both fill
     them, so the wording is identical on both paths. ``condition`` is ``None`` for alerts
     that need Prometheus's scrape or days of history (they exist only as rules).
     """
@@ -92,17 +92,20 @@ class Alert:
         # Limits are configuration: six digits keep 0.999 and 0.9995 apart.
         return f"{value:.6g}"
 
+    def literals(self, thresholds: Thresholds) -> dict[str, str]:
+        """Placeholders both paths fill with fixed text: ``{threshold}``, ``{window}``, ..."""
+        return {
+            **template_extras(thresholds),
+            "threshold": self.threshold_text(thresholds),
+            "window": self.window_text(thresholds) or "",
+        }
+
     def fill(
         self, text: str, thresholds: Thresholds, labels: Mapping[str, str], value: float
     ) -> str:
         """A template of this alert filled as Prometheus fills the rendered annotation."""
         return text.format_map(
-            {
-                **labels,
-                **template_extras(thresholds),
-                "value": format_number(value),
-                "threshold": self.threshold_text(thresholds),
-            }
+            {**labels, **self.literals(thresholds), "value": format_number(value)}
         )
 
     def promtool_cases(self, thresholds: Thresholds) -> list[Case]:
@@ -122,11 +125,10 @@ def format_number(value: float) -> str:
 
 
 def template_extras(thresholds: Thresholds) -> dict[str, str]:
-    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``, ...)."""
+    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``)."""
     return {
         "min_rate": format_number(thresholds.error_rate_min_per_second),
         "min_samples": format_number(thresholds.accuracy_min_samples),
-        "db_window": format_duration(thresholds.db_connection_errors_window),
     }
 
 

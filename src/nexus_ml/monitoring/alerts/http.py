@@ -74,8 +74,8 @@ HIGH_ERROR_RATE = Alert(
     threshold="error_rate_high",
     for_key="error_rate_high_for",
     summary="High 5xx error ratio on {job}",
-    description="{value} of requests to {job} failed with 5xx over 5m (threshold {threshold}, "
-    "with at least {min_rate} errors/s).",
+    description="{value} of requests to {job} failed with 5xx over {window} "
+    "(threshold {threshold}, with at least {min_rate} errors/s).",
     window="5m",
     expr=_error_rate_expr,
     condition=_error_rate_high,
@@ -112,7 +112,7 @@ HIGH_LATENCY = Alert(
     threshold="prediction_latency_high",
     for_key="prediction_latency_high_for",
     summary="Predictions of model {model} are slow",
-    description="P95 prediction latency of model {model} is {value}s over 5m "
+    description="P95 prediction latency of model {model} is {value}s over {window} "
     "(threshold {threshold}s).",
     labels=("model",),
     window="5m",

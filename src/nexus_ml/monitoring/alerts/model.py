@@ -159,7 +159,8 @@ LOW_CONFIDENCE = Alert(
     threshold="model_confidence_low",
     for_key="model_confidence_low_for",
     summary="Confidence of model {model} is low",
-    description="Median confidence of model {model} is {value} over 15m (threshold {threshold}).",
+    description="Median confidence of model {model} is {value} over {window} "
+    "(threshold {threshold}).",
     labels=("model",),
     window="15m",
     expr=lambda t, j: (
