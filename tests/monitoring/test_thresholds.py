@@ -12,11 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from nexus_ml.config import Settings
+from nexus_ml.monitoring.alerts import ALERTS_BY_NAME
 from nexus_ml.monitoring.metrics import build_metrics
 from nexus_ml.render.rules import le_matcher, render_rules
 from nexus_ml.thresholds import (
-    ALERTS,
-    GUIDE_ALERTS,
     LATENCY_BUCKETS,
     TYPES_OF_UNIT,
     ThresholdError,
@@ -54,43 +53,8 @@ def test_defaults_are_the_guides_values() -> None:
     assert t.training_max_age == 7 * 86400
 
 
-def test_the_guides_fifteen_alerts() -> None:
-    assert len(GUIDE_ALERTS) == 15
-    severities = {a.name: a.severity for a in ALERTS}
-    for name in (
-        "MLServiceDown",
-        "CriticalCPUUsage",
-        "HighErrorRate",
-        "TrainingFailure",
-        "DatabaseConnectionErrors",
-    ):
-        assert severities[name] == "critical"
-    for name in (
-        "HighCPUUsage",
-        "HighMemoryUsage",
-        "HighDiskUsage",
-        "LowModelAccuracy",
-        "HighPredictionLatency",
-        "LowModelConfidence",
-        "DataDriftDetected",
-        "NoRecentTraining",
-    ):
-        assert severities[name] == "warning"
-    business = [a for a in ALERTS if a.category == "business"]
-    assert {a.name for a in business} == {"LowPredictionVolume", "UnbalancedPredictions"}
-    assert all(a.severity == "info" for a in business)
-
-
-def test_every_alert_names_real_keys() -> None:
-    for a in ALERTS:
-        assert a.for_key in Thresholds.model_fields, a.name
-        assert a.threshold is None or a.threshold in Thresholds.model_fields, a.name
-        assert a.window_key is None or a.window_key in Thresholds.model_fields, a.name
-        assert a.window is None or a.window_key is None, a.name  # one source of the range
-
-
 def test_db_connection_errors_window_is_a_threshold() -> None:
-    spec = next(a for a in ALERTS if a.name == "DatabaseConnectionErrors")
+    spec = ALERTS_BY_NAME["DatabaseConnectionErrors"]
     assert Thresholds().db_connection_errors_window == 300
     assert spec.window_text(Thresholds()) == "5m"
     env = {"ML_THRESHOLD_DB_CONNECTION_ERRORS_WINDOW": "20s"}

@@ -15,8 +15,8 @@ from nexus_ml.api.auth import Principal
 from nexus_ml.api.errors import ApiError, echoes
 from nexus_ml.api.monitoring_query import db_call, finite
 from nexus_ml.api.monitoring_schemas_ops import AlertRef, ThresholdInfo, ThresholdsResponse
+from nexus_ml.monitoring.alerts import ALERTS
 from nexus_ml.thresholds import (
-    ALERTS,
     ThresholdError,
     Thresholds,
     apply_update,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import Metric
 
-from nexus_ml.monitoring.alerting import DriftReading, Measurements
+from nexus_ml.monitoring.alerts import DriftReading, Measurements
 from nexus_ml.thresholds import Thresholds
 
 __all__ = ["LOOKBACK_SECONDS", "MetricHistory", "bucket_quantile"]

@@ -6,6 +6,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
+from nexus_ml.monitoring.alerts.slo import FAST_BURNS, SLOW_BURNS
 from nexus_ml.render.dashboards.common import (
     CRITICAL,
     JOB,
@@ -24,7 +25,7 @@ from nexus_ml.render.dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from nexus_ml.render.rules import FAST_BURNS, SLOW_BURNS, le_matcher
+from nexus_ml.render.rules import le_matcher
 from nexus_ml.thresholds import Thresholds
 
 UID = "nexus-ml-oncall"
