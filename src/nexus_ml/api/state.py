@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -72,6 +74,14 @@ class Nexus:
     _observers: dict[tuple[str, str], ModelObserver] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _published_alerts: set[tuple[str, str]] = field(default_factory=set)
+    # Database calls run here, not in the loop's default executor, so stop() can wait for
+    # the ones still running before it disposes of the engine (a cancelled job's thread
+    # goes on; its connection would come back to a discarded pool and leak).
+    _db_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="nexus-db"
+        )
+    )
     _refused_overrides: list[str] = field(default_factory=list)
 
     @classmethod
@@ -252,6 +262,11 @@ class Nexus:
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})
+        # Database calls of cancelled jobs may still run: let them return their connections
+        # (within the grace) before the pool is disposed of.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await asyncio.to_thread(self._db_threads.shutdown, wait=True)
         self.engine.dispose()
 
     def _every(
@@ -282,6 +297,11 @@ class Nexus:
             if before.get(loaded.name) != loaded.version:
                 self.export_model(loaded)
 
+    async def in_db_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking database call in the service's database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_threads, functools.partial(fn, *args, **kwargs))
+
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call in a thread; an unreachable database becomes a 503.
 
@@ -291,7 +311,7 @@ class Nexus:
         from nexus_ml.api.errors import ApiError
 
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await self.in_db_thread(fn, *args, **kwargs)
         except DatabaseUnavailable:
             self.metrics.db_operation_errors_total.labels("query", "connection").inc()
             self.count_error("database", "connection")
@@ -341,7 +361,7 @@ class Nexus:
         # /health shows the same alerts without electing one.
         now = time.time()
         with contextlib.suppress(DatabaseUnavailable):
-            await asyncio.to_thread(self.refresh_thresholds)
+            await self.in_db_thread(self.refresh_thresholds)
         families = await asyncio.to_thread(self.collect_families)
         self.history.record(families, now)
         measurements = self.history.measurements(
@@ -360,7 +380,7 @@ class Nexus:
             # Below a readiness probe's usual timeout: in a partition the
             # connect timeout alone (3 s) would make every replica unready.
             async with asyncio.timeout(READY_PING_SECONDS):
-                seconds = await asyncio.to_thread(self.store.ping)
+                seconds = await self.in_db_thread(self.store.ping)
         except (DatabaseUnavailable, TimeoutError):
             self.db_ok = False
             return {"status": "unreachable"}
