@@ -85,6 +85,13 @@ def test_prediction_just_before_sigterm_is_stored(
     assert journal_ids(tmp_path / "data" / "spill") == []
 
 
+# A request written on a keep-alive connection just before the signal may still sit unread in
+# the socket when the server closes its idle connections: never accepted, so never recorded
+# (the journal proof below covers it), but "broken" for the client. Seen once at 0.16 s on a
+# loaded 2-core CI host; requests sent earlier than this must all be answered.
+KEEPALIVE_RACE_SECONDS = 0.5
+
+
 @pytest.mark.slow
 def test_sigterm_under_load(db_url: str, model_dir: Path, tmp_path: Path) -> None:
     with _service(db_url, model_dir, tmp_path) as svc:
@@ -98,8 +105,8 @@ def test_sigterm_under_load(db_url: str, model_dir: Path, tmp_path: Path) -> Non
             results = load.stop()
         _assert_clean_exit(svc)
     _assert_within_grace(seconds)
-    before = [r for r in results if r.sent < signalled]
-    after = [r for r in results if r.sent >= signalled]
+    before = [r for r in results if r.sent < signalled - KEEPALIVE_RACE_SECONDS]
+    after = [r for r in results if r.sent >= signalled - KEEPALIVE_RACE_SECONDS]
     assert all(r.status == 200 for r in before), [r for r in before if r.status != 200][:3]
     # After the signal a request either gets its answer or is never accepted: refused at
     # connect, or sent on a keep-alive connection the server closed as idle ("broken").
