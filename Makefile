@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench stack render clean
+.PHONY: run test lint bench stack render mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 	# a loud warning; a vulnerability found, or any unaccepted bandit finding, fails.
 	ALLOW_UNAUDITED=$${ALLOW_UNAUDITED:-1} BIN=$(BIN) bash scripts/security-scan.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## mutation: mutation testing per module (slow: see docs/testing.md); MODULES="journal writer" for some
+mutation: $(STAMP)
+	bash scripts/mutation.sh $(MODULES)
 
 ## stack: Prometheus and Alertmanager (Debian binaries) on loopback against a running service
 stack: $(STAMP)

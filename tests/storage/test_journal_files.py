@@ -87,8 +87,15 @@ def test_a_segment_lock_ends_with_its_writer_not_with_a_child_it_started(
     seg = Segment.create(tmp_path, 1, "ab")
     # A child started without closing descriptors (as fork() does) must not inherit the
     # segment: it would hold the lock after we die, and nobody could replay our records.
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], close_fds=False)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        close_fds=False,
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert child.stdout is not None
+        # Running the new program: exec(2) has closed whatever was close-on-exec.
+        assert child.stdout.readline() == b"up\n"
         with claim(seg.path) as fd:
             assert fd is None  # we still hold it
         seg.close()  # our death, as far as the lock is concerned
@@ -97,6 +104,8 @@ def test_a_segment_lock_ends_with_its_writer_not_with_a_child_it_started(
     finally:
         child.kill()
         child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_closing_twice_leaves_a_reused_descriptor_alone_and_keeps_the_file(
