@@ -187,7 +187,7 @@ def test_a_full_disk_never_makes_submit_accept_a_record_it_cannot_keep(
             record = make_record()
             writer.submit(record)  # memory still has room
             accepted.append(record.id)
-        with pytest.raises(WriterFull):
+        with pytest.raises(WriterFull, match=r"^record writer: memory full and journal not writ"):
             writer.submit(make_record())  # neither memory nor disk can take it
         hook.down = None
         await poll(lambda: row_count(engine) == 5)
@@ -315,3 +315,11 @@ def test_with_the_database_down_a_segment_rolls_exactly_at_its_size(
 
     # Full segments of exactly `segment` lines, then the active one (empty right after a roll).
     assert asyncio.run(main()) == [segment] * (n // segment) + [n % segment]
+
+
+def test_rejected_records_are_kept_one_readable_line_each(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    records = [make_record(features={"note": "São Paulo", "i": i}) for i in range(3)]
+    path = write_rejected(tmp_path, records)
+    assert [journal_module.decode(line) for line in path.read_bytes().splitlines()] == records
