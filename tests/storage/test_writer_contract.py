@@ -165,11 +165,11 @@ def test_flush_gives_up_at_its_timeout(
 def test_a_committed_segment_is_deleted_at_once_not_at_shutdown(
     engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
 ) -> None:
-    hook, spill = Hook(store), tmp_path / "spill"
+    hook, spill, events = Hook(store), tmp_path / "spill", Events()
     hook.down = DatabaseUnavailable("down")
 
     async def main() -> list[int]:
-        writer = fast_writer(hook, spill, segment_max_records=10)
+        writer = fast_writer(hook, spill, segment_max_records=10, **events.kwargs())
         await writer.start()
         for _ in range(35):  # three sealed segments and an active one, all in memory
             writer.submit(make_record())
@@ -183,6 +183,7 @@ def test_a_committed_segment_is_deleted_at_once_not_at_shutdown(
         return sizes
 
     assert asyncio.run(main()) == [0]
+    assert set(events.errors) <= {("insert", "connection")}  # the outage at most, no bug
 
 
 def test_a_segment_that_cannot_be_created_is_reported_and_the_current_one_kept(
@@ -240,3 +241,90 @@ def test_segment_names_stay_unique_and_ordered_when_the_clock_stands_still(
     assert sorted(journaled) == sorted(i for ids in submitted for i in ids)  # none replaced
     for ids in submitted:  # each writer's records in the order it took them
         assert [i for i in journaled if i in set(ids)] == ids
+
+
+def test_segments_roll_by_size_only_not_on_every_failed_retry(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    spill = tmp_path / "spill"
+    failures: list[tuple[str, str]] = []
+
+    async def main() -> list[int]:
+        writer = fast_writer(
+            down, spill, segment_max_records=10, on_error=lambda op, k: failures.append((op, k))
+        )
+        await writer.start()
+        for i in range(25):
+            writer.submit(make_record())
+            if i % 5 == 4:  # let several retry cycles fail in between
+                seen = len(failures)
+                await poll(lambda: len(failures) >= seen + 2)  # noqa: B023 - read at once
+        sizes = [len(p.read_bytes().splitlines()) for p in list_segments(spill)]
+        await writer.stop(0)
+        return sizes
+
+    assert asyncio.run(main()) == [10, 10, 5]
+
+
+def test_an_idle_writer_keeps_its_segment_file(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    spill, events = tmp_path / "spill", Events()
+
+    async def main() -> tuple[list[Path], list[Path]]:
+        writer = fast_writer(store.insert_predictions, spill, **events.kwargs())
+        await writer.start()
+        await poll(lambda: len(events.pending) >= 1)  # the start-up cycle
+        before = list_segments(spill)
+        seen = len(events.pending)
+        await poll(lambda: len(events.pending) >= seen + 5)  # five more cycles, nothing to do
+        after = list_segments(spill)
+        assert await writer.stop(5) == 0
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert len(before) == 1 and after == before
+
+
+def test_pending_reads_zero_and_flush_true_once_a_spill_is_committed(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    hook, events = Hook(store), Events()
+    hook.down = DatabaseUnavailable("down")
+
+    async def main() -> bool:
+        # After the first failure the flusher waits a minute: flush() alone does the recovery.
+        writer = fast_writer(
+            hook, tmp_path / "spill", max_pending=10, backoff_initial=60, **events.kwargs()
+        )
+        await writer.start()
+        for _ in range(40):  # 30 only on disk
+            writer.submit(make_record())
+        await poll(lambda: hook.failures >= 1)
+        hook.down = None
+        answer = await writer.flush(10)
+        assert row_count(engine) == 40 and not writer.disk_only and not writer.pending
+        assert events.pending[-1] == (0, 0)  # the gauge follows
+        assert await writer.stop(5) == 0
+        return answer
+
+    assert asyncio.run(main()) is True
+    assert (10, 30) in events.pending
+
+
+def test_an_insert_stuck_past_its_timeout_counts_as_an_outage(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    hook, events = Hook(store, delay=0.5), Events()
+
+    async def main() -> int:
+        writer = fast_writer(hook, tmp_path, insert_timeout=0.05, **events.kwargs())
+        await writer.start()
+        writer.submit(make_record())
+        await poll(lambda: ("insert", "connection") in events.errors)
+        hook.delay = 0.0
+        await poll(lambda: row_count(engine) == 1)
+        return await writer.stop(5)
+
+    assert asyncio.run(main()) == 0
+    assert ("insert", "other") not in events.errors
