@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -328,3 +330,19 @@ def test_an_insert_stuck_past_its_timeout_counts_as_an_outage(
 
     assert asyncio.run(main()) == 0
     assert ("insert", "other") not in events.errors
+
+
+def test_the_spill_folder_is_created_private_with_its_parents(tmp_path: Path) -> None:
+    spill = tmp_path / "data" / "spill"  # neither exists yet
+
+    async def main() -> None:
+        writer = fast_writer(down, spill)
+        old = os.umask(0o022)
+        try:
+            await writer.start()
+        finally:
+            os.umask(old)
+        await writer.stop(0)
+
+    asyncio.run(main())
+    assert stat.S_IMODE(os.stat(spill).st_mode) == 0o700  # journal lines are patient data
