@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench stack render clean
+.PHONY: run test test-fast lint bench stack render mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 ## test-fast: the edit loop: every test but the slow, live-stack and browser suites (no lint)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## mutation: mutation testing per module (slow: see docs/testing.md); MODULES="journal writer" for some
+mutation: $(STAMP)
+	bash scripts/mutation.sh $(MODULES)
 
 ## stack: Prometheus and Alertmanager (Debian binaries) on loopback against a running service
 stack: $(STAMP)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import binom, false_discovery_control
 
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.stats.drift import DriftDetector, adjust_pvalues
@@ -154,3 +155,57 @@ def test_unknown_method_and_missing_feature_are_errors(profile: dict) -> None:
     assert set(det.methods_["f0"]) == {"psi", "ks"}  # the decision method is always kept
     with pytest.raises(ValueError, match="lacks reference features"):
         det.score(np.zeros((300, 2)), ["f0", "f1"])
+
+
+def test_adjusted_pvalues_equal_scipy_benjamini_hochberg() -> None:
+    rng = np.random.default_rng(12)
+    cases = [
+        rng.uniform(size=30),
+        rng.uniform(0, 0.1, size=30),  # many small: step-up makes later ranks matter
+        np.array([0.01, 0.01, 0.02, 0.02, 0.02, 0.5, 1.0]),  # ties
+        np.array([0.04]),  # one test: nothing to correct
+        np.array([1e-300, 0.049, 0.051, 0.9]),
+    ]
+    for p in cases:
+        np.testing.assert_allclose(adjust_pvalues(p), false_discovery_control(p), rtol=1e-12)
+        np.testing.assert_allclose(
+            adjust_pvalues(p, "bonferroni"), np.minimum(p * p.size, 1.0), rtol=1e-12
+        )
+    assert adjust_pvalues([]).size == 0
+
+
+@pytest.mark.parametrize(("seed", "drifted"), [(2, False), (3, False), (4, True)])
+def test_decision_uses_the_bh_adjusted_pvalue_of_the_window(
+    detector: DriftDetector, seed: int, drifted: bool
+) -> None:
+    # A quarter-sigma shift on 200 rows: the raw KS test rejects (p < 0.05, D > 0.1) in all
+    # three windows; corrected over 30 features, only the strongest survives.
+    window = np.random.default_rng(seed).normal(size=(200, D))
+    window[:, 0] += 0.25
+    report = detector.score(window, NAMES)
+    raw = np.array([report.features[f].pvalue for f in NAMES])
+    adjusted = false_discovery_control(raw)
+    for f, expected in zip(NAMES, adjusted, strict=True):
+        d = report.features[f]
+        assert d.adjusted_pvalue == pytest.approx(expected, rel=1e-12)
+        assert d.drifted == (d.statistic > 0.1 and expected < 0.05)
+    f0 = report.features["f0"]
+    assert f0.statistic > 0.1 and f0.pvalue < 0.05  # the uncorrected rule would flag it
+    assert f0.drifted is drifted
+
+
+def test_undrifted_small_windows_raise_a_false_alarm_in_at_most_alpha_of_them(
+    detector: DriftDetector,
+) -> None:
+    # Under the complete null, Benjamini-Hochberg at alpha controls the chance that a window
+    # flags anything at all: P(any flag) <= alpha = 0.05. The count of windows with a false
+    # alarm is then at most Binomial(200, 0.05); the bound is its 99.9th percentile, so a right
+    # implementation passes on any seeds with probability >= 0.999. Uncorrected, about half the
+    # windows flag something (one feature in 30 crossing p < 0.05 is the rule, not the exception).
+    windows = 200
+    bound = int(binom.ppf(0.999, windows, 0.05))
+    alarms = 0
+    for seed in range(windows):
+        window = np.random.default_rng(10_000 + seed).normal(size=(200, D))
+        alarms += bool(detector.score(window, NAMES).drifted_features)
+    assert alarms <= bound

@@ -1,0 +1,256 @@
+"""Mutation testing (mutmut) of the code that guards patient records and alerts, per module.
+
+Each module is mutated in a scratch copy of the tree (``.mutation/<module>/``) with only the
+tests meant to guard it, so the worktree is never touched and runs never share state. A
+surviving mutant listed in the "Equivalent mutants" table of docs/testing.md (with its reason)
+is not counted; the score is (killed + timed out) / (all mutants - equivalents). Exits 1 when a
+module is below its goal (100 % for the record writer and the journal, 90 % elsewhere).
+
+Run through scripts/mutation.sh (``make mutation``); see docs/testing.md for the durations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "testing.md"
+WORK = ROOT / ".mutation"
+
+STORAGE_TESTS = (
+    "tests/storage/test_writer.py",
+    "tests/storage/test_writer_contract.py",
+    "tests/storage/test_journal_durability.py",
+    "tests/storage/test_journal_files.py",
+    "tests/storage/test_locks_journal.py",
+)
+# The writer's logic does not depend on the database; its PostgreSQL runs stay in `make test`.
+SQLITE_ONLY = ("-k", "not postgres")
+
+
+@dataclass(frozen=True)
+class Module:
+    source: str
+    tests: tuple[str, ...]
+    pytest_args: tuple[str, ...] = ()
+    goal: float = 0.90
+
+
+MODULES: dict[str, Module] = {
+    "journal": Module("src/nexus_ml/storage/journal.py", STORAGE_TESTS, SQLITE_ONLY, goal=1.0),
+    "writer": Module("src/nexus_ml/storage/writer.py", STORAGE_TESTS, SQLITE_ONLY, goal=1.0),
+    "replay": Module("src/nexus_ml/storage/replay.py", STORAGE_TESTS, SQLITE_ONLY),
+    "repositories": Module(
+        "src/nexus_ml/storage/repositories.py",
+        ("tests/storage/test_repositories.py", "tests/storage/test_db.py"),
+    ),
+    "schema": Module(
+        "src/nexus_ml/ml/schema.py", ("tests/ml/test_schema.py", "tests/api/test_predictions.py")
+    ),
+    "predictor": Module(
+        "src/nexus_ml/ml/predictor.py",
+        ("tests/ml/test_predictor.py", "tests/ml/test_decision_ties.py"),
+    ),
+    "drift": Module("src/nexus_ml/stats/drift.py", ("tests/stats/test_drift.py",)),
+    "drift_methods": Module(
+        "src/nexus_ml/stats/drift_methods.py",
+        ("tests/stats/test_drift_methods.py", "tests/stats/test_drift.py"),
+    ),
+    "quality": Module("src/nexus_ml/stats/quality.py", ("tests/stats/test_quality.py",)),
+    "performance": Module(
+        "src/nexus_ml/stats/performance.py", ("tests/stats/test_performance.py",)
+    ),
+    "auth": Module(
+        "src/nexus_ml/api/auth.py",
+        ("tests/api/test_auth_health.py", "tests/security/test_scopes.py"),
+        SQLITE_ONLY,
+    ),
+    "middleware": Module(
+        "src/nexus_ml/api/middleware.py", ("tests/api/test_middleware.py",), SQLITE_ONLY
+    ),
+    "observer": Module(
+        "src/nexus_ml/api/observe.py",
+        ("tests/api/test_predictions.py", "tests/api/test_model_quality_api.py"),
+        SQLITE_ONLY,
+    ),
+    "availability": Module(
+        "src/nexus_ml/api/monitoring_reports.py",
+        ("tests/api/test_availability.py", "tests/api/test_monitoring_api.py"),
+        SQLITE_ONLY,
+    ),
+    "measurements": Module(
+        "src/nexus_ml/monitoring/measurements.py", ("tests/monitoring/test_measurements.py",)
+    ),
+    "alerting": Module(
+        "src/nexus_ml/monitoring/alerting.py", ("tests/monitoring/test_alerting.py",)
+    ),
+    "rules": Module("src/nexus_ml/render/rules.py", ("tests/deploy/test_rules.py",)),
+    "rule_tests": Module("src/nexus_ml/render/rule_tests.py", ("tests/deploy/test_rules.py",)),
+}
+
+KILLED = {"killed", "timeout"}  # a mutant that makes a test hang is detected too
+LINE = re.compile(r"^\s*(\S+): (.+)$")
+
+
+def equivalents() -> dict[str, str]:
+    """Mutant name -> reason, from the "Equivalent mutants" table of docs/testing.md."""
+    out: dict[str, str] = {}
+    if not DOC.exists():
+        return out
+    on = False
+    for line in DOC.read_text().splitlines():
+        if line.startswith("## "):
+            on = line.strip() == "## Equivalent mutants"
+            continue
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if on and line.startswith("|") and len(cells) >= 3 and ".x" in cells[1]:
+            out[cells[1]] = cells[2]
+    return out
+
+
+def toml_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def prepare(name: str, module: Module) -> Path:
+    """A fresh scratch copy of src/, tests/ and pyproject.toml, configured for this module."""
+    scratch = WORK / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in ("src", "tests"):
+        shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
+    config = (ROOT / "pyproject.toml").read_text()
+    config += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src/"]\n'
+        f"only_mutate = {toml_list([module.source])}\n"
+        f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', *module.pytest_args])}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
+    )
+    (scratch / "pyproject.toml").write_text(config)
+    return scratch
+
+
+def results(scratch: Path, mutmut: str) -> dict[str, str]:
+    out = subprocess.run(  # noqa: S603 - our own mutmut, fixed arguments
+        [mutmut, "results", "--all", "true"], cwd=scratch, capture_output=True, text=True
+    ).stdout
+    return {m.group(1): m.group(2).strip() for m in map(LINE.match, out.splitlines()) if m}
+
+
+def show(scratch: Path, mutmut: str, mutant: str) -> str:
+    out = subprocess.run(  # noqa: S603 - our own mutmut, fixed arguments
+        [mutmut, "show", mutant], cwd=scratch, capture_output=True, text=True
+    ).stdout
+    return "\n".join(
+        f"      {line}"
+        for line in out.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    )
+
+
+def run(name: str, module: Module, mutmut: str, jobs: int, limit: float) -> dict[str, object]:
+    scratch = prepare(name, module)
+    started = time.monotonic()
+    log = (scratch / "run.log").open("w")
+    try:
+        subprocess.run(  # noqa: S603 - our own mutmut, fixed arguments
+            [mutmut, "run", "--max-children", str(jobs)],
+            cwd=scratch,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=limit,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        finished = True
+    except subprocess.TimeoutExpired:
+        finished = False
+    finally:
+        log.close()
+    minutes = (time.monotonic() - started) / 60
+    statuses = results(scratch, mutmut)
+    known = equivalents()
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    equivalent = [m for m, s in statuses.items() if m in known and s not in KILLED]
+    stale = [m for m, s in statuses.items() if m in known and s in KILLED]
+    survivors = [m for m, s in statuses.items() if s not in KILLED and m not in known]
+    killed = sum(counts.get(s, 0) for s in KILLED)
+    counted = len(statuses) - len(equivalent)
+    score = killed / counted if counted else 0.0
+    print(f"\n== {name} ({module.source}): {minutes:.1f} min{'' if finished else ' (TIMED OUT)'}")
+    for mutant in survivors:
+        print(f"  {statuses[mutant]}: {mutant}")
+        print(show(scratch, mutmut, mutant))
+    for mutant in stale:
+        print(
+            f"  listed as equivalent but {statuses[mutant]} (remove it from {DOC.name}): {mutant}"
+        )
+    return {
+        "module": name,
+        "mutants": len(statuses),
+        "killed": counts.get("killed", 0),
+        "timeout": counts.get("timeout", 0),
+        "survived": counts.get("survived", 0),
+        "no tests": counts.get("no tests", 0),
+        "other": len(statuses) - killed - counts.get("survived", 0) - counts.get("no tests", 0),
+        "equivalent": len(equivalent),
+        "score": score,
+        "goal": module.goal,
+        "minutes": minutes,
+        "finished": finished,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATION_JOBS", "2")))
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=float(os.environ.get("MUTATION_TIMEOUT", "5400")),
+        help="seconds per module",
+    )
+    args = parser.parse_args()
+    unknown = set(args.modules) - set(MODULES)
+    if unknown:
+        parser.error(f"unknown modules {sorted(unknown)}; known: {', '.join(MODULES)}")
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    rows = [
+        run(name, MODULES[name], mutmut, args.jobs, args.timeout)
+        for name in (args.modules or list(MODULES))
+    ]
+    header = "| module | mutants | killed | timeout | survived | no tests | other | equivalent "
+    header += "| score | goal | minutes |"
+    lines = [header, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | "
+            f"{r['survived']} | {r['no tests']} | {r['other']} | {r['equivalent']} | "
+            f"{r['score']:.1%} | {r['goal']:.0%} | {r['minutes']:.1f}"
+            f"{'' if r['finished'] else ' (timed out)'} |"
+        )
+    report = "\n".join(lines)
+    print("\n" + report)
+    (WORK / "report.md").write_text(report + "\n")
+    below = [r["module"] for r in rows if r["score"] < r["goal"] or not r["finished"]]  # type: ignore[operator]
+    if below:
+        print(f"\nbelow goal or unfinished: {', '.join(map(str, below))}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
