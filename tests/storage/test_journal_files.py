@@ -25,14 +25,20 @@ from nexus_ml.storage import DatabaseUnavailable, PredictionRecord, Store, Write
 from nexus_ml.storage import journal as journal_module
 from nexus_ml.storage.journal import (
     CORRUPT_SUFFIX,
-    REJECTED_PREFIX,
     Segment,
     claim,
     encode,
     list_segments,
     read_chunks,
-    write_rejected,
 )
+from nexus_ml.storage.rejected import PREFIX as REJECTED_PREFIX
+from nexus_ml.storage.rejected import RejectedFiles
+
+
+def write_rejected(directory: Path, records: list[PredictionRecord]) -> Path:
+    """Park ``records`` as the writer does (default cap, no pruning here)."""
+    return RejectedFiles(directory, max_bytes=1 << 30, max_age_seconds=86400.0).add(records)
+
 
 RecordFactory = Callable[..., PredictionRecord]
 

@@ -52,11 +52,14 @@ def test_from_settings_takes_each_limit_from_its_setting(tmp_path: Path) -> None
         writer_flush_seconds=0.75,
         writer_max_pending=321,
         writer_insert_timeout_seconds=4.5,
+        writer_rejected_max_bytes=12345,
+        writer_rejected_max_age_seconds=678.0,
     )
     writer = RecordWriter.from_settings(settings, down, segment_max_records=9)
     assert writer.spill_dir == tmp_path / "spill"
     assert (writer.batch_size, writer.flush_seconds) == (17, 0.75)
     assert (writer.max_pending, writer.insert_timeout) == (321, 4.5)
+    assert (writer._rejected.max_bytes, writer._rejected.max_age_seconds) == (12345, 678.0)
     assert writer.segment_max_records == 9  # keyword arguments pass through
 
 
