@@ -23,7 +23,7 @@ Wall time is shown for context only.
     (defaults) vs starlette-exporter (defaults). Isolates the HTTP-middleware cost.
 (b) The real service (``create_app`` with a fresh registry, models loaded, lifespan
     running, SQLite) on the real predict route. "off" means exactly: MetricsMiddleware
-    removed from the middleware list; ``nexus.observer`` returns a no-op observer (no
+    removed from the middleware list; ``service.publisher.observer`` returns a no-op observer (no
     prediction counter, latency and confidence histograms, data-quality check or quality
     score); ``writer.submit`` is a no-op (no journal line, no queue, nothing stored).
     Everything else (auth, validation, the model, building the record and the response)
@@ -63,13 +63,13 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nexus_ml.api import state
 from nexus_ml.api.app import create_app
 from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.training import ensure_bundled_models
 from nexus_ml.monitoring.metrics import build_metrics
+from nexus_ml.service import wiring
 
 PREDICT = "/api/v1/models/diagnostic/predict"
 KEY = "predict-key-0123456789abcdef"
@@ -149,15 +149,15 @@ def nexus_settings(root: Path, name: str, models: Path, *, manual_flush: bool = 
 def nexus_app(settings: Settings, *, middleware: bool, observer: bool, handoff: bool) -> FastAPI:
     """The real service with parts of its monitoring switched off (see the module docstring)."""
     app = create_app(settings, registry=CollectorRegistry())
-    nexus = app.state.nexus
+    service = app.state.service
     if not middleware:
         # The middleware stack is built at the first request, so removing it here is clean.
         app.user_middleware = [m for m in app.user_middleware if m.cls is not MetricsMiddleware]
     if not observer:
         silent = _NoObserver()
-        nexus.observer = lambda loaded: silent
+        service.publisher.observer = lambda loaded: silent
     if not handoff:
-        nexus.writer.submit = lambda record: None
+        service.writer.submit = lambda record: None
     return app
 
 
@@ -271,7 +271,7 @@ def _build(v: Variant, root: Path, models: Path) -> tuple[FastAPI, Driver]:
     body = request_body()
     if v.kind == "bare":
         return (app := bare_app(v.bare)), Driver.post(app, body, auth=False)
-    state.MODEL_WATCH_SECONDS = 3600.0  # background jobs stay idle (off the request path)
+    wiring.MODEL_WATCH_SECONDS = 3600.0  # background jobs stay idle (off the request path)
     settings = nexus_settings(root, v.label.replace(" ", "_"), models)
     app = nexus_app(settings, middleware=v.middleware, observer=v.observer, handoff=v.handoff)
     return app, Driver.post(app, body, auth=True)
@@ -281,7 +281,7 @@ async def _serve_batches(v: Variant, root: Path, models: Path, conn: Connection)
     app, call = _build(v, root, models)
     lifespan = app.router.lifespan_context(app) if v.kind == "nexus" else contextlib.nullcontext()
     async with lifespan:
-        writer = app.state.nexus.writer if v.kind == "nexus" and v.handoff else None
+        writer = app.state.service.writer if v.kind == "nexus" and v.handoff else None
 
         async def flush() -> float:
             # The writer's background insert, timed apart: CPU µs per record written.

@@ -35,10 +35,9 @@ from fastapi import APIRouter, Body, Response
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from prometheus_client import CollectorRegistry
 
-from nexus_ml.api import serving
 from nexus_ml.api.app import create_app
 from nexus_ml.api.auth import PredictKey
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import ServingDep
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.predictor import Predictor
@@ -118,21 +117,21 @@ def bench_router() -> APIRouter:
     router = APIRouter()
     body = Body()  # one default object (ruff B008)
 
-    def answer(nexus: Any, name: str, payload: dict[str, Any]) -> Response:
-        loaded = serving.model_or_404(nexus, name)
-        return Response(json.dumps(serving.predict_one(nexus, loaded, payload["features"])))
+    def answer(serving: Any, name: str, payload: dict[str, Any]) -> Response:
+        loaded = serving.model(name)
+        return Response(json.dumps(serving.predict_one(loaded, payload["features"])))
 
     @router.post("/bench/async/{name}")
     async def predict_async(
-        name: str, nexus: NexusDep, _key: PredictKey, payload: dict[str, Any] = body
+        name: str, serving: ServingDep, _key: PredictKey, payload: dict[str, Any] = body
     ) -> Response:
-        return answer(nexus, name, payload)
+        return answer(serving, name, payload)
 
     @router.post("/bench/sync/{name}")
     def predict_sync(
-        name: str, nexus: NexusDep, _key: PredictKey, payload: dict[str, Any] = body
+        name: str, serving: ServingDep, _key: PredictKey, payload: dict[str, Any] = body
     ) -> Response:
-        return answer(nexus, name, payload)
+        return answer(serving, name, payload)
 
     return router
 
@@ -200,11 +199,11 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
 
 async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
     """Part 1 (whole requests, stages toggled) and part 2 (stages alone)."""
-    nexus = app.state.nexus
+    service = app.state.service
     data = load_dataset(MODEL)
     rows = [dict(zip(data.feature_names, map(float, x), strict=True)) for x in data.X[:64]]
     bodies = [json.dumps({"features": r}).encode() for r in rows]
-    loaded = nexus.models.get(MODEL)
+    loaded = service.models.get(MODEL)
     sklearn = Predictor(loaded.predictor.pipeline)
     sklearn.kind = "fallback"  # the same object forced onto pipeline.predict_proba
     as_sklearn = dataclasses.replace(loaded, predictor=sklearn)
@@ -213,11 +212,11 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
     for body in bodies[:16]:
         answers = []
         for model in (loaded, as_sklearn):
-            nexus.models._swap(MODEL, model)  # benchmark only: swap the served object in place
+            service.models._swap(MODEL, model)  # benchmark only: swap the served object in place
             status, out = await call(app, make_scope(app, PATH, body), body)
             assert status == 200, out
             answers.append(json.loads(out)["probabilities"])
-        nexus.models._swap(MODEL, loaded)
+        service.models._swap(MODEL, loaded)
         x = np.array([json.loads(body)["features"][f] for f in data.feature_names])
         expected = loaded.predictor.pipeline.predict_proba(x.reshape(1, -1))[0]
         for got in answers:
@@ -247,19 +246,19 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
         return go
 
     def swap_sklearn() -> Callable[[], None]:
-        nexus.models._swap(MODEL, as_sklearn)
-        return lambda: nexus.models._swap(MODEL, loaded)
+        service.models._swap(MODEL, as_sklearn)
+        return lambda: service.models._swap(MODEL, loaded)
 
     def no_observe() -> Callable[[], None]:
-        nexus.observer = lambda _loaded: NullObserver()
-        return lambda: delattr(nexus, "observer")
+        service.publisher.observer = lambda _loaded: NullObserver()
+        return lambda: delattr(service.publisher, "observer")
 
     def no_record() -> Callable[[], None]:
-        nexus.writer.submit = lambda _record: None
-        return lambda: delattr(nexus.writer, "submit")
+        service.writer.submit = lambda _record: None
+        return lambda: delattr(service.writer, "submit")
 
     async def between() -> None:
-        await nexus.writer.flush()
+        await service.writer.flush()
 
     candidates = {
         "full request (compiled predictor)": requests(app),
@@ -280,18 +279,24 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
         await interleave(candidates, args.rounds, between),
     )
     await between()
-    await stages_alone(nexus, loaded, rows, bodies, args)
+    await stages_alone(service, app.state.keys, loaded, rows, bodies, args)
 
 
 async def stages_alone(
-    nexus: Any, loaded: Any, rows: list[dict[str, float]], bodies: list[bytes], args: Any
+    service: Any,
+    keys: Any,
+    loaded: Any,
+    rows: list[dict[str, float]],
+    bodies: list[bytes],
+    args: Any,
 ) -> None:
     """Part 2: each stage's function on its own (µs per call)."""
     schema, predictor = loaded.schema, loaded.predictor
     pipeline = predictor.pipeline
-    observer = nexus.observer(loaded)
+    observer = service.publisher.observer(loaded)
     X = [validate_instance(schema, r) for r in rows]
-    answer = serving.predict_one(nexus, loaded, rows[0])
+    serving = service.serving
+    answer = serving.predict_one(loaded, rows[0])
     records = [
         PredictionRecord(
             id=new_id(),
@@ -318,10 +323,10 @@ async def stages_alone(
 
     def insert_batch(_: int) -> None:
         fresh = [dataclasses.replace(rec, id=new_id()) for rec in records]
-        nexus.store.insert_predictions(fresh)
+        service.store.insert_predictions(fresh)
 
     stages: dict[str, Callable[[int], Awaitable[int]]] = {
-        "auth: KeyStore.authenticate": loop(lambda i: nexus.keys.authenticate(KEY)),
+        "auth: KeyStore.authenticate": loop(lambda i: keys.authenticate(KEY)),
         "body: json.loads": loop(lambda i: json.loads(bodies[i % 64])),
         "validate: validate_instance": loop(lambda i: validate_instance(schema, rows[i % 64])),
         "predict: Predictor.predict_one (compiled)": loop(
@@ -347,13 +352,13 @@ async def stages_alone(
             )
         ),
         "record: RecordWriter.submit (journal append)": loop(
-            lambda i: nexus.writer.submit(records[i % 200])
+            lambda i: service.writer.submit(records[i % 200])
         ),
         "record: store.insert_predictions (per record, bg)": _per_record(
             loop(insert_batch, max(it // 1000, 5)), 200
         ),
         "serving.predict_one (validate..submit)": loop(
-            lambda i: serving.predict_one(nexus, loaded, rows[i % 64])
+            lambda i: serving.predict_one(loaded, rows[i % 64])
         ),
         "response: json.dumps(answer)": loop(lambda i: json.dumps(answer)),
         "response: Response(json.dumps(answer))": loop(
@@ -365,7 +370,7 @@ async def stages_alone(
         stages["body: orjson.loads"] = loop(lambda i: orjson.loads(bodies[i % 64]))
 
     async def between() -> None:
-        await nexus.writer.flush()
+        await service.writer.flush()
 
     for s in stages.values():
         await s(0)

@@ -78,12 +78,12 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/api/middleware.py", ("tests/api/test_middleware.py",), SQLITE_ONLY
     ),
     "observer": Module(
-        "src/nexus_ml/api/observe.py",
+        "src/nexus_ml/service/observer.py",
         ("tests/api/test_predictions.py", "tests/api/test_model_quality_api.py"),
         SQLITE_ONLY,
     ),
     "availability": Module(
-        "src/nexus_ml/api/monitoring_reports.py",
+        "src/nexus_ml/service/views/query.py",
         ("tests/api/test_availability.py", "tests/api/test_monitoring_api.py"),
         SQLITE_ONLY,
     ),

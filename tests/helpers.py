@@ -23,8 +23,8 @@ from sqlalchemy.pool import NullPool
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from nexus_ml.api.state import Nexus
     from nexus_ml.config import Settings
+    from nexus_ml.service.wiring import Service
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -106,7 +106,7 @@ class LiveService:
     """A running service: its base URL, parts and metrics registry."""
 
     url: str
-    nexus: Nexus
+    service: Service
     registry: CollectorRegistry
     settings: Settings
 

@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A contract removed from pyproject.toml would silently stop guarding its boundary.
 REQUIRED_CONTRACTS = {
+    "Layers: cli -> {api | render} -> service -> {ml | stats | monitoring | storage} "
+    "-> {config | thresholds}",
+    "api never imports sqlalchemy, nexus_ml.storage.models or nexus_ml.storage.db",
+    "No import cycles between sibling modules",
     "Renderers (files for other systems) are never imported by the running service",
     "Nothing outside api imports the web framework",
     "storage knows neither Prometheus nor scikit-learn",

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.helpers import auth
 
-from nexus_ml.api.monitoring_reports import availability
+from nexus_ml.service.views.query import availability
 from nexus_ml.storage import DatabaseUnavailable
 from nexus_ml.thresholds import Thresholds
 
@@ -64,7 +64,7 @@ def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
 ) -> None:
     assert client.get("/api/v1/models", headers=auth("predict")).status_code == 200
     client_errors(client)
-    store = client.app.state.nexus.store  # type: ignore[attr-defined]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
 
     def down(*args: object, **kwargs: object) -> object:
         raise DatabaseUnavailable("down")

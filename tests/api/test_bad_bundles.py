@@ -21,11 +21,11 @@ from tests.api.test_predictions import diagnostic_row
 from tests.helpers import auth
 from tests.ml.forge import BAD_BUNDLES
 
-from nexus_ml.api import state
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
 from nexus_ml.ml.bundle import load_bundle, save_bundle
 from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.service import wiring
 
 WATCH_SECONDS = 0.1
 POLL_TIMEOUT = 30.0
@@ -94,7 +94,7 @@ def failures(registry: CollectorRegistry, model: str, reason: str) -> float | No
 
 @pytest.fixture
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "MODEL_WATCH_SECONDS", WATCH_SECONDS)
+    monkeypatch.setattr(wiring, "MODEL_WATCH_SECONDS", WATCH_SECONDS)
 
 
 def test_bad_bundles_are_refused_at_start_and_the_others_serve(
@@ -202,10 +202,10 @@ def test_one_models_failure_does_not_break_the_quality_job(
     c = quality_client
     for _ in range(3):
         assert predict(c, "diagnostic").status_code == 200
-    nexus = c.app.state.nexus  # type: ignore[attr-defined]
+    service = c.app.state.service  # type: ignore[attr-defined]
     # Validation at load makes a bad profile impossible; break one in memory to prove the
     # job's own isolation (the backstop for a bug or an input nobody foresaw).
-    nexus.models.get("diagnostic").metadata["profile"] = {}
+    service.models.get("diagnostic").metadata["profile"] = {}
     with caplog.at_level(logging.ERROR):
         r = c.post("/api/v1/monitoring/drift/run", headers=auth("admin"))
     assert r.status_code == 200, r.text
@@ -213,7 +213,7 @@ def test_one_models_failure_does_not_break_the_quality_job(
     assert models["diagnostic"]["error"] == "KeyError"
     assert "drift" in models["diabetes_risk"] and "error" not in models["diabetes_risk"]
     assert (
-        nexus.registry.get_sample_value(
+        service.registry.get_sample_value(
             "ml_errors_total", {"component": "quality", "error_type": "KeyError"}
         )
         == 1

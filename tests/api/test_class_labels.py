@@ -49,11 +49,11 @@ def test_longest_and_non_ascii_labels_are_stored_and_take_feedback(
         assert one.status_code == 200 and many.status_code == 200, (one.text, many.text)
         answers = [one.json(), *many.json()["predictions"]]
         assert {a["predicted_class"] for a in answers} == {LONGEST, ACCENTED}
-        nexus = client.app.state.nexus  # type: ignore[attr-defined]
-        assert client.portal.call(nexus.writer.flush, 10.0)
+        service = client.app.state.service  # type: ignore[attr-defined]
+        assert client.portal.call(service.writer.flush, 10.0)
         # Every answered prediction is stored, the longest label included, on both stores.
         for a in answers:
-            stored = nexus.store.get_prediction(a["id"])
+            stored = service.store.get_prediction(a["id"])
             assert stored.predicted_class == a["predicted_class"]
             assert set(stored.probabilities) == {LONGEST, ACCENTED}
         for a, actual in zip(answers, [LONGEST, ACCENTED, LONGEST], strict=True):
@@ -64,8 +64,8 @@ def test_longest_and_non_ascii_labels_are_stored_and_take_feedback(
             )
             assert r.status_code == 201, r.text
             assert r.json()["actual"] == actual
-        assert nexus.store.count_predictions() == 3
-        assert nexus.writer.pending == 0
+        assert service.store.count_predictions() == 3
+        assert service.writer.pending == 0
         assert (
             registry.get_sample_value(
                 "ml_db_records_rejected_total", {"model": "mine", "reason": "data"}

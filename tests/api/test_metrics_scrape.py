@@ -216,7 +216,7 @@ def test_every_guide_metric_is_scraped_with_sensible_values(
             headers=auth("predict"),
         )
         assert r.status_code == 201, r.text
-        c.portal.call(app.state.nexus.writer.flush)  # type: ignore[union-attr]
+        c.portal.call(app.state.service.writer.flush)  # type: ignore[union-attr]
         r = c.post("/api/v1/monitoring/drift/run", headers=auth("admin"))
         assert r.status_code == 200 and r.json()["ran"], r.text
         text, s = scrape(c)

@@ -60,8 +60,8 @@ def predict(client: TestClient, rows: list[dict[str, float]]) -> list[dict[str, 
 def run_job(client: TestClient) -> dict[str, Any]:
     # The job reads stored rows; predictions still in the writer's queue are not in the
     # window yet (the job does not flush first), so write them out before asking.
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    client.portal.call(nexus.writer.flush)  # type: ignore[union-attr]
+    service = client.app.state.service  # type: ignore[attr-defined]
+    client.portal.call(service.writer.flush)  # type: ignore[union-attr]
     r = client.post(DRIFT_RUN, headers=auth("admin"))
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from tests.helpers import auth
 
-from nexus_ml.api import monitoring_schemas as ms
-from nexus_ml.api import monitoring_schemas_ops as mo
 from nexus_ml.api.app import create_app
 from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.service.views import ops_results as mo
+from nexus_ml.service.views import results as ms
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.repositories import Store
 
@@ -65,8 +65,8 @@ def numbers_in(value: Any) -> Iterator[float]:
         yield float(value)
 
 
-def nexus_of(client: TestClient) -> Any:
-    return client.app.state.nexus  # type: ignore[attr-defined]
+def service_of(client: TestClient) -> Any:
+    return client.app.state.service  # type: ignore[attr-defined]
 
 
 def populate(client: TestClient) -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def populate(client: TestClient) -> list[dict[str, Any]]:
     )
     assert r.status_code == 200, r.text
     preds += [{**p, "model": "diabetes_risk"} for p in r.json()["predictions"]]
-    client.portal.call(nexus_of(client).writer.flush)  # type: ignore[union-attr]
+    client.portal.call(service_of(client).writer.flush)  # type: ignore[union-attr]
     return preds
 
 
@@ -118,7 +118,7 @@ def test_auth_401_403_200(client: TestClient) -> None:
 
 def test_prediction_metrics_equal_numpy_on_stored_data(client: TestClient) -> None:
     populate(client)
-    stored = nexus_of(client).store.prediction_stats()
+    stored = service_of(client).store.prediction_stats()
     body = client.get(M + "/metrics/predictions?hours=1", headers=auth("monitor")).json()
     by_model = {m["model"]: m for m in body["models"]}
     assert body["total"] == sum(s.count for s in stored.values()) == 37
@@ -145,7 +145,7 @@ def test_prediction_metrics_equal_numpy_on_stored_data(client: TestClient) -> No
 
 def test_report_and_performance_percentiles_equal_numpy(client: TestClient) -> None:
     preds = populate(client)
-    nexus = nexus_of(client)
+    service = service_of(client)
     for p in preds[:6]:
         r = client.post(
             f"/api/v1/predictions/{p['id']}/feedback",
@@ -153,7 +153,7 @@ def test_report_and_performance_percentiles_equal_numpy(client: TestClient) -> N
             headers=auth("predict"),
         )
         assert r.status_code == 201
-    stored = nexus.store.prediction_stats()
+    stored = service.store.prediction_stats()
     every = np.asarray([x for s in stored.values() for x in s.latencies])
     report = client.get(M + "/reports/summary", headers=auth("monitor")).json()
     expected = np.percentile(every, [50, 95, 99], method="linear")
@@ -205,7 +205,7 @@ def test_quality_training_and_no_feature_values(client: TestClient) -> None:
 def test_training_metrics_count_runs(client: TestClient) -> None:
     r = client.post("/api/v1/models/diabetes_risk/train", json={"seed": 1}, headers=auth("admin"))
     assert r.status_code == 202
-    client.portal.call(nexus_of(client).trainer.wait_idle)  # type: ignore[union-attr]
+    client.portal.call(service_of(client).trainer.wait_idle)  # type: ignore[union-attr]
     body = client.get(M + "/metrics/training", headers=auth("monitor")).json()
     assert body["total"] == 1 and body["by_status"]["succeeded"] == 1
     assert (
@@ -226,7 +226,7 @@ def test_summary_counts_requests_and_predictions(client: TestClient) -> None:
 
 
 def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
-    nexus = nexus_of(client)
+    service = service_of(client)
     body = client.get(M + "/config/thresholds", headers=auth("monitor")).json()
     rows_ = {t["key"]: t for t in body["thresholds"]}
     assert (
@@ -267,8 +267,8 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
     shown = {t["key"]: t for t in client.get(url, headers=auth("monitor")).json()["thresholds"]}
     assert not [k for k, t in shown.items() if t["overridden"]]  # nothing was stored
     assert [k for k, t in shown.items() if t["value"] is None] == ["memory_usage_high_bytes"]
-    assert nexus.thresholds.cpu_usage_high == 80.0  # nothing applied
-    assert nexus.store.list_audit(action="update_thresholds") == []
+    assert service.thresholds.current.cpu_usage_high == 80.0  # nothing applied
+    assert service.store.list_audit(action="update_thresholds") == []
     r = client.put(
         url, json={"cpu_usage_high": 70, "cpu_usage_high_for": "10m"}, headers=auth("admin")
     )
@@ -277,10 +277,13 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
     after = {t["key"]: t for t in r.json()["thresholds"]}
     assert after["cpu_usage_high"]["value"] == 70 and after["cpu_usage_high"]["overridden"]
     assert after["cpu_usage_high_for"]["value"] == 600
-    assert nexus.thresholds.cpu_usage_high == 70 and nexus.evaluator.thresholds.cpu_usage_high == 70
-    overrides = nexus.store.threshold_overrides()
+    assert (
+        service.thresholds.current.cpu_usage_high == 70
+        and service.alerts.evaluator.thresholds.cpu_usage_high == 70
+    )
+    overrides = service.store.threshold_overrides()
     assert overrides["cpu_usage_high"].value == 70 and overrides["cpu_usage_high_for"].value == 600
-    (entry,) = nexus.store.list_audit(action="update_thresholds")
+    (entry,) = service.store.list_audit(action="update_thresholds")
     assert entry.actor == after["cpu_usage_high"]["updated_by"] and len(entry.actor) == 12
     assert entry.details == {
         "changes": {
@@ -291,16 +294,16 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
 
 
 def test_stored_overrides_that_no_longer_validate_are_refused_alone(client: TestClient) -> None:
-    nexus = nexus_of(client)
-    store = nexus.store
+    service = service_of(client)
+    store = service.store
     store.set_threshold_override("cpu_usage_high", 70, "older-vers")
     store.set_threshold_override("cpu_usage_high_for", float("inf"), "older-vers")
     store.set_threshold_override("latency_slo_threshold", 0.3, "older-vers")
-    nexus.refresh_thresholds()
-    assert nexus.thresholds.cpu_usage_high == 70  # the valid one applies
-    assert nexus.thresholds.cpu_usage_high_for == 300  # the others keep their defaults
-    assert nexus.thresholds.latency_slo_threshold == 1.0
-    assert nexus.evaluator.thresholds == nexus.thresholds
+    service.thresholds.refresh()
+    assert service.thresholds.current.cpu_usage_high == 70  # the valid one applies
+    assert service.thresholds.current.cpu_usage_high_for == 300  # the others keep their defaults
+    assert service.thresholds.current.latency_slo_threshold == 1.0
+    assert service.alerts.evaluator.thresholds == service.thresholds.current
 
 
 @pytest.mark.parametrize(
@@ -341,17 +344,17 @@ def test_timeline_bucket_limit(client: TestClient) -> None:
 
 
 def test_database_unreachable_is_503_never_500(client: TestClient) -> None:
-    nexus = nexus_of(client)
-    real = nexus.store
+    service = service_of(client)
+    real = service.db.store
     # Port 9 (discard) on localhost: connection refused at once.
-    nexus.store = Store(make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none"))
+    service.db.store = Store(make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none"))
     try:
         for path in NEEDS_DB:
             r = client.get(M + path, headers=auth("monitor"))
             assert r.status_code == 503, (path, r.text)
             assert r.json() == {"detail": "database unavailable: retry later", "field": None}
         r = client.put(M + "/config/thresholds", json={"cpu_usage_high": 70}, headers=auth("admin"))
-        assert r.status_code == 503 and nexus.thresholds.cpu_usage_high == 80.0
+        assert r.status_code == 503 and service.thresholds.current.cpu_usage_high == 80.0
         health = client.get(M + "/health", headers=auth("monitor"))
         assert health.status_code == 200 and health.json()["database"]["status"] == "unreachable"
         assert (
@@ -359,8 +362,8 @@ def test_database_unreachable_is_503_never_500(client: TestClient) -> None:
             == "unreachable"
         )
     finally:
-        nexus.store.engine.dispose()
-        nexus.store = real
+        service.db.store.engine.dispose()
+        service.db.store = real
 
 
 class _FakeAlertmanager(BaseHTTPRequestHandler):

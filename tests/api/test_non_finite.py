@@ -66,9 +66,9 @@ def watched_samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, .
 
 
 def stored_count(client: TestClient) -> int:
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    assert client.portal.call(nexus.writer.flush, 10.0)  # type: ignore[union-attr]
-    return int(nexus.store.count_predictions())
+    service = client.app.state.service  # type: ignore[attr-defined]
+    assert client.portal.call(service.writer.flush, 10.0)  # type: ignore[union-attr]
+    return int(service.store.count_predictions())
 
 
 def post(client: TestClient, body: dict[str, Any]) -> Any:
@@ -131,8 +131,8 @@ def test_huge_but_evaluable_features_are_answered_finite(
     for a in answers:
         assert sum(a["probabilities"].values()) == pytest.approx(1.0)
     assert stored_count(client) == len(rows)
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    stored = nexus.store.get_prediction(answers[2]["id"])
+    service = client.app.state.service  # type: ignore[attr-defined]
+    stored = service.store.get_prediction(answers[2]["id"])
     # (PostgreSQL JSONB gives the number back as an integer of the same value.)
     assert float(stored.features["mean_area"]) == BIG and stored.confidence == 1.0
     conf_sum = registry.get_sample_value("ml_model_confidence_score_sum", {"model": "diagnostic"})
@@ -145,8 +145,8 @@ def test_an_unrecordable_answer_is_never_a_200(
 ) -> None:
     """Defence in depth: were a predictor to return a non-finite number, nothing is recorded,
     observed or answered 200 — for a single instance and for every row of a batch."""
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    predictor = nexus.models.get("diagnostic").predictor
+    service = client.app.state.service  # type: ignore[attr-defined]
+    predictor = service.models.get("diagnostic").predictor
     monkeypatch.setattr(predictor, "predict_one", lambda row: (1, np.array([0.5, bad])))
     good_indices, good_proba = predictor.predict_batch_indices(
         np.array([list(good_row(i).values()) for i in range(3)])
@@ -179,12 +179,12 @@ def test_a_record_the_database_refuses_is_counted_and_the_rest_stored(
     labels = {"model": "diagnostic", "reason": "integrity"}
     assert registry.get_sample_value("ml_db_records_rejected_total", labels) == 0
     ids = [post(client, {"features": good_row(i)}).json()["id"] for i in range(3)]
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
+    service = client.app.state.service  # type: ignore[attr-defined]
     assert stored_count(client) == 3
-    template = nexus.store.get_prediction(ids[0])
+    template = service.store.get_prediction(ids[0])
     # A record only a bug could make (no class): refused by both stores for a constraint.
     poisoned = dataclasses.replace(template, id="f" * 32, predicted_class=None)
-    nexus.writer.submit(poisoned)
+    service.writer.submit(poisoned)
     ids += [post(client, {"features": good_row(i)}).json()["id"] for i in range(3, 6)]
     deadline = time.monotonic() + 20
     while registry.get_sample_value("ml_db_records_rejected_total", labels) != 1:
@@ -201,10 +201,10 @@ def test_a_record_the_database_refuses_is_counted_and_the_rest_stored(
 def test_the_observer_never_observes_a_non_finite_value(
     client: TestClient, registry: CollectorRegistry, confidence: float, latency: float
 ) -> None:
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    loaded = nexus.models.get("diagnostic")
+    service = client.app.state.service  # type: ignore[attr-defined]
+    loaded = service.models.get("diagnostic")
     before = watched_samples(registry)
     row = np.array(list(good_row(0).values()))
     with pytest.raises(ValueError, match="non-finite"):
-        nexus.observer(loaded).observe(row, "benign", confidence, latency)
+        service.publisher.observer(loaded).observe(row, "benign", confidence, latency)
     assert watched_samples(registry) == before

@@ -23,9 +23,9 @@ def diagnostic_row(i: int = 0) -> dict[str, float]:
 
 
 def stored_count(client: TestClient) -> int:
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    client.portal.call(nexus.writer.flush)  # type: ignore[union-attr]
-    return nexus.store.count_predictions()
+    service = client.app.state.service  # type: ignore[attr-defined]
+    client.portal.call(service.writer.flush)  # type: ignore[union-attr]
+    return service.store.count_predictions()
 
 
 def test_single_prediction_matches_scikit_learn(client: TestClient, settings: Any) -> None:
@@ -52,7 +52,7 @@ def test_batch_prediction_and_records_stored(client: TestClient) -> None:
     preds = r.json()["predictions"]
     assert len(preds) == 5 and len({p["id"] for p in preds}) == 5
     assert stored_count(client) == 5
-    stored = client.app.state.nexus.store.get_prediction(preds[2]["id"])  # type: ignore[attr-defined]
+    stored = client.app.state.service.store.get_prediction(preds[2]["id"])  # type: ignore[attr-defined]
     assert stored.features == rows[2]
     assert stored.predicted_class == preds[2]["predicted_class"]
 
@@ -189,12 +189,12 @@ def test_feedback_with_invalid_label_writes_nothing(client: TestClient) -> None:
     ):
         r = client.post(url, json=body, headers=auth("predict"))
         assert r.status_code == 422, (body, r.text)
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    assert nexus.store.labelled_predictions("diagnostic", pred_time(nexus, pred["id"])) == []
+    service = client.app.state.service  # type: ignore[attr-defined]
+    assert service.store.labelled_predictions("diagnostic", pred_time(service, pred["id"])) == []
 
 
-def pred_time(nexus: Any, pid: str) -> Any:
-    return nexus.store.get_prediction(pid).created_at
+def pred_time(service: Any, pid: str) -> Any:
+    return service.store.get_prediction(pid).created_at
 
 
 def test_models_listing_and_detail(client: TestClient) -> None:
@@ -237,3 +237,43 @@ def test_training_run_hot_swaps_and_keeps_previous(client: TestClient) -> None:
     assert p["version"] == run["version"]
     assert client.get(f"/api/v1/training/runs/{'f' * 32}", headers=auth("admin")).status_code == 404
     assert client.post("/api/v1/models/nope/train", headers=auth("admin")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("make_body", "counted"),
+    [
+        (
+            lambda r: {"features": _bad(r, "mean_radius", float("nan"))},
+            ("mean_radius", "non_finite"),
+        ),
+        (lambda r: {"features": _bad(r, "mean_area", "12.5")}, ("mean_area", "wrong_type")),
+        (lambda r: {"features": _bad(r, "mean_texture", None)}, ("mean_texture", "missing")),
+        (
+            lambda r: {"features": {k: v for k, v in r.items() if k != "mean_radius"}},
+            ("mean_radius", "missing"),
+        ),
+        (
+            lambda r: {"instances": [r, r, r, _bad(r, "mean_area", True)]},
+            ("mean_area", "wrong_type"),
+        ),
+        # Client-chosen names are never labels, however they are spelled.
+        (lambda r: {"features": {**r, "instances[0].mean_radius": 1.0}}, None),
+        (lambda r: {"features": {**r, "x.mean_radius": 1.0}}, None),
+        (lambda r: {"features": [1, 2]}, None),
+    ],
+)
+def test_a_refused_value_is_counted_by_schema_feature_and_kind(
+    client: TestClient, registry: Any, make_body: Any, counted: tuple[str, str] | None
+) -> None:
+    body = json.dumps(make_body(diagnostic_row()), allow_nan=True)
+    r = client.post(
+        PREDICT, content=body, headers={**auth("predict"), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    issues = {
+        (s.labels["feature"], s.labels["kind"]): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "ml_data_quality_issues_total" and s.labels["model"] == "diagnostic"
+    }
+    assert issues == ({counted: 1.0} if counted else {})

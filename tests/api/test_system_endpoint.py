@@ -21,29 +21,29 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     app = create_app(make_settings(), registry=CollectorRegistry())
     with TestClient(app) as c:
         assert c.portal is not None
-        c.portal.call(app.state.nexus.collector.stop)
+        c.portal.call(app.state.service.collector.stop)
         yield c
 
 
 def test_reading_before_the_first_publication_leaves_the_cpu_baseline(client: TestClient) -> None:
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
+    service = client.app.state.service  # type: ignore[attr-defined]
     # As before the collector's first publication: no host total published yet.
-    nexus.metrics.system_memory_total_bytes.set(0)
-    baseline = nexus.collector._cpu_before
+    service.metrics.system_memory_total_bytes.set(0)
+    baseline = service.collector._cpu_before
     for _ in range(3):
         body = client.get(SYSTEM, headers=auth("monitor")).json()
         assert body["source"] == "sample"
         assert 0 <= body["cpu_percent"] <= 100
         assert body["memory"]["total_bytes"] > 0
     # The next published CPU figure still covers the whole interval since the last tick.
-    assert nexus.collector._cpu_before is baseline
+    assert service.collector._cpu_before is baseline
 
 
 def test_reading_after_publication_uses_the_published_gauges(client: TestClient) -> None:
-    nexus = client.app.state.nexus  # type: ignore[attr-defined]
-    snap = nexus.collector.collect_once()
-    baseline = nexus.collector._cpu_before
+    service = client.app.state.service  # type: ignore[attr-defined]
+    snap = service.collector.collect_once()
+    baseline = service.collector._cpu_before
     body = client.get(SYSTEM, headers=auth("monitor")).json()
     assert body["source"] == "collector"
     assert body["memory"]["total_bytes"] == snap.memory_total_bytes
-    assert nexus.collector._cpu_before is baseline
+    assert service.collector._cpu_before is baseline

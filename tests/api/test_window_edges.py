@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.helpers import auth
 
-from nexus_ml.api.monitoring_query import EARLIEST, LATEST
+from nexus_ml.api.params import EARLIEST, LATEST
 
 M = "/api/v1/monitoring"
 WINDOWED = (
@@ -229,7 +229,7 @@ ID_ROUTES = (
 def test_malformed_ids_are_404_before_any_query(
     client: TestClient, bad: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = client.app.state.nexus.store  # type: ignore[attr-defined]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
     for method, template, field, scope, lookup in ID_ROUTES:
 
         def refuse(*args: object, _lookup: str = lookup, **kwargs: object) -> None:

@@ -37,7 +37,7 @@ def live(settings: Settings, registry: CollectorRegistry) -> Iterator[LiveServic
             pytest.fail("the test service did not start")
         time.sleep(0.02)
     try:
-        yield LiveService(f"http://127.0.0.1:{port}", app.state.nexus, registry, settings)
+        yield LiveService(f"http://127.0.0.1:{port}", app.state.service, registry, settings)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

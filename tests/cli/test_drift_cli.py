@@ -33,7 +33,7 @@ def shifted(live: LiveService) -> LiveService:
         feedback_rate=0.2,
     )
     deadline = time.monotonic() + 10
-    while live.nexus.store.count_predictions("diagnostic") < ROWS and time.monotonic() < deadline:
+    while live.service.store.count_predictions("diagnostic") < ROWS and time.monotonic() < deadline:
         time.sleep(0.05)
     return live
 
@@ -68,7 +68,7 @@ def test_local_run_finds_the_shifted_feature(shifted: LiveService) -> None:
     # Too few rows for the other model: scores may show, no decision is taken.
     assert result["models"]["diabetes_risk"]["drift"]["decided"] is False
     # The stored result is what outlives the command: the service's overview shows it.
-    stored = shifted.nexus.store.latest_drift_result("diagnostic")
+    stored = shifted.service.store.latest_drift_result("diagnostic")
     assert stored is not None and stored.window_size == ROWS
 
 
@@ -118,7 +118,7 @@ def test_remote_needs_admin(live: LiveService) -> None:
 def test_undrifted_local_run_finds_nothing(live: LiveService) -> None:
     simulate(live, models=("diagnostic",), count=10, batch=25, seed=12)
     deadline = time.monotonic() + 10
-    while live.nexus.store.count_predictions("diagnostic") < ROWS and time.monotonic() < deadline:
+    while live.service.store.count_predictions("diagnostic") < ROWS and time.monotonic() < deadline:
         time.sleep(0.05)
     r = CliRunner().invoke(app, ["drift", "--json", "--fail-on-drift"], env=env_for(live.settings))
     assert r.exit_code == 0, r.output
@@ -153,3 +153,28 @@ def test_local_run_honours_a_threshold_saved_through_the_api(shifted: LiveServic
     diag = last_json(r.stdout)["models"]["diagnostic"]["drift"]
     assert diag["decided"] is True
     assert diag["drifted_features"] == []
+
+
+def test_local_run_builds_the_job_not_the_service(
+    model_dir: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job gets its collaborators (store, models, metrics, thresholds) directly: no
+    # writer, collector, scheduler or HTTP app is built for a one-off command.
+    from nexus_ml.service import wiring
+
+    def no_service(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nexus-ml drift must not build the whole service")
+
+    monkeypatch.setattr(wiring, "Service", no_service)
+    env = {
+        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'drift.db'}",
+        "ML_MODEL_PATH": str(model_dir),
+        "ML_DATA_DIR": str(tmp_path / "data"),
+        "ML_API_KEYS": f"admin:{KEYS['admin']}",
+    }
+    r = CliRunner().invoke(app, ["drift", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    result = last_json(r.stdout)
+    assert result["ran"] is True
+    assert sorted(result["models"]) == ["diabetes_risk", "diagnostic"]
+    assert all(m["window_size"] == 0 for m in result["models"].values())

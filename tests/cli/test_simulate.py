@@ -34,9 +34,9 @@ def simulate(live: LiveService, **config: Any) -> SimulationResult:
 def stored(live: LiveService, n: int, model: str = "diagnostic") -> list[Any]:
     """The model's stored predictions once the writer has written ``n`` (bounded wait)."""
     deadline = time.monotonic() + WAIT_SECONDS
-    while live.nexus.store.count_predictions(model) < n and time.monotonic() < deadline:
+    while live.service.store.count_predictions(model) < n and time.monotonic() < deadline:
         time.sleep(0.05)
-    return live.nexus.store.recent_predictions(model, limit=10_000)
+    return live.service.store.recent_predictions(model, limit=10_000)
 
 
 def sample(live: LiveService, name: str, **labels: str) -> float:

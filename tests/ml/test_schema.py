@@ -180,3 +180,54 @@ def test_schema_round_trips_through_its_metadata_form() -> None:
 def test_invalid_schema_is_refused(features: tuple[FeatureSpec, ...]) -> None:
     with pytest.raises(ValueError):
         FeatureSchema(features)
+
+
+# Names a display string cannot carry unambiguously: monitoring must get the feature itself.
+AWKWARD = FeatureSchema(
+    (
+        FeatureSpec("blood.pressure", "numeric", 50.0, 200.0),
+        FeatureSpec("instances[0].age", "numeric", 0.0, 100.0),
+        FeatureSpec("plain", "numeric", 0.0, 1.0),
+    )
+)
+AWKWARD_GOOD = {"blood.pressure": 120.0, "instances[0].age": 40.0, "plain": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kind"),
+    [
+        ("blood.pressure", None, "missing"),
+        ("blood.pressure", "120", "wrong_type"),
+        ("instances[0].age", math.nan, "non_finite"),
+        ("instances[0].age", True, "wrong_type"),
+        ("plain", 10**400, "non_finite"),
+    ],
+)
+def test_a_value_problem_carries_its_feature_and_kind(name: str, value: Any, kind: str) -> None:
+    one = {**AWKWARD_GOOD, name: value}
+    with pytest.raises(ValidationProblem) as single:
+        validate_instance(AWKWARD, one)
+    with pytest.raises(ValidationProblem) as batch:
+        validate_batch(AWKWARD, [AWKWARD_GOOD, one])
+    for problem, field in ((single.value, name), (batch.value, f"instances[1].{name}")):
+        assert (problem.feature, problem.kind, problem.field) == (name, kind, field)
+
+
+@pytest.mark.parametrize("name", ["blood.pressure", "instances[0].age", "plain"])
+def test_a_missing_feature_carries_its_name(name: str) -> None:
+    row = {k: v for k, v in AWKWARD_GOOD.items() if k != name}
+    with pytest.raises(ValidationProblem) as info:
+        validate_batch(AWKWARD, [row])
+    assert (info.value.feature, info.value.kind) == (name, "missing")
+
+
+@pytest.mark.parametrize(
+    "features",
+    [{**AWKWARD_GOOD, "plain.extra": 1.0}, [1.0, 2.0, 3.0], None],
+    ids=["unknown-name", "not-an-object", "null"],
+)
+def test_a_structural_problem_names_no_feature(features: Any) -> None:
+    # A client's own key never becomes a feature (and so never a metric label).
+    with pytest.raises(ValidationProblem) as info:
+        validate_instance(AWKWARD, features)
+    assert info.value.feature is None and info.value.kind is None

@@ -154,5 +154,5 @@ def test_threshold_updates_name_the_key_never_the_value(client: TestClient, mark
         assert body["field"] == key and body["detail"].startswith(key), body
         if marker in MARKERS:
             assert marker not in body["detail"], body
-    stored = client.app.state.nexus.store.threshold_overrides()  # type: ignore[attr-defined]
+    stored = client.app.state.service.store.threshold_overrides()  # type: ignore[attr-defined]
     assert stored == {}  # nothing was written

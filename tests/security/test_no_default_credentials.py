@@ -215,7 +215,7 @@ def test_api_keys_are_never_logged(
             headers=auth("admin"),
         )
         assert r.status_code == 200, r.text
-        audit = app.state.nexus.store.list_audit()
+        audit = app.state.service.store.list_audit()
         metrics = client.get(
             "/metrics", headers={"Authorization": "Bearer metrics-token-" + "m" * 20}
         ).text

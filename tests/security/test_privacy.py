@@ -98,7 +98,7 @@ def test_patient_data_reaches_only_the_records(
 ) -> None:
     sent: dict[str, dict[str, float]] = {}
     with TestClient(app) as client:
-        nexus = app.state.nexus
+        service = app.state.service
         for model in MODELS:
             url = f"/api/v1/models/{model}/predict"
             for i in range(12):
@@ -143,7 +143,7 @@ def test_patient_data_reaches_only_the_records(
         assert r.status_code == 422 and not _find_leaks(r.text), r.text
 
         # Let every background part see the traffic: writer, quality job, alert evaluation.
-        client.portal.call(nexus.writer.flush)
+        client.portal.call(service.writer.flush)
         r = client.post("/api/v1/monitoring/drift/run", headers=auth("admin"))
         assert r.status_code == 200, r.text
         assert not _find_leaks(r.text), r.text
@@ -171,7 +171,7 @@ def test_patient_data_reaches_only_the_records(
         for url in ("/api/v1/models", "/api/v1/models/diagnostic"):
             exposed[url] = client.get(url, headers=auth("predict")).text
 
-        stored = {pid: nexus.store.get_prediction(pid) for pid in sent}
+        stored = {pid: service.store.get_prediction(pid) for pid in sent}
 
     leaks = {where: _find_leaks(text) for where, text in exposed.items() if _find_leaks(text)}
     assert not leaks, leaks

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from nexus_ml import __version__
+from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.errors import ErrorResponse, install_error_handlers
 from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
@@ -28,23 +29,23 @@ from nexus_ml.api.routes import (
     predictions,
     training,
 )
-from nexus_ml.api.state import Nexus
 from nexus_ml.config import Settings
+from nexus_ml.service.wiring import Service
 
 log = logging.getLogger("nexus_ml.api")
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the service. ``registry=None`` uses prometheus_client's default registry."""
-    nexus = Nexus.build(settings, registry if registry is not None else REGISTRY)
+    service = Service(settings, registry if registry is not None else REGISTRY)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await nexus.start()
+        await service.start()
         try:
             yield
         finally:
-            await nexus.stop()
+            await service.stop()
 
     app = FastAPI(
         title="Nexus ML",
@@ -69,8 +70,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    app.state.nexus = nexus
-    install_error_handlers(app, nexus.count_error)
+    # The routes reach the parts they use through api/deps.py; auth reads the keys.
+    app.state.service = service
+    app.state.keys = KeyStore(settings.parsed_api_keys())
+    metrics = service.metrics
+
+    def count_error(component: str, error_type: str) -> None:
+        metrics.errors_total.labels(component, error_type).inc()
+
+    install_error_handlers(app, count_error)
 
     api_prefix = "/api/v1"
     app.include_router(models.router, prefix=api_prefix)
@@ -91,5 +99,5 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
-    app.add_middleware(MetricsMiddleware, metrics=nexus.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -116,7 +116,7 @@ def require(scope: str):
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = request.app.state.nexus.keys.authenticate(key)
+        principal = request.app.state.keys.authenticate(key)
         if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -1,4 +1,8 @@
-"""Annotated dependency aliases shared by the routers."""
+"""Annotated dependency aliases shared by the routers: each names the one part a route uses.
+
+Every provider is ``async`` (a sync dependency costs a thread hop) and reads one attribute
+of the service the app factory built; no route is handed the whole service.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,105 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from nexus_ml.api.errors import ApiError, ErrorResponse
-from nexus_ml.api.state import Nexus
+from nexus_ml.config import Settings
+from nexus_ml.ml.registry import ModelRegistry
+from nexus_ml.service.database import Database
+from nexus_ml.service.families import Families
+from nexus_ml.service.health import HealthCheck
+from nexus_ml.service.quality_job import QualityRunner
+from nexus_ml.service.serving import Serving
+from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.models import ModelViews
+from nexus_ml.service.views.ops import OpsViews
+from nexus_ml.service.views.reports import Reports
+from nexus_ml.service.views.thresholds import ThresholdAdmin
+from nexus_ml.service.views.training import TrainingViews
+from nexus_ml.service.wiring import Service
 
 
-async def get_nexus(request: Request) -> Nexus:
-    """The running service's parts (async: a sync dependency costs a thread hop)."""
-    nexus: Nexus = request.app.state.nexus
-    return nexus
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
 
 
-NexusDep = Annotated[Nexus, Depends(get_nexus)]
+async def get_settings(request: Request) -> Settings:
+    """The service's settings."""
+    return _service(request).settings
+
+
+async def get_models(request: Request) -> ModelRegistry:
+    """The models served."""
+    return _service(request).models
+
+
+async def get_serving(request: Request) -> Serving:
+    """Predictions and feedback."""
+    return _service(request).serving
+
+
+async def get_database(request: Request) -> Database:
+    """The store, called off the event loop."""
+    return _service(request).db
+
+
+async def get_trainer(request: Request) -> Trainer:
+    """Training runs."""
+    return _service(request).trainer
+
+
+async def get_quality(request: Request) -> QualityRunner:
+    """The model-quality job as the service runs it."""
+    return _service(request).quality
+
+
+async def get_health(request: Request) -> HealthCheck:
+    """Readiness and health."""
+    return _service(request).health
+
+
+async def get_families(request: Request) -> Families:
+    """The service's metric families (for /metrics)."""
+    return _service(request).families
+
+
+async def get_model_views(request: Request) -> ModelViews:
+    """Per-model monitoring views."""
+    return _service(request).model_views
+
+
+async def get_training_views(request: Request) -> TrainingViews:
+    """Training-run statistics."""
+    return _service(request).training_views
+
+
+async def get_ops(request: Request) -> OpsViews:
+    """Operational monitoring views."""
+    return _service(request).ops
+
+
+async def get_reports(request: Request) -> Reports:
+    """The period report and the timeline."""
+    return _service(request).reports
+
+
+async def get_threshold_admin(request: Request) -> ThresholdAdmin:
+    """Reading and changing thresholds."""
+    return _service(request).threshold_admin
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+TrainerDep = Annotated[Trainer, Depends(get_trainer)]
+QualityDep = Annotated[QualityRunner, Depends(get_quality)]
+HealthDep = Annotated[HealthCheck, Depends(get_health)]
+FamiliesDep = Annotated[Families, Depends(get_families)]
+ModelViewsDep = Annotated[ModelViews, Depends(get_model_views)]
+TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
+OpsDep = Annotated[OpsViews, Depends(get_ops)]
+ReportsDep = Annotated[Reports, Depends(get_reports)]
+ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
 
 
 def is_json_media_type(content_type: str) -> bool:

@@ -17,6 +17,16 @@ from pydantic import BaseModel
 from pydantic_core.core_schema import ErrorType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nexus_ml.service.errors import (
+    Conflict,
+    Failed,
+    Invalid,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    echoes,
+)
+
 log = logging.getLogger("nexus_ml.api")
 
 
@@ -35,6 +45,24 @@ class ApiError(Exception):
         self.status_code = status_code
         self.detail = detail
         self.field = field
+
+
+# The one place a domain error becomes a status.
+STATUS_OF: dict[type[ServiceError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Failed: 500,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: ServiceError) -> int:
+    """The HTTP status of a domain error (500 for a class not mapped)."""
+    for cls, status in STATUS_OF.items():
+        if isinstance(exc, cls):
+            return status
+    return 500
 
 
 def error_response(status_code: int, detail: str, field: str | None = None, headers=None):
@@ -74,31 +102,6 @@ def _loc_to_field(loc: Any) -> str:
     return ".".join(parts) or "body"
 
 
-def _scalars(value: Any, budget: int = 100) -> list[str]:
-    """Text of the scalars in ``value`` (a bounded number), as they could appear in a message."""
-    out: list[str] = []
-    stack = [value]
-    while stack and len(out) < budget:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-            stack.extend(item.keys())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, str | bytes):
-            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
-            if text.strip():
-                out.append(text.strip())
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            out.extend({str(item), repr(item)})
-    return out
-
-
-def echoes(message: str, value: Any) -> bool:
-    """True if the text of any scalar inside ``value`` appears in ``message``."""
-    return any(text in message for text in _scalars(value))
-
-
 def rule_message(error: Mapping[str, Any]) -> str:
     """What rule a pydantic error says was broken, without the input that broke it.
 
@@ -122,6 +125,14 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
         if exc.status_code >= 500:
             count_error("api", type(exc).__name__)
         return error_response(exc.status_code, exc.detail, exc.field)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            # Counted under the same label as before the domain errors existed.
+            count_error("api", "ApiError")
+        return error_response(status, exc.detail, exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

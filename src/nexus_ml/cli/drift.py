@@ -1,8 +1,8 @@
 """``nexus-ml drift``: run the model-quality job once and print what it found.
 
-Either against the configured database directly (the service's own ``QualityJob``, built by
-``Nexus.build`` without serving: same code, same lock, so it never races a running worker), or
-through a running service's ``POST /api/v1/monitoring/drift/run``.
+Either against the configured database directly (the service's own ``QualityJob``, built from
+its collaborators without building the service: same code, same lock, so it never races a
+running worker), or through a running service's ``POST /api/v1/monitoring/drift/run``.
 """
 
 from __future__ import annotations
@@ -26,26 +26,42 @@ DRIFT_RUN = "/api/v1/monitoring/drift/run"
 
 def run_local() -> dict[str, Any]:
     """One model-quality round against the configured database, in this process."""
+    # Imported here, like every command's heavy imports: `nexus-ml --help` loads no model code.
     from prometheus_client import CollectorRegistry
 
-    from nexus_ml.api.state import Nexus
+    from nexus_ml.ml.registry import ModelRegistry
+    from nexus_ml.monitoring.metrics import build_metrics
+    from nexus_ml.service.quality_job import QualityJob
+    from nexus_ml.service.threshold_state import ThresholdState
+    from nexus_ml.storage.db import make_engine
     from nexus_ml.storage.errors import DatabaseUnavailable
     from nexus_ml.storage.migrate import migrate
+    from nexus_ml.storage.repositories import Store
+    from nexus_ml.thresholds import load_thresholds
 
     settings = _settings()
-    # A private registry: the gauges the job sets die with this process; the stored
-    # drift_results row is what outlives it (and what the dashboard reads).
-    nexus = Nexus.build(settings, CollectorRegistry())
+    store = Store(make_engine(settings.resolved_database_url))
+    models = ModelRegistry(settings.model_path)
+    job = QualityJob(
+        settings=settings,
+        store=store,
+        models=models,
+        # A private registry: the gauges the job sets die with this process; the stored
+        # drift_results row is what outlives it (and what the dashboard reads).
+        metrics=build_metrics(CollectorRegistry()),
+        # The job re-reads the overrides saved through the API before deciding.
+        thresholds=ThresholdState(load_thresholds(settings), store),
+    )
     try:
-        migrate(nexus.engine)  # idempotent; the service does the same at start
-        for name, error in nexus.models.load_all().items():
+        migrate(store.engine)  # idempotent; the service does the same at start
+        for name, error in models.load_all().items():
             console.print(f"[yellow]model {name} refused:[/yellow] {error}")
-        return nexus.quality_job.run()
+        return job.run()
     except DatabaseUnavailable as exc:
         console.print(f"[red]database unavailable:[/red] {exc}")
         raise typer.Exit(1) from None
     finally:
-        nexus.engine.dispose()
+        store.engine.dispose()
 
 
 def run_remote(url: str, key: str) -> dict[str, Any]:

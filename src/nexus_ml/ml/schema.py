@@ -20,12 +20,16 @@ _MAX_FIELD_CHARS = 64  # an unknown key is echoed as its field name; bound what 
 class ValidationProblem(ValueError):
     """A request's features do not satisfy the schema; ``field`` names where."""
 
-    def __init__(self, field: str, message: str, kind: str | None = None) -> None:
+    def __init__(
+        self, field: str, message: str, *, feature: str | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-        # Data-quality kind (missing | wrong_type | non_finite) when the problem is one
-        # feature's value, so monitoring can count it; None for structural problems.
+        # When the problem is one schema feature's value: that feature's name and the
+        # data-quality kind (missing | wrong_type | non_finite), so monitoring can count it
+        # without reading them back out of ``field``; None for structural problems.
+        self.feature = feature
         self.kind = kind
 
 
@@ -158,31 +162,34 @@ def _checked_row(schema: FeatureSchema, features: Any, prefix: str) -> list[floa
         raise ValidationProblem(prefix or "features", "must be an object of feature name to number")
     for name in schema.names:
         if name not in features:
-            raise ValidationProblem(_field(prefix, name), "required feature is missing", "missing")
+            raise ValidationProblem(
+                _field(prefix, name), "required feature is missing", feature=name, kind="missing"
+            )
     unknown = sorted(str(k)[:_MAX_FIELD_CHARS] for k in features if k not in schema._name_set)
     if unknown:
         raise ValidationProblem(_field(prefix, unknown[0]), "unknown feature")
-    return [_checked_value(features[name], _field(prefix, name)) for name in schema.names]
+    return [_checked_value(features[name], prefix, name) for name in schema.names]
 
 
-def _checked_value(value: Any, where: str) -> float:
+def _checked_value(value: Any, prefix: str, name: str) -> float:
+    def problem(message: str, kind: str) -> ValidationProblem:
+        return ValidationProblem(_field(prefix, name), message, feature=name, kind=kind)
+
     if value is None:
-        raise ValidationProblem(where, "must be a number, not null", "missing")
+        raise problem("must be a number, not null", "missing")
     # bool is a subclass of int: true/false must not silently become 1.0/0.0.
     if isinstance(value, bool | np.bool_):
-        raise ValidationProblem(where, "must be a number, not a boolean", "wrong_type")
+        raise problem("must be a number, not a boolean", "wrong_type")
     if isinstance(value, str | bytes):
-        raise ValidationProblem(where, "must be a number, not a string", "wrong_type")
+        raise problem("must be a number, not a string", "wrong_type")
     if not isinstance(value, int | float | np.integer | np.floating):
-        raise ValidationProblem(where, "must be a number", "wrong_type")
+        raise problem("must be a number", "wrong_type")
     try:
         as_float = float(value)
     except OverflowError:
-        raise ValidationProblem(
-            where, "is too large to represent as a number", "non_finite"
-        ) from None
+        raise problem("is too large to represent as a number", "non_finite") from None
     if math.isnan(as_float):
-        raise ValidationProblem(where, "must be a finite number, not NaN", "non_finite")
+        raise problem("must be a finite number, not NaN", "non_finite")
     if math.isinf(as_float):
-        raise ValidationProblem(where, "must be a finite number, not infinity", "non_finite")
+        raise problem("must be a finite number, not infinity", "non_finite")
     return as_float

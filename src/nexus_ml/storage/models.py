@@ -22,7 +22,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-TRAINING_STATUSES = ("queued", "running", "succeeded", "failed")
 ERROR_MAX_CHARS = 2000
 
 # JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.

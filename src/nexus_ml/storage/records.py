@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# The states of a training run, in order.
+TRAINING_STATUSES = ("queued", "running", "succeeded", "failed")
+
 _ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -114,6 +114,19 @@ class Store(OperationsRepository):
             return [WindowRow(*row) for row in session.execute(stmt)]
 
     @translate_errors
+    def prediction_times(
+        self, model: str | None, since: datetime, until: datetime
+    ) -> list[tuple[str, datetime]]:
+        """(model, created_at) of the predictions in [since, until): no feature values read."""
+        stmt = select(Prediction.model, Prediction.created_at).where(
+            Prediction.created_at >= since, Prediction.created_at < until
+        )
+        if model is not None:
+            stmt = stmt.where(Prediction.model == model)
+        with self._sessions() as session:
+            return [(m, t) for m, t in session.execute(stmt)]
+
+    @translate_errors
     def prediction_stats(
         self,
         model: str | None = None,

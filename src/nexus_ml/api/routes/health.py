@@ -4,7 +4,7 @@ Readiness is about whether this instance can answer predictions: models loaded
 and not shutting down. A database outage makes the instance *degraded*, not
 unready: models are in memory and records wait in the durable spill buffer, so
 taking every replica out of the load balancer because the database is down
-would turn a storage incident into a full outage.
+would turn a storage incident into a full outage (see ``service/health.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from nexus_ml.api.auth import bearer_token
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import FamiliesDep, HealthDep, SettingsDep
 from nexus_ml.api.errors import error_response
 from nexus_ml.api.routes import answer_head_like_get
 from nexus_ml.monitoring.exposition import render_metrics
@@ -34,10 +34,10 @@ async def live() -> dict[str, str]:
     summary="Readiness: 200 when predictions can be served, 503 otherwise",
     responses={503: {"description": "Not ready (starting, no models, or shutting down)"}},
 )
-async def ready(nexus: NexusDep) -> JSONResponse:
+async def ready(health: HealthDep) -> JSONResponse:
     """Ready when models are loaded and the service is not draining; reports DB degradation."""
-    report = await nexus.readiness()
-    return JSONResponse(report, status_code=200 if report["ready"] else 503)
+    readiness = await health.readiness()
+    return JSONResponse(readiness.to_dict(), status_code=200 if readiness.ready else 503)
 
 
 @router.get(
@@ -45,10 +45,10 @@ async def ready(nexus: NexusDep) -> JSONResponse:
     summary="Comprehensive health: database, models, system resources, active alerts",
     responses={503: {"description": "Not ready"}},
 )
-async def health(nexus: NexusDep) -> JSONResponse:
+async def health(checks: HealthDep) -> JSONResponse:
     """Everything an operator checks first, in one answer."""
-    report = await nexus.health_report()
-    return JSONResponse(report, status_code=200 if report["ready"] else 503)
+    report = await checks.report()
+    return JSONResponse(report.to_dict(), status_code=200 if report.ready else 503)
 
 
 @router.get(
@@ -65,13 +65,13 @@ async def health(nexus: NexusDep) -> JSONResponse:
         401: {"description": "ML_METRICS_TOKEN is set and the bearer token is missing or wrong"},
     },
 )
-def metrics(request: Request, nexus: NexusDep) -> Response:
+def metrics(request: Request, settings: SettingsDep, families: FamiliesDep) -> Response:
     """Every metric; requires ``Authorization: Bearer <ML_METRICS_TOKEN>`` when that is set.
 
     A plain ``def``: FastAPI runs it in the thread pool, so rendering (a few ms)
     never blocks the event loop that serves predictions.
     """
-    token = nexus.settings.metrics_token.get_secret_value()
+    token = settings.metrics_token.get_secret_value()
     if token:
         given = bearer_token(request.headers.get("authorization")) or ""
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -79,7 +79,7 @@ def metrics(request: Request, nexus: NexusDep) -> Response:
                 401, "metrics token required", None, {"WWW-Authenticate": "Bearer"}
             )
     body, content_type = render_metrics(
-        nexus.registry, request.headers.get("accept", ""), nexus.multiproc_dir
+        families.registry, request.headers.get("accept", ""), families.multiproc_dir
     )
     return Response(body, media_type=content_type)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nexus_ml.api import serving
 from nexus_ml.api.auth import PredictKey
-from nexus_ml.api.deps import NexusDep
+from nexus_ml.api.deps import ModelsDep
 from nexus_ml.api.schemas import FeatureInfo, ModelDetail, ModelSummary
 from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.service.serving import find_model
 
 router = APIRouter(tags=["models"])
 
@@ -26,9 +26,9 @@ def _summary(loaded: LoadedModel) -> dict:
 
 
 @router.get("/models", response_model=list[ModelSummary], summary="Loaded models")
-async def list_models(nexus: NexusDep, _key: PredictKey) -> list[ModelSummary]:
+async def list_models(models: ModelsDep, _key: PredictKey) -> list[ModelSummary]:
     """Every loaded model with its active version."""
-    return [ModelSummary(**_summary(m)) for m in nexus.models.all()]
+    return [ModelSummary(**_summary(m)) for m in models.all()]
 
 
 @router.get(
@@ -37,9 +37,9 @@ async def list_models(nexus: NexusDep, _key: PredictKey) -> list[ModelSummary]:
     summary="One model: schema, training metrics, versions on disk",
     responses={404: {"description": "Unknown model"}},
 )
-async def get_model(name: str, nexus: NexusDep, _key: PredictKey) -> ModelDetail:
+async def get_model(name: str, models: ModelsDep, _key: PredictKey) -> ModelDetail:
     """A model's feature schema (names, types, training ranges) and metrics."""
-    loaded = serving.model_or_404(nexus, name)
+    loaded = find_model(models, name)
     features = [
         FeatureInfo(
             name=spec.name,
@@ -53,5 +53,5 @@ async def get_model(name: str, nexus: NexusDep, _key: PredictKey) -> ModelDetail
         **_summary(loaded),
         features=features,
         training_metrics=loaded.metadata.get("training_metrics", {}),
-        versions=nexus.models.versions(name),
+        versions=models.versions(name),
     )

@@ -10,30 +10,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from nexus_ml.api import monitoring_ops as ops
-from nexus_ml.api import monitoring_reports as reports
-from nexus_ml.api import monitoring_thresholds as thresholds
-from nexus_ml.api import monitoring_training as training
-from nexus_ml.api import monitoring_views as views
 from nexus_ml.api.auth import AdminKey, MonitorKey
-from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
-from nexus_ml.api.errors import ErrorResponse
-from nexus_ml.api.monitoring_query import ModelParam, WindowDep
-from nexus_ml.api.monitoring_schemas import (
-    DataQualityOverview,
-    ModelsPerformance,
-    PredictionMetrics,
-    PredictionTimeline,
-    SystemPerformance,
-    TrainingMetrics,
+from nexus_ml.api.deps import (
+    JSON_BODY_RESPONSES,
+    DatabaseDep,
+    JsonBody,
+    ModelViewsDep,
+    OpsDep,
+    QualityDep,
+    ReportsDep,
+    SettingsDep,
+    ThresholdAdminDep,
+    TrainingViewsDep,
 )
-from nexus_ml.api.monitoring_schemas_ops import (
+from nexus_ml.api.errors import ErrorResponse
+from nexus_ml.api.params import ModelParam, WindowDep
+from nexus_ml.service.views.ops_results import (
     AlertsResponse,
     MetricsSummary,
     MonitoringHealth,
     ReportSummary,
     ServiceStatus,
     ThresholdsResponse,
+)
+from nexus_ml.service.views.results import (
+    DataQualityOverview,
+    ModelsPerformance,
+    PredictionMetrics,
+    PredictionTimeline,
+    SystemPerformance,
+    TrainingMetrics,
 )
 
 DAY = 86400.0
@@ -49,34 +55,34 @@ router = APIRouter(prefix="/monitoring", tags=["monitoring"])
     summary="Compute drift, data quality and accuracy now",
     responses={503: {"model": ErrorResponse, "description": "Database unavailable"}},
 )
-async def run_drift(nexus: NexusDep, principal: AdminKey) -> dict[str, Any]:
+async def run_drift(db: DatabaseDep, quality: QualityDep, principal: AdminKey) -> dict[str, Any]:
     """Run the model-quality job at once (skipped if another worker is running it); audited."""
-    await nexus.db(nexus.store.audit, principal.fingerprint, "run_model_quality", "models", None)
-    return await nexus.run_quality_job()
+    await db.run(db.store.audit, principal.fingerprint, "run_model_quality", "models", None)
+    return await quality.run()
 
 
 @router.get("/health", response_model=MonitoringHealth, summary="Health verdict (always 200)")
-async def health(nexus: NexusDep, _key: MonitorKey) -> MonitoringHealth:
+async def health(ops: OpsDep, _key: MonitorKey) -> MonitoringHealth:
     """Database, models, system resources and firing alerts; the verdict is ``status``."""
-    return await ops.health(nexus)
+    return await ops.health()
 
 
 @router.get("/alerts", response_model=AlertsResponse, summary="Active alerts")
-async def alerts(nexus: NexusDep, _key: MonitorKey) -> AlertsResponse:
+async def alerts(ops: OpsDep, _key: MonitorKey) -> AlertsResponse:
     """Pending and firing in-process alerts, and Alertmanager's when ML_ALERTMANAGER_URL is set."""
-    return await ops.alerts(nexus)
+    return await ops.alerts()
 
 
 @router.get("/status", response_model=ServiceStatus, summary="Service status")
-async def status(nexus: NexusDep, _key: MonitorKey) -> ServiceStatus:
+async def status(ops: OpsDep, _key: MonitorKey) -> ServiceStatus:
     """Version, uptime, models and versions, workers, database and writer backlog."""
-    return await ops.status(nexus)
+    return await ops.status()
 
 
 @router.get("/metrics/summary", response_model=MetricsSummary, summary="Counters since start")
-async def metrics_summary(nexus: NexusDep, _key: MonitorKey) -> MetricsSummary:
+async def metrics_summary(ops: OpsDep, _key: MonitorKey) -> MetricsSummary:
     """Requests by status class, predictions, feedback, errors, training runs, DB work."""
-    return await ops.summary(nexus)
+    return await ops.summary()
 
 
 @router.get(
@@ -86,10 +92,10 @@ async def metrics_summary(nexus: NexusDep, _key: MonitorKey) -> MetricsSummary:
     summary="Prediction statistics per model (default: last 24 h)",
 )
 async def metrics_predictions(
-    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+    views: ModelViewsDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
 ) -> PredictionMetrics:
     """Counts, P50/P95/P99 latency, confidence histogram (20 bins) and class counts."""
-    return await views.prediction_metrics(nexus, window.resolve(DAY), model)
+    return await views.prediction_metrics(window.resolve(DAY), model)
 
 
 @router.get(
@@ -99,14 +105,14 @@ async def metrics_predictions(
     summary="Stored predictions per time bucket (default: last hour per minute)",
 )
 async def metrics_timeline(
-    nexus: NexusDep,
+    reports: ReportsDep,
     _key: MonitorKey,
     window: WindowDep,
     model: ModelParam = None,
     step_seconds: Annotated[int, Query(ge=10, le=86400)] = 60,
 ) -> PredictionTimeline:
     """Predictions per bucket and model, from the stored records (for requests/min charts)."""
-    return await reports.prediction_timeline(nexus, window.resolve(3600.0), model, step_seconds)
+    return await reports.timeline(window.resolve(3600.0), model, step_seconds)
 
 
 @router.get(
@@ -116,18 +122,18 @@ async def metrics_timeline(
     summary="Training runs (default: last 7 days)",
 )
 async def metrics_training(
-    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+    training: TrainingViewsDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
 ) -> TrainingMetrics:
     """Runs by status and day, durations, the last runs and each model's training time."""
-    return await training.training_metrics(nexus, window.resolve(7 * DAY), model)
+    return await training.training_metrics(window.resolve(7 * DAY), model)
 
 
 @router.get(
     "/performance/system", response_model=SystemPerformance, summary="CPU, memory, disk now"
 )
-async def performance_system(nexus: NexusDep, _key: MonitorKey) -> SystemPerformance:
+async def performance_system(ops: OpsDep, _key: MonitorKey) -> SystemPerformance:
     """Host resources and this worker process, with the alert limits."""
-    return await ops.system(nexus)
+    return await ops.system()
 
 
 @router.get(
@@ -137,11 +143,15 @@ async def performance_system(nexus: NexusDep, _key: MonitorKey) -> SystemPerform
     summary="Accuracy and latency per model (default: the accuracy window)",
 )
 async def performance_models(
-    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+    views: ModelViewsDep,
+    settings: SettingsDep,
+    _key: MonitorKey,
+    window: WindowDep,
+    model: ModelParam = None,
 ) -> ModelsPerformance:
     """Accuracy from feedback, estimated accuracy (CBPE) with stderr, holdout accuracy, latency."""
-    default = nexus.settings.accuracy_window_seconds
-    return await views.models_performance(nexus, window.resolve(default), model)
+    default = settings.accuracy_window_seconds
+    return await views.models_performance(window.resolve(default), model)
 
 
 @router.get(
@@ -151,10 +161,10 @@ async def performance_models(
     summary="Drift and data quality per model and feature",
 )
 async def data_quality_overview(
-    nexus: NexusDep, _key: MonitorKey, model: ModelParam = None
+    views: ModelViewsDep, _key: MonitorKey, model: ModelParam = None
 ) -> DataQualityOverview:
     """The latest stored drift/quality result of each model, and the per-request quality gauge."""
-    return await views.data_quality_overview(nexus, model)
+    return await views.data_quality_overview(model)
 
 
 @router.get(
@@ -163,9 +173,9 @@ async def data_quality_overview(
     responses=_DB,
     summary="Every alert threshold with unit and severity",
 )
-async def get_thresholds(nexus: NexusDep, _key: MonitorKey) -> ThresholdsResponse:
+async def get_thresholds(admin: ThresholdAdminDep, _key: MonitorKey) -> ThresholdsResponse:
     """The limits in force in this process and the stored overrides."""
-    return await thresholds.get_thresholds(nexus)
+    return await admin.get()
 
 
 @router.put(
@@ -175,7 +185,7 @@ async def get_thresholds(nexus: NexusDep, _key: MonitorKey) -> ThresholdsRespons
     summary="Change thresholds (scope admin; audited)",
 )
 async def put_thresholds(
-    nexus: NexusDep,
+    admin: ThresholdAdminDep,
     principal: AdminKey,
     _json: JsonBody,
     update: Annotated[
@@ -187,7 +197,7 @@ async def put_thresholds(
     ],
 ) -> ThresholdsResponse:
     """Validate the update as a whole, store it as overrides, audit it, apply it."""
-    return await thresholds.put_thresholds(nexus, principal, update)
+    return await admin.put(update, principal.fingerprint)
 
 
 @router.get(
@@ -197,7 +207,7 @@ async def put_thresholds(
     summary="Period report (default: last 24 h)",
 )
 async def reports_summary(
-    nexus: NexusDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
+    reports: ReportsDep, _key: MonitorKey, window: WindowDep, model: ModelParam = None
 ) -> ReportSummary:
     """Volume, latency, errors, accuracy, drift, alerts and availability vs the 99.9 % target."""
-    return await reports.report_summary(nexus, window.resolve(DAY), model)
+    return await reports.summary(window.resolve(DAY), model)

@@ -13,9 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from nexus_ml.api import serving
 from nexus_ml.api.auth import PredictKey
-from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
+from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, ServingDep
 from nexus_ml.api.errors import ApiError, ErrorResponse
 from nexus_ml.api.schemas import (
     BatchPredictResponse,
@@ -24,7 +23,6 @@ from nexus_ml.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from nexus_ml.ml.schema import ValidationProblem
 
 router = APIRouter(tags=["predictions"])
 
@@ -57,10 +55,10 @@ def _parse_json(body: bytes) -> Any:
     },
 )
 async def predict(
-    name: str, request: Request, nexus: NexusDep, _key: PredictKey, _json: JsonBody
+    name: str, request: Request, serving: ServingDep, _key: PredictKey, _json: JsonBody
 ) -> Response:
     """Validate, predict, record; answers identical to the model's predict_proba."""
-    loaded = serving.model_or_404(nexus, name)
+    loaded = serving.model(name)
     payload = _parse_json(await request.body())
     if type(payload) is not dict:
         raise ApiError(422, "body must be a JSON object", "body")
@@ -72,16 +70,10 @@ async def predict(
             field = str(extra[0])[:64]
             raise ApiError(422, f"{field}: unknown field; send 'features' or 'instances'", field)
         raise ApiError(422, "send exactly one of 'features' or 'instances'", "body")
-    try:
-        if features is not None:
-            answer = serving.predict_one(nexus, loaded, features)
-        else:
-            answer = serving.predict_many(nexus, loaded, instances)
-    except ValidationProblem as problem:
-        # A refused value is a data-quality event for the model (counted by
-        # feature and kind; a client's unknown feature names never become labels).
-        nexus.observer(loaded).rejected(problem)
-        raise ApiError(422, str(problem), problem.field) from None
+    if features is not None:
+        answer = serving.predict_one(loaded, features)
+    else:
+        answer = serving.predict_many(loaded, instances)
     # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
     # should one slip through, a 500 is better than a 200 that strict parsers reject.
     return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
@@ -99,7 +91,17 @@ async def predict(
     },
 )
 async def feedback(
-    prediction_id: str, body: FeedbackRequest, nexus: NexusDep, _key: PredictKey, _json: JsonBody
+    prediction_id: str,
+    body: FeedbackRequest,
+    serving: ServingDep,
+    _key: PredictKey,
+    _json: JsonBody,
 ) -> FeedbackResponse:
     """Store the actual outcome; accuracy monitoring joins it to the prediction's time."""
-    return await serving.add_feedback(nexus, prediction_id, body.actual)
+    stored = await serving.add_feedback(prediction_id, body.actual)
+    return FeedbackResponse(
+        prediction_id=stored.prediction_id,
+        model=stored.model,
+        actual=stored.actual,
+        correct=stored.correct,
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 
-from nexus_ml.api import serving
 from nexus_ml.api.auth import AdminKey
-from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, NexusDep
-from nexus_ml.api.errors import ApiError
+from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, ModelsDep, TrainerDep
 from nexus_ml.api.schemas import TrainingRun, TrainRequest
-from nexus_ml.storage.errors import NotFound
+from nexus_ml.service.serving import find_model
+from nexus_ml.storage.records import TrainingRunRecord
 
 router = APIRouter(tags=["training"])
 
@@ -27,15 +28,18 @@ router = APIRouter(tags=["training"])
 )
 async def train(
     name: str,
-    nexus: NexusDep,
+    models: ModelsDep,
+    trainer: TrainerDep,
     principal: AdminKey,
     _json: JsonBody,
     body: TrainRequest | None = None,
 ) -> TrainingRun:
     """Queue a run; poll ``GET /training/runs/{id}``. The new version is hot-swapped in."""
-    loaded = serving.model_or_404(nexus, name)
-    run = await nexus.trainer.start(loaded, principal, seed=(body or TrainRequest()).seed)
-    return TrainingRun(**run)
+    loaded = find_model(models, name)
+    seed = (body or TrainRequest()).seed
+    run = await trainer.start(loaded, principal.fingerprint, seed=seed)
+    # Just queued: only what the run has so far (no timing, version or metrics yet).
+    return TrainingRun(id=run.id, model=run.model, status=_status(run), created_at=run.created_at)
 
 
 @router.get(
@@ -44,17 +48,13 @@ async def train(
     summary="A training run's status and metrics",
     responses={404: {"description": "Unknown run"}},
 )
-async def get_run(run_id: str, nexus: NexusDep, _key: AdminKey) -> TrainingRun:
+async def get_run(run_id: str, trainer: TrainerDep, _key: AdminKey) -> TrainingRun:
     """Status (queued/running/succeeded/failed), timing, version and metrics."""
-    serving.stored_id_or_404(run_id, "run_id", "training run")
-    try:
-        record = await nexus.db(nexus.store.get_training_run, run_id)
-    except NotFound:
-        raise ApiError(404, "unknown training run", "run_id") from None
+    record = await trainer.get_run(run_id)
     return TrainingRun(
         id=record.id,
         model=record.model,
-        status=record.status,  # type: ignore[arg-type]
+        status=_status(record),
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
@@ -62,3 +62,7 @@ async def get_run(run_id: str, nexus: NexusDep, _key: AdminKey) -> TrainingRun:
         metrics=record.metrics,
         error=record.error,
     )
+
+
+def _status(run: TrainingRunRecord) -> Literal["queued", "running", "succeeded", "failed"]:
+    return run.status  # type: ignore[return-value]  # the table's CHECK holds it to these

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, timedelta
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nexus_ml.api.monitoring_query import check_model, db_call, finite
-from nexus_ml.api.monitoring_schemas import (
+from nexus_ml.ml.registry import ModelRegistry
+from nexus_ml.service.database import Database
+from nexus_ml.service.views.models import trained_at
+from nexus_ml.service.views.query import check_model, finite
+from nexus_ml.service.views.results import (
     DurationStats,
     ModelTraining,
     TimeWindow,
@@ -16,12 +18,7 @@ from nexus_ml.api.monitoring_schemas import (
     TrainingMetrics,
     TrainingRunSummary,
 )
-from nexus_ml.api.monitoring_views import trained_at
-from nexus_ml.storage.models import TRAINING_STATUSES
-from nexus_ml.storage.records import TrainingRunRecord
-
-if TYPE_CHECKING:
-    from nexus_ml.api.state import Nexus
+from nexus_ml.storage.records import TRAINING_STATUSES, TrainingRunRecord
 
 # Runs are listed newest first and filtered by window here; this bounds the read.
 RUN_LIMIT = 2000
@@ -82,29 +79,37 @@ def per_day(runs: list[TrainingRunSummary], window: TimeWindow) -> list[Training
     return [TrainingDay(date=d, counts=c) for d, c in days.items()]
 
 
-async def training_metrics(nexus: Nexus, window: TimeWindow, model: str | None) -> TrainingMetrics:
-    """Runs in the window by status and day, durations, and the last runs."""
-    names = check_model(nexus, model)
-    records = await db_call(nexus, nexus.store.list_training_runs, model, limit=RUN_LIMIT)
-    runs = [run_summary(r) for r in records if window.since <= r.created_at < window.until]
-    by_status = dict.fromkeys(TRAINING_STATUSES, 0)
-    last_by_model: dict[str, TrainingRunSummary] = {}
-    for r in runs:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-        last_by_model.setdefault(r.model, r)  # newest first
-    models = [
-        ModelTraining(model=n, version=m.version, trained_at=trained_at(m))
-        for n in names
-        if (m := nexus.models.get_or_none(n)) is not None
-    ]
-    return TrainingMetrics(
-        window=window,
-        total=len(runs),
-        by_status=by_status,
-        durations=durations(runs),
-        per_day=per_day(runs, window),
-        last_runs=runs[:LAST_RUNS],
-        last_by_model=dict(sorted(last_by_model.items())),
-        models=models,
-        truncated=len(records) >= RUN_LIMIT,
-    )
+class TrainingViews:
+    """Training-run statistics, from the stored runs."""
+
+    def __init__(self, *, db: Database, models: ModelRegistry) -> None:
+        self._db = db
+        self._models = models
+
+    async def training_metrics(self, window: TimeWindow, model: str | None) -> TrainingMetrics:
+        """Runs in the window by status and day, durations, and the last runs."""
+        names = check_model(self._models, model)
+        db = self._db
+        records = await db.run(db.store.list_training_runs, model, limit=RUN_LIMIT)
+        runs = [run_summary(r) for r in records if window.since <= r.created_at < window.until]
+        by_status = dict.fromkeys(TRAINING_STATUSES, 0)
+        last_by_model: dict[str, TrainingRunSummary] = {}
+        for r in runs:
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+            last_by_model.setdefault(r.model, r)  # newest first
+        models = [
+            ModelTraining(model=n, version=m.version, trained_at=trained_at(m))
+            for n in names
+            if (m := self._models.get_or_none(n)) is not None
+        ]
+        return TrainingMetrics(
+            window=window,
+            total=len(runs),
+            by_status=by_status,
+            durations=durations(runs),
+            per_day=per_day(runs, window),
+            last_runs=runs[:LAST_RUNS],
+            last_by_model=dict(sorted(last_by_model.items())),
+            models=models,
+            truncated=len(records) >= RUN_LIMIT,
+        )

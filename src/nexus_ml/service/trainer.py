@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nexus_ml.api.auth import Principal
-from nexus_ml.api.errors import ApiError
 from nexus_ml.ml.bundle import BundleError
-from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.ml.training import retrain_model
 from nexus_ml.monitoring.decorators import monitor_training
+from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.service.database import Database
+from nexus_ml.service.errors import Conflict, NotFound, require_id
+from nexus_ml.service.publishing import ModelPublisher
+from nexus_ml.storage import errors as storage
 from nexus_ml.storage.errors import DatabaseUnavailable
-
-if TYPE_CHECKING:
-    from nexus_ml.api.state import Nexus
+from nexus_ml.storage.records import TrainingRunRecord
+from nexus_ml.storage.repositories import Store
 
 log = logging.getLogger("nexus_ml.training")
 
@@ -30,25 +32,38 @@ log = logging.getLogger("nexus_ml.training")
 class Trainer:
     """Starts training runs and tracks the ones running in this process."""
 
-    def __init__(self, nexus: Nexus) -> None:
-        self._nexus = nexus
+    def __init__(
+        self,
+        *,
+        db: Database,
+        models: ModelRegistry,
+        metrics: Metrics,
+        publisher: ModelPublisher,
+    ) -> None:
+        self._db = db
+        self._models = models
+        self._metrics = metrics
+        self._publisher = publisher
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    async def start(
-        self, loaded: LoadedModel, principal: Principal, *, seed: int
-    ) -> dict[str, Any]:
-        """Record a queued run and start it; 409 if this model is already training here."""
+    async def start(self, loaded: LoadedModel, actor: str, *, seed: int) -> TrainingRunRecord:
+        """Record a queued run (audited as ``actor``) and start it; Conflict if one runs here."""
         name = loaded.name
         if name in self._running and not self._running[name].done():
-            raise ApiError(409, f"model '{name}' is already training", "name")
-        nexus = self._nexus
-        store = nexus.store
-        run = await nexus.db(store.create_training_run, name, principal.fingerprint)
-        await nexus.db(
-            store.audit, principal.fingerprint, "train", name, {"run_id": run.id, "seed": seed}
-        )
+            raise Conflict(f"model '{name}' is already training", "name")
+        db, store = self._db, self._db.store
+        run = await db.run(store.create_training_run, name, actor)
+        await db.run(store.audit, actor, "train", name, {"run_id": run.id, "seed": seed})
         self._running[name] = asyncio.create_task(self._run(run.id, name, seed))
-        return {"id": run.id, "model": name, "status": run.status, "created_at": run.created_at}
+        return run
+
+    async def get_run(self, run_id: str) -> TrainingRunRecord:
+        """The stored run ``run_id``, or NotFound."""
+        require_id(run_id, "run_id", "training run")
+        try:
+            return await self._db.run(self._db.store.get_training_run, run_id)
+        except storage.NotFound:
+            raise NotFound("unknown training run", "run_id") from None
 
     async def wait_idle(self) -> None:
         """Wait for every running job (used at shutdown and by tests)."""
@@ -57,10 +72,9 @@ class Trainer:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, run_id: str, name: str, seed: int) -> None:
-        nexus = self._nexus
-        store = nexus.store
-        model_path = nexus.settings.model_path
-        train = monitor_training(name, metrics=nexus.metrics)(retrain_model)
+        store = self._db.store
+        model_path = self._models.model_path
+        train = monitor_training(name, metrics=self._metrics)(retrain_model)
         try:
             await asyncio.to_thread(store.update_training_run, run_id, status="running")
             result = await asyncio.to_thread(train, model_path, name, seed=seed)
@@ -72,12 +86,12 @@ class Trainer:
             await _record(store, run_id, status="failed", error=_bounded_error(exc))
             return
         try:
-            loaded = await asyncio.to_thread(nexus.models.reload, name)
+            loaded = await asyncio.to_thread(self._models.reload, name)
         except BundleError as exc:
             # The registry logged and counted the refusal; the old version keeps serving.
             await _record(store, run_id, status="failed", error=_bounded_error(exc))
             return
-        nexus.export_model(loaded)
+        self._publisher.publish(loaded)
         await _record(
             store, run_id, status="succeeded", version=result.version, metrics=dict(result.metrics)
         )
@@ -86,7 +100,7 @@ class Trainer:
         )
 
 
-async def _record(store: Any, run_id: str, **fields: Any) -> None:
+async def _record(store: Store, run_id: str, **fields: Any) -> None:
     try:
         await asyncio.to_thread(store.update_training_run, run_id, **fields)
     except DatabaseUnavailable:

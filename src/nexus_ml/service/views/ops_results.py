@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from nexus_ml.api.monitoring_schemas import Accuracy, Percentiles, TimeWindow
+from nexus_ml.service.views.results import Accuracy, Percentiles, TimeWindow
 
 
 class DatabaseCheck(BaseModel):

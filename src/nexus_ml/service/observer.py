@@ -11,7 +11,6 @@ from collections import deque
 from typing import Any
 
 from nexus_ml.ml.registry import LoadedModel
-from nexus_ml.ml.schema import ValidationProblem
 from nexus_ml.monitoring.metrics import Metrics
 from nexus_ml.stats.quality import QualityChecker
 
@@ -27,6 +26,7 @@ class ModelObserver:
         name, version = loaded.name, loaded.version
         self._metrics = metrics
         self._name = name
+        self.version = version
         self._duration = metrics.model_prediction_duration_seconds.labels(name).observe
         self._confidence = metrics.model_confidence_score.labels(name).observe
         self._count = {
@@ -57,12 +57,10 @@ class ModelObserver:
             self._issue(feature, kind)
         self._push(len(issues))
 
-    def rejected(self, problem: ValidationProblem) -> None:
-        """Count a request refused for its data (missing, wrong type, non-finite)."""
-        feature = problem.field.rsplit(".", 1)[-1]
-        kind = getattr(problem, "kind", None)
+    def rejected(self, feature: str, kind: str) -> None:
+        """Count a request refused for one feature's value (missing, wrong type, non-finite)."""
         # Only schema features become labels: a client's unknown names never do.
-        if kind is None or feature not in self._features:
+        if feature not in self._features:
             return
         self._issue(feature, kind)
         self._push(1)

@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from nexus_ml.api.state import Nexus
 from nexus_ml.config import Settings
+from nexus_ml.service.wiring import Service
 
 SLOW_QUERY_SECONDS = 0.5  # a query still running when the service is told to stop
 
@@ -20,12 +20,12 @@ def test_stop_waits_for_a_cancelled_jobs_database_call(
     make_settings: Callable[..., Settings],
 ) -> None:
     async def scenario() -> dict[str, Any]:
-        nexus = Nexus.build(make_settings(), CollectorRegistry())
+        nexus = Service(make_settings(), CollectorRegistry())
         await nexus.start()
         seen: dict[str, Any] = {}
         started = threading.Event()
         original_overrides = nexus.store.threshold_overrides
-        original_dispose = nexus.engine.dispose
+        original_dispose = nexus.store.engine.dispose
 
         def slow_overrides() -> Any:
             started.set()
@@ -39,9 +39,9 @@ def test_stop_waits_for_a_cancelled_jobs_database_call(
             original_dispose(*args, **kwargs)
 
         nexus.store.threshold_overrides = slow_overrides  # type: ignore[method-assign]
-        nexus.engine.dispose = dispose  # type: ignore[method-assign]
+        nexus.store.engine.dispose = dispose  # type: ignore[method-assign]
         # The alert loop's threshold refresh, cancelled mid-query as stop() cancels jobs.
-        job = asyncio.create_task(nexus._evaluate_alerts())
+        job = asyncio.create_task(nexus.alerts.evaluate())
         assert await asyncio.to_thread(started.wait, 10)
         job.cancel()
         await nexus.stop()

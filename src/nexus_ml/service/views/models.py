@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from nexus_ml.api.monitoring_query import check_model, db_call, finite, gauge_max, percentiles
-from nexus_ml.api.monitoring_query import collect_families as _families
-from nexus_ml.api.monitoring_schemas import (
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.service.database import Database
+from nexus_ml.service.families import Families
+from nexus_ml.service.threshold_state import ThresholdState
+from nexus_ml.service.views.query import check_model, finite, gauge_max, percentiles
+from nexus_ml.service.views.results import (
     Accuracy,
     ConfidenceStats,
     DataQualityOverview,
@@ -29,12 +32,8 @@ from nexus_ml.api.monitoring_schemas import (
     TimeWindow,
     WindowQuality,
 )
-from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.stats.performance import realised_accuracy
 from nexus_ml.storage.records import DriftResultRecord, ModelStats
-
-if TYPE_CHECKING:
-    from nexus_ml.api.state import Nexus
 
 CONFIDENCE_BINS = 20
 
@@ -64,23 +63,9 @@ def model_prediction_stats(name: str, stats: ModelStats | None) -> ModelPredicti
     )
 
 
-async def prediction_metrics(
-    nexus: Nexus, window: TimeWindow, model: str | None
-) -> PredictionMetrics:
-    """Per model: stored predictions in the window, with numpy percentiles."""
-    names = check_model(nexus, model)
-    stats = await db_call(nexus, nexus.store.prediction_stats, model, window.since, window.until)
-    # Loaded models appear even without predictions; stored ones of unloaded models too.
-    every = sorted(set(names) | (set(stats) if model is None else set()))
-    rows = [model_prediction_stats(n, stats.get(n)) for n in every]
-    return PredictionMetrics(window=window, total=sum(r.count for r in rows), models=rows)
-
-
-async def model_accuracy(nexus: Nexus, name: str, window: TimeWindow) -> Accuracy:
+async def model_accuracy(db: Database, name: str, window: TimeWindow) -> Accuracy:
     """Realised accuracy from the labels of predictions made in the window."""
-    labelled = await db_call(
-        nexus, nexus.store.labelled_predictions, name, window.since, window.until
-    )
+    labelled = await db.run(db.store.labelled_predictions, name, window.since, window.until)
     result = realised_accuracy([p.predicted_class for p in labelled], [p.actual for p in labelled])
     return Accuracy(value=result.accuracy, n=result.n)
 
@@ -106,37 +91,6 @@ def estimated_accuracy(result: DriftResultRecord | None) -> EstimatedAccuracy:
         stderr=finite(est.get("stderr")),
         n=int(est.get("n") or 0),
         computed_at=result.computed_at,
-    )
-
-
-async def models_performance(
-    nexus: Nexus, window: TimeWindow, model: str | None
-) -> ModelsPerformance:
-    """Accuracy from feedback, estimated accuracy, holdout accuracy and latency per model."""
-    names = check_model(nexus, model)
-    stats = await db_call(nexus, nexus.store.prediction_stats, model, window.since, window.until)
-    out = []
-    for name in names:
-        loaded = nexus.models.get(name)
-        latest = await db_call(nexus, nexus.store.latest_drift_result, name)
-        s = stats.get(name) or ModelStats()
-        out.append(
-            ModelPerformance(
-                model=name,
-                version=loaded.version,
-                holdout_accuracy=holdout_accuracy(loaded),
-                accuracy=await model_accuracy(nexus, name, window),
-                estimated_accuracy=estimated_accuracy(latest),
-                predictions=s.count,
-                latency_seconds=percentiles(s.latencies),
-            )
-        )
-    t = nexus.thresholds
-    return ModelsPerformance(
-        window=window,
-        accuracy_threshold=t.training_accuracy_low,
-        accuracy_min_samples=t.accuracy_min_samples,
-        models=out,
     )
 
 
@@ -184,13 +138,70 @@ def data_quality(
     )
 
 
-async def data_quality_overview(nexus: Nexus, model: str | None) -> DataQualityOverview:
-    """Drift and quality per model and feature from the latest stored result, plus the gauge."""
-    names = check_model(nexus, model)
-    families = await asyncio.to_thread(_families, nexus)
-    live = gauge_max(families, "ml_data_quality_score", "model")
-    rows = []
-    for name in names:
-        latest = await db_call(nexus, nexus.store.latest_drift_result, name)
-        rows.append(data_quality(name, latest, finite(live.get(name))))
-    return DataQualityOverview(drift_threshold=nexus.thresholds.data_drift_high, models=rows)
+class ModelViews:
+    """Predictions, performance and data quality per model, from the store and the metrics."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        models: ModelRegistry,
+        thresholds: ThresholdState,
+        families: Families,
+    ) -> None:
+        self._db = db
+        self._models = models
+        self._thresholds = thresholds
+        self._families = families
+
+    async def prediction_metrics(self, window: TimeWindow, model: str | None) -> PredictionMetrics:
+        """Per model: stored predictions in the window, with numpy percentiles."""
+        names = check_model(self._models, model)
+        db = self._db
+        stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        # Loaded models appear even without predictions; stored ones of unloaded models too.
+        every = sorted(set(names) | (set(stats) if model is None else set()))
+        rows = [model_prediction_stats(n, stats.get(n)) for n in every]
+        return PredictionMetrics(window=window, total=sum(r.count for r in rows), models=rows)
+
+    async def models_performance(self, window: TimeWindow, model: str | None) -> ModelsPerformance:
+        """Accuracy from feedback, estimated accuracy, holdout accuracy and latency per model."""
+        names = check_model(self._models, model)
+        db = self._db
+        stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        out = []
+        for name in names:
+            loaded = self._models.get(name)
+            latest = await db.run(db.store.latest_drift_result, name)
+            s = stats.get(name) or ModelStats()
+            out.append(
+                ModelPerformance(
+                    model=name,
+                    version=loaded.version,
+                    holdout_accuracy=holdout_accuracy(loaded),
+                    accuracy=await model_accuracy(db, name, window),
+                    estimated_accuracy=estimated_accuracy(latest),
+                    predictions=s.count,
+                    latency_seconds=percentiles(s.latencies),
+                )
+            )
+        t = self._thresholds.current
+        return ModelsPerformance(
+            window=window,
+            accuracy_threshold=t.training_accuracy_low,
+            accuracy_min_samples=t.accuracy_min_samples,
+            models=out,
+        )
+
+    async def data_quality_overview(self, model: str | None) -> DataQualityOverview:
+        """Drift and quality per model and feature from the latest stored result, plus the gauge."""
+        names = check_model(self._models, model)
+        families = await asyncio.to_thread(self._families.collect)
+        live = gauge_max(families, "ml_data_quality_score", "model")
+        rows = []
+        for name in names:
+            latest = await self._db.run(self._db.store.latest_drift_result, name)
+            rows.append(data_quality(name, latest, finite(live.get(name))))
+        return DataQualityOverview(
+            drift_threshold=self._thresholds.current.data_drift_high, models=rows
+        )

@@ -15,20 +15,23 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.config import Settings
+from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.service.database import Database
+from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.stats.drift import DriftDetector
 from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 from nexus_ml.stats.quality import QualityChecker
 from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.locks import try_advisory_lock
 from nexus_ml.storage.records import utcnow
-
-if TYPE_CHECKING:
-    from nexus_ml.api.state import Nexus
+from nexus_ml.storage.repositories import Store
+from nexus_ml.storage.writer import RecordWriter
 
 log = logging.getLogger("nexus_ml.quality")
 LOCK_KEY = "nexus-ml:model-quality-job"
@@ -44,8 +47,20 @@ class _Fitted:
 class QualityJob:
     """Computes and exports model-quality results; fitted state cached per model version."""
 
-    def __init__(self, nexus: Nexus) -> None:
-        self._nexus = nexus
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        models: ModelRegistry,
+        metrics: Metrics,
+        thresholds: ThresholdState,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._models = models
+        self._metrics = metrics
+        self._thresholds = thresholds
         self._fitted: dict[tuple[str, str], _Fitted] = {}
 
     def reset(self) -> None:
@@ -57,12 +72,11 @@ class QualityJob:
         fitted = self._fitted.get(key)
         if fitted is None:
             profile = loaded.metadata["profile"]
-            s = self._nexus.settings
             fitted = self._fitted[key] = _Fitted(
                 detector=DriftDetector.from_profile(
                     profile,
-                    threshold=self._nexus.thresholds.data_drift_high,
-                    min_window=s.drift_min_window,
+                    threshold=self._thresholds.current.data_drift_high,
+                    min_window=self._settings.drift_min_window,
                 ),
                 checker=QualityChecker.from_profile(profile),
                 estimator=ConfidenceEstimator.from_profile(profile),
@@ -71,19 +85,17 @@ class QualityJob:
 
     def run(self) -> dict[str, Any]:
         """One round for every model, if this process wins the lock (blocking: call in a thread)."""
-        with try_advisory_lock(self._nexus.engine, LOCK_KEY) as acquired:
+        with try_advisory_lock(self._store.engine, LOCK_KEY) as acquired:
             if not acquired:
                 return {"ran": False, "reason": "another worker holds the model-quality lock"}
             # Whoever runs the job (a worker's schedule, the API, `nexus-ml drift` in its own
             # process) decides with the thresholds saved through the API, not only with the
             # file/environment ones this process started with.
-            self._nexus.refresh_thresholds()
+            self._thresholds.refresh()
             started = time.perf_counter()
-            results = {m.name: self._run_isolated(m) for m in self._nexus.models.all()}
+            results = {m.name: self._run_isolated(m) for m in self._models.all()}
             seconds = time.perf_counter() - started
-        self._nexus.metrics.db_operation_duration_seconds.labels("model_quality_job").observe(
-            seconds
-        )
+        self._metrics.db_operation_duration_seconds.labels("model_quality_job").observe(seconds)
         return {"ran": True, "seconds": seconds, "models": results}
 
     def _run_isolated(self, loaded: LoadedModel) -> dict[str, Any]:
@@ -99,7 +111,7 @@ class QualityJob:
             raise
         except Exception as exc:
             error_type = type(exc).__name__
-            self._nexus.count_error("quality", error_type)
+            self._metrics.errors_total.labels("quality", error_type).inc()
             log.error(
                 "model-quality round failed for one model",
                 extra={"model": loaded.name, "version": loaded.version, "error_type": error_type},
@@ -108,8 +120,7 @@ class QualityJob:
             return {"version": loaded.version, "error": error_type}
 
     def _run_model(self, loaded: LoadedModel) -> dict[str, Any]:
-        nexus = self._nexus
-        s, m, store = nexus.settings, nexus.metrics, nexus.store
+        s, m, store = self._settings, self._metrics, self._store
         fitted = self._fit(loaded)
         name = loaded.name
         since = None
@@ -167,15 +178,14 @@ class QualityJob:
 
     def refresh_accuracy(self, name: str) -> dict[str, Any]:
         """Realised accuracy of ``name`` over the accuracy window, joined on prediction time."""
-        nexus = self._nexus
-        since = utcnow() - timedelta(seconds=nexus.settings.accuracy_window_seconds)
-        labelled = nexus.store.labelled_predictions(name, since)
+        since = utcnow() - timedelta(seconds=self._settings.accuracy_window_seconds)
+        labelled = self._store.labelled_predictions(name, since)
         result = realised_accuracy(
             [p.predicted_class for p in labelled], [p.actual for p in labelled]
         )
-        nexus.metrics.model_accuracy_samples.labels(name).set(result.n)
+        self._metrics.model_accuracy_samples.labels(name).set(result.n)
         if result.accuracy is not None:
-            nexus.metrics.model_accuracy.labels(name).set(result.accuracy)
+            self._metrics.model_accuracy.labels(name).set(result.accuracy)
         return {"accuracy": result.accuracy, "n": result.n}
 
 
@@ -183,3 +193,18 @@ def _num(value: Any) -> float:
     # Stored rows passed validation; anything else becomes NaN, which drift
     # ignores and window quality reports.
     return float(value) if type(value) in (int, float) else math.nan
+
+
+class QualityRunner:
+    """The job as the service runs it: on its schedule and on demand, off the event loop."""
+
+    def __init__(self, job: QualityJob, writer: RecordWriter, db: Database) -> None:
+        self.job = job
+        self._writer = writer
+        self._db = db
+
+    async def run(self) -> dict[str, Any]:
+        """Drift, window quality and accuracy now (one worker at a time)."""
+        # This worker's queued records belong in the window it is about to read.
+        await self._writer.flush(timeout=10.0)
+        return await self._db.run(self.job.run)

@@ -9,22 +9,20 @@ change: ``nexus-ml render`` regenerates them from the same values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nexus_ml.api.auth import Principal
-from nexus_ml.api.errors import ApiError, echoes
-from nexus_ml.api.monitoring_query import db_call, finite
-from nexus_ml.api.monitoring_schemas_ops import AlertRef, ThresholdInfo, ThresholdsResponse
 from nexus_ml.monitoring.alerts import ALERTS
+from nexus_ml.service.database import Database
+from nexus_ml.service.errors import Invalid, echoes
+from nexus_ml.service.threshold_state import ThresholdState
+from nexus_ml.service.views.ops_results import AlertRef, ThresholdInfo, ThresholdsResponse
+from nexus_ml.service.views.query import finite
 from nexus_ml.thresholds import (
     ThresholdError,
     Thresholds,
     apply_update,
     describe_thresholds,
 )
-
-if TYPE_CHECKING:
-    from nexus_ml.api.state import Nexus
 
 _RANK = {"critical": 0, "warning": 1, "info": 2}
 MAX_KEYS = 100
@@ -64,12 +62,6 @@ def describe(thresholds: Thresholds, overrides: Mapping[str, Any]) -> list[Thres
     return rows
 
 
-async def get_thresholds(nexus: Nexus) -> ThresholdsResponse:
-    """The limits in force in this process, with the stored overrides."""
-    overrides = await db_call(nexus, nexus.store.threshold_overrides)
-    return ThresholdsResponse(thresholds=describe(nexus.thresholds, overrides))
-
-
 def _field_of(update: Mapping[str, object], current: Thresholds, message: str) -> str:
     """The key an invalid update is about: the first that fails alone, or one the message names."""
     for key in update:
@@ -82,14 +74,14 @@ def _field_of(update: Mapping[str, object], current: Thresholds, message: str) -
 
 
 def validated(current: Thresholds, update: Any) -> Thresholds:
-    """``current`` with ``update`` applied, or a 422 naming the offending key."""
+    """``current`` with ``update`` applied, or Invalid naming the offending key."""
     if not isinstance(update, dict) or not update:
-        raise ApiError(422, "body: send an object of threshold keys and values", "body")
+        raise Invalid("body: send an object of threshold keys and values", "body")
     if len(update) > MAX_KEYS:
-        raise ApiError(422, f"body: at most {MAX_KEYS} keys per update", "body")
+        raise Invalid(f"body: at most {MAX_KEYS} keys per update", "body")
     for key in update:
         if key not in Thresholds.model_fields:
-            raise ApiError(422, f"{key[:64]}: unknown threshold key", key[:64])
+            raise Invalid(f"{key[:64]}: unknown threshold key", key[:64])
     try:
         # Types, units and ranges are checked in one place, for the API and the files alike.
         return apply_update(current, update)
@@ -99,32 +91,39 @@ def validated(current: Thresholds, update: Any) -> Thresholds:
         # The message names keys, units and rules; should one ever quote a value, say less.
         if echoes(message, [v for v in update.values() if isinstance(v, str)]):
             message = f"{field}: invalid value (see docs/thresholds.md)"
-        raise ApiError(422, message, field) from None
+        raise Invalid(message, field) from None
 
 
-async def put_thresholds(nexus: Nexus, principal: Principal, update: Any) -> ThresholdsResponse:
-    """Validate, persist as overrides, audit, then apply to this process."""
-    current = nexus.thresholds
-    new = validated(current, update)
-    changes = {
-        key: {"old": getattr(current, key), "new": getattr(new, key)} for key in sorted(update)
-    }
-    store = nexus.store
-    for key in sorted(update):
-        value = getattr(new, key)
-        if value is None:  # unset (only the optional bytes ceiling can be)
-            await db_call(nexus, store.delete_threshold_override, key)
-        else:
-            await db_call(nexus, store.set_threshold_override, key, value, principal.fingerprint)
-    await db_call(
-        nexus,
-        store.audit,
-        principal.fingerprint,
-        "update_thresholds",
-        "thresholds",
-        {"changes": changes},
-    )
-    nexus.apply_thresholds(new)
-    overrides = await db_call(nexus, store.threshold_overrides)
-    changed = [k for k, c in changes.items() if c["old"] != c["new"]]
-    return ThresholdsResponse(thresholds=describe(new, overrides), changed=changed)
+class ThresholdAdmin:
+    """Reads and changes the limits: stored as overrides, audited, then applied here."""
+
+    def __init__(self, *, db: Database, thresholds: ThresholdState) -> None:
+        self._db = db
+        self._thresholds = thresholds
+
+    async def get(self) -> ThresholdsResponse:
+        """The limits in force in this process, with the stored overrides."""
+        db = self._db
+        overrides = await db.run(db.store.threshold_overrides)
+        return ThresholdsResponse(thresholds=describe(self._thresholds.current, overrides))
+
+    async def put(self, update: Any, actor: str) -> ThresholdsResponse:
+        """Validate, persist as overrides, audit (as ``actor``), then apply to this process."""
+        current = self._thresholds.current
+        new = validated(current, update)
+        changes = {
+            key: {"old": getattr(current, key), "new": getattr(new, key)} for key in sorted(update)
+        }
+        db = self._db
+        store = db.store
+        for key in sorted(update):
+            value = getattr(new, key)
+            if value is None:  # unset (only the optional bytes ceiling can be)
+                await db.run(store.delete_threshold_override, key)
+            else:
+                await db.run(store.set_threshold_override, key, value, actor)
+        await db.run(store.audit, actor, "update_thresholds", "thresholds", {"changes": changes})
+        self._thresholds.apply(new)
+        overrides = await db.run(store.threshold_overrides)
+        changed = [k for k, c in changes.items() if c["old"] != c["new"]]
+        return ThresholdsResponse(thresholds=describe(new, overrides), changed=changed)

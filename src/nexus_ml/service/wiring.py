@@ -1,0 +1,222 @@
+"""The one place that builds every part of the service and starts and stops them.
+
+Each part receives only its collaborators; nothing else is handed this object. The api
+reaches the parts it needs through narrow dependencies (``api/deps.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from nexus_ml.config import Settings
+from nexus_ml.ml.registry import ModelRegistry
+from nexus_ml.monitoring.alerting import AlertEvaluator
+from nexus_ml.monitoring.decorators import default_metrics
+from nexus_ml.monitoring.metrics import Metrics, build_metrics
+from nexus_ml.monitoring.system import SystemCollector
+from nexus_ml.service.alerts import AlertLoop
+from nexus_ml.service.database import Database
+from nexus_ml.service.families import Families
+from nexus_ml.service.health import HealthCheck, Lifecycle
+from nexus_ml.service.publishing import ModelPublisher, count_refusals
+from nexus_ml.service.quality_job import QualityJob, QualityRunner
+from nexus_ml.service.scheduler import Scheduler
+from nexus_ml.service.serving import Serving
+from nexus_ml.service.threshold_state import ThresholdState
+from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.models import ModelViews
+from nexus_ml.service.views.ops import OpsViews
+from nexus_ml.service.views.reports import Reports
+from nexus_ml.service.views.thresholds import ThresholdAdmin
+from nexus_ml.service.views.training import TrainingViews
+from nexus_ml.storage.db import make_engine
+from nexus_ml.storage.migrate import migrate
+from nexus_ml.storage.repositories import Store
+from nexus_ml.storage.writer import RecordWriter
+from nexus_ml.thresholds import load_thresholds
+
+log = logging.getLogger("nexus_ml.api")
+
+# Operations whose connection-error series must exist at 0 from the start, so
+# that the first error after a restart is an *increase* the alert can see.
+DB_OPERATIONS = ("insert", "replay", "query")
+MODEL_WATCH_SECONDS = 5.0
+
+
+def make_writer(settings: Settings, store: Store, metrics: Metrics) -> RecordWriter:
+    """The record writer, reporting into ``metrics`` through its plain callbacks."""
+    m = metrics
+    written = m.db_records_written_total
+    duration = m.db_operation_duration_seconds.labels("insert_predictions")
+
+    def on_flush(n_written: int, seconds: float) -> None:
+        written.inc(n_written)
+        duration.observe(seconds)
+
+    def on_error(operation: str, error_type: str) -> None:
+        m.db_operation_errors_total.labels(operation, error_type).inc()
+        m.errors_total.labels("database", error_type).inc()
+
+    def on_pending(n_memory: int, n_disk: int) -> None:
+        m.db_records_pending.set(n_memory + n_disk)
+        m.db_records_spilled.set(n_disk)
+
+    def on_rejected(model: str, reason: str, count: int) -> None:
+        m.db_records_rejected_total.labels(model, reason).inc(count)
+
+    return RecordWriter.from_settings(
+        settings,
+        store.insert_predictions,
+        on_flush=on_flush,
+        on_error=on_error,
+        on_pending=on_pending,
+        on_rejected=on_rejected,
+    )
+
+
+class Service:
+    """Every part of one running service; ``start``/``stop`` run them."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        """Create (not start) every part from ``settings``."""
+        self.settings = settings
+        self.registry = registry
+        # The process-default metrics are shared with the decorators that
+        # teams put on their own code; a fresh registry gets its own set.
+        self.metrics = m = default_metrics() if registry is REGISTRY else build_metrics(registry)
+        multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.families = Families(registry, multiproc_dir)
+        self.store = store = Store(make_engine(settings.resolved_database_url))
+        self.db = db = Database(store, m)
+        self.models = models = ModelRegistry(settings.model_path, on_refused=count_refusals(m))
+        self.writer = writer = make_writer(settings, store, m)
+        self.collector = SystemCollector(
+            m,
+            interval=settings.system_interval_seconds,
+            disk_path=Path(settings.data_dir),
+            lock_dir=Path(multiproc_dir) if multiproc_dir else None,
+        )
+        self.publisher = ModelPublisher(m, multiproc_dir)
+        self.lifecycle = Lifecycle()
+        base = load_thresholds(settings)
+        self.thresholds = thresholds = ThresholdState(base, store)
+        evaluator = AlertEvaluator(base)
+        thresholds.on_change(evaluator.set_thresholds)
+        self.alerts = AlertLoop(
+            db=db,
+            evaluator=evaluator,
+            families=self.families,
+            models=models,
+            thresholds=thresholds,
+            metrics=m,
+        )
+        job = QualityJob(
+            settings=settings, store=store, models=models, metrics=m, thresholds=thresholds
+        )
+        # Drift detectors hold the drift limit they were fitted with.
+        thresholds.on_change(lambda _new: job.reset())
+        self.quality = QualityRunner(job, writer, db)
+        self.trainer = Trainer(db=db, models=models, metrics=m, publisher=self.publisher)
+        self.serving = Serving(
+            models=models,
+            publisher=self.publisher,
+            writer=writer,
+            db=db,
+            metrics=m,
+            max_batch=settings.max_batch,
+        )
+        self.health = HealthCheck(
+            db=db,
+            writer=writer,
+            models=models,
+            collector=self.collector,
+            alerts=self.alerts,
+            lifecycle=self.lifecycle,
+        )
+        self.model_views = ModelViews(
+            db=db, models=models, thresholds=thresholds, families=self.families
+        )
+        self.training_views = TrainingViews(db=db, models=models)
+        self.ops = OpsViews(
+            health=self.health,
+            alerts=self.alerts,
+            models=models,
+            families=self.families,
+            collector=self.collector,
+            thresholds=thresholds,
+            alertmanager_url=settings.alertmanager_url,
+        )
+        self.reports = Reports(
+            db=db,
+            models=models,
+            families=self.families,
+            thresholds=thresholds,
+            alerts=self.alerts,
+            lifecycle=self.lifecycle,
+        )
+        self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
+        self._scheduler = Scheduler(m)
+        for op in DB_OPERATIONS:
+            m.db_operation_errors_total.labels(op, "connection")
+
+    async def start(self) -> None:
+        """Migrate, load models, start the writer, collector and background jobs."""
+        self.lifecycle.started_at = time.time()
+        try:
+            await asyncio.to_thread(migrate, self.store.engine)
+            await asyncio.to_thread(self.thresholds.refresh)
+        except Exception as exc:  # the DB may be down at start: serve anyway, records spill
+            self.metrics.errors_total.labels("database", type(exc).__name__).inc()
+            log.warning(
+                "database migration failed at start", extra={"error_type": type(exc).__name__}
+            )
+        # Each refused bundle is logged and counted by the registry's on_refused.
+        await asyncio.to_thread(self.models.load_all)
+        for loaded in self.models.all():
+            self.publisher.publish(loaded)
+        await self.writer.start()
+        await self.collector.start()
+        s, every = self.settings, self._scheduler.every
+        every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
+        every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
+        every(s.drift_interval_seconds, self.quality.run, "model-quality", delay=True)
+
+    async def stop(self) -> None:
+        """Stop jobs, then drain the writer within its half of the grace period.
+
+        The server spends the other half finishing in-flight requests before the
+        lifespan ends, so the whole shutdown stays within ML_SHUTDOWN_GRACE_SECONDS.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.5, self.settings.shutdown_grace_seconds / 2 - 0.25)
+        self.lifecycle.draining = True
+        await self._scheduler.stop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                # A training run is not worth a late exit: its run row stays
+                # 'running' and the version on disk is whatever it finished.
+                await self.trainer.wait_idle()
+        except TimeoutError:
+            pass
+        await self.collector.stop()
+        left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
+        if left:
+            log.warning("records left in the journal for the next start", extra={"count": left})
+        # Database calls of cancelled jobs may still run: let them return their connections
+        # (within the grace) before the pool is disposed of.
+        await self.db.close(timeout=deadline - loop.time())
+        self.store.engine.dispose()
+
+    async def _watch_models(self) -> None:
+        before = {m.name: m.version for m in self.models.all()}
+        await asyncio.to_thread(self.models.refresh)
+        for loaded in self.models.all():
+            if before.get(loaded.name) != loaded.version:
+                self.publisher.publish(loaded)
+        self.publisher.forget_unserved(self.models.names())
