@@ -83,7 +83,7 @@ MODULES: dict[str, Module] = {
         SQLITE_ONLY,
     ),
     "availability": Module(
-        "src/nexus_ml/service/views/query.py",
+        "src/nexus_ml/service/views/reports.py",
         ("tests/api/test_availability.py", "tests/api/test_monitoring_api.py"),
         SQLITE_ONLY,
     ),

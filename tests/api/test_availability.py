@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.helpers import auth
 
-from nexus_ml.service.views.query import availability
+from nexus_ml.service.views.reports import Reports
 from nexus_ml.storage import DatabaseUnavailable
 from nexus_ml.thresholds import Thresholds
 
@@ -84,8 +84,17 @@ def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
     assert avail["met"] is False
 
 
-def nexus_with(target: float) -> SimpleNamespace:
-    return SimpleNamespace(thresholds=Thresholds(availability_slo=target), started_at=time.time())
+def availability_report(target: float, classes: dict[str, int]) -> Any:
+    """The period report's availability block for these status-class counts."""
+    reports = Reports(
+        db=None,  # type: ignore[arg-type]
+        models=None,  # type: ignore[arg-type]
+        families=None,  # type: ignore[arg-type]
+        thresholds=SimpleNamespace(current=Thresholds(availability_slo=target)),  # type: ignore[arg-type]
+        alerts=None,  # type: ignore[arg-type]
+        lifecycle=SimpleNamespace(started_at=time.time()),  # type: ignore[arg-type]
+    )
+    return reports._availability(classes)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +109,7 @@ def nexus_with(target: float) -> SimpleNamespace:
     ],
 )
 def test_report_met_at_and_around_the_target(classes: dict[str, int], met: bool) -> None:
-    answer = availability(nexus_with(0.75), classes)  # type: ignore[arg-type]
+    answer = availability_report(0.75, classes)
     total = sum(classes.values())
     assert answer.value == 1 - classes["5xx"] / total
     assert answer.errors_5xx == classes["5xx"] and answer.requests == total
@@ -111,5 +120,5 @@ def test_report_met_at_and_around_the_target(classes: dict[str, int], met: bool)
 
 
 def test_report_before_the_first_request_has_no_value() -> None:
-    answer = availability(nexus_with(0.999), {})  # type: ignore[arg-type]
+    answer = availability_report(0.999, {})
     assert answer.value is None and answer.met is None and answer.error_budget_remaining is None
