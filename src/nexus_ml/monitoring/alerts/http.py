@@ -64,6 +64,20 @@ def _error_rate_cases(t: Thresholds, for_m: int) -> list[Case]:
             check_at=for_m + 10,
             note="one error in two requests, below the minimum rate",
         ),
+        Case(
+            # 5xx just below the ratio beside many refused requests: a 4xx is the client's
+            # error, not the service's, so it only adds to the requests.
+            series=[
+                *_requests(t.error_rate_high * 0.95, errs),
+                (
+                    sel(REQUESTS, **target(method="POST", endpoint="/predict"), status="422"),
+                    ramp(errs * 20),
+                ),
+            ],
+            fires=False,
+            check_at=for_m + 10,
+            note="4xx answers are not errors of the service",
+        ),
     ]
 
 
