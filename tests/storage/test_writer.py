@@ -464,3 +464,33 @@ def test_retry_now_cuts_a_long_backoff_short(
 
     assert asyncio.run(main()) < 5.0
     assert sorted(stored_ids(engine)) == sorted(r.id for r in records)
+
+
+def test_pending_report_never_reads_zero_while_a_record_is_held(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """``ml_db_records_pending == 0`` must mean "all committed": tests and operators wait on it.
+
+    The gauge is refreshed per flush cycle; a record submitted after a zero report must not
+    leave it at zero until the next cycle (a worker killed then would take the record along
+    while its gauge said nothing was held).
+    """
+    hook, events = Hook(store), Events()
+
+    async def main() -> None:
+        writer = fast_writer(hook, tmp_path / "spill", flush_seconds=60.0, **events.kwargs())
+        await writer.start()
+        await poll(lambda: bool(events.pending))  # the first cycle reported the empty queue
+        assert events.pending[-1] == (0, 0)
+        writer.submit(make_record())
+        # Reported at submit, before any cycle could run: nothing has been written yet.
+        assert events.pending[-1] == (1, 0)
+        assert row_count(engine) == 0
+        writer.submit(make_record())  # no report per record once non-zero ...
+        assert events.pending[-1] == (1, 0)
+        assert await writer.flush(timeout=10)
+        assert events.pending[-1] == (0, 0)  # ... and zero again only once committed
+        assert row_count(engine) == 2
+        await writer.stop()
+
+    asyncio.run(main())

@@ -106,6 +106,11 @@ class RecordWriter(JournalReplay):
         self._segments: list[Segment] = []  # own sealed segments with records not committed
         self._seq = 0
         self._disk_only = 0
+        # The pending gauge is refreshed per flush cycle, not per record (a gauge write on the
+        # hot path costs more than the append). It must never read 0 while records are held,
+        # or "pending == 0" would wrongly mean "all committed": the first record after a
+        # zero report refreshes it at once.
+        self._reported_empty = True
         self._failures = 0
         self._other_failures = 0  # consecutive non-connection failures
         self._tag = secrets.token_hex(2)  # two writers in one process never share a file name
@@ -191,6 +196,10 @@ class RecordWriter(JournalReplay):
                 if seg.written >= self.segment_max_records:
                     self._rotate_locked()
             full = len(self._pending) >= self.batch_size > len(self._pending) - in_memory
+            report = self._reported_empty
+            self._reported_empty = False
+        if report:
+            self._report_pending()
         if full:
             self._wake_flusher()
 
@@ -429,7 +438,12 @@ class RecordWriter(JournalReplay):
         self._callback(self._on_rejected, model, reason, count)
 
     def _report_pending(self) -> None:
-        self._callback(self._on_pending, len(self._pending), self._disk_only)
+        # Read and report under the lock: a flusher reporting 0 must not overwrite the
+        # report of a record submitted after it read the queue.
+        with self._lock:
+            memory, disk = len(self._pending), self._disk_only
+            self._reported_empty = memory == 0 and disk == 0
+            self._callback(self._on_pending, memory, disk)
 
     @staticmethod
     def _callback(fn: Callable[..., None] | None, *args: Any) -> None:
