@@ -29,6 +29,7 @@ WORK = ROOT / ".mutation"
 STORAGE_TESTS = (
     "tests/storage/test_writer.py",
     "tests/storage/test_writer_contract.py",
+    "tests/storage/test_writer_poison.py",
     "tests/storage/test_journal_durability.py",
     "tests/storage/test_journal_files.py",
     "tests/storage/test_locks_journal.py",

@@ -211,11 +211,16 @@ def test_after_a_failed_write_the_next_records_are_journaled_again(
     first = [make_record() for _ in range(3)]
     later = [make_record() for _ in range(3)]
 
+    events = Events()
+
     async def main() -> list[str]:
         # A flush period far beyond the test: only flush() writes to the database.
-        writer = fast_writer(store.insert_predictions, spill, flush_seconds=60, batch_size=100)
+        writer = fast_writer(
+            store.insert_predictions, spill, flush_seconds=60, batch_size=100, **events.kwargs()
+        )
         await writer.start()
-        await asyncio.sleep(0.05)  # the start-up cycle
+        # The start-up cycle is over (its orphan scan no longer holds the segment open too).
+        await poll(lambda: bool(events.pending))
         broken = list_segments(spill)[0]
         os.dup2(full_disk, fd_of(broken))
         for r in first:

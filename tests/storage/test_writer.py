@@ -151,13 +151,15 @@ def test_batches_are_written(
 def test_stop_drains_everything(
     engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
 ) -> None:
-    records = [make_record() for _ in range(300)]
+    records, events = [make_record() for _ in range(300)], Events()
 
     async def main() -> tuple[int, int]:
         # Neither the period nor the batch size would trigger a flush: only stop() does.
-        writer = RecordWriter(store.insert_predictions, tmp_path, batch_size=1000, flush_seconds=60)
+        writer = RecordWriter(
+            store.insert_predictions, tmp_path, batch_size=1000, flush_seconds=60, **events.kwargs()
+        )
         await writer.start()
-        await asyncio.sleep(0.05)  # let the start-up cycle (leftover replay) pass
+        await poll(lambda: bool(events.pending))  # the start-up cycle (leftover replay) is over
         for r in records:
             writer.submit(r)
         await asyncio.sleep(0.05)
@@ -491,6 +493,6 @@ def test_pending_report_never_reads_zero_while_a_record_is_held(
         assert await writer.flush(timeout=10)
         assert events.pending[-1] == (0, 0)  # ... and zero again only once committed
         assert row_count(engine) == 2
-        await writer.stop()
+        await writer.stop(5)
 
     asyncio.run(main())

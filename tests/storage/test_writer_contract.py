@@ -67,13 +67,16 @@ def test_from_settings_takes_each_limit_from_its_setting(tmp_path: Path) -> None
 def test_a_full_batch_is_written_at_once_not_at_the_next_period(
     engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory, from_thread: bool
 ) -> None:
-    records = [make_record() for _ in range(10)]
+    records, events = [make_record() for _ in range(10)], Events()
 
     async def main() -> int:
         # A period far beyond the test's poll: only the batch filling up can start a flush.
-        writer = fast_writer(store.insert_predictions, tmp_path, batch_size=10, flush_seconds=60)
+        writer = fast_writer(
+            store.insert_predictions, tmp_path, batch_size=10, flush_seconds=60, **events.kwargs()
+        )
         await writer.start()
-        await asyncio.sleep(0.05)  # the start-up cycle is over; the flusher waits its period
+        # The start-up cycle reported its end: the flusher now waits out its period.
+        await poll(lambda: bool(events.pending))
 
         def produce() -> None:
             for r in records:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import secrets
 import threading
@@ -60,6 +61,20 @@ log = logging.getLogger(__name__)
 
 # A batch refused this many times in a row (not for connection reasons) is split record by record.
 POISON_AFTER = 3
+# Each retry delay is spread over ±20 %, so that workers cut off together do not retry together.
+JITTER = 0.2
+
+
+def backoff_delay(failures: int, initial: float, maximum: float, rand: float) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row (``rand`` uniform in [0, 1)).
+
+    ``initial`` doubled once per failure, capped at ``maximum``, then spread by ±``JITTER``.
+    """
+    try:
+        delay = min(maximum, math.ldexp(initial, failures))
+    except OverflowError:  # a long outage: 2**failures is past any float
+        delay = maximum
+    return delay * (1 - JITTER + 2 * JITTER * rand)
 
 
 class RecordWriter(JournalReplay):
@@ -84,6 +99,7 @@ class RecordWriter(JournalReplay):
         on_error: Callable[[str, ErrorKind], None] | None = None,
         on_pending: Callable[[int, int], None] | None = None,
         on_rejected: Callable[[str, RejectReason, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._insert = insert
         self.spill_dir = Path(spill_dir)
@@ -99,6 +115,7 @@ class RecordWriter(JournalReplay):
         self._on_error = on_error
         self._on_pending = on_pending
         self._on_rejected = on_rejected
+        self._clock = clock  # decides when orphans are looked for; tests move it by hand
 
         self._lock = threading.Lock()  # guards the queue, the active segment and counters
         self._pending: deque[tuple[PredictionRecord, Segment | None]] = deque()
@@ -120,10 +137,8 @@ class RecordWriter(JournalReplay):
             max_age_seconds=rejected_max_age_seconds,
             tag=self._tag,
         )
-        self._next_scan = 0.0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         # Rebuilt by start(): asyncio primitives belong to the loop that first uses them.
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -154,6 +169,10 @@ class RecordWriter(JournalReplay):
     def disk_only(self) -> int:
         """Records of this process held only in the journal (memory was full)."""
         return self._disk_only
+
+    # Set by start(): nothing reads them before.
+    _next_scan: float
+    _loop_thread: int
 
     # -- hot path -----------------------------------------------------------------------------
 
@@ -243,7 +262,7 @@ class RecordWriter(JournalReplay):
         with self._lock:
             self._active = Segment.create(self.spill_dir, self._seq + 1, self._tag)
             self._seq += 1
-        self._next_scan = 0.0  # replay leftovers on the first cycle
+        self._next_scan = -math.inf  # replay leftovers on the first cycle
         self._task = asyncio.create_task(self._run(), name="record-writer")
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -257,28 +276,20 @@ class RecordWriter(JournalReplay):
             return False
         return ok and not self._pending and not self._disk_only
 
-    async def stop(self, timeout: float = 20.0) -> int:
+    async def stop(self, timeout: float) -> int:
         """Drain for at most ``timeout`` seconds, then close; returns records left on disk."""
         task, self._task = self._task, None
         if task is None:
             return 0
-        deadline = time.monotonic() + timeout
         self._stop.set()
-        self._wake.set()
-        await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        delay = self.backoff_initial
-        while (self._pending or self._disk_only) and time.monotonic() < deadline:
-            try:
-                async with asyncio.timeout(deadline - time.monotonic()):
+        self._wake.set()  # the flusher may be waiting out its period
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await task  # cancelled at the deadline (an insert in its thread is abandoned)
+                # Own records only: orphans wait for the next process, not this one's deadline.
+                while self._pending or self._disk_only:
                     if not await self._cycle(scan=False):
-                        await asyncio.sleep(min(delay, deadline - time.monotonic()))
-                        delay = min(delay * 2, self.backoff_max)
-            except TimeoutError:
-                break
+                        await asyncio.sleep(self._retry_delay())
         return self._close()
 
     def _close(self) -> int:
@@ -308,16 +319,17 @@ class RecordWriter(JournalReplay):
                 self._report_error("cycle", "other")
                 ok = False
             if not ok:
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self._failures, 30))
-                # Jitter, so that every worker does not retry in the same instant.
-                delay *= random.uniform(0.8, 1.2)  # noqa: S311 - not cryptographic
-                await self._backoff(delay)
+                await self._backoff(self._retry_delay())
                 continue
             if len(self._pending) < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_seconds):
                         await self._wake.wait()
             self._wake.clear()
+
+    def _retry_delay(self) -> float:
+        rand = random.random()  # noqa: S311 - jitter, not cryptographic
+        return backoff_delay(self._failures, self.backoff_initial, self.backoff_max, rand)
 
     def retry_now(self) -> None:
         """Cut a backoff short: the database is known to answer again (call on the loop)."""
@@ -355,11 +367,11 @@ class RecordWriter(JournalReplay):
             for seg in [s for s in self._segments if s.spilled]:
                 if not await self._replay_own(seg):
                     return False
-            if scan and time.monotonic() >= self._next_scan:
+            if scan and self._clock() >= self._next_scan:
                 if not await self._replay_orphans():
                     return False
                 await asyncio.to_thread(self._prune_rejected)  # the age limit, without refusals
-                self._next_scan = time.monotonic() + self.scan_seconds
+                self._next_scan = self._clock() + self.scan_seconds
             self._report_pending()
             return True
 
@@ -405,7 +417,7 @@ class RecordWriter(JournalReplay):
         if self._failures:
             log.info("record writer: database back after %d failed attempts", self._failures)
             self._failures = 0
-            self._next_scan = 0.0  # the database is back: look for orphans at once
+            self._next_scan = -math.inf  # the database is back: look for orphans at once
         self._callback(self._on_flush, written, seconds)
 
     async def _flush_batch(self) -> bool:
