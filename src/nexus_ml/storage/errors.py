@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sqlite3
 from collections.abc import Callable
 from typing import Literal, ParamSpec, TypeVar
@@ -101,6 +102,7 @@ def error_kind(exc: BaseException) -> ErrorKind:
     return "other" if reject_reason(exc) is None else "data"
 
 
+C = TypeVar("C", bound=type)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -121,3 +123,15 @@ def translate_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise
 
     return wrapper
+
+
+def translating_errors(cls: C) -> C:
+    """Class decorator: ``translate_errors`` on every public method the class itself defines.
+
+    One line per repository instead of one per method, and the methods stay undecorated in the
+    class body, where the mutation tests (mutmut skips decorated functions) can reach them.
+    """
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(value):
+            setattr(cls, name, translate_errors(value))
+    return cls

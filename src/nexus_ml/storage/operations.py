@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import Conflict, NotFound, translate_errors
+from .errors import Conflict, NotFound, translating_errors
 from .models import ERROR_MAX_CHARS, AuditEntry, DriftResult, ThresholdOverride, TrainingRun
 from .records import (
     AuditRecord,
@@ -58,6 +58,7 @@ def _drift(row: DriftResult) -> DriftResultRecord:
     )
 
 
+@translating_errors
 class OperationsRepository:
     """Training runs, audit log, drift results and threshold overrides (mixed into Store)."""
 
@@ -66,7 +67,6 @@ class OperationsRepository:
 
     # -- training runs ------------------------------------------------------------------------
 
-    @translate_errors
     def create_training_run(self, model: str, requested_by: str) -> TrainingRunRecord:
         """Record a queued training run."""
         row = TrainingRun(
@@ -80,7 +80,6 @@ class OperationsRepository:
             session.add(row)
         return _run(row)
 
-    @translate_errors
     def update_training_run(
         self,
         run_id: str,
@@ -114,7 +113,6 @@ class OperationsRepository:
                 row.error = error[:ERROR_MAX_CHARS]
             return _run(row)
 
-    @translate_errors
     def get_training_run(self, run_id: str) -> TrainingRunRecord:
         """One training run; raises NotFound."""
         with self._sessions() as session:
@@ -123,7 +121,6 @@ class OperationsRepository:
                 raise NotFound(f"training run {run_id}")
             return _run(row)
 
-    @translate_errors
     def list_training_runs(
         self, model: str | None = None, *, status: str | None = None, limit: int = 50
     ) -> list[TrainingRunRecord]:
@@ -139,7 +136,6 @@ class OperationsRepository:
 
     # -- audit log ----------------------------------------------------------------------------
 
-    @translate_errors
     def audit(
         self, actor: str, action: str, target: str, details: dict[str, Any] | None = None
     ) -> int:
@@ -150,7 +146,6 @@ class OperationsRepository:
             session.flush()
             return row.id
 
-    @translate_errors
     def list_audit(
         self,
         *,
@@ -176,7 +171,6 @@ class OperationsRepository:
 
     # -- drift results ------------------------------------------------------------------------
 
-    @translate_errors
     def save_drift_result(
         self,
         model: str,
@@ -205,7 +199,6 @@ class OperationsRepository:
             session.flush()
             return _drift(row)
 
-    @translate_errors
     def latest_drift_result(
         self, model: str, version: str | None = None
     ) -> DriftResultRecord | None:
@@ -220,7 +213,6 @@ class OperationsRepository:
 
     # -- threshold overrides ------------------------------------------------------------------
 
-    @translate_errors
     def threshold_overrides(self) -> dict[str, ThresholdOverrideRecord]:
         """Every override, by key."""
         with self._sessions() as session:
@@ -229,14 +221,12 @@ class OperationsRepository:
                 for r in session.scalars(select(ThresholdOverride))
             }
 
-    @translate_errors
     def get_threshold_override(self, key: str) -> float | None:
         """The override of ``key``, or None."""
         with self._sessions() as session:
             row = session.get(ThresholdOverride, key)
             return None if row is None else row.value
 
-    @translate_errors
     def set_threshold_override(self, key: str, value: float, updated_by: str) -> None:
         """Create or replace the override of ``key``."""
         row = {"key": key, "value": value, "updated_at": utcnow(), "updated_by": updated_by}
@@ -249,7 +239,6 @@ class OperationsRepository:
         with self._sessions.begin() as session:
             session.execute(stmt)
 
-    @translate_errors
     def delete_threshold_override(self, key: str) -> bool:
         """Remove the override of ``key``; True if there was one."""
         with self._sessions.begin() as session:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import session_factory
-from .errors import Conflict, NotFound, translate_errors
+from .errors import Conflict, NotFound, translating_errors
 from .locks import try_advisory_lock
 from .models import Feedback, Prediction
 from .operations import OperationsRepository
@@ -31,6 +31,7 @@ __all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
 MAX_WINDOW = 100_000
 
 
+@translating_errors
 class Store(OperationsRepository):
     """All repositories over one engine; each method is one short transaction."""
 
@@ -42,7 +43,6 @@ class Store(OperationsRepository):
         """A new session (for callers composing several operations in one transaction)."""
         return self._sessions()
 
-    @translate_errors
     def ping(self) -> float:
         """Round-trip ``SELECT 1``; returns seconds taken, raises DatabaseUnavailable."""
         start = time.perf_counter()
@@ -52,7 +52,6 @@ class Store(OperationsRepository):
 
     # -- predictions --------------------------------------------------------------------------
 
-    @translate_errors
     def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
         """Insert records, ignoring ids already stored; returns how many were new."""
         rows = list({r.id: r.to_row() for r in records}.values())
@@ -69,7 +68,6 @@ class Store(OperationsRepository):
             # executemany across drivers.
             return len(session.execute(stmt, rows).all())
 
-    @translate_errors
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
         """The stored prediction ``prediction_id``; raises NotFound."""
         with self._sessions() as session:
@@ -88,7 +86,6 @@ class Store(OperationsRepository):
                 latency_seconds=row.latency_seconds,
             )
 
-    @translate_errors
     def recent_predictions(
         self,
         model: str,
@@ -113,7 +110,6 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [WindowRow(*row) for row in session.execute(stmt)]
 
-    @translate_errors
     def prediction_times(
         self, model: str | None, since: datetime, until: datetime
     ) -> list[tuple[str, datetime]]:
@@ -126,7 +122,6 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [(m, t) for m, t in session.execute(stmt)]
 
-    @translate_errors
     def prediction_stats(
         self,
         model: str | None = None,
@@ -158,7 +153,6 @@ class Store(OperationsRepository):
                 s.class_counts[predicted] = s.class_counts.get(predicted, 0) + 1
         return stats
 
-    @translate_errors
     def count_predictions(self, model: str | None = None) -> int:
         """How many predictions are stored (for one model, or all)."""
         stmt = select(func.count()).select_from(Prediction)
@@ -169,7 +163,6 @@ class Store(OperationsRepository):
 
     # -- feedback -----------------------------------------------------------------------------
 
-    @translate_errors
     def add_feedback(
         self, prediction_id: str, actual: str, correct: bool | None = None
     ) -> FeedbackRecord:
@@ -197,7 +190,6 @@ class Store(OperationsRepository):
                 row.id, row.prediction_id, row.actual, row.correct, row.received_at
             )
 
-    @translate_errors
     def labelled_predictions(
         self, model: str, since: datetime, until: datetime | None = None
     ) -> list[LabelledPrediction]:
