@@ -177,7 +177,12 @@ def test_an_outage_while_splitting_parks_nothing_and_loses_nothing(
     assert asyncio.run(main()) == 0
     assert sorted(stored_ids(engine)) == sorted(r.id for r in good)
     assert rejected_ids(tmp_path) == [bad.id]  # parked once, after the database came back
-    assert ("insert", "connection") in events.errors
+    assert events.errors == [
+        ("insert", "data"),
+        ("insert", "connection"),  # from the split
+        ("insert", "connection"),  # from the retry of the whole batch
+        ("insert", "data"),  # refused again, for real: now parked
+    ]
 
 
 def test_an_error_of_no_known_kind_never_parks_a_healthy_batch(

@@ -63,9 +63,10 @@ class JournalReplay:
         written = 0
         refused: list[tuple[PredictionRecord, RejectReason]] = []
         unexplained: list[PredictionRecord] = []
-        # The whole batch was just refused: begin with its halves (a stack, first half on top).
+        # The whole batch was just refused: begin with its halves (a stack, first half on top;
+        # a batch of one has an empty first half).
         mid = len(records) // 2
-        chunks = [records[mid:], records[:mid]] if len(records) > 1 else [records]
+        chunks = [records[mid:], records[:mid]]
         while chunks:
             chunk = chunks.pop()
             if not chunk:
@@ -135,7 +136,8 @@ class JournalReplay:
     async def _replay_own(self, seg: Segment) -> bool:
         """Replay a sealed segment of ours whose spilled records exist only on disk."""
         # Our descriptor is write-only; the flock it holds still keeps other replayers away.
-        fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+        # (Not inherited by a child: Python opens every descriptor non-inheritable, PEP 446.)
+        fd = os.open(seg.path, os.O_RDONLY)
         try:
             if not await self._replay_fd(fd, seg.path):
                 return False
@@ -144,12 +146,9 @@ class JournalReplay:
         with self._lock:
             self._disk_only -= seg.spilled
             # Every line is committed, including those still queued in memory (their
-            # re-insertion later is a no-op), so the segment is done.
-            seg.spilled = seg.in_memory = 0
-            if seg.path.exists():
-                seg.delete()
-            else:
-                seg.close()  # quarantined by _replay_fd
+            # re-insertion later is a no-op), so the segment is done. Closed, it is no longer
+            # counted by _flush_batch; if _replay_fd quarantined it, there is nothing to unlink.
+            seg.delete()
             self._segments.remove(seg)
         return True
 
