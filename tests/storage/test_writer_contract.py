@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,7 +45,9 @@ def journal_order(spill: Path) -> list[str]:
     return [decode(line).id for p in list_segments(spill) for line in p.read_bytes().splitlines()]
 
 
-def test_from_settings_takes_each_limit_from_its_setting(tmp_path: Path) -> None:
+def test_from_settings_takes_each_limit_from_its_setting(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
     settings = SimpleNamespace(
         spill_dir=tmp_path / "spill",
         writer_batch_size=17,
@@ -61,6 +63,19 @@ def test_from_settings_takes_each_limit_from_its_setting(tmp_path: Path) -> None
     assert (writer.max_pending, writer.insert_timeout) == (321, 4.5)
     assert (writer._rejected.max_bytes, writer._rejected.max_age_seconds) == (12345, 678.0)
     assert writer.segment_max_records == 9  # keyword arguments pass through
+
+    inserted: list[int] = []
+    writer = RecordWriter.from_settings(settings, lambda rs: inserted.append(len(rs)) or len(rs))
+
+    async def main() -> bool:
+        await writer.start()
+        writer.submit(make_record())
+        answer = await writer.flush(5)
+        await writer.stop(5)
+        return answer
+
+    assert asyncio.run(main()) is True
+    assert inserted == [1]  # through the insert function it was given
 
 
 @pytest.mark.parametrize("from_thread", [False, True])
@@ -90,6 +105,56 @@ def test_a_full_batch_is_written_at_once_not_at_the_next_period(
         return await writer.stop(5)
 
     assert asyncio.run(main()) == 0
+
+
+def test_a_full_batch_from_a_worker_thread_wakes_an_otherwise_idle_loop(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """A thread must wake the loop itself: here nothing else (no poll, no timer) would."""
+    records = [make_record() for _ in range(10)]
+
+    async def main() -> int:
+        flushed, cycles = asyncio.Event(), Events()
+        writer = fast_writer(
+            store.insert_predictions, tmp_path, batch_size=10, flush_seconds=3600,
+            on_flush=lambda n, s: flushed.set(), on_pending=cycles.kwargs()["on_pending"],
+        )  # fmt: skip
+        await writer.start()
+        await poll(lambda: bool(cycles.pending))  # the start-up cycle (and its threads) is over
+        thread = threading.Thread(target=writer.submit_many, args=(records,))
+        thread.start()
+        async with asyncio.timeout(60):  # a loop left asleep would wait out the hour
+            await flushed.wait()
+        thread.join(10)
+        return await writer.stop(5)
+
+    assert asyncio.run(main()) == 0
+    assert row_count(engine) == 10
+
+
+def test_flush_is_false_while_records_that_arrived_during_it_are_pending(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    late = [make_record()]
+    writer: RecordWriter | None = None
+
+    def insert(records: Sequence[PredictionRecord]) -> int:
+        if writer is not None and late:
+            writer.submit(late.pop())  # a request arriving while the batch is being written
+        return store.insert_predictions(records)
+
+    async def main() -> tuple[bool, bool]:
+        nonlocal writer
+        writer = fast_writer(insert, tmp_path, flush_seconds=3600)
+        await writer.start()
+        writer.submit(make_record())
+        during = await writer.flush(5)
+        after = await writer.flush(5)
+        assert await writer.stop(5) == 0
+        return during, after
+
+    assert asyncio.run(main()) == (False, True)
+    assert row_count(engine) == 2
 
 
 def test_submit_after_the_loop_is_gone_still_journals(

@@ -231,15 +231,18 @@ class RecordWriter(JournalReplay):
             with contextlib.suppress(RuntimeError):  # loop already closed during shutdown
                 self._loop.call_soon_threadsafe(self._wake.set)
 
+    def _new_segment(self) -> Segment:
+        self._seq += 1  # a number lost to a failed create is harmless: names need only increase
+        return Segment.create(self.spill_dir, self._seq, self._tag)
+
     def _rotate_locked(self) -> None:
         """Seal the active segment and open a new one (caller holds ``_lock``)."""
         try:
-            new = Segment.create(self.spill_dir, self._seq + 1, self._tag)
+            new = self._new_segment()
         except OSError:
             # Disk full or gone: keep the old segment; submit falls back to memory only.
             self._report_error("journal", "other")
             return
-        self._seq += 1
         old, self._active = self._active, new
         if old is not None:
             old.sealed = True
@@ -260,8 +263,7 @@ class RecordWriter(JournalReplay):
         self._wake, self._stop, self._flush_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
         self._retry = asyncio.Event()
         with self._lock:
-            self._active = Segment.create(self.spill_dir, self._seq + 1, self._tag)
-            self._seq += 1
+            self._active = self._new_segment()
         self._next_scan = -math.inf  # replay leftovers on the first cycle
         self._task = asyncio.create_task(self._run(), name="record-writer")
 
@@ -271,7 +273,7 @@ class RecordWriter(JournalReplay):
             raise RuntimeError("RecordWriter.flush() before start()")
         try:
             async with asyncio.timeout(timeout):
-                ok = await self._cycle(scan=False)
+                ok = await self._cycle(own_only=True)
         except TimeoutError:
             return False
         return ok and not self._pending and not self._disk_only
@@ -288,7 +290,7 @@ class RecordWriter(JournalReplay):
                 await task  # cancelled at the deadline (an insert in its thread is abandoned)
                 # Own records only: orphans wait for the next process, not this one's deadline.
                 while self._pending or self._disk_only:
-                    if not await self._cycle(scan=False):
+                    if not await self._cycle(own_only=True):
                         await asyncio.sleep(self._retry_delay())
         return self._close()
 
@@ -351,8 +353,11 @@ class RecordWriter(JournalReplay):
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _cycle(self, *, scan: bool = True) -> bool:
-        """Flush memory, then replay own spill and (when due) orphans; False on a failure."""
+    async def _cycle(self, *, own_only: bool = False) -> bool:
+        """Flush memory, then replay own spill and (when due, not own_only) orphans.
+
+        False on a failure.
+        """
         async with self._flush_lock:
             with self._lock:
                 if self._active is not None and self._active.broken:
@@ -367,7 +372,7 @@ class RecordWriter(JournalReplay):
             for seg in [s for s in self._segments if s.spilled]:
                 if not await self._replay_own(seg):
                     return False
-            if scan and self._clock() >= self._next_scan:
+            if not own_only and self._clock() >= self._next_scan:
                 if not await self._replay_orphans():
                     return False
                 await asyncio.to_thread(self._prune_rejected)  # the age limit, without refusals
@@ -422,9 +427,8 @@ class RecordWriter(JournalReplay):
 
     async def _flush_batch(self) -> bool:
         with self._lock:
+            # Never empty: _cycle calls this only as often as the queue it found holds batches.
             batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
-        if not batch:
-            return True
         if not await self._write([record for record, _ in batch], "insert"):
             return False
         with self._lock:
