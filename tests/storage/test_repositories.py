@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine, select
 
-from nexus_ml.storage import Conflict, NotFound, PredictionRecord, Store, insert_many, utcnow
+from nexus_ml.storage import (
+    Conflict,
+    NotFound,
+    PredictionRecord,
+    Store,
+    insert_many,
+    repositories,
+    utcnow,
+)
 from nexus_ml.storage.models import Prediction
 from nexus_ml.storage.repositories import MAX_WINDOW
 
@@ -245,3 +253,107 @@ def test_threshold_overrides(store: Store) -> None:
     assert store.delete_threshold_override("error_rate") is True
     assert store.delete_threshold_override("error_rate") is False
     assert set(store.threshold_overrides()) == {"latency_p95"}
+
+
+# -- every window: a row exactly at each bound, just inside and just outside -------------------
+
+
+def test_prediction_times_are_half_open_and_per_model(
+    store: Store, make_record: RecordFactory
+) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    tick = timedelta(microseconds=1)
+    heart = [make_record(created_at=t) for t in (t0 - tick, t0, t0 + timedelta(hours=1) - tick)]
+    at_until = make_record(created_at=t0 + timedelta(hours=1))
+    other = make_record(model="m2", created_at=t0 + timedelta(minutes=5))
+    store.insert_predictions([*heart, at_until, other])
+
+    until = t0 + timedelta(hours=1)
+    assert sorted(store.prediction_times("heart", t0, until)) == [
+        ("heart", heart[1].created_at),
+        ("heart", heart[2].created_at),
+    ]
+    assert sorted(store.prediction_times(None, t0, until)) == [
+        ("heart", heart[1].created_at),
+        ("heart", heart[2].created_at),
+        ("m2", other.created_at),
+    ]
+
+
+def test_windows_are_capped_at_max_window_exactly(
+    store: Store, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repositories, "MAX_WINDOW", 3)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [make_record(created_at=base + timedelta(minutes=i)) for i in range(5)]
+    store.insert_predictions(records)
+    for r in records:
+        store.add_feedback(r.id, "disease")
+    newest = [records[i].created_at for i in (4, 3, 2)]
+    assert [w.created_at for w in store.recent_predictions("heart")] == newest
+    assert [w.created_at for w in store.recent_predictions("heart", limit=3)] == newest
+    assert [w.created_at for w in store.recent_predictions("heart", limit=4)] == newest
+    assert [w.created_at for w in store.recent_predictions("heart", limit=2)] == newest[:2]
+    assert store.recent_predictions("heart", limit=0) == []
+    assert store.recent_predictions("heart", limit=-1) == []  # not "no limit"
+    labelled = store.labelled_predictions("heart", base)
+    assert [r.prediction_id for r in labelled] == [r.id for r in records[:3]]  # oldest first
+
+
+def test_equal_times_are_ordered_by_id(store: Store, make_record: RecordFactory) -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [make_record(created_at=t) for _ in range(4)]
+    store.insert_predictions(records)
+    for r in records:
+        store.add_feedback(r.id, "disease")
+    ids = sorted(r.id for r in records)
+    window = store.recent_predictions("heart", limit=2)
+    by_id = {r.id: r for r in records}
+    assert [w.features for w in window] == [by_id[i].features for i in ids[::-1][:2]]
+    assert [r.prediction_id for r in store.labelled_predictions("heart", t)] == ids
+
+
+def test_labelled_and_stats_windows_include_since_and_exclude_until(
+    store: Store, make_record: RecordFactory
+) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    tick = timedelta(microseconds=1)
+    until = t0 + timedelta(hours=1)
+    times = (t0 - tick, t0, until - tick, until)
+    records = [make_record(created_at=t, latency_seconds=i + 1.0) for i, t in enumerate(times)]
+    other = make_record(model="m2", created_at=t0)
+    store.insert_predictions([*records, other])
+    for r in [*records, other]:
+        store.add_feedback(r.id, "disease")
+
+    labelled = store.labelled_predictions("heart", t0, until)
+    assert [r.prediction_id for r in labelled] == [records[1].id, records[2].id]
+    assert [r.prediction_id for r in store.labelled_predictions("heart", t0)] == [
+        r.id for r in records[1:]
+    ]
+    stats = store.prediction_stats("heart", since=t0, until=until)
+    assert list(stats) == ["heart"] and sorted(stats["heart"].latencies) == [2.0, 3.0]
+    assert list(store.prediction_stats("m2")) == ["m2"]
+    assert store.count_predictions("m2") == 1
+    assert store.count_predictions() == 5
+
+
+def test_refusals_name_the_prediction(store: Store, make_record: RecordFactory) -> None:
+    record = make_record()
+    store.insert_predictions([record])
+    store.add_feedback(record.id, "disease")
+    with pytest.raises(NotFound, match=f"^prediction {'f' * 32}$"):
+        store.get_prediction("f" * 32)
+    with pytest.raises(NotFound, match=f"^prediction {'e' * 32}$"):
+        store.add_feedback("e" * 32, "disease")
+    with pytest.raises(Conflict, match=f"^prediction {record.id} already has feedback$"):
+        store.add_feedback(record.id, "healthy")
+
+
+def test_feedback_is_stamped_when_received(store: Store, make_record: RecordFactory) -> None:
+    record = make_record(created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    store.insert_predictions([record])
+    before = utcnow()
+    fb = store.add_feedback(record.id, "healthy")
+    assert before <= fb.received_at <= utcnow()
+    assert (fb.actual, fb.prediction_id, fb.id > 0) == ("healthy", record.id, True)
