@@ -496,3 +496,19 @@ def test_pending_report_never_reads_zero_while_a_record_is_held(
         await writer.stop(5)
 
     asyncio.run(main())
+
+
+def test_the_first_record_is_reported_before_any_cycle_ran(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """Until the first report the gauge reads 0, so the first record must set it at once."""
+    events = Events()
+
+    async def main() -> None:
+        writer = fast_writer(lambda records: len(records), tmp_path, **events.kwargs())
+        await writer.start()
+        writer.submit(make_record())  # no await since start(): no cycle can have run
+        assert events.pending == [(1, 0)]
+        assert await writer.stop(5) == 0
+
+    asyncio.run(main())
