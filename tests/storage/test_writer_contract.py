@@ -339,6 +339,23 @@ def test_segments_roll_by_size_only_not_on_every_failed_retry(
     assert asyncio.run(main()) == [10, 10, 5]
 
 
+def test_a_batch_submitted_at_once_counts_each_record_toward_the_segment_size(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    spill = tmp_path / "spill"
+
+    async def main() -> list[int]:
+        writer = fast_writer(down, spill, segment_max_records=10)
+        await writer.start()
+        for _ in range(3):  # 4, 8, then 12 lines: the third batch fills the segment
+            writer.submit_many([make_record() for _ in range(4)])
+        sizes = [len(p.read_bytes().splitlines()) for p in list_segments(spill)]
+        await writer.stop(0)
+        return sizes
+
+    assert asyncio.run(main()) == [12, 0]
+
+
 def test_an_idle_writer_keeps_its_segment_file(
     engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
 ) -> None:

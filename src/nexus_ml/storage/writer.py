@@ -200,7 +200,7 @@ class RecordWriter(JournalReplay):
                 raise WriterFull("record writer: memory full and journal not writable")
             if seg.broken:
                 seg = None
-            elif not seg.append(lines[0] if n == 1 else b"".join(lines), n):
+            elif not seg.append(b"".join(lines), n):  # one line: join returns it as is
                 seg = None
                 self._report_error("journal", "other")
                 if room < n:
