@@ -204,6 +204,31 @@ def test_a_full_disk_never_makes_submit_accept_a_record_it_cannot_keep(
     assert events.errors.count(("journal", "other")) == 1  # reported once, at the failure
 
 
+@pytest.mark.parametrize("room", [3, 2])
+def test_when_the_journal_write_fails_memory_takes_a_batch_only_if_it_fits_whole(
+    tmp_path: Path, make_record: RecordFactory, full_disk: int, room: int
+) -> None:
+    spill = tmp_path / "spill"
+    batch = [make_record() for _ in range(3)]
+
+    async def main() -> int:
+        writer = fast_writer(lambda records: 1 // 0, spill, max_pending=room, flush_seconds=60)
+        await writer.start()
+        os.dup2(full_disk, fd_of(list_segments(spill)[0]))
+        if room == len(batch):  # exactly the room there is
+            writer.submit_many(batch)
+        else:
+            with pytest.raises(
+                WriterFull, match=r"^record writer: memory full and journal not writable$"
+            ):
+                writer.submit_many(batch)
+        pending = writer.pending
+        await writer.stop(0)
+        return pending
+
+    assert asyncio.run(main()) == (3 if room == 3 else 0)
+
+
 def test_after_a_failed_write_the_next_records_are_journaled_again(
     store: Store, engine: Engine, tmp_path: Path, make_record: RecordFactory, full_disk: int
 ) -> None:

@@ -344,16 +344,19 @@ def test_a_batch_submitted_at_once_counts_each_record_toward_the_segment_size(
 ) -> None:
     spill = tmp_path / "spill"
 
+    batches = [[make_record() for _ in range(4)] for _ in range(3)]
+
     async def main() -> list[int]:
         writer = fast_writer(down, spill, segment_max_records=10)
         await writer.start()
-        for _ in range(3):  # 4, 8, then 12 lines: the third batch fills the segment
-            writer.submit_many([make_record() for _ in range(4)])
+        for batch in batches:  # 4, 8, then 12 lines: the third batch fills the segment
+            writer.submit_many(batch)
         sizes = [len(p.read_bytes().splitlines()) for p in list_segments(spill)]
         await writer.stop(0)
         return sizes
 
-    assert asyncio.run(main()) == [12, 0]
+    assert asyncio.run(main()) == [12, 0]  # rolled once the third batch filled it
+    assert journal_order(spill) == [r.id for batch in batches for r in batch]  # line by line
 
 
 def test_an_idle_writer_keeps_its_segment_file(
