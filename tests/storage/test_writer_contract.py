@@ -157,6 +157,34 @@ def test_flush_is_false_while_records_that_arrived_during_it_are_pending(
     assert row_count(engine) == 2
 
 
+def test_a_full_batch_left_over_after_a_cycle_is_written_at_once(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """Records that arrive while a batch is written, never dipping below the batch size, set no
+    wake-up: the flusher itself must see the full batch left over."""
+    first, second = [make_record() for _ in range(5)], [make_record() for _ in range(5)]
+    writer: RecordWriter | None = None
+
+    def insert(records: Sequence[PredictionRecord]) -> int:
+        if writer is not None and second and records[0] is first[0]:
+            batch = list(second)
+            second.clear()
+            writer.submit_many(batch)  # 5 pending become 10: no crossing of the batch size
+        return store.insert_predictions(records)
+
+    async def main() -> int:
+        nonlocal writer
+        events = Events()
+        writer = fast_writer(insert, tmp_path, batch_size=5, flush_seconds=3600, **events.kwargs())
+        await writer.start()
+        await poll(lambda: bool(events.pending))  # the start-up cycle is over
+        writer.submit_many(first)  # a full batch: wakes the flusher, written at once
+        await poll(lambda: row_count(engine) == 10)  # the second one too, not in an hour
+        return await writer.stop(5)
+
+    assert asyncio.run(main()) == 0
+
+
 def test_submit_after_the_loop_is_gone_still_journals(
     tmp_path: Path, make_record: RecordFactory
 ) -> None:

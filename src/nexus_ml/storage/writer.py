@@ -315,19 +315,22 @@ class RecordWriter(JournalReplay):
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                ok = await self._cycle()
+                if await self._cycle():
+                    await self._wait_for_work()
+                    continue
             except Exception:  # a bug must not end the flusher; the journal still holds it all
                 log.exception("record writer cycle failed")
                 self._report_error("cycle", "other")
-                ok = False
-            if not ok:
-                await self._backoff(self._retry_delay())
-                continue
-            if len(self._pending) < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.flush_seconds):
-                        await self._wake.wait()
-            self._wake.clear()
+            await self._backoff(self._retry_delay())
+
+    async def _wait_for_work(self) -> None:
+        # A full batch can be left over from arrivals during the cycle that never crossed the
+        # batch size (so nobody set the wake): it goes at once, not after the period.
+        if len(self._pending) < self.batch_size:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_seconds):
+                    await self._wake.wait()
+        self._wake.clear()
 
     def _retry_delay(self) -> float:
         rand = random.random()  # noqa: S311 - jitter, not cryptographic
