@@ -509,6 +509,9 @@ def test_the_first_record_is_reported_before_any_cycle_ran(
         await writer.start()
         writer.submit(make_record())  # no await since start(): no cycle can have run
         assert events.pending == [(1, 0)]
+        for _ in range(3):
+            writer.submit(make_record())
+        assert events.pending == [(1, 0)]  # once non-zero, the cycles refresh it
         assert await writer.stop(5) == 0
 
     asyncio.run(main())

@@ -135,6 +135,40 @@ def test_a_record_refused_alone_for_no_known_reason_is_tried_once_more_then_park
         assert flushed == [3]
 
 
+def test_a_batch_is_split_after_exactly_poison_after_unexplained_refusals_in_a_row(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """The count starts at zero after every success and after every outage."""
+    events = Rejections()
+    first, batch = [make_record() for _ in range(4)], [make_record() for _ in range(4)]
+    # Whole batch: two refusals, an outage, three refusals (POISON_AFTER in a row); then the
+    # split: the half [2:4], the record alone, its last chance.
+    errors = [unknown(), unknown(), DatabaseUnavailable("down"), *[unknown() for _ in range(6)]]
+    insert = Refusing(store, batch[2], errors)
+
+    async def main() -> None:
+        writer = fast_writer(insert, tmp_path, batch_size=4, **SHORT_BACKOFF, **events.kwargs())
+        await writer.start()
+        writer.submit_many(first)
+        await poll(lambda: row_count(engine) == 4)  # a success first
+        writer.submit_many(batch)
+        await poll(lambda: not writer.pending)
+        assert await writer.stop(5) == 0
+
+    asyncio.run(main())
+    assert errors == []
+    assert events.errors == [
+        ("insert", "other"),
+        ("insert", "other"),
+        ("insert", "connection"),
+        ("insert", "other"),
+        ("insert", "other"),
+        ("insert", "other"),
+    ]
+    assert rejected_ids(tmp_path) == [batch[2].id]
+    assert row_count(engine) == 7
+
+
 def test_an_outage_on_the_last_chance_parks_nothing_and_loses_nothing(
     engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
 ) -> None:

@@ -205,7 +205,7 @@ class RecordWriter(JournalReplay):
                 self._report_error("journal", "other")
                 if room < n:
                     raise WriterFull("record writer: memory full and journal not writable")
-            in_memory = min(room, n) if seg is not None else n
+            in_memory = min(room, n)  # all n without a journal line: room was checked above
             for record in records[:in_memory]:
                 self._pending.append((record, seg))
             if seg is not None:
@@ -215,8 +215,7 @@ class RecordWriter(JournalReplay):
                 if seg.written >= self.segment_max_records:
                     self._rotate_locked()
             full = len(self._pending) >= self.batch_size > len(self._pending) - in_memory
-            report = self._reported_empty
-            self._reported_empty = False
+            report, self._reported_empty = self._reported_empty, False
         if report:
             self._report_pending()
         if full:
