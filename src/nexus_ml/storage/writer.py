@@ -402,7 +402,8 @@ class RecordWriter(JournalReplay):
                 # back the records queued behind them. Split the batch now.
                 if await self._isolate(records, operation):
                     return True
-                kind = "connection"  # the database went away while splitting
+                # The database went away while splitting: an outage, which (like any kind
+                # but "other") restarts the count of unexplained refusals below.
             self._failures += 1
             self._other_failures = self._other_failures + 1 if kind == "other" else 0
             self._report_pending()
