@@ -397,13 +397,12 @@ class RecordWriter(JournalReplay):
                 operation, len(records), kind, type(exc).__name__, self._failures + 1,
             )  # fmt: skip
             self._report_error(operation, kind)
-            if kind == "data":
-                # The database judged the values: retrying cannot help and must not hold
-                # back the records queued behind them. Split the batch now.
-                if await self._isolate(records, operation):
-                    return True
-                # The database went away while splitting: an outage, which (like any kind
-                # but "other") restarts the count of unexplained refusals below.
+            # The database judged the values: retrying cannot help and must not hold back the
+            # records queued behind them. Split the batch now. If that fails, the database went
+            # away while splitting: an outage, which (as every kind but "other") restarts the
+            # count of unexplained refusals below.
+            if kind == "data" and await self._isolate(records, operation):
+                return True
             self._failures += 1
             self._other_failures = self._other_failures + 1 if kind == "other" else 0
             self._report_pending()
