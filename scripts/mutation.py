@@ -93,6 +93,16 @@ MODULES: dict[str, Module] = {
     "alerting": Module(
         "src/nexus_ml/monitoring/alerting.py", ("tests/monitoring/test_alerting.py",)
     ),
+    # The alert definitions (one module per family since the move out of monitoring/alerts.py):
+    # their conditions run in-process, their expressions and cases through promtool.
+    "alerts": Module(
+        "src/nexus_ml/monitoring/alerts/*.py",
+        (
+            "tests/monitoring/alerts/test_definitions.py",
+            "tests/monitoring/test_alerting.py",
+            "tests/deploy/test_rules.py",
+        ),
+    ),
     "rules": Module("src/nexus_ml/render/rules.py", ("tests/deploy/test_rules.py",)),
     "rule_tests": Module("src/nexus_ml/render/rule_tests.py", ("tests/deploy/test_rules.py",)),
 }
@@ -115,6 +125,14 @@ def equivalents() -> dict[str, str]:
         if on and line.startswith("|") and len(cells) >= 3 and ".x" in cells[1]:
             out[cells[1]] = cells[2]
     return out
+
+
+def stale_paths() -> list[str]:
+    """Sources (globs) that match no file and tests that do not exist: a moved module would
+    otherwise be reported as zero mutants, or its tests silently not run."""
+    stale = [m.source for m in MODULES.values() if not list(ROOT.glob(m.source))]
+    tests = {t for m in MODULES.values() for t in m.tests}
+    return stale + sorted(t for t in tests if not (ROOT / t).is_file())
 
 
 def toml_list(values: tuple[str, ...] | list[str]) -> str:
@@ -227,6 +245,9 @@ def main() -> int:
     unknown = set(args.modules) - set(MODULES)
     if unknown:
         parser.error(f"unknown modules {sorted(unknown)}; known: {', '.join(MODULES)}")
+    stale = stale_paths()
+    if stale:
+        parser.error(f"MODULES names paths that do not exist: {', '.join(stale)}")
     mutmut = str(Path(sys.executable).parent / "mutmut")
     rows = [
         run(name, MODULES[name], mutmut, args.jobs, args.timeout)
