@@ -79,7 +79,11 @@ MODULES: dict[str, Module] = {
     ),
     "observer": Module(
         "src/nexus_ml/service/observer.py",
-        ("tests/api/test_predictions.py", "tests/api/test_model_quality_api.py"),
+        (
+            "tests/service/test_observer.py",
+            "tests/api/test_predictions.py",
+            "tests/api/test_model_quality_api.py",
+        ),
         SQLITE_ONLY,
     ),
     "availability": Module(
