@@ -144,12 +144,14 @@ def toml_list(values: tuple[str, ...] | list[str]) -> str:
 
 
 def prepare(name: str, module: Module) -> Path:
-    """A fresh scratch copy of src/, tests/ and pyproject.toml, configured for this module."""
+    """A fresh scratch copy of src/, tests/, deploy/, docs/ and pyproject.toml for this module."""
     scratch = WORK / name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for folder in ("src", "tests"):
+    # deploy/ and docs/ too: the rule tests compare the checked-in rule files and the alert
+    # definitions' tests read docs/runbooks.md (without them every run fails before it starts).
+    for folder in ("src", "tests", "deploy", "docs"):
         shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
     config = (ROOT / "pyproject.toml").read_text()
     config += (
