@@ -102,6 +102,7 @@ MODULES: dict[str, Module] = {
     "alerts": Module(
         "src/nexus_ml/monitoring/alerts/*.py",
         (
+            "tests/monitoring/alerts/test_limits.py",
             "tests/monitoring/alerts/test_definitions.py",
             "tests/monitoring/test_alerting.py",
             "tests/deploy/test_rules.py",
