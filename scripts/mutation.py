@@ -158,6 +158,7 @@ def prepare(name: str, module: Module) -> Path:
     config += (
         "\n[tool.mutmut]\n"
         'source_paths = ["src/"]\n'
+        'also_copy = ["deploy/", "docs/"]\n'
         f"only_mutate = {toml_list([module.source])}\n"
         f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', *module.pytest_args])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
@@ -215,7 +216,13 @@ def run(name: str, module: Module, mutmut: str, jobs: int, limit: float) -> dict
     counted = len(statuses) - len(equivalent)
     score = killed / counted if counted else 0.0
     print(f"\n== {name} ({module.source}): {minutes:.1f} min{'' if finished else ' (TIMED OUT)'}")
+    unchecked = [m for m in survivors if statuses[m] == "not checked"]
+    if unchecked:
+        # The clean run failed or the time limit struck: run.log says which.
+        print(f"  {len(unchecked)} mutants not checked (see {scratch / 'run.log'})")
     for mutant in survivors:
+        if statuses[mutant] == "not checked":
+            continue
         print(f"  {statuses[mutant]}: {mutant}")
         print(show(scratch, mutmut, mutant))
     for mutant in stale:
