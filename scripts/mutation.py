@@ -88,7 +88,11 @@ MODULES: dict[str, Module] = {
     ),
     "availability": Module(
         "src/nexus_ml/service/views/reports.py",
-        ("tests/api/test_availability.py", "tests/api/test_monitoring_api.py"),
+        (
+            "tests/api/test_availability.py",
+            "tests/api/test_report_windows.py",
+            "tests/api/test_monitoring_api.py",
+        ),
         SQLITE_ONLY,
     ),
     "measurements": Module(
