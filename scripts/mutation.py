@@ -92,6 +92,7 @@ MODULES: dict[str, Module] = {
             "tests/api/test_availability.py",
             "tests/api/test_report_windows.py",
             "tests/api/test_monitoring_api.py",
+            "tests/api/test_model_quality_api.py",
         ),
         SQLITE_ONLY,
     ),

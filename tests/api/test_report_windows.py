@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.helpers import auth
 
+from nexus_ml.monitoring.alerting import ActiveAlert
 from nexus_ml.service.views.reports import MAX_BUCKETS
 from nexus_ml.storage.records import PredictionRecord, new_id
 
@@ -127,3 +128,42 @@ def test_predictions_of_a_model_no_longer_loaded_still_count_in_the_timeline(
     body = _get(client, "/metrics/predictions/timeline", **_window(step_seconds=600))
     assert body["series"]["retired"] == [0, 1, 0, 0]
     assert body["series"]["diagnostic"] == [0, 0, 0, 0]
+
+
+def _alert(name: str, state: str) -> ActiveAlert:
+    return ActiveAlert(
+        name=name,
+        severity="warning",
+        state=state,  # type: ignore[arg-type]
+        labels={"alertname": name},
+        summary="",
+        description="",
+        runbook_url="",
+        value=1.0,
+        active_since=0.0,
+        started_at=datetime(2026, 3, 4, tzinfo=UTC),
+    )
+
+
+def test_the_report_counts_errors_by_component_and_active_alerts_by_state(
+    client: TestClient,
+) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.metrics.errors_total.labels("database", "OperationalError").inc(2)
+    service.metrics.errors_total.labels("api", "RuntimeError").inc()
+    # Wait for the start-up evaluation (a fresh service has no traffic: LowPredictionVolume is
+    # pending), so that it cannot overwrite the alerts set below.
+    deadline = time.monotonic() + 30
+    while not service.alerts.active:
+        assert time.monotonic() < deadline, "no start-up alert evaluation"
+        time.sleep(0.01)
+    service.alerts.active = [
+        _alert("HighCPUUsage", "firing"),
+        _alert("HighDiskUsage", "pending"),
+        _alert("HighDiskUsage", "pending"),
+    ]
+    body = _get(client, "/reports/summary")
+    assert body["errors"]["component:database"] == 2
+    assert body["errors"]["component:api"] == 1
+    assert body["alerts"] == {"firing": 1, "pending": 2}
+    assert body["alert_names"] == ["HighCPUUsage", "HighDiskUsage"]
