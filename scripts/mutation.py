@@ -83,12 +83,21 @@ MODULES: dict[str, Module] = {
     ),
     "observer": Module(
         "src/nexus_ml/service/observer.py",
-        ("tests/api/test_predictions.py", "tests/api/test_model_quality_api.py"),
+        (
+            "tests/service/test_observer.py",
+            "tests/api/test_predictions.py",
+            "tests/api/test_model_quality_api.py",
+        ),
         SQLITE_ONLY,
     ),
     "availability": Module(
         "src/nexus_ml/service/views/reports.py",
-        ("tests/api/test_availability.py", "tests/api/test_monitoring_api.py"),
+        (
+            "tests/api/test_availability.py",
+            "tests/api/test_report_windows.py",
+            "tests/api/test_monitoring_api.py",
+            "tests/api/test_model_quality_api.py",
+        ),
         SQLITE_ONLY,
     ),
     "measurements": Module(
@@ -96,6 +105,17 @@ MODULES: dict[str, Module] = {
     ),
     "alerting": Module(
         "src/nexus_ml/monitoring/alerting.py", ("tests/monitoring/test_alerting.py",)
+    ),
+    # The alert definitions (one module per family since the move out of monitoring/alerts.py):
+    # their conditions run in-process, their expressions and cases through promtool.
+    "alerts": Module(
+        "src/nexus_ml/monitoring/alerts/*.py",
+        (
+            "tests/monitoring/alerts/test_limits.py",
+            "tests/monitoring/alerts/test_definitions.py",
+            "tests/monitoring/test_alerting.py",
+            "tests/deploy/test_rules.py",
+        ),
     ),
     "rules": Module("src/nexus_ml/render/rules.py", ("tests/deploy/test_rules.py",)),
     "rule_tests": Module("src/nexus_ml/render/rule_tests.py", ("tests/deploy/test_rules.py",)),
@@ -121,22 +141,33 @@ def equivalents() -> dict[str, str]:
     return out
 
 
+def stale_paths() -> list[str]:
+    """Sources (globs) that match no file and tests that do not exist: a moved module would
+    otherwise be reported as zero mutants, or its tests silently not run."""
+    stale = [m.source for m in MODULES.values() if not list(ROOT.glob(m.source))]
+    tests = {t for m in MODULES.values() for t in m.tests}
+    return stale + sorted(t for t in tests if not (ROOT / t).is_file())
+
+
 def toml_list(values: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
 def prepare(name: str, module: Module) -> Path:
-    """A fresh scratch copy of src/, tests/ and pyproject.toml, configured for this module."""
+    """A fresh scratch copy of src/, tests/, deploy/, docs/ and pyproject.toml for this module."""
     scratch = WORK / name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for folder in ("src", "tests"):
+    # deploy/ and docs/ too: the rule tests compare the checked-in rule files and the alert
+    # definitions' tests read docs/runbooks.md (without them every run fails before it starts).
+    for folder in ("src", "tests", "deploy", "docs"):
         shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
     config = (ROOT / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
         'source_paths = ["src/"]\n'
+        'also_copy = ["deploy/", "docs/"]\n'
         f"only_mutate = {toml_list([module.source])}\n"
         f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', *module.pytest_args])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
@@ -194,7 +225,13 @@ def run(name: str, module: Module, mutmut: str, jobs: int, limit: float) -> dict
     counted = len(statuses) - len(equivalent)
     score = killed / counted if counted else 0.0
     print(f"\n== {name} ({module.source}): {minutes:.1f} min{'' if finished else ' (TIMED OUT)'}")
+    unchecked = [m for m in survivors if statuses[m] == "not checked"]
+    if unchecked:
+        # The clean run failed or the time limit struck: run.log says which.
+        print(f"  {len(unchecked)} mutants not checked (see {scratch / 'run.log'})")
     for mutant in survivors:
+        if statuses[mutant] == "not checked":
+            continue
         print(f"  {statuses[mutant]}: {mutant}")
         print(show(scratch, mutmut, mutant))
     for mutant in stale:
@@ -231,6 +268,9 @@ def main() -> int:
     unknown = set(args.modules) - set(MODULES)
     if unknown:
         parser.error(f"unknown modules {sorted(unknown)}; known: {', '.join(MODULES)}")
+    stale = stale_paths()
+    if stale:
+        parser.error(f"MODULES names paths that do not exist: {', '.join(stale)}")
     mutmut = str(Path(sys.executable).parent / "mutmut")
     rows = [
         run(name, MODULES[name], mutmut, args.jobs, args.timeout)

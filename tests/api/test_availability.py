@@ -45,6 +45,14 @@ def read_both(client: TestClient) -> tuple[dict[str, Any], dict[str, Any]]:
     return summary.json()["requests"], report.json()["availability"]
 
 
+def report_errors(client: TestClient) -> dict[str, int]:
+    """The period report's error counts (5xx and 4xx answers since start, by component)."""
+    report = client.get(M + "/reports/summary", headers=auth("monitor"))
+    assert report.status_code == 200
+    errors: dict[str, int] = report.json()["errors"]
+    return errors
+
+
 def test_client_errors_do_not_count_against_availability(client: TestClient) -> None:
     for _ in range(3):
         assert client.get("/api/v1/models", headers=auth("predict")).status_code == 200
@@ -57,6 +65,9 @@ def test_client_errors_do_not_count_against_availability(client: TestClient) -> 
     assert avail["errors_5xx"] == 0 and avail["requests"] >= 3 + len(statuses)
     assert avail["value"] == 1.0 and avail["met"] is True
     assert avail["error_budget_remaining"] == 1.0
+    errors = report_errors(client)
+    assert errors["responses_5xx"] == 0
+    assert errors["responses_4xx"] == requests["by_class"]["4xx"]
 
 
 def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
@@ -82,6 +93,9 @@ def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
     assert avail["value"] == pytest.approx(1 - 1 / avail["requests"], rel=1e-12)
     # A handful of requests with one 5xx is far below 99.9 %.
     assert avail["met"] is False
+    errors = report_errors(client)
+    assert errors["responses_5xx"] == 1
+    assert errors["responses_4xx"] == by_class["4xx"]
 
 
 def availability_report(target: float, classes: dict[str, int]) -> Any:

@@ -101,6 +101,19 @@ def test_one_shifted_feature_is_the_only_one_detected(client: TestClient) -> Non
     assert value(m, "ml_data_drift_share", model=MODEL) == pytest.approx(1 / 30)
     assert value(m, "ml_data_drift_window_size", model=MODEL) == WINDOW
 
+    # The period report shows the same latest result per model.
+    r = client.get("/api/v1/monitoring/reports/summary", headers=auth("monitor"))
+    assert r.status_code == 200, r.text
+    models = {m["model"]: m for m in r.json()["models"]}
+    ours, other = models[MODEL], models["diabetes_risk"]
+    assert ours["predictions"] == WINDOW
+    assert ours["drifted_features"] == [SHIFTED]
+    assert ours["drift_share"] == pytest.approx(1 / 30)
+    assert ours["drift_computed_at"] is not None
+    assert ours["latency_seconds"]["p50"] is not None
+    assert other["predictions"] == 0
+    assert other["drifted_features"] == []
+
 
 def test_reference_traffic_detects_nothing(client: TestClient) -> None:
     predict(client, reference_rows(WINDOW, seed=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from nexus_ml.monitoring.alerts import ALERTS
 from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
-from nexus_ml.render.rule_tests import render_rule_tests, render_rule_tests_yaml
+from nexus_ml.render.rule_tests import promtool_test, render_rule_tests, render_rule_tests_yaml
 from nexus_ml.render.rules import (
     GROUPS,
     recording_rule_names,
@@ -220,3 +221,33 @@ def test_only_known_metric_names_in_rules() -> None:
                 assert name in exported, (name, rule["expr"])
             checked += len(names)
     assert checked >= 30, checked
+
+
+def test_rule_tests_name_the_rule_file_and_runbooks_they_are_given() -> None:
+    # A deployment that renames the rule file or hosts the runbooks elsewhere gets tests that
+    # load that file and expect those links.
+    base = "https://runbooks.example/ml.md"
+    document = yaml.safe_load(render_rule_tests_yaml(rules_file="other.yml", runbook_base=base))
+    assert document["rule_files"] == ["other.yml"]
+    urls = {
+        a["exp_annotations"]["runbook_url"]
+        for test in document["tests"]
+        for check in test["alert_rule_test"]
+        for a in check["exp_alerts"]
+    }
+    assert urls == {f"{base}#{alert.name.lower()}" for alert in ALERTS}
+
+
+def test_a_later_check_expects_the_value_of_its_own_minute() -> None:
+    # A case's `later` checks say what the alert shows at that minute: firing with that
+    # value (in the description), or silent.
+    alert = next(a for a in ALERTS if a.name == "HighCPUUsage")
+    t = Thresholds()
+    case = alert.promtool_cases(t)[0]
+    checks = promtool_test(
+        alert, replace(case, later=[(30, 99.5), (40, None)]), t, "https://r.example/x.md"
+    )["alert_rule_test"]
+    at_30, at_40 = checks[-2], checks[-1]
+    assert at_30["eval_time"] == "30m"
+    assert "99.5%" in at_30["exp_alerts"][0]["exp_annotations"]["description"]
+    assert at_40 == {"eval_time": "40m", "alertname": "HighCPUUsage", "exp_alerts": []}

@@ -93,7 +93,8 @@ def histogram(
 def gauge_cases(
     metric: str, limit: float, step: float, for_m: int, *, scale: float = 1.0
 ) -> list[Case]:
-    """A host gauge ``step`` above its limit (fires at once) and ``step`` below (quiet)."""
+    """A host gauge ``step`` above its limit (fires at once), ``step`` below and exactly at it
+    (quiet: the rules compare with a strict ``>``)."""
     bad, good = limit + step, limit - step
     return [
         Case(
@@ -107,5 +108,11 @@ def gauge_cases(
             fires=False,
             check_at=for_m + 5,
             note="just inside the limit",
+        ),
+        Case(
+            series=[(sel(metric, **target()), const(limit / scale))],
+            fires=False,
+            check_at=for_m + 5,
+            note="exactly at the limit",
         ),
     ]

@@ -102,6 +102,12 @@ def _accuracy_cases(t: Thresholds, for_m: int) -> list[Case]:
             note="accuracy just above",
         ),
         Case(
+            series=series(t.training_accuracy_low, t.accuracy_min_samples),
+            fires=False,
+            check_at=for_m + 5,
+            note="accuracy exactly at the limit",
+        ),
+        Case(
             series=series(low, max(t.accuracy_min_samples - 1, 0)),
             fires=False,
             check_at=for_m + 5,
@@ -213,6 +219,12 @@ def _drift_cases(t: Thresholds, for_m: int) -> list[Case]:
             note="PSI just below",
         ),
         Case(
+            series=series(t.data_drift_high, 1),
+            fires=False,
+            check_at=for_m + 5,
+            note="PSI exactly at the limit",
+        ),
+        Case(
             series=series(high, 0),
             fires=False,
             check_at=for_m + 5,
@@ -263,6 +275,13 @@ def _training_age_cases(t: Thresholds, for_m: int) -> list[Case]:
             fires=False,
             check_at=for_m + 5,
             note="trained just inside the limit",
+        ),
+        Case(
+            # Retrained every minute so that the age stays exactly the limit throughout.
+            series=[(sel(LAST_TRAINING, **labels), f"{-t.training_max_age:.10g}+60x{HORIZON}")],
+            fires=False,
+            check_at=for_m + 5,
+            note="trained exactly the limit ago",
         ),
     ]
 
