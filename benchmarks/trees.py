@@ -202,12 +202,8 @@ def paths_for(estimator: Any, n_features: int) -> dict[str, Predict]:
     paths: dict[str, Predict] = {
         "scikit-learn predict_proba": estimator.predict_proba,
         "nexus_ml.ml.trees (chosen)": evaluator.predict_proba,
-        "  its numpy walk, forced": lambda X: evaluator._reduce(
-            evaluator.per_tree_walked(evaluator._prepare(X))
-        ),
-        "  its sklearn walk, forced": lambda X: evaluator._reduce(
-            evaluator._native(evaluator._prepare(X))
-        ),
+        "  its numpy walk, forced": lambda X: evaluator.predict_proba(X, walk="numpy"),
+        "  its sklearn walk, forced": lambda X: evaluator.predict_proba(X, walk="sklearn"),
     }
     walk = numba_walk()
     if walk is not None:

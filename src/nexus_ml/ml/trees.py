@@ -22,7 +22,10 @@ not closeness):
   the shrunk value) stage by stage to the initial prediction. ``np.cumsum`` is a strictly
   sequential sum, unlike ``np.sum`` (pairwise), so the float64 results are identical.
 - The link (expit, softmax) is the estimator's own loss object, called on raw scores laid out
-  as scikit-learn lays them out (Fortran order matters for a softmax over 8 classes or more).
+  as scikit-learn lays them out. With 8 classes or more numpy sums a contiguous row pairwise
+  and a strided one sequentially, so scikit-learn's own multiclass boosting answers for a row
+  can differ in the last bit between a one-row call and a batch (HistGradientBoosting lays
+  its scores out in Fortran order): for the same call the evaluator gives the same bits.
 
 A forest built with ``n_jobs`` > 1 adds its trees in whatever order its threads finish, so
 scikit-learn itself is not reproducible to the last bit there; the bound then is the error of
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.dummy import DummyClassifier
@@ -52,6 +55,7 @@ from sklearn.tree import DecisionTreeClassifier
 from nexus_ml.ml.predictor import NotEvaluable
 
 _FOREST_TYPES = (RandomForestClassifier, ExtraTreesClassifier)
+Walk = Literal["auto", "numpy", "sklearn"]
 # From this many rows on, scikit-learn's compiled walk, one call per tree, beats the numpy walk
 # over all trees at once (benchmarks/trees.py: 100 trees, crossover between 16 and 64 rows).
 NATIVE_FROM_ROWS = 64
@@ -188,19 +192,18 @@ class TreeEvaluator:
         n_trees = nodes.roots.shape[0]
         self._native_from_rows = 0 if n_trees <= nodes.depth else NATIVE_FROM_ROWS
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities (n_rows, n_classes) for a float matrix of the estimator's features."""
+    def predict_proba(self, X: np.ndarray, *, walk: Walk = "auto") -> np.ndarray:
+        """Probabilities (n_rows, n_classes) for a float matrix of the estimator's features.
+
+        ``walk`` forces one of the two walks (tests and benchmarks); both give the same leaves.
+        """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected shape (n, {self.n_features}), got {X.shape}")
         prepared = self._prepare(X)
-        if X.shape[0] >= self._native_from_rows:
+        if walk == "sklearn" or (walk == "auto" and X.shape[0] >= self._native_from_rows):
             return self._reduce(self._native(prepared))
-        return self._reduce(self.per_tree_walked(prepared))
-
-    def per_tree_walked(self, prepared: np.ndarray) -> np.ndarray:
-        """Per-tree values of prepared rows by the numpy walk (the benchmark times it alone)."""
-        return self._leaf_values[_walk(self.nodes, prepared) >> 1]
+        return self._reduce(self._leaf_values[_walk(self.nodes, prepared) >> 1])
 
 
 def compile_trees(estimator: Any) -> TreeEvaluator | None:
@@ -297,19 +300,25 @@ def _compile_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         prepare=_float32_input(allow_nan=False),
         leaf_values=values,
         native=_sklearn_walk(trees, values),
-        reduce=_boosting_sum(baseline, stages.shape[1], estimator._loss),
+        reduce=_boosting_sum(baseline, stages.shape[1], estimator._loss, order="C"),
     )
 
 
-def _boosting_sum(baseline: np.ndarray, k: int, loss: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Raw score = baseline + each stage's leaf value in turn, then the loss's link."""
+def _boosting_sum(
+    baseline: np.ndarray, k: int, loss: Any, *, order: Literal["C", "F"]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw score = baseline + each stage's leaf value in turn, then the loss's link.
+
+    ``order`` is the memory layout scikit-learn gives the raw scores (C for GradientBoosting,
+    F for HistGradientBoosting): with 8 classes or more the softmax's sum depends on it.
+    """
     baseline = np.asarray(baseline, dtype=np.float64).reshape(1, 1, k)
 
     def reduce(per_tree: np.ndarray) -> np.ndarray:  # (n_rows, n_stages * k), stage-major
         n_rows = per_tree.shape[0]
         steps = per_tree.reshape(n_rows, -1, k)
         terms = np.concatenate([np.broadcast_to(baseline, (n_rows, 1, k)), steps], axis=1)
-        raw = np.asfortranarray(np.cumsum(terms, axis=1)[:, -1, :])  # scikit-learn's layout
+        raw = np.asarray(np.cumsum(terms, axis=1)[:, -1, :], order=order)
         return np.asarray(loss.predict_proba(raw), dtype=np.float64)
 
     return reduce
@@ -357,7 +366,7 @@ def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         prepare=prepare,
         leaf_values=np.concatenate([p.nodes["value"].astype(np.float64) for p in predictors]),
         native=native,
-        reduce=_boosting_sum(estimator._baseline_prediction, k, estimator._loss),
+        reduce=_boosting_sum(estimator._baseline_prediction, k, estimator._loss, order="F"),
     )
 
 
