@@ -7,6 +7,7 @@ bound instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,20 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
 
 from nexus_ml.ml.predictor import NotEvaluable
 from nexus_ml.ml.trees import TreeEvaluator, compile_trees
 
 N_FEATURES = 6
+
+
+@pytest.fixture(autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    # HistGradientBoosting's predict starts OpenMP threads per tree; on a busy 2-core host
+    # that costs ~100 ms a call. One thread changes no answer (rows are independent).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 def _data(n_classes: int, *, seed: int = 0, rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
