@@ -384,3 +384,11 @@ def test_gradient_boosting_with_zero_init() -> None:
     X, y = _data(3)
     estimator = GradientBoostingClassifier(n_estimators=10, init="zero", random_state=0).fit(X, y)
     assert_same_as_sklearn(estimator, X[:50])
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_any_memory_layout_of_the_input(name: str) -> None:
+    X, y = _data(3)
+    estimator = ESTIMATORS[name]().fit(X, y)
+    assert_same_as_sklearn(estimator, np.asfortranarray(X[:80]))
+    assert_same_as_sklearn(estimator, X[:160:2])  # a strided view

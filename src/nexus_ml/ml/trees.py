@@ -50,6 +50,7 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
+from sklearn.ensemble._gradient_boosting import predict_stages
 from sklearn.tree import DecisionTreeClassifier
 
 from nexus_ml.ml.predictor import NotEvaluable
@@ -187,7 +188,7 @@ class TreeEvaluator:
         self.classes_ = classes
         self._prepare = prepare  # X as the estimator's trees read it
         self._leaf_values = leaf_values  # per node: its value, or its class probabilities
-        self._native = native  # prepared X -> per-tree values, by scikit-learn's walk
+        self._native = native  # prepared X -> probabilities, by scikit-learn's compiled walk
         self._reduce = reduce  # per-tree values -> probabilities, in scikit-learn's order
         n_trees = nodes.roots.shape[0]
         self._native_from_rows = 0 if n_trees <= nodes.depth else NATIVE_FROM_ROWS
@@ -202,7 +203,7 @@ class TreeEvaluator:
             raise ValueError(f"expected shape (n, {self.n_features}), got {X.shape}")
         prepared = self._prepare(X)
         if walk == "sklearn" or (walk == "auto" and X.shape[0] >= self._native_from_rows):
-            return self._reduce(self._native(prepared))
+            return self._native(prepared)
         return self._reduce(self._leaf_values[_walk(self.nodes, prepared) >> 1])
 
 
@@ -235,7 +236,7 @@ def _float32_input(*, allow_nan: bool) -> Callable[[np.ndarray], np.ndarray]:
 
     def prepare(X: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):  # overflow to inf is refused just below
-            X32 = X.astype(np.float32)
+            X32 = X.astype(np.float32, order="C")  # predict_stages reads C order
         bad = np.isinf(X32) if allow_nan else ~np.isfinite(X32)
         if bad.any():
             raise NotEvaluable(int(np.argmax(bad.any(axis=1))))
@@ -245,13 +246,15 @@ def _float32_input(*, allow_nan: bool) -> Callable[[np.ndarray], np.ndarray]:
     return prepare
 
 
-def _sklearn_walk(trees: Sequence[Any], leaf_values: np.ndarray) -> Callable[..., np.ndarray]:
-    """Per-tree values by each ``Tree.apply`` (scikit-learn's Cython walk) on float32 rows."""
+def _sklearn_walk(
+    trees: Sequence[Any], leaf_values: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]
+) -> Callable[..., np.ndarray]:
+    """Probabilities from each ``Tree.apply`` (scikit-learn's Cython walk) on float32 rows."""
     offsets = np.cumsum([0] + [t.node_count for t in trees[:-1]])
 
     def native(X32: np.ndarray) -> np.ndarray:
         leaves = np.column_stack([t.apply(X32) for t in trees]) + offsets
-        return leaf_values[leaves]
+        return reduce(leaf_values[leaves])
 
     return native
 
@@ -277,7 +280,7 @@ def _compile_forest(estimator: Any) -> TreeEvaluator | None:
         classes=estimator.classes_,
         prepare=_float32_input(allow_nan=allow_nan),
         leaf_values=values,
-        native=_sklearn_walk(trees, values),
+        native=_sklearn_walk(trees, values, reduce),
         reduce=reduce,
     )
 
@@ -293,14 +296,24 @@ def _compile_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
     trees = [t.tree_ for stage in stages for t in stage]
     # scikit-learn adds learning_rate * value; the product is the same float64 here.
     values = np.concatenate([float(estimator.learning_rate) * t.value[:, 0, 0] for t in trees])
+    loss, k = estimator._loss, stages.shape[1]
+    initial = np.asarray(baseline, dtype=np.float64).reshape(1, k)
+
+    def native(X32: np.ndarray) -> np.ndarray:
+        # What GradientBoostingClassifier.predict_proba runs once X is validated: one Cython
+        # loop over every stage, adding in place to the initial raw prediction.
+        raw = np.repeat(initial, X32.shape[0], axis=0)
+        predict_stages(stages, X32, float(estimator.learning_rate), raw)
+        return np.asarray(loss.predict_proba(raw.ravel() if k == 1 else raw), dtype=np.float64)
+
     return TreeEvaluator(
         nodes=_flatten([_sklearn_tree(t) for t in trees]),
         n_features=n_features,
         classes=estimator.classes_,
         prepare=_float32_input(allow_nan=False),
         leaf_values=values,
-        native=_sklearn_walk(trees, values),
-        reduce=_boosting_sum(baseline, stages.shape[1], estimator._loss, order="C"),
+        native=native,
+        reduce=_boosting_sum(baseline, k, loss, order="C"),
     )
 
 
@@ -354,11 +367,13 @@ def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         )
     known, f_idx_map = estimator._bin_mapper.make_known_categories_bitsets()
 
+    k = int(estimator.n_trees_per_iteration_)
+    reduce = _boosting_sum(estimator._baseline_prediction, k, estimator._loss, order="F")
+
     def native(X: np.ndarray) -> np.ndarray:
         # TreePredictor.predict returns leaf values; one thread: the rows are few per call.
-        return np.column_stack([p.predict(X, known, f_idx_map, 1) for p in predictors])
+        return reduce(np.column_stack([p.predict(X, known, f_idx_map, 1) for p in predictors]))
 
-    k = int(estimator.n_trees_per_iteration_)
     return TreeEvaluator(
         nodes=_flatten(trees, cat_bitsets),
         n_features=int(estimator.n_features_in_),
@@ -366,7 +381,7 @@ def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         prepare=prepare,
         leaf_values=np.concatenate([p.nodes["value"].astype(np.float64) for p in predictors]),
         native=native,
-        reduce=_boosting_sum(estimator._baseline_prediction, k, estimator._loss, order="F"),
+        reduce=reduce,
     )
 
 
