@@ -141,27 +141,29 @@ def _bitset_table(bitsets: np.ndarray) -> np.ndarray:
 
 
 def _walk(nodes: _Nodes, X: np.ndarray) -> np.ndarray:
-    """(n_rows, n_trees) of 2 * the leaf each row reaches in each tree."""
+    """(n_rows, n_trees) of 2 * the leaf each row reaches in each tree, one step per level."""
     n_rows, n_features = X.shape
-    flat = X.ravel()
-    at = np.broadcast_to(nodes.roots, (n_rows, nodes.roots.shape[0]))
-    offset = (np.arange(n_rows, dtype=np.intp) * n_features)[:, None]
-    with_nan = bool(np.isnan(flat).any())
+    # float32 rows become float64 exactly; the comparison is in float64 either way, and numpy
+    # compares float64 with float64 faster than float32 with float64.
+    flat = np.ascontiguousarray(X, dtype=np.float64).ravel()
+    feature, threshold, children = nodes.feature, nodes.threshold, nodes.children
+    at = np.tile(nodes.roots, n_rows)  # row-major (row, tree)
+    offset = np.repeat(np.arange(n_rows, dtype=np.intp) * n_features, nodes.roots.shape[0])
+    simple = nodes.cat_left is None and not np.isnan(flat).any()
     for _ in range(nodes.depth):
-        x = flat[nodes.feature[at] + offset] if n_rows > 1 else flat[nodes.feature[at]]
-        if nodes.cat_left is None and not with_nan:
-            go_right = x > nodes.threshold[at]
+        column = feature.take(at)
+        x = flat.take(column + offset if n_rows > 1 else column)
+        if simple:
+            go_right = x > threshold.take(at)
         else:
-            go_left = x <= nodes.threshold[at]  # False for NaN and at categorical nodes
+            go_left = x <= threshold.take(at)  # False for NaN and at categorical nodes
             if nodes.cat_left is not None:
-                row = nodes.cat_row[at]  # type: ignore[index]
+                row = nodes.cat_row.take(at)  # type: ignore[union-attr]
                 code = np.where((row > 0) & ~np.isnan(x), x, 0).astype(np.intp)
                 go_left |= nodes.cat_left[row, code]
-            if with_nan:
-                go_left = np.where(np.isnan(x), nodes.nan_left[at], go_left)
-            go_right = ~go_left
-        at = nodes.children[at + go_right]
-    return at
+            go_right = ~np.where(np.isnan(x), nodes.nan_left.take(at), go_left)
+        at = children.take(at + go_right)
+    return at.reshape(n_rows, -1)
 
 
 class TreeEvaluator:
