@@ -7,6 +7,7 @@ bound instead.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
+from nexus_ml.ml import trees
 from nexus_ml.ml.predictor import NotEvaluable
 from nexus_ml.ml.trees import TreeEvaluator, compile_trees
 
@@ -392,3 +394,19 @@ def test_any_memory_layout_of_the_input(name: str) -> None:
     estimator = ESTIMATORS[name]().fit(X, y)
     assert_same_as_sklearn(estimator, np.asfortranarray(X[:80]))
     assert_same_as_sklearn(estimator, X[:160:2])  # a strided view
+
+
+def test_an_evaluator_that_disagrees_is_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Internals read wrongly (here: each threshold one float step lower, as if scikit-learn
+    had changed the meaning of its arrays) make compile_trees give None."""
+    X, y = _data(2)
+    estimator = ESTIMATORS["random_forest"]().fit(X, y)
+    assert compile_trees(estimator) is not None
+    read = trees._sklearn_tree
+
+    def misread(tree: Any) -> Any:
+        got = read(tree)
+        return dataclasses.replace(got, threshold=np.nextafter(got.threshold, -np.inf))
+
+    monkeypatch.setattr(trees, "_sklearn_tree", misread)
+    assert compile_trees(estimator) is None

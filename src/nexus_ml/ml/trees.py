@@ -50,10 +50,14 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
-from sklearn.ensemble._gradient_boosting import predict_stages
 from sklearn.tree import DecisionTreeClassifier
 
 from nexus_ml.ml.predictor import NotEvaluable
+
+try:  # private to scikit-learn: without it GradientBoosting keeps scikit-learn's own path
+    from sklearn.ensemble._gradient_boosting import predict_stages as _predict_stages
+except ImportError:  # pragma: no cover
+    _predict_stages = None
 
 _FOREST_TYPES = (RandomForestClassifier, ExtraTreesClassifier)
 Walk = Literal["auto", "numpy", "sklearn"]
@@ -210,17 +214,54 @@ class TreeEvaluator:
 
 
 def compile_trees(estimator: Any) -> TreeEvaluator | None:
-    """The fast evaluator of a fitted tree classifier, or None where it is not supported."""
+    """The fast evaluator of a fitted tree classifier, or None where it is not supported.
+
+    The evaluator reads scikit-learn's fitted internals, so before it is returned it must give
+    scikit-learn's exact bits, on both walks, on probe rows placed on and just above every
+    split: a scikit-learn whose internals changed meaning gives None, not wrong answers.
+    """
+    evaluator: TreeEvaluator | None = None
     try:
         if type(estimator) is DecisionTreeClassifier or type(estimator) in _FOREST_TYPES:
-            return _compile_forest(estimator)
-        if type(estimator) is GradientBoostingClassifier:
-            return _compile_gradient_boosting(estimator)
-        if type(estimator) is HistGradientBoostingClassifier:
-            return _compile_hist_gradient_boosting(estimator)
-    except AttributeError:  # unfitted, or a scikit-learn whose internals moved
+            evaluator = _compile_forest(estimator)
+        elif type(estimator) is GradientBoostingClassifier:
+            evaluator = _compile_gradient_boosting(estimator)
+        elif type(estimator) is HistGradientBoostingClassifier:
+            evaluator = _compile_hist_gradient_boosting(estimator)
+        if evaluator is None or not _agrees(evaluator, estimator):
+            return None
+    except AttributeError:  # unfitted, or scikit-learn's internals moved
         return None
-    return None
+    return evaluator
+
+
+def _agrees(evaluator: TreeEvaluator, estimator: Any) -> bool:
+    X = _probe_rows(evaluator.nodes, evaluator.n_features)
+    with np.errstate(over="ignore"):
+        try:
+            expected = estimator.predict_proba(X)
+        except ValueError:  # a threshold whose float32 neighbour overflows: probe without it
+            X = np.where(np.abs(X) < 3e38, X, 0.0)
+            expected = estimator.predict_proba(X)
+    return all(
+        np.array_equal(evaluator.predict_proba(X, walk=walk), expected)
+        for walk in ("numpy", "sklearn")
+    )
+
+
+def _probe_rows(nodes: _Nodes, n_features: int, n_rows: int = 64) -> np.ndarray:
+    """Rows whose values are split thresholds of their feature, or the next float above."""
+    rng = np.random.default_rng(0)
+    threshold, feature = nodes.threshold[0::2], nodes.feature[0::2]
+    is_split = nodes.children[0::2] != np.arange(0, nodes.children.shape[0], 2)
+    usable = is_split & np.isfinite(threshold)  # categorical splits hold -inf
+    X = np.zeros((n_rows, n_features))
+    for f in range(n_features):
+        values = threshold[usable & (feature == f)]
+        if values.shape[0]:
+            picked = values[rng.integers(0, values.shape[0], n_rows)]
+            X[:, f] = np.where(rng.random(n_rows) < 0.5, picked, np.nextafter(picked, np.inf))
+    return X
 
 
 def _sklearn_tree(tree: Any) -> _Tree:
@@ -301,11 +342,14 @@ def _compile_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
     loss, k = estimator._loss, stages.shape[1]
     initial = np.asarray(baseline, dtype=np.float64).reshape(1, k)
 
+    if _predict_stages is None:
+        return None
+
     def native(X32: np.ndarray) -> np.ndarray:
         # What GradientBoostingClassifier.predict_proba runs once X is validated: one Cython
         # loop over every stage, adding in place to the initial raw prediction.
         raw = np.repeat(initial, X32.shape[0], axis=0)
-        predict_stages(stages, X32, float(estimator.learning_rate), raw)
+        _predict_stages(stages, X32, float(estimator.learning_rate), raw)
         return np.asarray(loss.predict_proba(raw.ravel() if k == 1 else raw), dtype=np.float64)
 
     return TreeEvaluator(
