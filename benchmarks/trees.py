@@ -106,14 +106,15 @@ def numba_walk() -> Callable[[TreeEvaluator, np.ndarray], np.ndarray] | None:
 
     @numba.njit(cache=False, nogil=True)  # type: ignore[misc]
     def walk(feature, threshold, children, nan_left, roots, X):  # type: ignore[no-untyped-def]
+        # children[2i] is 2 * the right child, children[2i + 1] 2 * the left one
         out = np.empty((X.shape[0], roots.shape[0]), dtype=np.intp)
         for i in range(X.shape[0]):
             for t in range(roots.shape[0]):
                 s = roots[t]
                 while children[s] != s:
                     x = X[i, feature[s]]
-                    right = not nan_left[s] if np.isnan(x) else not x <= threshold[s]
-                    s = children[s + right]
+                    left = nan_left[s] if np.isnan(x) else x <= threshold[s]
+                    s = children[s + left]
                 out[i, t] = s
         return out
 

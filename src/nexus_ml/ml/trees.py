@@ -1,10 +1,15 @@
 """Fast ``predict_proba`` for fitted scikit-learn tree ensembles, equal to scikit-learn's own.
 
 ``compile_trees(estimator)`` flattens every tree of a fitted DecisionTree, RandomForest,
-ExtraTrees, GradientBoosting or HistGradientBoosting classifier into one set of node arrays;
-``TreeEvaluator.predict_proba`` then walks all trees at once, one numpy step per tree level,
-instead of scikit-learn's per-call validation and per-tree (joblib) dispatch. Anything not
-supported gives ``None``, and the caller keeps scikit-learn.
+ExtraTrees, GradientBoosting or HistGradientBoosting classifier into one set of node arrays.
+``TreeEvaluator.predict_proba`` skips scikit-learn's per-call validation and joblib dispatch
+and finds the leaves by one of two walks: for a few rows, numpy walks all trees at once, one
+step per tree level (its cost grows with depth, not with the number of trees); from
+``NATIVE_FROM_ROWS`` rows on, or for a single tree, scikit-learn's own compiled walk is called
+directly (``Tree.apply``, ``predict_stages``, ``TreePredictor.predict``). Anything not
+supported gives ``None``, and the caller keeps scikit-learn; so does an evaluator that fails
+its self-check against ``predict_proba`` when compiled. docs/benchmarks.md ("Tree ensembles")
+has the figures and the candidates not chosen (treelite, ONNX Runtime, numba).
 
 Why the answers are bit-for-bit scikit-learn's (``tests/ml/test_trees.py`` asserts equality,
 not closeness):
@@ -28,9 +33,11 @@ not closeness):
   its scores out in Fortran order): for the same call the evaluator gives the same bits.
 
 A forest built with ``n_jobs`` > 1 adds its trees in whatever order its threads finish, so
-scikit-learn itself is not reproducible to the last bit there; the bound then is the error of
-any order of summation: ``|error| <= (T - 1) * 2**-53 * T`` on the sum of T probabilities,
-i.e. ``(T - 1) * 2**-53`` (1.1e-14 for 100 trees) after the division, far inside 1e-9.
+scikit-learn itself is not reproducible to the last bit there. The bound then: any order of
+recursive summation of T probabilities (each in [0, 1], so the sum of magnitudes is <= T) is
+within ``gamma(T-1) * T`` of the exact sum, ``gamma(n) = n*u / (1 - n*u)``, ``u = 2**-53``;
+two orders differ by at most twice that, and the division by T adds one rounding to each, so
+``|difference| <= 2 * gamma(T-1) + 2*u``, about ``T * 2**-52`` (2.2e-14 for 100 trees).
 
 Inputs scikit-learn refuses are refused: NaN for an estimator without missing-value support,
 and any value infinite after the float32 cast (1e39 is) raise ``NotEvaluable`` naming the row.
@@ -68,11 +75,18 @@ NATIVE_FROM_ROWS = 64
 
 @dataclass(frozen=True, kw_only=True)
 class _Nodes:
-    """All trees' nodes in flat arrays, indexed by ``2 * node`` (+1 for the right child)."""
+    """All trees' nodes in flat arrays, indexed by ``2 * node`` (+1 when the row goes left).
 
-    feature: np.ndarray  # (2N,) intp, the column tested (0 at a leaf)
+    Missing values cost no extra step: the walk reads an extended row ``[x, x with NaN as
+    -inf]``, and a node whose NaN goes left reads the second half, so NaN becomes
+    ``-inf <= threshold`` (left) there and stays ``NaN <= threshold`` (False: right) elsewhere;
+    every other value compares as itself.
+    """
+
+    feature: np.ndarray  # (2N,) intp, the feature tested (0 at a leaf)
+    column: np.ndarray  # (2N,) intp, the column of the extended row read (feature + F*nan_left)
     threshold: np.ndarray  # (2N,) float64, left on x <= threshold (-inf at a categorical node)
-    children: np.ndarray  # (2N,) intp, 2*left at 2i, 2*right at 2i+1; a leaf points to itself
+    children: np.ndarray  # (2N,) intp, 2*right at 2i, 2*left at 2i+1; a leaf points to itself
     nan_left: np.ndarray  # (2N,) bool, where NaN (and an unknown category) goes
     roots: np.ndarray  # (T,) intp, 2 * the root of each tree
     depth: int  # the longest root-to-leaf path of any tree, in edges
@@ -104,7 +118,9 @@ def _depth(left: np.ndarray, right: np.ndarray) -> int:
         depth += 1
 
 
-def _flatten(trees: Sequence[_Tree], cat_bitsets: np.ndarray | None = None) -> _Nodes:
+def _flatten(
+    trees: Sequence[_Tree], n_features: int, cat_bitsets: np.ndarray | None = None
+) -> _Nodes:
     offsets = np.cumsum([0] + [t.left.shape[0] for t in trees])
     n = int(offsets[-1])
     leaf = np.concatenate([t.left < 0 for t in trees])
@@ -119,18 +135,22 @@ def _flatten(trees: Sequence[_Tree], cat_bitsets: np.ndarray | None = None) -> _
     feature = np.where(leaf, 0, np.concatenate([t.feature for t in trees])).astype(np.intp)
     threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
     children = np.empty(2 * n, dtype=np.intp)
-    children[0::2], children[1::2] = 2 * left, 2 * right
+    children[0::2], children[1::2] = 2 * right, 2 * left
+    nan_left = np.concatenate([t.nan_left for t in trees]).astype(bool) & ~leaf
+    column = feature + n_features * nan_left
     cat_row = cat_left = None
     if cat_bitsets is not None:
         bitset = np.where(leaf, -1, np.concatenate([t.bitset for t in trees]))
         threshold = np.where(bitset >= 0, -np.inf, threshold)
+        column = np.where(bitset >= 0, feature, column)  # NaN kept: the walk tests it there
         cat_row = np.repeat(bitset + 1, 2)
         cat_left = np.vstack([np.zeros((1, 256), dtype=bool), _bitset_table(cat_bitsets)])
     return _Nodes(
         feature=np.repeat(feature, 2),
+        column=np.repeat(column, 2),
         threshold=np.repeat(threshold, 2),
         children=children,
-        nan_left=np.repeat(np.concatenate([t.nan_left for t in trees]).astype(bool), 2),
+        nan_left=np.repeat(nan_left, 2),
         roots=2 * offsets[:-1].astype(np.intp),
         depth=max(_depth(t.left, t.right) for t in trees),
         cat_row=cat_row,
@@ -149,24 +169,21 @@ def _walk(nodes: _Nodes, X: np.ndarray) -> np.ndarray:
     n_rows, n_features = X.shape
     # float32 rows become float64 exactly; the comparison is in float64 either way, and numpy
     # compares float64 with float64 faster than float32 with float64.
-    flat = np.ascontiguousarray(X, dtype=np.float64).ravel()
-    feature, threshold, children = nodes.feature, nodes.threshold, nodes.children
+    x64 = np.asarray(X, dtype=np.float64)
+    flat = np.concatenate([x64, np.where(np.isnan(x64), -np.inf, x64)], axis=1).ravel()
+    column, threshold, children = nodes.column, nodes.threshold, nodes.children
     at = np.tile(nodes.roots, n_rows)  # row-major (row, tree)
-    offset = np.repeat(np.arange(n_rows, dtype=np.intp) * n_features, nodes.roots.shape[0])
-    simple = nodes.cat_left is None and not np.isnan(flat).any()
+    offset = np.repeat(np.arange(n_rows, dtype=np.intp) * 2 * n_features, nodes.roots.shape[0])
     for _ in range(nodes.depth):
-        column = feature.take(at)
-        x = flat.take(column + offset if n_rows > 1 else column)
-        if simple:
-            go_right = x > threshold.take(at)
-        else:
-            go_left = x <= threshold.take(at)  # False for NaN and at categorical nodes
-            if nodes.cat_left is not None:
-                row = nodes.cat_row.take(at)  # type: ignore[union-attr]
-                code = np.where((row > 0) & ~np.isnan(x), x, 0).astype(np.intp)
-                go_left |= nodes.cat_left[row, code]
-            go_right = ~np.where(np.isnan(x), nodes.nan_left.take(at), go_left)
-        at = children.take(at + go_right)
+        where = column.take(at)
+        x = flat.take(where + offset if n_rows > 1 else where)
+        go_left = x <= threshold.take(at)  # NaN: False; -inf where NaN goes left
+        if nodes.cat_left is not None:  # histogram boosting's categorical splits
+            row = nodes.cat_row.take(at)  # type: ignore[union-attr]
+            code = np.where((row > 0) & ~np.isnan(x), x, 0).astype(np.intp)
+            go_left |= nodes.cat_left[row, code]
+            go_left = np.where(np.isnan(x), nodes.nan_left.take(at), go_left)
+        at = children.take(at + go_left)
     return at.reshape(n_rows, -1)
 
 
@@ -306,7 +323,7 @@ def _compile_forest(estimator: Any) -> TreeEvaluator | None:
     if getattr(estimator, "n_outputs_", 1) != 1:
         return None
     members = [estimator] if type(estimator) is DecisionTreeClassifier else estimator.estimators_
-    n_classes = int(estimator.n_classes_)
+    n_classes, n_features = int(estimator.n_classes_), int(estimator.n_features_in_)
     trees = [m.tree_ for m in members]
     values = np.concatenate([t.value[:, 0, :n_classes] for t in trees]).astype(np.float64)
     n_trees = len(members)
@@ -318,8 +335,8 @@ def _compile_forest(estimator: Any) -> TreeEvaluator | None:
 
     allow_nan = bool(estimator.__sklearn_tags__().input_tags.allow_nan)
     return TreeEvaluator(
-        nodes=_flatten([_sklearn_tree(t) for t in trees]),
-        n_features=int(estimator.n_features_in_),
+        nodes=_flatten([_sklearn_tree(t) for t in trees], n_features),
+        n_features=n_features,
         classes=estimator.classes_,
         prepare=_float32_input(allow_nan=allow_nan),
         leaf_values=values,
@@ -353,7 +370,7 @@ def _compile_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         return np.asarray(loss.predict_proba(raw.ravel() if k == 1 else raw), dtype=np.float64)
 
     return TreeEvaluator(
-        nodes=_flatten([_sklearn_tree(t) for t in trees]),
+        nodes=_flatten([_sklearn_tree(t) for t in trees], n_features),
         n_features=n_features,
         classes=estimator.classes_,
         prepare=_float32_input(allow_nan=False),
@@ -421,7 +438,7 @@ def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         return reduce(np.column_stack([p.predict(X, known, f_idx_map, 1) for p in predictors]))
 
     return TreeEvaluator(
-        nodes=_flatten(trees, cat_bitsets),
+        nodes=_flatten(trees, int(estimator.n_features_in_), cat_bitsets),
         n_features=int(estimator.n_features_in_),
         classes=estimator.classes_,
         prepare=prepare,
