@@ -5,8 +5,9 @@ ExtraTrees, GradientBoosting or HistGradientBoosting classifier into one set of 
 ``TreeEvaluator.predict_proba`` skips scikit-learn's per-call validation and joblib dispatch
 and finds the leaves by one of two walks: for a few rows, numpy walks all trees at once, one
 step per tree level (its cost grows with depth, not with the number of trees); from
-``NATIVE_FROM_ROWS`` rows on, or for a single tree, scikit-learn's own compiled walk is called
-directly (``Tree.apply``, ``predict_stages``, ``TreePredictor.predict``). Anything not
+``NATIVE_FROM_ROWS`` rows on, for a single tree, and always for GradientBoosting (whose
+``predict_stages`` walks every stage in one compiled call), scikit-learn's own compiled walk is
+called directly (``Tree.apply``, ``predict_stages``, ``TreePredictor.predict``). Anything not
 supported gives ``None``, and the caller keeps scikit-learn; so does an evaluator that fails
 its self-check against ``predict_proba`` when compiled. docs/benchmarks.md ("Tree ensembles")
 has the figures and the candidates not chosen (treelite, ONNX Runtime, numba).
@@ -209,6 +210,7 @@ class TreeEvaluator:
         leaf_values: np.ndarray,
         native: Callable[[np.ndarray], np.ndarray],
         reduce: Callable[[np.ndarray], np.ndarray],
+        native_from_rows: int = -1,
     ) -> None:
         self.nodes = nodes
         self.n_features = n_features
@@ -218,7 +220,9 @@ class TreeEvaluator:
         self._native = native  # prepared X -> probabilities, by scikit-learn's compiled walk
         self._reduce = reduce  # per-tree values -> probabilities, in scikit-learn's order
         n_trees = nodes.roots.shape[0]
-        self._native_from_rows = 0 if n_trees <= nodes.depth else NATIVE_FROM_ROWS
+        if native_from_rows < 0:  # one compiled call per tree: worth it for many rows
+            native_from_rows = 0 if n_trees <= nodes.depth else NATIVE_FROM_ROWS
+        self._native_from_rows = native_from_rows
 
     def predict_proba(self, X: np.ndarray, *, walk: Walk = "auto") -> np.ndarray:
         """Probabilities (n_rows, n_classes) for a float matrix of the estimator's features.
@@ -381,6 +385,7 @@ def _compile_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
         leaf_values=values,
         native=native,
         reduce=_boosting_sum(baseline, k, loss, order="C"),
+        native_from_rows=0,  # one compiled call for all stages, whatever the row count
     )
 
 
