@@ -359,6 +359,8 @@ def test_wrong_shape_is_refused() -> None:
         evaluator.predict_proba(X[:2, :3])
     with pytest.raises(ValueError, match="expected shape"):
         evaluator.predict_proba(X[0])
+    with pytest.raises(ValueError, match="expected shape"):
+        evaluator.predict_proba(X[:0])
 
 
 def test_unsupported_estimators_give_none() -> None:

@@ -195,9 +195,9 @@ def _walk(nodes: _Nodes, X: np.ndarray) -> np.ndarray:
 class TreeEvaluator:
     """``predict_proba`` of the compiled estimator, in the order of ``classes_``.
 
-    Per-tree values come from one of two walks giving the same leaves: the numpy walk over all
-    trees at once (few rows: its cost is per level, not per tree) or scikit-learn's own compiled
-    walk called tree by tree without its validation (many rows, or a single tree).
+    Leaves come from one of two walks that find the same ones: the numpy walk over all trees at
+    once (few rows: its cost is per level, not per tree) or scikit-learn's own compiled walk
+    without its validation (many rows, fewer trees than levels, or GradientBoosting).
     """
 
     def __init__(
@@ -230,8 +230,8 @@ class TreeEvaluator:
         ``walk`` forces one of the two walks (tests and benchmarks); both give the same leaves.
         """
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"expected shape (n, {self.n_features}), got {X.shape}")
+        if X.ndim != 2 or X.shape[1] != self.n_features or X.shape[0] == 0:
+            raise ValueError(f"expected shape (n >= 1, {self.n_features}), got {X.shape}")
         prepared = self._prepare(X)
         if walk == "sklearn" or (walk == "auto" and X.shape[0] >= self._native_from_rows):
             return self._native(prepared)
