@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
+from scipy import sparse
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
@@ -23,6 +25,8 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
@@ -414,3 +418,22 @@ def test_an_evaluator_that_disagrees_is_not_returned(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(trees, "_sklearn_tree", misread)
     assert compile_trees(estimator) is None
+
+
+def test_as_the_final_step_of_a_pipeline_with_sparse_one_hot_columns() -> None:
+    """The lead's wiring: the preceding steps transform, the evaluator answers for the last."""
+    rng = np.random.default_rng(0)
+    X, y = _data(3)
+    site = rng.integers(0, 40, X.shape[0]).astype(float)  # many categories: sparse output
+    full = np.column_stack([site, X])
+    pipe = make_pipeline(
+        ColumnTransformer(
+            [("site", OneHotEncoder(handle_unknown="ignore"), [0])], remainder="passthrough"
+        ),
+        RandomForestClassifier(n_estimators=10, random_state=0),
+    ).fit(full, y)
+    transformed = pipe[:-1].transform(full[:80])
+    assert sparse.issparse(transformed)
+    evaluator = compile_trees(pipe[-1])
+    assert evaluator is not None
+    assert_array_equal(evaluator.predict_proba(transformed), pipe.predict_proba(full[:80]))

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy import sparse
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -224,11 +225,16 @@ class TreeEvaluator:
             native_from_rows = 0 if n_trees <= nodes.depth else NATIVE_FROM_ROWS
         self._native_from_rows = native_from_rows
 
-    def predict_proba(self, X: np.ndarray, *, walk: Walk = "auto") -> np.ndarray:
-        """Probabilities (n_rows, n_classes) for a float matrix of the estimator's features.
+    def predict_proba(self, X: Any, *, walk: Walk = "auto") -> np.ndarray:
+        """Probabilities (n_rows, n_classes) for the matrix the estimator itself receives.
+
+        In a Pipeline: ``compile_trees(pipe[-1]).predict_proba(pipe[:-1].transform(frame))``
+        (a DataFrame or a sparse matrix from the preceding steps is accepted as it is).
 
         ``walk`` forces one of the two walks (tests and benchmarks); both give the same leaves.
         """
+        if sparse.issparse(X):  # a ColumnTransformer with one-hot columns may hand over CSR
+            X = X.toarray()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features or X.shape[0] == 0:
             raise ValueError(f"expected shape (n >= 1, {self.n_features}), got {X.shape}")
