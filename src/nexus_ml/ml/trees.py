@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
+from scipy.special import expit
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -174,8 +175,10 @@ def _walk(nodes: _Nodes, X: np.ndarray) -> np.ndarray:
     x64 = np.asarray(X, dtype=np.float64)
     flat = np.concatenate([x64, np.where(np.isnan(x64), -np.inf, x64)], axis=1).ravel()
     column, threshold, children = nodes.column, nodes.threshold, nodes.children
-    at = np.tile(nodes.roots, n_rows)  # row-major (row, tree)
-    offset = np.repeat(np.arange(n_rows, dtype=np.intp) * 2 * n_features, nodes.roots.shape[0])
+    at = nodes.roots  # row-major (row, tree); np.tile and np.repeat cost ~20 µs for one row
+    if n_rows > 1:
+        at = (nodes.roots[None, :] + np.zeros((n_rows, 1), dtype=np.intp)).ravel()
+        offset = np.arange(n_rows, dtype=np.intp).repeat(nodes.roots.shape[0]) * 2 * n_features
     for level in range(nodes.depth):
         # The deepest tree sets the number of steps; a row's own paths are often shorter
         # (35 % fewer steps for one HGB row in benchmarks/trees.py): stop once all are leaves.
@@ -403,16 +406,27 @@ def _boosting_sum(
     ``order`` is the memory layout scikit-learn gives the raw scores (C for GradientBoosting,
     F for HistGradientBoosting): with 8 classes or more the softmax's sum depends on it.
     """
-    baseline = np.asarray(baseline, dtype=np.float64).reshape(1, 1, k)
+    baseline = np.asarray(baseline, dtype=np.float64).reshape(1, k)
+    link = _binomial_link if type(loss).__name__ == "HalfBinomialLoss" else loss.predict_proba
 
     def reduce(per_tree: np.ndarray) -> np.ndarray:  # (n_rows, n_stages * k), stage-major
         n_rows = per_tree.shape[0]
-        steps = per_tree.reshape(n_rows, -1, k)
-        terms = np.concatenate([np.broadcast_to(baseline, (n_rows, 1, k)), steps], axis=1)
+        terms = np.empty((n_rows, per_tree.shape[1] // k + 1, k))
+        terms[:, 0, :] = baseline
+        terms[:, 1:, :] = per_tree.reshape(n_rows, -1, k)
         raw = np.asarray(np.cumsum(terms, axis=1)[:, -1, :], order=order)
-        return np.asarray(loss.predict_proba(raw), dtype=np.float64)
+        return np.asarray(link(raw), dtype=np.float64)
 
     return reduce
+
+
+def _binomial_link(raw: np.ndarray) -> np.ndarray:
+    """HalfBinomialLoss.predict_proba without its array-API dispatch (a third of one row's
+    cost): scikit-learn's ``_expit`` is ``scipy.special.expit`` for numpy arrays."""
+    proba = np.empty((raw.shape[0], 2))
+    proba[:, 1] = expit(raw[:, 0])
+    proba[:, 0] = 1 - proba[:, 1]
+    return proba
 
 
 def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
