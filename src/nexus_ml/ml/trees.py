@@ -485,8 +485,9 @@ def _hgb_category_encoder(estimator: Any) -> Callable[[np.ndarray], np.ndarray] 
     """X -> the matrix histogram boosting's own ``_preprocessor`` would give, categories coded.
 
     The preprocessor puts the categorical columns first, each value replaced by its index among
-    the categories seen in training (NaN when unseen or missing); a code the bin mapper never
-    saw (a category only in an early-stopping validation split) is treated as missing too.
+    the categories seen in training (NaN when unseen or missing). A code outside the bin
+    mapper's known categories is made missing too, as scikit-learn's predictor treats it (in
+    scikit-learn 1.9 the binner is given every category the encoder knows, so it is a guard).
     """
     is_cat = np.asarray(estimator.is_categorical_, dtype=bool)
     encoder = estimator._preprocessor.named_transformers_["encoder"]
