@@ -407,7 +407,7 @@ def _boosting_sum(
     F for HistGradientBoosting): with 8 classes or more the softmax's sum depends on it.
     """
     baseline = np.asarray(baseline, dtype=np.float64).reshape(1, k)
-    link = _binomial_link if type(loss).__name__ == "HalfBinomialLoss" else loss.predict_proba
+    link = _link(loss)
 
     def reduce(per_tree: np.ndarray) -> np.ndarray:  # (n_rows, n_stages * k), stage-major
         n_rows = per_tree.shape[0]
@@ -418,6 +418,10 @@ def _boosting_sum(
         return np.asarray(link(raw), dtype=np.float64)
 
     return reduce
+
+
+def _link(loss: Any) -> Callable[[np.ndarray], np.ndarray]:
+    return _binomial_link if type(loss).__name__ == "HalfBinomialLoss" else loss.predict_proba
 
 
 def _binomial_link(raw: np.ndarray) -> np.ndarray:
@@ -462,9 +466,16 @@ def _compile_hist_gradient_boosting(estimator: Any) -> TreeEvaluator | None:
     k = int(estimator.n_trees_per_iteration_)
     reduce = _boosting_sum(estimator._baseline_prediction, k, estimator._loss, order="F")
 
+    baseline, link = estimator._baseline_prediction, _link(estimator._loss)
+
     def native(X: np.ndarray) -> np.ndarray:
-        # TreePredictor.predict returns leaf values; one thread: the rows are few per call.
-        return reduce(np.column_stack([p.predict(X, known, f_idx_map, 1) for p in predictors]))
+        # HistGradientBoostingClassifier._raw_predict without validation, on one thread (its
+        # default starts OpenMP threads per tree per call): the same additions in its order.
+        raw = np.zeros((X.shape[0], k), order="F")
+        raw += baseline
+        for i, p in enumerate(predictors):
+            raw[:, i % k] += p.predict(X, known, f_idx_map, 1)
+        return np.asarray(link(raw), dtype=np.float64)
 
     return TreeEvaluator(
         nodes=_flatten(trees, int(estimator.n_features_in_), cat_bitsets),
