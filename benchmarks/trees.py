@@ -1,6 +1,6 @@
 """Tree ensembles: scikit-learn's predict_proba against the candidates for a fast exact path.
 
-Usage: python benchmarks/trees.py [--repeats 7] [--rows 3000] [--only rf,hgb]
+Usage: python benchmarks/trees.py [--repeats 7] [--rows 3000] [--only random_forest,extra_trees]
 
 For each fitted estimator (seeded data, binary target, 20 features; 10 % missing values for
 histogram boosting) and each path, the median over ``--repeats`` of the time of one call on
