@@ -63,6 +63,33 @@ TRUSTED_ESTIMATORS = frozenset(
         "sklearn.pipeline.Pipeline",
         "sklearn.preprocessing._data.StandardScaler",
         "sklearn.linear_model._logistic.LogisticRegression",
+        # What `nexus-ml train --estimator` writes (ml/estimators.py) and what it holds.
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.preprocessing._encoders.OrdinalEncoder",
+        "sklearn.preprocessing._label.LabelEncoder",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        # HistGradientBoosting's native categories build, inside the estimator, a
+        # ColumnTransformer whose number columns pass through FunctionTransformer(
+        # partial(check_array)). With only check_array trusted as a function, no other code can
+        # be wrapped; ml/pipeline_checks.py also refuses a FunctionTransformer holding anything
+        # else.
+        "sklearn.preprocessing._function_transformer.FunctionTransformer",
+        "functools.partial",
+        "sklearn.utils.validation.check_array",
     }
 )
 _TRUSTED_PLAIN = frozenset(
@@ -83,6 +110,10 @@ _TRUSTED_PLAIN = frozenset(
         "numpy.int32",
         "numpy.bool_",
         "numpy.str_",
+        "numpy.uint64",
+        "builtins.slice",
+        # A fitted HistGradientBoosting keeps its feature-subsampling generator (state only).
+        "numpy.random._generator.Generator",
     }
 )
 TRUSTED_TYPES = TRUSTED_ESTIMATORS | _TRUSTED_PLAIN

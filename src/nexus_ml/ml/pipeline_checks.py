@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_array
 
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.metadata import CategoricalProfile, NumericProfile, Profile
@@ -67,6 +71,33 @@ def check_pipeline(pipeline: Any, feature_names: Sequence[str]) -> None:
         if i < len(estimators) - 1:
             width = _output_width(i, est)
     _check_classifier(len(estimators) - 1, estimators[-1])
+    for i, est in enumerate(estimators):
+        _check_functions(i, est)
+
+
+def _check_functions(i: int, est: Any) -> None:
+    """Refuse a FunctionTransformer anywhere inside that wraps more than scikit-learn's input
+    check (HistGradientBoosting builds one around ``check_array``; nothing else is code we
+    trained)."""
+    seen: set[int] = set()
+    stack: list[Any] = [est]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, FunctionTransformer):
+            func = node.func.func if isinstance(node.func, partial) else node.func
+            if func not in (None, check_array) or node.inverse_func is not None:
+                raise BundleError(
+                    f"{_label(i, est)} holds a FunctionTransformer that runs code", "untrusted"
+                )
+        if isinstance(node, BaseEstimator):
+            stack.extend(vars(node).values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
 
 
 def _estimators(pipeline: Any) -> list[Any]:
