@@ -403,7 +403,7 @@ def _verify(pipeline: Any, info: BundleMetadata) -> Predictor:
         check_class_labels(classes)  # labels both stores hold, and feedback can name
     except LabelError as exc:
         raise BundleError(f"class labels: {exc}", "metadata") from None
-    return compile_checked(pipeline, info.profile, info.feature_names)
+    return compile_checked(pipeline, info.profile, info.feature_schema())
 
 
 def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> bool:

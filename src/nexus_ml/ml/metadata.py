@@ -17,10 +17,18 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
+from nexus_ml.ml.schema import FeatureSchema, feature_name_problem
 
 # Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
 # and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
@@ -45,16 +53,43 @@ def _non_decreasing(values: Sequence[float], scale: float) -> bool:
     return bool(np.all(np.diff(np.asarray(values, dtype=np.float64)) >= -slack))
 
 
-class FeatureEntry(_Strict):
-    """One feature of the schema: its name, type and training range."""
+def _feature_name(name: str) -> str:
+    problem = feature_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"a feature name {problem}")
+    return name
 
-    name: Name
-    type: Literal["numeric"]
-    min: float
-    max: float
+
+FeatureName = Annotated[str, AfterValidator(_feature_name)]
+
+
+class FeatureEntry(_Strict):
+    """One feature of the schema: its name, type, nullability and what training saw.
+
+    ``numeric`` is the type bundles written before typed features used: read as ``number``.
+    """
+
+    name: FeatureName
+    type: Literal["number", "integer", "category", "numeric"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[Annotated[str, Field(max_length=256)]] | None = None
 
     @model_validator(mode="after")
-    def _range(self) -> FeatureEntry:
+    def _consistent(self) -> FeatureEntry:
+        if self.type == "category":
+            if self.min is not None or self.max is not None:
+                raise ValueError("a category feature has no min or max")
+            if self.categories is None:
+                raise ValueError("a category feature needs categories")
+            if self.categories != sorted(set(self.categories)):
+                raise ValueError("categories must be unique and sorted")
+            return self
+        if self.categories is not None:
+            raise ValueError("only a category feature has categories")
+        if self.min is None or self.max is None:
+            raise ValueError("a number or integer feature needs min and max")
         if self.min > self.max:
             raise ValueError("min is greater than max")
         return self
@@ -241,6 +276,10 @@ class BundleMetadata(_Strict):
         """The schema's feature names, in order."""
         return [f.name for f in self.features]
 
+    def feature_schema(self) -> FeatureSchema:
+        """The typed feature schema these features describe."""
+        return FeatureSchema.from_list([f.model_dump() for f in self.features])
+
     @model_validator(mode="after")
     def _consistent(self) -> BundleMetadata:
         try:
@@ -271,10 +310,18 @@ class BundleMetadata(_Strict):
         for spec in self.features:
             feat = p.features[spec.name]
             where = f"profile.features.{_safe(spec.name)}"
-            if not isinstance(feat, NumericProfile):  # the schema is numeric only
-                raise ValueError(f"{where}: type differs from the schema")
             if feat.n + feat.n_missing != p.n_samples:
                 raise ValueError(f"{where}: n + n_missing differs from n_samples")
+            if feat.n_missing and not spec.nullable:
+                raise ValueError(f"{where}: missing in training, but the schema is not nullable")
+            if isinstance(feat, CategoricalProfile):
+                if spec.type != "category":
+                    raise ValueError(f"{where}: type differs from the schema")
+                if sorted(feat.categories) != spec.categories:
+                    raise ValueError(f"{where}: categories differ from the schema's")
+                continue
+            if spec.type == "category" or spec.min is None or spec.max is None:
+                raise ValueError(f"{where}: type differs from the schema")
             scale = max(abs(spec.min), abs(spec.max))
             if not (_close(feat.min, spec.min, scale) and _close(feat.max, spec.max, scale)):
                 raise ValueError(f"{where}: range differs from the schema's training range")
