@@ -125,3 +125,13 @@ def client(settings: Settings, registry: CollectorRegistry) -> Iterator[TestClie
     app = create_app(settings, registry=registry)
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def one_openmp_thread() -> Iterator[None]:
+    """Run HistGradientBoosting on one OpenMP thread: on a shared 2-core host its default
+    thread team spins against other processes (10 s instead of 0.5 s for a 240-row fit)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield

@@ -124,6 +124,10 @@ class Source(_Strict):
     dataset: Name | None = None
     path: Name | None = None
     target: Name | None = None
+    # How a CSV was read and trained (``nexus-ml train`` options), so a retrain repeats it.
+    estimator: Literal["logistic", "hist_gradient_boosting", "random_forest"] | None = None
+    categorical: list[FeatureName] | None = None
+    nullable: list[FeatureName] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Source:
