@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from nexus_ml.ml.bundle import BundleError, current_version, list_bundles, load_bundle
-from nexus_ml.ml.datasets import Dataset
+from nexus_ml.ml.datasets import BUNDLED_DATASETS, Dataset
 from nexus_ml.ml.training import (
     TrainingDataError,
     TrainResult,
@@ -205,7 +205,9 @@ def test_train_pipeline_refuses_non_finite_features(datasets: dict[str, Dataset]
 
 def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
     calls: list[tuple[str, int, int]] = []
-    trained = ensure_bundled_models(model_path, progress=lambda *a: calls.append(a))
+    trained = ensure_bundled_models(
+        model_path, progress=lambda *a: calls.append(a), names=BUNDLED_DATASETS
+    )
     assert trained == ["diagnostic", "diabetes_risk"]
     assert calls == [
         ("diagnostic", 0, 2),
@@ -214,7 +216,7 @@ def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
         ("diabetes_risk", 2, 2),
     ]
     before = {i.name: (i.versions, i.current) for i in list_bundles(model_path)}
-    assert ensure_bundled_models(model_path) == []
+    assert ensure_bundled_models(model_path, names=BUNDLED_DATASETS) == []
     assert {i.name: (i.versions, i.current) for i in list_bundles(model_path)} == before
     assert load_bundle(model_path, "diagnostic").metadata["source"] == {
         "kind": "bundled",
@@ -223,12 +225,12 @@ def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
 
 
 def test_ensure_bundled_models_trains_only_what_is_missing(model_path: Path) -> None:
-    ensure_bundled_models(model_path)
+    ensure_bundled_models(model_path, names=BUNDLED_DATASETS)
     kept = current_version(model_path, "diagnostic")
     for child in (model_path / "diabetes_risk").iterdir():
         if child.is_file():
             child.unlink()  # versions stay but no CURRENT: counts as missing
-    assert ensure_bundled_models(model_path) == ["diabetes_risk"]
+    assert ensure_bundled_models(model_path, names=BUNDLED_DATASETS) == ["diabetes_risk"]
     assert current_version(model_path, "diagnostic") == kept
 
 
@@ -238,7 +240,7 @@ def test_retrain_model_adds_a_version(good_csv: Path, model_path: Path) -> None:
     assert second > first
     assert current_version(model_path, "my_model") == second
     assert metrics["n_samples"] == 200
-    ensure_bundled_models(model_path)
+    ensure_bundled_models(model_path, names=BUNDLED_DATASETS)
     bundled, _ = retrain_model(model_path, "diagnostic", seed=1)
     assert current_version(model_path, "diagnostic") == bundled
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
-from nexus_ml.ml.datasets import BUNDLED_DATASETS, load_dataset
+from nexus_ml.ml.datasets import (
+    BUNDLED_MODELS,
+    READMISSION_TARGET,
+    TABLE_DATASETS,
+    load_dataset,
+    write_dataset_csv,
+)
 from nexus_ml.ml.estimators import (
     ESTIMATORS,
     HGB_MAX_CATEGORIES,
@@ -214,14 +221,21 @@ def train_from_csv(
 
 def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 42) -> TrainedModel:
     """Train one bundled dataset's model and save it as its CURRENT version."""
-    data = load_dataset(name)
-    result = train_pipeline(data.X, data.y, data.feature_names, seed=seed)
+    if name in TABLE_DATASETS:
+        # Through the CSV path a user's file takes: same inference, same frame, same checks.
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_dataset_csv(name, Path(folder) / f"{name}.csv")
+            table = read_table(path, READMISSION_TARGET)
+        result = train_table(table, estimator="hist_gradient_boosting", seed=seed)
+    else:
+        data = load_dataset(name)
+        result = train_pipeline(data.X, data.y, data.feature_names, seed=seed)
     return _save(model_path, name, result, {"kind": "bundled", "dataset": name})
 
 
 def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 42) -> TrainedModel:
     """Train a new version of ``name`` from the source its CURRENT version was trained on."""
-    if name in BUNDLED_DATASETS:
+    if name in BUNDLED_MODELS:
         return train_bundled(name, model_path, seed=seed)
     source = load_metadata(model_path, name).get("source") or {}
     if source.get("kind") != "csv":
@@ -258,10 +272,13 @@ def _save(
 
 
 def ensure_bundled_models(
-    model_path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    model_path: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
+    *,
+    names: Sequence[str] = BUNDLED_MODELS,
 ) -> list[str]:
-    """Train each bundled model that has no CURRENT version yet; return the names trained."""
-    missing = [n for n in BUNDLED_DATASETS if current_version(model_path, n) is None]
+    """Train each bundled model (of ``names``) that has no CURRENT version yet; return them."""
+    missing = [n for n in names if current_version(model_path, n) is None]
     for done, name in enumerate(missing):
         if progress is not None:
             progress(name, done, len(missing))
