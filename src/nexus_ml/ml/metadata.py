@@ -102,7 +102,9 @@ class TrainingMetrics(_Strict):
 
     holdout_accuracy: Ratio
     n_samples: Positive
-    n_train: Positive
+    # 0 only for an imported pipeline (``source.kind == "import"``): trained elsewhere, and
+    # the "holdout" is the reference CSV it was scored on.
+    n_train: Annotated[int, Field(ge=0)]
     n_holdout: Positive
     n_features: Positive
     training_seconds: Annotated[float, Field(ge=0.0)]
@@ -120,7 +122,7 @@ class TrainingMetrics(_Strict):
 class Source(_Strict):
     """What a retrain reads again: a bundled dataset, a CSV file, or nothing recorded."""
 
-    kind: Literal["bundled", "csv"] | None = None
+    kind: Literal["bundled", "csv", "import"] | None = None
     dataset: Name | None = None
     path: Name | None = None
     target: Name | None = None
@@ -131,8 +133,8 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> Source:
-        if self.kind == "csv" and (self.path is None or self.target is None):
-            raise ValueError("a csv source needs path and target")
+        if self.kind in ("csv", "import") and (self.path is None or self.target is None):
+            raise ValueError(f"a {self.kind} source needs path and target")
         if self.kind == "bundled" and self.dataset is None:
             raise ValueError("a bundled source needs dataset")
         return self
@@ -298,6 +300,8 @@ class BundleMetadata(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         tm = self.training_metrics
+        if tm.n_train == 0 and self.source.kind != "import":
+            raise ValueError("training_metrics.n_train must be positive for a model trained here")
         if tm.n_features != len(names):
             raise ValueError("training_metrics.n_features differs from the number of features")
         self._check_profile(names)

@@ -96,7 +96,10 @@ def train_table(table: Table, *, estimator: Estimator = "logistic", seed: int = 
                     "more than hist_gradient_boosting can take"
                 )
     fit = _fit(pipeline_for(schema, estimator, seed=seed), table.frame, table.y, seed)
-    return fit.result(schema, _table_profile(table, fit))
+    profile = table_profile(
+        table, classes=fit.classes, confidence=fit.confidence, correct=fit.correct
+    )
+    return fit.result(schema, profile)
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,13 @@ def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
     )
 
 
-def _table_profile(table: Table, fit: _Fitted) -> dict[str, Any]:
-    """The reference profile of a table: numbers and categories profiled apart, in order."""
+def table_profile(
+    table: Table, *, classes: Sequence[str], confidence: np.ndarray, correct: np.ndarray
+) -> dict[str, Any]:
+    """The reference profile of a table: numbers and categories profiled apart, in order.
+
+    ``confidence``/``correct`` are the scored rows' (a holdout, or an import's reference rows).
+    """
     schema, frame = table.schema, table.frame
     numbers = [f.name for f in schema.features if not f.is_category]
     categories = [f.name for f in schema.features if f.is_category]
@@ -154,9 +162,9 @@ def _table_profile(table: Table, fit: _Fitted) -> dict[str, Any]:
         frame[numbers].to_numpy(dtype=np.float64) if numbers else np.zeros((len(frame), 0)),
         numbers,
         y=table.y,
-        classes=list(fit.classes),
-        confidence=fit.confidence,
-        correct=fit.correct,
+        classes=list(classes),
+        confidence=confidence,
+        correct=correct,
     )
     if categories:
         cats = build_profile(
@@ -238,6 +246,10 @@ def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 
     if name in BUNDLED_MODELS:
         return train_bundled(name, model_path, seed=seed)
     source = load_metadata(model_path, name).get("source") or {}
+    if source.get("kind") == "import":
+        raise TrainingDataError(
+            f"model {name!r} was imported (fitted elsewhere): import a new version instead"
+        )
     if source.get("kind") != "csv":
         raise TrainingDataError(f"model {name!r} records no training source to retrain from")
     return train_from_csv(
