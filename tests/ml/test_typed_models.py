@@ -13,6 +13,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
+from tests.helpers import WINE, write_mixed_csv
 from tests.ml.forge import new_version
 
 from nexus_ml.ml.bundle import BundleError, load_bundle, save_bundle
@@ -25,31 +26,6 @@ from nexus_ml.ml.tables import read_table
 from nexus_ml.ml.training import TrainingDataError, train_from_csv, train_table
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
-WINE = "od280/od315_of_diluted_wines"
-HEADER = ["age", WINE, "sex", "site", "outcome"]
-
-
-def write_mixed_csv(
-    path: Path, *, n: int = 240, classes: tuple[str, ...] = ("a", "b", "c")
-) -> Path:
-    """Seeded rows: an integer, a partly missing number, a category, a partly missing one."""
-    classes = ("a", "b", "c")
-    rng = np.random.default_rng(3)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(HEADER)
-        for i in range(n):
-            k = i % len(classes)
-            writer.writerow(
-                [
-                    int(rng.integers(20, 90)),
-                    "" if i % 9 == 0 else round(float(rng.normal(2.0 * k)), 4),
-                    ("F", "M")[int(rng.integers(0, 2))],
-                    "" if i % 13 == 0 else ("north", "south", "east")[(k + i % 2) % 3],
-                    classes[k],
-                ]
-            )
-    return path
 
 
 @pytest.fixture
