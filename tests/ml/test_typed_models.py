@@ -81,10 +81,12 @@ def test_every_estimator_serves_types_nulls_and_unseen_categories(
     X, warnings = check_batch(loaded.schema, rows)
     assert warnings == [[], [], [("age", "out_of_range"), ("site", "unseen_category")]]
     _, proba = loaded.predictor.predict_batch_indices(X)
-    # The pipeline's own answer on the DataFrame a notebook would build.
+    # The pipeline's own answer on the DataFrame a notebook would build (pandas.read_csv's
+    # conventions: NaN for a missing value, in a text column too).
     frame = pd.DataFrame(
         {k: [r[k] for r in rows] for k in GOOD}, columns=list(loaded.schema.names)
     ).astype({"age": "float64", WINE: "float64"})
+    frame = frame.fillna(value=np.nan)
     np.testing.assert_allclose(proba, loaded.predictor.pipeline.predict_proba(frame), atol=1e-12)
     one = loaded.predictor.predict_one(check_instance(loaded.schema, rows[2]).row)[1]
     np.testing.assert_allclose(one, proba[2], atol=1e-12)

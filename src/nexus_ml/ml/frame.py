@@ -2,7 +2,10 @@
 
 One function for training and serving alike, so a pipeline sees the same dtypes both times:
 number and integer features as float64 with NaN for missing, category features as object
-columns of str with None for missing (NaN and None are different categories to an encoder).
+columns of str with NaN for missing. NaN, not None: it is what ``pandas.read_csv`` gives for an
+empty cell, so a pipeline fitted in a notebook (and imported with ``nexus-ml import``) sees
+missing categories as it saw them in training — an encoder or imputer treats NaN and None as
+different values, and a None it never saw would be an unknown category.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def to_frame(X: np.ndarray, schema: FeatureSchema) -> pd.DataFrame:
     for j, spec in enumerate(schema.features):
         column = X[:, j]
         if spec.is_category:
-            values = [None if _missing(v) else str(v) for v in column.tolist()]
+            values = [np.nan if _missing(v) else str(v) for v in column.tolist()]
             columns[spec.name] = pd.Series(values, dtype=object)
         else:
             columns[spec.name] = pd.Series(np.asarray(column, dtype=np.float64))

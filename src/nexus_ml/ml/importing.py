@@ -54,6 +54,7 @@ def import_pipeline(
     table = read_table(reference, target, categorical=categorical, nullable=nullable)
     table = _aligned(pipeline, table)
     classes = _checked_classes(pipeline, table.y)
+    _check_missing_marker(pipeline)
     started = time.perf_counter()
     proba = _answers(pipeline, table)
     seconds = time.perf_counter() - started
@@ -156,6 +157,38 @@ def _checked_classes(pipeline: Pipeline, y: np.ndarray) -> list[str]:
             "the pipeline's classes differ from the target's labels: " + "; ".join(parts)
         )
     return classes
+
+
+def _fitted_steps(estimator: Any) -> list[Any]:
+    """``estimator`` and every fitted estimator inside it (pipelines, column transformers)."""
+    found, stack = [], [estimator]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for step in getattr(current, "steps", None) or ():
+            stack.append(step[1])
+        for entry in getattr(current, "transformers_", None) or ():
+            stack.append(entry[1])
+    return found
+
+
+def _check_missing_marker(pipeline: Pipeline) -> None:
+    """Refuse a pipeline fitted with None as the missing category: the service sends NaN.
+
+    pandas.read_csv gives NaN for an empty text cell, but DataFrames built from records, SQL or
+    Parquet often hold None; encoders and imputers treat the two as different values, so such
+    a pipeline would answer a missing category as an unknown one, silently.
+    """
+    for step in _fitted_steps(pipeline):
+        if any(
+            any(value is None for value in np.asarray(cats, dtype=object).ravel())
+            for cats in getattr(step, "categories_", None) or ()
+        ) or (hasattr(step, "statistics_") and getattr(step, "missing_values", np.nan) is None):
+            raise ImportRefused(
+                f"{type(step).__name__} was fitted with None as a missing text value, but the "
+                "service sends missing categories as NaN (as pandas.read_csv does): refit on "
+                "df.fillna(value=np.nan)"
+            )
 
 
 def _answers(pipeline: Pipeline, table: Table) -> np.ndarray:
