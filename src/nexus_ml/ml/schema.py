@@ -232,6 +232,14 @@ class CheckedBatch(NamedTuple):
 
 def check_instance(schema: FeatureSchema, features: Any) -> CheckedRow:
     """Check one feature mapping: its values and warnings, or ValidationProblem listing all."""
+    values = _fast_row(schema, features)
+    if values is not None:
+        try:
+            row = np.array(values, dtype=np.float64)
+        except OverflowError:
+            pass  # a plain int beyond float64: the exact path below names it
+        else:
+            return CheckedRow(row, _warnings(schema, values))
     batch = _checked([features], schema, lambda i: "")
     return CheckedRow(batch.X[0], batch.warnings[0])
 
@@ -308,13 +316,13 @@ def _as_array(rows: list[list[Any]], schema: FeatureSchema) -> np.ndarray:
 
 def _warnings(schema: FeatureSchema, values: list[Any]) -> list[Issue]:
     """Out-of-range numbers and unseen categories of one valid row (usually none)."""
-    # Plain Python over lists beats numpy for ~30 values (see stats/quality.py); NaN and
-    # strings are skipped by the type test and categories have an infinite range.
-    for v, a, b in zip(values, schema._lo, schema._hi, strict=True):
-        if type(v) is not str and v is not None and (v < a or v > b):
-            break
-    else:
-        if schema.numeric_only:
+    # Plain Python over lists beats numpy for ~30 values (see stats/quality.py). A number
+    # schema's values are all numbers (NaN compares False both ways).
+    if schema.numeric_only:
+        for v, a, b in zip(values, schema._lo, schema._hi, strict=True):
+            if v < a or v > b:
+                break
+        else:
             return []
     out: list[Issue] = []
     cats = schema._categories
@@ -336,6 +344,14 @@ def _row(
     schema: FeatureSchema, features: Any, prefix: str, problems: _Problems
 ) -> list[Any] | None:
     """Values in schema order, or None after adding this instance's problems."""
+    values = _fast_row(schema, features)
+    if values is not None:
+        return values
+    return _checked_row(schema, features, prefix, problems)
+
+
+def _fast_row(schema: FeatureSchema, features: Any) -> list[Any] | None:
+    """Values in schema order when nothing is unusual, else None (the exact path decides)."""
     # Hot path for number schemas, built from C-level calls: an exact dict holding exactly the
     # schema's keys, every value an exact int or float (so bool, a subclass of int, and None
     # fall through), and a finite sum (NaN or +/-inf anywhere makes s - s non-zero). Anything
@@ -352,7 +368,7 @@ def _row(
                     return values
         except (KeyError, OverflowError):
             pass
-    return _checked_row(schema, features, prefix, problems)
+    return None
 
 
 def _field(prefix: str, name: str) -> str:
