@@ -27,6 +27,7 @@ MAX_NAME_CHARS = 128
 _MAX_FIELD_CHARS = 64  # an unknown key is echoed as its field name; bound what a client can inject
 # A batch of 1,000 rows of 30 bad values would list 30,000 problems: list the first ones only.
 MAX_PROBLEMS = 100
+MAX_CATEGORY_CHARS = 256  # the metadata's bound on one category
 
 Issue = tuple[str, str]  # (feature, kind): a warning of an answer, or a data-quality issue
 
@@ -408,6 +409,21 @@ def _checked_row(
     return values if len(problems.items) + problems.omitted == before else None
 
 
+def _category_problem(value: str) -> str | None:
+    """Why a category string cannot be stored with its prediction (None if it can)."""
+    if len(value) > MAX_CATEGORY_CHARS:
+        return f"must be at most {MAX_CATEGORY_CHARS} characters"
+    # PostgreSQL's JSON cannot hold NUL, and no UTF-8 store a lone surrogate: both would
+    # fail the audit record after the answer was computed.
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    return None
+
+
 def _checked_value(
     spec: FeatureSpec, value: Any, schema: FeatureSchema
 ) -> tuple[Any, tuple[str, str] | None]:
@@ -423,6 +439,9 @@ def _checked_value(
     if spec.is_category:
         if not isinstance(value, str):
             return None, ("must be a string (a category)", "wrong_type")
+        problem = _category_problem(value)
+        if problem is not None:
+            return None, (problem, "wrong_type")
         if value not in schema._categories[spec.name] and spec.name in schema.unseen_refused:
             return None, (
                 "is a category not seen in training, which this model cannot answer",
