@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,19 @@ def test_the_quality_job_reads_stored_categories_as_categories(typed: TestClient
     assert quality["n_rows"] == 3
     # A stored category is its string, not a number that failed to parse (every value missing).
     assert quality["by_feature"] == {"site": {"missing": 1, "unseen_category": 1}}
+
+
+@pytest.mark.parametrize(
+    "value", ["north\u0000", "\ud800", "x" * 257], ids=["nul", "lone-surrogate", "too-long"]
+)
+def test_a_category_no_store_can_hold_is_refused_before_predicting(
+    typed: TestClient, registry: CollectorRegistry, value: str
+) -> None:
+    before = predictions(registry)
+    body = json.dumps({"features": {**GOOD, "site": value}})  # \ud800 survives as an escape
+    r = typed.post(
+        PREDICT, content=body, headers={**auth("predict"), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert [p["field"] for p in r.json()["problems"]] == ["site"]
+    assert predictions(registry) == before

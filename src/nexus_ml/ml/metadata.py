@@ -28,7 +28,7 @@ from pydantic import (
 
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
-from nexus_ml.ml.schema import FeatureSchema, feature_name_problem
+from nexus_ml.ml.schema import MAX_CATEGORY_CHARS, FeatureSchema, feature_name_problem
 
 # Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
 # and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
@@ -74,7 +74,7 @@ class FeatureEntry(_Strict):
     nullable: bool = False
     min: float | None = None
     max: float | None = None
-    categories: list[Annotated[str, Field(max_length=256)]] | None = None
+    categories: list[Annotated[str, Field(max_length=MAX_CATEGORY_CHARS)]] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureEntry:

@@ -27,6 +27,7 @@ MAX_NAME_CHARS = 128
 _MAX_FIELD_CHARS = 64  # an unknown key is echoed as its field name; bound what a client can inject
 # A batch of 1,000 rows of 30 bad values would list 30,000 problems: list the first ones only.
 MAX_PROBLEMS = 100
+MAX_CATEGORY_CHARS = 256  # the metadata's bound on one category
 
 Issue = tuple[str, str]  # (feature, kind): a warning of an answer, or a data-quality issue
 
@@ -232,6 +233,14 @@ class CheckedBatch(NamedTuple):
 
 def check_instance(schema: FeatureSchema, features: Any) -> CheckedRow:
     """Check one feature mapping: its values and warnings, or ValidationProblem listing all."""
+    values = _fast_row(schema, features)
+    if values is not None:
+        try:
+            row = np.array(values, dtype=np.float64)
+        except OverflowError:
+            pass  # a plain int beyond float64: the exact path below names it
+        else:
+            return CheckedRow(row, _warnings(schema, values))
     batch = _checked([features], schema, lambda i: "")
     return CheckedRow(batch.X[0], batch.warnings[0])
 
@@ -308,13 +317,13 @@ def _as_array(rows: list[list[Any]], schema: FeatureSchema) -> np.ndarray:
 
 def _warnings(schema: FeatureSchema, values: list[Any]) -> list[Issue]:
     """Out-of-range numbers and unseen categories of one valid row (usually none)."""
-    # Plain Python over lists beats numpy for ~30 values (see stats/quality.py); NaN and
-    # strings are skipped by the type test and categories have an infinite range.
-    for v, a, b in zip(values, schema._lo, schema._hi, strict=True):
-        if type(v) is not str and v is not None and (v < a or v > b):
-            break
-    else:
-        if schema.numeric_only:
+    # Plain Python over lists beats numpy for ~30 values (see stats/quality.py). A number
+    # schema's values are all numbers (NaN compares False both ways).
+    if schema.numeric_only:
+        for v, a, b in zip(values, schema._lo, schema._hi, strict=True):
+            if v < a or v > b:
+                break
+        else:
             return []
     out: list[Issue] = []
     cats = schema._categories
@@ -336,6 +345,14 @@ def _row(
     schema: FeatureSchema, features: Any, prefix: str, problems: _Problems
 ) -> list[Any] | None:
     """Values in schema order, or None after adding this instance's problems."""
+    values = _fast_row(schema, features)
+    if values is not None:
+        return values
+    return _checked_row(schema, features, prefix, problems)
+
+
+def _fast_row(schema: FeatureSchema, features: Any) -> list[Any] | None:
+    """Values in schema order when nothing is unusual, else None (the exact path decides)."""
     # Hot path for number schemas, built from C-level calls: an exact dict holding exactly the
     # schema's keys, every value an exact int or float (so bool, a subclass of int, and None
     # fall through), and a finite sum (NaN or +/-inf anywhere makes s - s non-zero). Anything
@@ -352,7 +369,7 @@ def _row(
                     return values
         except (KeyError, OverflowError):
             pass
-    return _checked_row(schema, features, prefix, problems)
+    return None
 
 
 def _field(prefix: str, name: str) -> str:
@@ -392,6 +409,21 @@ def _checked_row(
     return values if len(problems.items) + problems.omitted == before else None
 
 
+def _category_problem(value: str) -> str | None:
+    """Why a category string cannot be stored with its prediction (None if it can)."""
+    if len(value) > MAX_CATEGORY_CHARS:
+        return f"must be at most {MAX_CATEGORY_CHARS} characters"
+    # PostgreSQL's JSON cannot hold NUL, and no UTF-8 store a lone surrogate: both would
+    # fail the audit record after the answer was computed.
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    return None
+
+
 def _checked_value(
     spec: FeatureSpec, value: Any, schema: FeatureSchema
 ) -> tuple[Any, tuple[str, str] | None]:
@@ -407,6 +439,9 @@ def _checked_value(
     if spec.is_category:
         if not isinstance(value, str):
             return None, ("must be a string (a category)", "wrong_type")
+        problem = _category_problem(value)
+        if problem is not None:
+            return None, (problem, "wrong_type")
         if value not in schema._categories[spec.name] and spec.name in schema.unseen_refused:
             return None, (
                 "is a category not seen in training, which this model cannot answer",

@@ -22,13 +22,17 @@ import pandas as pd
 
 from nexus_ml.ml.frame import to_frame
 from nexus_ml.ml.labels import RULE, label_problem
-from nexus_ml.ml.schema import FeatureSchema, FeatureSpec, feature_name_problem
+from nexus_ml.ml.schema import (
+    MAX_CATEGORY_CHARS,
+    FeatureSchema,
+    FeatureSpec,
+    feature_name_problem,
+)
 
 MIN_ROWS = 10
 # More distinct texts than this is an identifier or free text, not a category to learn from;
 # each category also becomes a metadata entry and a one-hot column.
 MAX_CATEGORIES = 1000
-MAX_CATEGORY_CHARS = 256  # the metadata's bound on one category
 _WHOLE = re.compile(r"[+-]?\d+")
 
 
