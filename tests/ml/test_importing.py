@@ -167,6 +167,8 @@ def test_a_bad_reference_csv_is_refused(notebook: dict[str, Any], tmp_path: Path
         import_pipeline(artifact, path, TARGET, "ward", tmp_path / "m")
     with pytest.raises(ImportRefused, match="cannot read the model file"):
         import_pipeline(tmp_path / "nope.skops", notebook["reference"], TARGET, "ward", tmp_path)
+    with pytest.raises(ImportRefused, match="'diagnostic' is a bundled model's name"):
+        import_pipeline(artifact, notebook["reference"], TARGET, "diagnostic", tmp_path)
 
 
 def test_an_imported_model_is_not_retrained_here(notebook: dict[str, Any], tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from nexus_ml.ml.bundle import load_trusted, save_bundle, validate_name
+from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.tables import Table, read_table
 from nexus_ml.ml.training import TrainedModel, table_profile
@@ -50,6 +51,9 @@ def import_pipeline(
     (columns or classes that differ, rows it cannot answer) or ``TrainingDataError`` (the CSV).
     """
     validate_name(name)  # before reading anything
+    if name in BUNDLED_MODELS:
+        # A retrain of a bundled name trains the bundled dataset again, over the import.
+        raise ImportRefused(f"{name!r} is a bundled model's name: choose another")
     pipeline = load_trusted(_read_artifact(model_file))
     table = read_table(reference, target, categorical=categorical, nullable=nullable)
     table = _aligned(pipeline, table)
