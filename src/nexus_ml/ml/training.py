@@ -89,7 +89,10 @@ def train_table(table: Table, *, estimator: Estimator = "logistic", seed: int = 
                     "more than hist_gradient_boosting can take"
                 )
     fit = _fit(pipeline_for(schema, estimator, seed=seed), table.frame, table.y, seed)
-    return fit.result(schema, _table_profile(table, fit))
+    profile = table_profile(
+        table, classes=fit.classes, confidence=fit.confidence, correct=fit.correct
+    )
+    return fit.result(schema, profile)
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,15 @@ def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
     )
 
 
-def _table_profile(table: Table, fit: _Fitted) -> dict[str, Any]:
-    """The reference profile of a table: numbers and categories profiled apart, in order."""
+def table_profile(
+    table: Table,
+    *,
+    classes: Sequence[str],
+    confidence: np.ndarray | None = None,
+    correct: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The reference profile of a typed table: numbers and categories profiled apart, then
+    put in schema order. ``confidence``/``correct`` are the holdout's (see build_profile)."""
     schema, frame = table.schema, table.frame
     numbers = [f.name for f in schema.features if not f.is_category]
     categories = [f.name for f in schema.features if f.is_category]
@@ -147,9 +157,9 @@ def _table_profile(table: Table, fit: _Fitted) -> dict[str, Any]:
         frame[numbers].to_numpy(dtype=np.float64) if numbers else np.zeros((len(frame), 0)),
         numbers,
         y=table.y,
-        classes=list(fit.classes),
-        confidence=fit.confidence,
-        correct=fit.correct,
+        classes=list(classes),
+        confidence=confidence,
+        correct=correct,
     )
     if categories:
         cats = build_profile(
