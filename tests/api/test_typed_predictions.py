@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import WINE, auth, write_mixed_csv
 
 from nexus_ml.api.app import create_app
@@ -199,3 +200,32 @@ def test_a_category_no_store_can_hold_is_refused_before_predicting(
     assert r.status_code == 422, r.text
     assert [p["field"] for p in r.json()["problems"]] == ["site"]
     assert predictions(registry) == before
+
+
+ODD = 'BMI "kg\\m²" [/] {x}=1,'  # quote, backslash, brackets, braces, equals, comma
+
+
+def test_a_feature_name_with_label_syntax_reaches_metrics_escaped(
+    settings: Settings, registry: CollectorRegistry, model_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "odd.csv"
+    rows = [f"{i % 7}.5,{i % 2},{'yes' if i % 2 else 'no'}" for i in range(40)]
+    header = '"' + ODD.replace('"', '""') + '",other,y'
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    train_from_csv(path, "y", "odd", model_dir)
+    with TestClient(create_app(settings, registry=registry)) as c:
+        r = c.post(
+            "/api/v1/models/odd/predict",
+            json={"features": {ODD: 1e6, "other": 1}},
+            headers=auth("predict"),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["warnings"] == [{"feature": ODD, "kind": "out_of_range"}]
+        text = c.get("/metrics", headers=auth("monitor")).text
+    found = [
+        s.labels
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "ml_data_quality_issues_total" and s.labels.get("model") == "odd"
+    ]
+    assert found == [{"model": "odd", "feature": ODD, "kind": "out_of_range"}]

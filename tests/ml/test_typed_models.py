@@ -23,7 +23,7 @@ from nexus_ml.ml.pipeline_checks import probe_rows
 from nexus_ml.ml.registry import load_model
 from nexus_ml.ml.schema import ValidationProblem, check_batch, check_instance
 from nexus_ml.ml.tables import read_table
-from nexus_ml.ml.training import TrainingDataError, train_from_csv, train_table
+from nexus_ml.ml.training import TrainingDataError, retrain_model, train_from_csv, train_table
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 
@@ -212,3 +212,25 @@ def test_training_refuses_what_hgb_cannot_take(tmp_path: Path) -> None:
         train_from_csv(path, "y", "wide", tmp_path / "m", estimator="hist_gradient_boosting")
     with pytest.raises(TrainingDataError, match="estimator must be one of"):
         train_from_csv(path, "y", "wide", tmp_path / "m", estimator="svm")  # type: ignore[arg-type]
+
+
+def test_a_retrain_repeats_the_estimator_and_declared_types(
+    mixed_csv: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    first, _ = train_from_csv(
+        mixed_csv,
+        "outcome",
+        "ward",
+        models,
+        estimator="random_forest",
+        categorical=["age"],
+        nullable=["sex"],
+    )
+    second, _ = retrain_model(models, "ward", seed=5)
+    assert second > first
+    bundle = load_bundle(models, "ward")
+    assert bundle.metadata["source"]["estimator"] == "random_forest"
+    features = {f["name"]: f for f in bundle.metadata["features"]}
+    assert features["age"]["type"] == "category" and features["sex"]["nullable"]
+    assert type(bundle.pipeline.steps[-1][1]).__name__ == "RandomForestClassifier"

@@ -92,6 +92,13 @@ class Predictor:
         # A pipeline fitted on a DataFrame is given one (with its column names); one fitted on
         # an array gets an array (a DataFrame would make scikit-learn warn about names).
         self._takes_frame = getattr(pipeline, "feature_names_in_", None) is not None
+        steps = getattr(pipeline, "steps", None)
+        if isinstance(steps, list) and steps:
+            self._transforms = [step.transform for _, step in steps[:-1]]
+            self._final = steps[-1][1]
+        else:  # a bare estimator
+            self._transforms, self._final = [], pipeline
+        self._linear = hasattr(self._final, "coef_") and hasattr(self._final, "decision_function")
         self.kind: Kind = "fallback"
         plain = self.schema.numeric_only and not any(f.nullable for f in self.schema.features)
         folded = fold_scaler(pipeline) if plain else None
@@ -162,12 +169,17 @@ class Predictor:
         """The pipeline's own answer, refused where any step's arithmetic overflowed."""
         try:
             with _ignoring_overflow():
-                given = self.pipeline_input(X)
-                if hasattr(self.pipeline, "decision_function"):
+                # Pipeline.predict_proba step by step (the same calls), so the transforms run
+                # once for both the scores and the probabilities.
+                Xt = self.pipeline_input(X)
+                for transform in self._transforms:
+                    Xt = transform(Xt)
+                if self._linear:
                     # The scores the probabilities come from: an overflow in a scaler or a dot
                     # product shows here (or as scikit-learn's own "contains infinity" refusal).
-                    _check_scores(np.asarray(self.pipeline.decision_function(given), np.float64))
-                proba = np.asarray(self.pipeline.predict_proba(given), dtype=np.float64)
+                    # Trees and forests compare and add bounded leaf values: nothing overflows.
+                    _check_scores(np.asarray(self._final.decision_function(Xt), np.float64))
+                proba = np.asarray(self._final.predict_proba(Xt), dtype=np.float64)
         except ValueError as exc:
             if isinstance(exc, NotEvaluable):
                 raise

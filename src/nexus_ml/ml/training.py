@@ -149,12 +149,14 @@ def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
 
 
 def table_profile(
-    table: Table, *, classes: Sequence[str], confidence: np.ndarray, correct: np.ndarray
+    table: Table,
+    *,
+    classes: Sequence[str],
+    confidence: np.ndarray | None = None,
+    correct: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The reference profile of a table: numbers and categories profiled apart, in order.
-
-    ``confidence``/``correct`` are the scored rows' (a holdout, or an import's reference rows).
-    """
+    """The reference profile of a typed table: numbers and categories profiled apart, then
+    put in schema order. ``confidence``/``correct`` are the holdout's (see build_profile)."""
     schema, frame = table.schema, table.frame
     numbers = [f.name for f in schema.features if not f.is_category]
     categories = [f.name for f in schema.features if f.is_category]
