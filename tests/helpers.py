@@ -15,7 +15,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -146,3 +146,12 @@ def write_mixed_csv(path: Path, *, n: int = 240) -> Path:
                 ]
             )
     return path
+
+
+def single_openmp_thread() -> Any:
+    """A context of one OpenMP thread, for fits in module-scoped fixtures (the function-scoped
+    ``one_openmp_thread`` fixture starts too late for them): on a shared 2-core host, boosting's
+    default thread team spins against other processes."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")

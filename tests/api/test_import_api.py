@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from tests.helpers import auth
+from tests.helpers import auth, single_openmp_thread
 from tests.ml.notebook import PIPELINES, dump, json_rows, read_notebook_frame, write_reference
 
 from nexus_ml.api.app import create_app
@@ -28,7 +28,8 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("notebook")
     reference = write_reference(folder / "extract.csv", n_rows=400, seed=21)
     X, y = read_notebook_frame(reference)
-    fitted = {kind: build().fit(X, y) for kind, build in PIPELINES.items()}
+    with single_openmp_thread():
+        fitted = {kind: build().fit(X, y) for kind, build in PIPELINES.items()}
     files = {kind: dump(p, folder / f"{kind}.skops") for kind, p in fitted.items()}
     return {"reference": reference, "X": X, "fitted": fitted, "files": files}
 

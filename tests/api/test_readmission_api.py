@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from tests.helpers import auth
+from tests.helpers import auth, single_openmp_thread
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
@@ -40,7 +40,8 @@ pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 def readmission_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """readmission_risk trained once, as `serve` trains it on first start."""
     path = tmp_path_factory.mktemp("readmission") / "models"
-    assert ensure_bundled_models(path, names=(READMISSION,)) == [READMISSION]
+    with single_openmp_thread():
+        assert ensure_bundled_models(path, names=(READMISSION,)) == [READMISSION]
     return path
 
 

@@ -12,6 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from tests.helpers import single_openmp_thread
 from tests.ml.notebook import (
     PIPELINES,
     dump,
@@ -39,9 +40,10 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     reference = write_reference(folder / "extract.csv")
     X, y = read_notebook_frame(reference)
     fitted = {}
-    for kind, build in PIPELINES.items():
-        pipeline = build().fit(X, y)
-        fitted[kind] = (pipeline, dump(pipeline, folder / f"{kind}.skops"))
+    with single_openmp_thread():
+        for kind, build in PIPELINES.items():
+            pipeline = build().fit(X, y)
+            fitted[kind] = (pipeline, dump(pipeline, folder / f"{kind}.skops"))
     return {"reference": reference, "X": X, "y": y, "fitted": fitted, "folder": folder}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.helpers import single_openmp_thread
 
 from nexus_ml.ml.bundle import Bundle, load_bundle
 from nexus_ml.ml.datasets import (
@@ -87,7 +88,8 @@ def test_the_csv_reads_back_as_written(tmp_path: Path, frame: pd.DataFrame) -> N
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     model_path = tmp_path_factory.mktemp("readmission")
     assert READMISSION in BUNDLED_MODELS
-    trained = ensure_bundled_models(model_path, names=(READMISSION,))
+    with single_openmp_thread():
+        trained = ensure_bundled_models(model_path, names=(READMISSION,))
     assert trained == [READMISSION]
     return load_bundle(model_path, READMISSION)
 

@@ -40,6 +40,7 @@ from sklearn.preprocessing import (
 )
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_array
+from tests.helpers import single_openmp_thread
 from tests.ml.forge import Doubler
 
 from nexus_ml.ml.bundle import BundleError, load_trusted
@@ -185,10 +186,11 @@ def fitted() -> dict[tuple[str, str], tuple[Pipeline, bytes]]:
     """Every example pipeline fitted on both targets, with its skops artifact (fitted once)."""
     frame, labels = _frame()
     out = {}
-    for kind, build in PIPELINES.items():
-        for target, y in labels.items():
-            pipeline = build().fit(frame, y)
-            out[kind, target] = (pipeline, _dump(pipeline))
+    with single_openmp_thread():
+        for kind, build in PIPELINES.items():
+            for target, y in labels.items():
+                pipeline = build().fit(frame, y)
+                out[kind, target] = (pipeline, _dump(pipeline))
     return out
 
 
