@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import ThreadpoolController
 
 from nexus_ml.ml.frame import to_frame
 from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
@@ -99,6 +100,7 @@ class Predictor:
         else:  # a bare estimator
             self._transforms, self._final = [], pipeline
         self._linear = hasattr(self._final, "coef_") and hasattr(self._final, "decision_function")
+        self._threads: ThreadpoolController | None = None  # made on first use of the general path
         self.kind: Kind = "fallback"
         plain = self.schema.numeric_only and not any(f.nullable for f in self.schema.features)
         folded = fold_scaler(pipeline) if plain else None
@@ -167,8 +169,13 @@ class Predictor:
 
     def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pipeline's own answer, refused where any step's arithmetic overflowed."""
+        if self._threads is None:
+            self._threads = ThreadpoolController()
         try:
-            with _ignoring_overflow():
+            # One OpenMP thread per call (HistGradientBoosting's prediction is OpenMP): a
+            # thread team per request spins against the other workers and requests, and made
+            # one row cost 400 ms instead of 15 on a loaded 2-core host; the limit costs ~12 µs.
+            with self._threads.limit(limits=1, user_api="openmp"), _ignoring_overflow():
                 # Pipeline.predict_proba step by step (the same calls), so the transforms run
                 # once for both the scores and the probabilities.
                 Xt = self.pipeline_input(X)
