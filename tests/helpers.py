@@ -6,6 +6,7 @@ so no test imports from a conftest.
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import secrets
@@ -13,8 +14,10 @@ import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -117,3 +120,38 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# A typed training file: the column names a user's CSV has, kept as they are.
+WINE = "od280/od315_of_diluted_wines"
+MIXED_HEADER = ["age", WINE, "sex", "site", "outcome"]
+
+
+def write_mixed_csv(path: Path, *, n: int = 240) -> Path:
+    """Seeded rows: an integer, a partly missing number, a category, a partly missing one."""
+    classes = ("a", "b", "c")
+    rng = np.random.default_rng(3)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MIXED_HEADER)
+        for i in range(n):
+            k = i % len(classes)
+            writer.writerow(
+                [
+                    int(rng.integers(20, 90)),
+                    "" if i % 9 == 0 else round(float(rng.normal(2.0 * k)), 4),
+                    ("F", "M")[int(rng.integers(0, 2))],
+                    "" if i % 13 == 0 else ("north", "south", "east")[(k + i % 2) % 3],
+                    classes[k],
+                ]
+            )
+    return path
+
+
+def single_openmp_thread() -> Any:
+    """A context of one OpenMP thread, for fits in module-scoped fixtures (the function-scoped
+    ``one_openmp_thread`` fixture starts too late for them): on a shared 2-core host, boosting's
+    default thread team spins against other processes."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")

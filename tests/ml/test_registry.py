@@ -15,6 +15,7 @@ from tests.ml.forge import BAD_BUNDLES, new_version
 
 from nexus_ml.ml import registry as registry_module
 from nexus_ml.ml.bundle import MODEL_FILE, BundleError, save_bundle, seal_bundle, set_current
+from nexus_ml.ml.datasets import BUNDLED_DATASETS
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal, UnknownModel
 from nexus_ml.ml.schema import validate_instance
 from nexus_ml.ml.training import TrainResult, ensure_bundled_models
@@ -120,7 +121,7 @@ def test_new_models_appear_on_refresh_and_unload(model_path: Path) -> None:
     registry = ModelRegistry(model_path)
     assert registry.load_all() == {}
     assert registry.names() == []
-    ensure_bundled_models(model_path)
+    ensure_bundled_models(model_path, names=BUNDLED_DATASETS)
     registry.refresh()
     assert registry.names() == ["diabetes_risk", "diagnostic"]
     registry.unload("diabetes_risk")

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nexus_ml.ml.bundle import BundleError, current_version, list_bundles, load_bundle
-from nexus_ml.ml.datasets import Dataset
+from nexus_ml.ml.datasets import BUNDLED_DATASETS, Dataset
 from nexus_ml.ml.training import (
     TrainingDataError,
     TrainResult,
@@ -78,14 +79,19 @@ def test_train_from_csv_saves_a_loadable_model(good_csv: Path, model_path: Path)
     assert metrics["n_features"] == 4
     bundle = load_bundle(model_path, "my_model")
     names = [f["name"] for f in bundle.metadata["features"]]
-    assert names == ["age", "sex", "bmi_kg_m2", "blood_pressure"]
+    # The file's own names: a client sends what its CSV calls the columns.
+    assert names == ["Age", "Sex", "BMI (kg/m2)", "Blood Pressure"]
     assert bundle.metadata["classes"] == ["high", "low"]
     assert bundle.metadata["source"] == {
         "kind": "csv",
         "path": str(good_csv.resolve()),
         "target": "outcome",
+        "estimator": "logistic",
     }
-    assert bundle.pipeline.predict(np.zeros((1, 4)))[0] in ("high", "low")
+    # Number features never missing: the compiled logistic path serves it.
+    assert bundle.predictor.kind == "binary"
+    row = pd.DataFrame(np.zeros((1, 4)), columns=names)
+    assert bundle.pipeline.predict(row)[0] in ("high", "low")
 
 
 def test_train_from_csv_multiclass_and_target_in_the_middle(
@@ -116,13 +122,18 @@ GOOD_ROWS = [[float(i), float(i % 3), "yes" if i % 2 else "no"] for i in range(2
         (["a", "b", "label"], GOOD_ROWS, "target column 'outcome' is not in the CSV header"),
         (
             ["a", "b", "outcome"],
-            [*GOOD_ROWS[:5], [SECRET + "x", 1.0, "yes"], *GOOD_ROWS[5:]],
-            "line 7: column 'a' must be numeric",
+            [*GOOD_ROWS[:5], ["nan", 1.0, "yes"], *GOOD_ROWS[5:]],
+            "data row 6: column 'a' must be a finite number",
         ),
         (
             ["a", "b", "outcome"],
-            [*GOOD_ROWS[:3], ["", 1.0, "yes"], *GOOD_ROWS[3:]],
-            "line 5: column 'a' must be numeric",
+            [["", *r[1:]] for r in GOOD_ROWS],
+            "column 'a' has no values",
+        ),
+        (
+            ["a", "b", "outcome"],
+            [[f"{SECRET}-{i}", *r[1:]] for i, r in enumerate(GOOD_ROWS * 60)],
+            "column 'a' has more than 1000 distinct texts",
         ),
         (["a", "b", "outcome"], [[*r[:2], "yes"] for r in GOOD_ROWS], "at least 2 classes"),
         (["a", "b", "outcome"], GOOD_ROWS[:9], "at least 10 data rows"),
@@ -131,13 +142,16 @@ GOOD_ROWS = [[float(i), float(i % 3), "yes" if i % 2 else "no"] for i in range(2
         (["a", "b", "outcome"], [*GOOD_ROWS, ["inf", 1.0, "yes"]], "finite"),
         (["a", "b", "outcome"], [*GOOD_ROWS, [1.0, 1.0, " "]], "target column 'outcome' is empty"),
         (["outcome"], [["yes"], ["no"]] * 10, "no feature columns"),
-        (["A b", "a_b", "outcome"], GOOD_ROWS, "collide"),
-        (["--", "b", "outcome"], GOOD_ROWS, "needs a name"),
+        (["a", "a", "outcome"], GOOD_ROWS, "same name"),
+        (["", "b", "outcome"], GOOD_ROWS, "column 1: a feature name must be non-empty"),
+        (["a\tb", "b", "outcome"], GOOD_ROWS, "column 1: a feature name must hold printable"),
+        (["x" * 129, "b", "outcome"], GOOD_ROWS, "column 1: a feature name must be at most 128"),
     ],
     ids=[
         "missing-target",
-        "non-numeric",
-        "empty-cell",
+        "nan-text",
+        "empty-column",
+        "identifier-column",
         "one-class",
         "too-few-rows",
         "class-with-one-row",
@@ -145,8 +159,10 @@ GOOD_ROWS = [[float(i), float(i % 3), "yes" if i % 2 else "no"] for i in range(2
         "infinite",
         "empty-label",
         "no-features",
-        "name-collision",
+        "duplicate-name",
         "unnamed-column",
+        "control-character",
+        "name-too-long",
     ],
 )
 def test_train_from_csv_errors(
@@ -189,7 +205,9 @@ def test_train_pipeline_refuses_non_finite_features(datasets: dict[str, Dataset]
 
 def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
     calls: list[tuple[str, int, int]] = []
-    trained = ensure_bundled_models(model_path, progress=lambda *a: calls.append(a))
+    trained = ensure_bundled_models(
+        model_path, progress=lambda *a: calls.append(a), names=BUNDLED_DATASETS
+    )
     assert trained == ["diagnostic", "diabetes_risk"]
     assert calls == [
         ("diagnostic", 0, 2),
@@ -198,7 +216,7 @@ def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
         ("diabetes_risk", 2, 2),
     ]
     before = {i.name: (i.versions, i.current) for i in list_bundles(model_path)}
-    assert ensure_bundled_models(model_path) == []
+    assert ensure_bundled_models(model_path, names=BUNDLED_DATASETS) == []
     assert {i.name: (i.versions, i.current) for i in list_bundles(model_path)} == before
     assert load_bundle(model_path, "diagnostic").metadata["source"] == {
         "kind": "bundled",
@@ -207,12 +225,12 @@ def test_ensure_bundled_models_is_idempotent(model_path: Path) -> None:
 
 
 def test_ensure_bundled_models_trains_only_what_is_missing(model_path: Path) -> None:
-    ensure_bundled_models(model_path)
+    ensure_bundled_models(model_path, names=BUNDLED_DATASETS)
     kept = current_version(model_path, "diagnostic")
     for child in (model_path / "diabetes_risk").iterdir():
         if child.is_file():
             child.unlink()  # versions stay but no CURRENT: counts as missing
-    assert ensure_bundled_models(model_path) == ["diabetes_risk"]
+    assert ensure_bundled_models(model_path, names=BUNDLED_DATASETS) == ["diabetes_risk"]
     assert current_version(model_path, "diagnostic") == kept
 
 
@@ -222,7 +240,7 @@ def test_retrain_model_adds_a_version(good_csv: Path, model_path: Path) -> None:
     assert second > first
     assert current_version(model_path, "my_model") == second
     assert metrics["n_samples"] == 200
-    ensure_bundled_models(model_path)
+    ensure_bundled_models(model_path, names=BUNDLED_DATASETS)
     bundled, _ = retrain_model(model_path, "diagnostic", seed=1)
     assert current_version(model_path, "diagnostic") == bundled
 

@@ -6,7 +6,6 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -70,7 +69,7 @@ def test_a_request_on_a_swapped_out_version_is_observed_but_not_cached(
     publisher.publish(new)
     stale = publisher.observer(old)  # a request that started before the swap finishes
     assert stale.version == old.version and stale is not publisher.observer(old)
-    stale.observe(np.zeros(len(old.schema.names)), old.classes[0], confidence=0.9, latency=0.001)
+    stale.observe([], old.classes[0], confidence=0.9, latency=0.001)
     labels = {"model": old.name, "version": old.version, "predicted_class": old.classes[0]}
     assert registry.get_sample_value("ml_model_predictions_total", labels) == 1.0
     assert publisher.observer(new) is publisher.observer(new)

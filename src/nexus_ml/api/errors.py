@@ -1,5 +1,8 @@
 """One error shape for every 4xx/5xx: ``{"detail": str, "field": str | null}``.
 
+A 422 for a request that breaks several rules adds ``"problems": [{"field", "detail"}, ...]``,
+every problem found (``detail`` and ``field`` are the first one's).
+
 Messages name the offending field, never its value: request bodies hold patient
 features, and an error echoed into a log or a client-side report must not leak them.
 """
@@ -13,10 +16,11 @@ from typing import Any, get_args
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic_core.core_schema import ErrorType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nexus_ml.ml.schema import MAX_PROBLEMS
 from nexus_ml.service.errors import (
     Conflict,
     Failed,
@@ -30,11 +34,21 @@ from nexus_ml.service.errors import (
 log = logging.getLogger("nexus_ml.api")
 
 
+class ProblemDetail(BaseModel):
+    """One problem of a refused request: the field and the rule broken (never the value)."""
+
+    field: str
+    detail: str
+
+
 class ErrorResponse(BaseModel):
     """Body of every error response."""
 
     detail: str
     field: str | None = None
+    problems: list[ProblemDetail] | None = Field(
+        default=None, description="Every problem found (422 of a request's values only)."
+    )
 
 
 class ApiError(Exception):
@@ -65,11 +79,18 @@ def status_of(exc: ServiceError) -> int:
     return 500
 
 
-def error_response(status_code: int, detail: str, field: str | None = None, headers=None):
+def error_response(
+    status_code: int,
+    detail: str,
+    field: str | None = None,
+    headers=None,
+    problems: list[dict[str, str]] | None = None,
+):
     """A JSONResponse in the shared error shape."""
-    return JSONResponse(
-        {"detail": detail, "field": field}, status_code=status_code, headers=headers
-    )
+    body: dict[str, Any] = {"detail": detail, "field": field}
+    if problems is not None:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 # pydantic error types whose message carries text that can come from the input: a
@@ -132,15 +153,20 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
         if status >= 500:
             # Counted under the same label as before the domain errors existed.
             count_error("api", "ApiError")
-        return error_response(status, exc.detail, exc.field)
+        return error_response(
+            status, exc.detail, exc.field, problems=getattr(exc, "problems", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "type": "", "msg": "invalid request"}
-        field = _loc_to_field(first.get("loc", ()))
+        errors = list(exc.errors()) or [{"loc": (), "type": "", "msg": "invalid request"}]
         # 'input' and 'ctx' are dropped; the message states the rule, never the value.
-        return error_response(422, f"{field}: {rule_message(first)}", field)
+        problems = []
+        for error in errors[:MAX_PROBLEMS]:
+            where = _loc_to_field(error.get("loc", ()))
+            problems.append({"field": where, "detail": f"{where}: {rule_message(error)}"})
+        first = problems[0]
+        return error_response(422, first["detail"], first["field"], problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nexus_ml.ml.labels import MAX_LABEL_CHARS
 
-FeatureMap = dict[str, float]
+# A number for number and integer features, a string for category ones, null if nullable.
+FeatureMap = dict[str, float | str | None]
 
 
 class PredictRequest(BaseModel):
@@ -17,10 +18,27 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     features: FeatureMap | None = Field(
-        default=None, description="Feature name → finite number, exactly the model's features."
+        default=None,
+        description=(
+            "Feature name → value, exactly the model's features: a finite number (a whole one "
+            "for an integer feature), a string for a category, null only where the feature "
+            "is nullable."
+        ),
     )
     instances: list[FeatureMap] | None = Field(
         default=None, description="A batch of feature maps (at most ML_MAX_BATCH)."
+    )
+
+
+class AnswerWarning(BaseModel):
+    """Why an answer deserves a second look: the feature and the kind, never the value."""
+
+    feature: str
+    kind: Literal["unseen_category", "out_of_range"] = Field(
+        description=(
+            "unseen_category: a category not seen in training; out_of_range: a number outside "
+            "the training range (the answer is an extrapolation)."
+        )
     )
 
 
@@ -31,6 +49,9 @@ class Prediction(BaseModel):
     predicted_class: str
     confidence: float = Field(ge=0, le=1, description="Probability of the predicted class.")
     probabilities: dict[str, float]
+    warnings: list[AnswerWarning] = Field(
+        default_factory=list, description="Features whose values lie outside what training saw."
+    )
 
 
 class PredictResponse(Prediction):
@@ -52,9 +73,13 @@ class FeatureInfo(BaseModel):
     """A feature of a model's schema."""
 
     name: str
-    type: str
-    min: float | None = None
-    max: float | None = None
+    type: Literal["number", "integer", "category"]
+    nullable: bool = Field(default=False, description="Whether null (missing) is answered.")
+    min: float | None = Field(default=None, description="Training minimum (number, integer).")
+    max: float | None = Field(default=None, description="Training maximum (number, integer).")
+    categories: list[str] | None = Field(
+        default=None, description="Categories seen in training (category features)."
+    )
 
 
 class ModelSummary(BaseModel):

@@ -145,6 +145,11 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _column_list(text: str) -> list[str]:
+    """Column names from a comma-separated option (surrounding spaces trimmed)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -152,14 +157,35 @@ def train(
     ],
     target: Annotated[str, typer.Option(help="Name of the class column.")],
     name: Annotated[str, typer.Option(help="Model name: lowercase letters, digits, underscores.")],
+    estimator: Annotated[
+        str,
+        typer.Option(help="logistic, hist_gradient_boosting or random_forest."),
+    ] = "logistic",
+    categorical: Annotated[
+        str, typer.Option(help="Comma-separated columns to treat as categories.")
+    ] = "",
+    nullable: Annotated[
+        str, typer.Option(help="Comma-separated columns that may be missing (null) at serving.")
+    ] = "",
 ) -> None:
-    """Train your own scikit-learn model from a CSV and save it as a bundle."""
+    """Train your own scikit-learn model from a CSV and save it as a bundle.
+
+    Column types are inferred (text is a category, an empty cell is missing) unless given.
+    """
     from nexus_ml.ml.bundle import BundleError
     from nexus_ml.ml.training import TrainingDataError, train_from_csv
 
     settings = _settings()
     try:
-        version, metrics = train_from_csv(data, target, name, settings.model_path)
+        version, metrics = train_from_csv(
+            data,
+            target,
+            name,
+            settings.model_path,
+            estimator=estimator,  # type: ignore[arg-type]  # train_from_csv checks it
+            categorical=_column_list(categorical),
+            nullable=_column_list(nullable),
+        )
     except (TrainingDataError, BundleError, ValueError) as exc:
         console.print(f"[red]cannot train:[/red] {exc}")
         raise typer.Exit(2) from None

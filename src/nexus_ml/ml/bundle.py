@@ -49,43 +49,12 @@ from nexus_ml.ml.metadata import BundleMetadata, parse_metadata, read_json
 from nexus_ml.ml.pipeline_checks import check_pipeline, compile_checked
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.trusted import audit_schema
 
 CURRENT_FILE = "CURRENT"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"
-
-# Every type a bundle may contain: the estimators we train and the containers/arrays inside
-# them. skops already refuses most code, but its defaults trust all of scikit-learn and numpy's
-# ufuncs; this list is narrower on purpose.
-TRUSTED_ESTIMATORS = frozenset(
-    {
-        "sklearn.pipeline.Pipeline",
-        "sklearn.preprocessing._data.StandardScaler",
-        "sklearn.linear_model._logistic.LogisticRegression",
-    }
-)
-_TRUSTED_PLAIN = frozenset(
-    {
-        "builtins.dict",
-        "builtins.list",
-        "builtins.tuple",
-        "builtins.str",
-        "builtins.int",
-        "builtins.float",
-        "builtins.bool",
-        "builtins.NoneType",
-        "numpy.ndarray",
-        "numpy.dtype",
-        "numpy.float64",
-        "numpy.float32",
-        "numpy.int64",
-        "numpy.int32",
-        "numpy.bool_",
-        "numpy.str_",
-    }
-)
-TRUSTED_TYPES = TRUSTED_ESTIMATORS | _TRUSTED_PLAIN
 
 
 @dataclass(frozen=True)
@@ -434,7 +403,7 @@ def _verify(pipeline: Any, info: BundleMetadata) -> Predictor:
         check_class_labels(classes)  # labels both stores hold, and feedback can name
     except LabelError as exc:
         raise BundleError(f"class labels: {exc}", "metadata") from None
-    return compile_checked(pipeline, info.profile, info.feature_names)
+    return compile_checked(pipeline, info.profile, info.feature_schema())
 
 
 def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> bool:
@@ -454,17 +423,22 @@ def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> 
 
 
 def load_trusted(artifact: bytes) -> Any:
-    """Load a skops artifact, refusing any type outside ``TRUSTED_TYPES``."""
+    """Load a skops artifact, refusing any type outside the reviewed list (``ml/trusted.py``).
+
+    The message names each refused type with its reason ("can run code", "not on the reviewed
+    list"); nothing of the file is built before every type has passed.
+    """
     try:
-        untrusted = set(sio.get_untrusted_types(data=artifact))
-        present = _types_in(artifact)
+        untrusted = frozenset(sio.get_untrusted_types(data=artifact))
+        with zipfile.ZipFile(io.BytesIO(artifact)) as zf:
+            schema = json.loads(zf.read("schema.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise BundleError("artifact is not a valid skops file", "artifact") from exc
-    refused = sorted((untrusted | present) - TRUSTED_TYPES)
+    refused = audit_schema(schema, untrusted)
     if refused:
-        raise BundleError(
-            f"artifact contains untrusted types: {', '.join(refused[:5])}", "untrusted"
-        )
+        shown = "; ".join(str(r) for r in refused[:5])
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise BundleError(f"artifact contains untrusted types: {shown}{more}", "untrusted")
     try:
         pipeline = sio.load(io.BytesIO(artifact), trusted=sorted(untrusted))
     except Exception as exc:  # skops raises many types on malformed input
@@ -472,20 +446,3 @@ def load_trusted(artifact: bytes) -> Any:
     if type(pipeline) is not Pipeline:
         raise BundleError("artifact is not a trusted estimator (expected a Pipeline)", "artifact")
     return pipeline
-
-
-def _types_in(artifact: bytes) -> set[str]:
-    """Every ``module.class`` named anywhere in the skops schema."""
-    with zipfile.ZipFile(io.BytesIO(artifact)) as zf:
-        schema = json.loads(zf.read("schema.json"))
-    found: set[str] = set()
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__class__" in node:
-                found.add(f"{node.get('__module__')}.{node['__class__']}")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found

@@ -17,10 +17,18 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
+from nexus_ml.ml.schema import MAX_CATEGORY_CHARS, FeatureSchema, feature_name_problem
 
 # Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
 # and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
@@ -45,16 +53,43 @@ def _non_decreasing(values: Sequence[float], scale: float) -> bool:
     return bool(np.all(np.diff(np.asarray(values, dtype=np.float64)) >= -slack))
 
 
-class FeatureEntry(_Strict):
-    """One feature of the schema: its name, type and training range."""
+def _feature_name(name: str) -> str:
+    problem = feature_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"a feature name {problem}")
+    return name
 
-    name: Name
-    type: Literal["numeric"]
-    min: float
-    max: float
+
+FeatureName = Annotated[str, AfterValidator(_feature_name)]
+
+
+class FeatureEntry(_Strict):
+    """One feature of the schema: its name, type, nullability and what training saw.
+
+    ``numeric`` is the type bundles written before typed features used: read as ``number``.
+    """
+
+    name: FeatureName
+    type: Literal["number", "integer", "category", "numeric"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[Annotated[str, Field(max_length=MAX_CATEGORY_CHARS)]] | None = None
 
     @model_validator(mode="after")
-    def _range(self) -> FeatureEntry:
+    def _consistent(self) -> FeatureEntry:
+        if self.type == "category":
+            if self.min is not None or self.max is not None:
+                raise ValueError("a category feature has no min or max")
+            if self.categories is None:
+                raise ValueError("a category feature needs categories")
+            if self.categories != sorted(set(self.categories)):
+                raise ValueError("categories must be unique and sorted")
+            return self
+        if self.categories is not None:
+            raise ValueError("only a category feature has categories")
+        if self.min is None or self.max is None:
+            raise ValueError("a number or integer feature needs min and max")
         if self.min > self.max:
             raise ValueError("min is greater than max")
         return self
@@ -67,7 +102,9 @@ class TrainingMetrics(_Strict):
 
     holdout_accuracy: Ratio
     n_samples: Positive
-    n_train: Positive
+    # 0 only for an imported pipeline (``source.kind == "import"``): trained elsewhere, and
+    # the "holdout" is the reference CSV it was scored on.
+    n_train: Annotated[int, Field(ge=0)]
     n_holdout: Positive
     n_features: Positive
     training_seconds: Annotated[float, Field(ge=0.0)]
@@ -85,15 +122,19 @@ class TrainingMetrics(_Strict):
 class Source(_Strict):
     """What a retrain reads again: a bundled dataset, a CSV file, or nothing recorded."""
 
-    kind: Literal["bundled", "csv"] | None = None
+    kind: Literal["bundled", "csv", "import"] | None = None
     dataset: Name | None = None
     path: Name | None = None
     target: Name | None = None
+    # How a CSV was read and trained (``nexus-ml train`` options), so a retrain repeats it.
+    estimator: Literal["logistic", "hist_gradient_boosting", "random_forest"] | None = None
+    categorical: list[FeatureName] | None = None
+    nullable: list[FeatureName] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Source:
-        if self.kind == "csv" and (self.path is None or self.target is None):
-            raise ValueError("a csv source needs path and target")
+        if self.kind in ("csv", "import") and (self.path is None or self.target is None):
+            raise ValueError(f"a {self.kind} source needs path and target")
         if self.kind == "bundled" and self.dataset is None:
             raise ValueError("a bundled source needs dataset")
         return self
@@ -241,6 +282,10 @@ class BundleMetadata(_Strict):
         """The schema's feature names, in order."""
         return [f.name for f in self.features]
 
+    def feature_schema(self) -> FeatureSchema:
+        """The typed feature schema these features describe."""
+        return FeatureSchema.from_list([f.model_dump() for f in self.features])
+
     @model_validator(mode="after")
     def _consistent(self) -> BundleMetadata:
         try:
@@ -255,6 +300,8 @@ class BundleMetadata(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         tm = self.training_metrics
+        if tm.n_train == 0 and self.source.kind != "import":
+            raise ValueError("training_metrics.n_train must be positive for a model trained here")
         if tm.n_features != len(names):
             raise ValueError("training_metrics.n_features differs from the number of features")
         self._check_profile(names)
@@ -271,10 +318,18 @@ class BundleMetadata(_Strict):
         for spec in self.features:
             feat = p.features[spec.name]
             where = f"profile.features.{_safe(spec.name)}"
-            if not isinstance(feat, NumericProfile):  # the schema is numeric only
-                raise ValueError(f"{where}: type differs from the schema")
             if feat.n + feat.n_missing != p.n_samples:
                 raise ValueError(f"{where}: n + n_missing differs from n_samples")
+            if feat.n_missing and not spec.nullable:
+                raise ValueError(f"{where}: missing in training, but the schema is not nullable")
+            if isinstance(feat, CategoricalProfile):
+                if spec.type != "category":
+                    raise ValueError(f"{where}: type differs from the schema")
+                if sorted(feat.categories) != spec.categories:
+                    raise ValueError(f"{where}: categories differ from the schema's")
+                continue
+            if spec.type == "category" or spec.min is None or spec.max is None:
+                raise ValueError(f"{where}: type differs from the schema")
             scale = max(abs(spec.min), abs(spec.max))
             if not (_close(feat.min, spec.min, scale) and _close(feat.max, spec.max, scale)):
                 raise ValueError(f"{where}: range differs from the schema's training range")

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_array
 
 from nexus_ml.ml.errors import BundleError
-from nexus_ml.ml.metadata import NumericProfile, Profile
+from nexus_ml.ml.metadata import CategoricalProfile, NumericProfile, Profile
 from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 
 # Fitted attributes whose last axis is the step's input features (scikit-learn's names).
 _PER_FEATURE = (
@@ -66,6 +71,33 @@ def check_pipeline(pipeline: Any, feature_names: Sequence[str]) -> None:
         if i < len(estimators) - 1:
             width = _output_width(i, est)
     _check_classifier(len(estimators) - 1, estimators[-1])
+    for i, est in enumerate(estimators):
+        _check_functions(i, est)
+
+
+def _check_functions(i: int, est: Any) -> None:
+    """Refuse a FunctionTransformer anywhere inside that wraps more than scikit-learn's input
+    check (HistGradientBoosting builds one around ``check_array``; nothing else is code we
+    trained)."""
+    seen: set[int] = set()
+    stack: list[Any] = [est]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, FunctionTransformer):
+            func = node.func.func if isinstance(node.func, partial) else node.func
+            if func not in (None, check_array) or node.inverse_func is not None:
+                raise BundleError(
+                    f"{_label(i, est)} holds a FunctionTransformer that runs code", "untrusted"
+                )
+        if isinstance(node, BaseEstimator):
+            stack.extend(vars(node).values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
 
 
 def _estimators(pipeline: Any) -> list[Any]:
@@ -142,32 +174,70 @@ def _check_classifier(i: int, est: Any) -> None:
             )
 
 
-def probe_rows(profile: Profile, feature_names: Sequence[str]) -> np.ndarray:
-    """Rows like the reference: each feature's quantiles, level by level, and mixed levels."""
-    sketches = np.array(
-        [_quantiles(profile, name) for name in feature_names], dtype=np.float64
-    )  # d x 1001
-    levels = sketches[:, list(_PROBE_AT)].T  # one row per quantile level
+def probe_rows(profile: Profile, schema: FeatureSchema) -> np.ndarray:
+    """Rows like the reference: each feature's quantiles (a number) or categories, level by
+    level, then mixed levels; a feature that may be missing is missing in every other mixed row.
+    """
+    columns = [_levels(profile, spec) for spec in schema.features]
+    n_levels = len(_PROBE_AT)
     rng = np.random.default_rng(0)
-    pick = rng.integers(0, sketches.shape[1], size=(_MIXED_ROWS, sketches.shape[0]))
-    mixed = np.take_along_axis(sketches.T, pick, axis=0)  # each feature at its own level
-    return np.ascontiguousarray(np.vstack([levels, mixed]))
+    rows: list[list[Any]] = []
+    for r in range(n_levels + _MIXED_ROWS):
+        row: list[Any] = []
+        for spec, (levels, sketch) in zip(schema.features, columns, strict=True):
+            if r < n_levels:
+                row.append(levels[r % len(levels)])
+            elif spec.nullable and r % 2 == 1:
+                row.append(None if spec.is_category else math.nan)
+            else:
+                row.append(sketch[int(rng.integers(0, len(sketch)))])
+        rows.append(row)
+    if schema.numeric_only:
+        return np.ascontiguousarray(np.array(rows, dtype=np.float64))
+    out = np.empty((len(rows), len(schema)), dtype=object)
+    out[:] = rows
+    return out
 
 
-def _quantiles(profile: Profile, name: str) -> list[float]:
-    feature = profile.features[name]
-    if not isinstance(feature, NumericProfile):  # the metadata model already refuses this
-        raise BundleError(f"feature {name} has no quantile sketch", "metadata")
-    return feature.quantiles
+def _levels(profile: Profile, spec: FeatureSpec) -> tuple[list[Any], list[Any]]:
+    """A feature's probe levels and the values mixed rows draw from."""
+    feature = profile.features[spec.name]
+    if isinstance(feature, NumericProfile) and not spec.is_category:
+        return [feature.quantiles[i] for i in _PROBE_AT], feature.quantiles
+    if isinstance(feature, CategoricalProfile) and spec.is_category and feature.categories:
+        return list(feature.categories), list(feature.categories)
+    # The metadata model already refuses a profile whose type differs from the schema's.
+    raise BundleError(f"feature {spec.name} has no reference values to probe", "metadata")
+
+
+def unseen_refused(predictor: Predictor, rows: np.ndarray) -> frozenset[str]:
+    """Category features for which the pipeline cannot answer a category unseen in training."""
+    refused = set()
+    for j, spec in enumerate(predictor.schema.features):
+        if not spec.is_category:
+            continue
+        row = rows[:1].copy()
+        # Sorts after every training category, so it is not one of them.
+        row[0, j] = (max(spec.categories) if spec.categories else "") + "\x00unseen"
+        try:
+            with np.errstate(all="ignore"):
+                proba = predictor.predict_batch(row)
+        except Exception:  # whatever the pipeline raises on an unknown category
+            refused.add(spec.name)
+            continue
+        if not np.isfinite(proba).all():
+            refused.add(spec.name)
+    return frozenset(refused)
 
 
 def check_probe(pipeline: Any, predictor: Predictor, rows: np.ndarray) -> None:
     """The pipeline and the compiled predictor give the same finite probabilities on ``rows``."""
     n_classes = len(predictor.classes)
+    given = predictor.pipeline_input(rows)
     try:
         with np.errstate(all="ignore"):
-            expected = np.asarray(pipeline.predict_proba(rows), dtype=np.float64)
-            labels = [str(c) for c in pipeline.predict(rows)]
+            expected = np.asarray(pipeline.predict_proba(given), dtype=np.float64)
+            labels = [str(c) for c in pipeline.predict(given)]
     except Exception as exc:  # whatever scikit-learn raises on this pipeline
         raise BundleError(
             f"the pipeline cannot predict reference rows ({type(exc).__name__})", "probe"
@@ -194,15 +264,23 @@ def check_probe(pipeline: Any, predictor: Predictor, rows: np.ndarray) -> None:
             raise BundleError("the predicted class disagrees with the pipeline", "probe")
 
 
-def compile_checked(pipeline: Any, profile: Profile, feature_names: Sequence[str]) -> Predictor:
-    """Compile the predictor, then check it and the pipeline on rows like the reference."""
+def compile_checked(pipeline: Any, profile: Profile, schema: FeatureSchema) -> Predictor:
+    """Compile the predictor, then check it and the pipeline on rows like the reference.
+
+    The predictor's schema refuses unseen categories of the features whose pipeline cannot
+    answer them (found here by probing), so a request never reaches a pipeline that raises.
+    """
     try:
         # A pipeline with extreme (finite) weights overflows here; the probe judges the result.
         with np.errstate(all="ignore"):
-            predictor = compile_predictor(pipeline)
+            predictor = compile_predictor(pipeline, schema)
     except Exception as exc:  # whatever a pipeline that passed the checks still raises
         raise BundleError(
             f"the predictor could not be compiled ({type(exc).__name__})", "probe"
         ) from None
-    check_probe(pipeline, predictor, probe_rows(profile, feature_names))
+    rows = probe_rows(profile, schema)
+    check_probe(pipeline, predictor, rows)
+    refused = unseen_refused(predictor, rows)
+    if refused:
+        predictor.schema = predictor.schema.refusing_unseen(refused)
     return predictor

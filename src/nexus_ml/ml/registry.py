@@ -75,7 +75,9 @@ def load_model(
     """Load, verify and compile one bundle (CURRENT by default)."""
     bundle = load_bundle(model_path, name, version)
     predictor = bundle.predictor
-    schema = FeatureSchema.from_list(bundle.metadata["features"])
+    # The predictor's schema: the metadata's, refusing unseen categories where the pipeline
+    # cannot answer them.
+    schema = predictor.schema
     if len(schema) != predictor.n_features:
         raise BundleError("metadata feature count does not match the artifact", "mismatch")
     return LoadedModel(

@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
-from nexus_ml.ml.datasets import BUNDLED_DATASETS, load_dataset, sanitize_feature_name
-from nexus_ml.ml.labels import RULE, LabelError, check_class_labels, label_problem
+from nexus_ml.ml.datasets import (
+    BUNDLED_MODELS,
+    READMISSION_TARGET,
+    TABLE_DATASETS,
+    load_dataset,
+    write_dataset_csv,
+)
+from nexus_ml.ml.estimators import (
+    ESTIMATORS,
+    HGB_MAX_CATEGORIES,
+    Estimator,
+    make_pipeline,
+    pipeline_for,
+)
+from nexus_ml.ml.labels import LabelError, check_class_labels
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.tables import MIN_ROWS, Table, TrainingDataError, read_table
 
 HOLDOUT_FRACTION = 0.2
-MIN_ROWS = 10
 MIN_ROWS_PER_CLASS = 2  # a stratified split needs each class on both sides
 
 # progress(model_name, models_done, models_total): enough for a Rich progress bar in the CLI.
 ProgressCallback = Callable[[str, int, int], None]
-
-
-class TrainingDataError(ValueError):
-    """Training data that cannot produce a model; the message says why (never a value)."""
 
 
 @dataclass(frozen=True)
@@ -54,31 +61,76 @@ class TrainedModel(NamedTuple):
     metrics: dict[str, Any]
 
 
-def make_pipeline() -> Pipeline:
-    """The estimator every model uses: standardise, then logistic regression."""
-    return Pipeline(
-        [("scaler", StandardScaler()), ("classifier", LogisticRegression(max_iter=5000))]
-    )
-
-
 def train_pipeline(
     X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], *, seed: int = 42
 ) -> TrainResult:
-    """Fit on a stratified 80 % and score on the 20 % holdout; profile the data."""
+    """Fit StandardScaler + LogisticRegression on a number array (the bundled models)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y).astype(str)
-    _check_shape(X, y, feature_names)
+    if X.ndim != 2 or X.shape[1] != len(feature_names):
+        raise TrainingDataError("X must be 2-D with one column per feature name")
+    if not np.isfinite(X).all():
+        raise TrainingDataError("features must be finite numbers")
+    _check_labels(y, X.shape[0])
+    fit = _fit(make_pipeline(), X, y, seed)
+    profile = build_profile(
+        X,
+        list(feature_names),
+        y=y,
+        classes=list(fit.classes),
+        confidence=fit.confidence,
+        correct=fit.correct,
+    )
+    return fit.result(FeatureSchema.from_training(X, feature_names), profile)
+
+
+def train_table(table: Table, *, estimator: Estimator = "logistic", seed: int = 42) -> TrainResult:
+    """Fit ``estimator``'s pipeline on a typed table, score the holdout, profile the data."""
+    schema = table.schema
+    _check_labels(table.y, len(table.frame))
+    if estimator == "hist_gradient_boosting":
+        for spec in schema.features:
+            if spec.is_category and len(spec.categories) > HGB_MAX_CATEGORIES:
+                raise TrainingDataError(
+                    f"column {spec.name!r} has more than {HGB_MAX_CATEGORIES} categories, "
+                    "more than hist_gradient_boosting can take"
+                )
+    fit = _fit(pipeline_for(schema, estimator, seed=seed), table.frame, table.y, seed)
+    profile = table_profile(
+        table, classes=fit.classes, confidence=fit.confidence, correct=fit.correct
+    )
+    return fit.result(schema, profile)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    pipeline: Pipeline
+    classes: tuple[str, ...]
+    metrics: dict[str, Any]
+    confidence: np.ndarray
+    correct: np.ndarray
+
+    def result(self, schema: FeatureSchema, profile: dict[str, Any]) -> TrainResult:
+        return TrainResult(
+            pipeline=self.pipeline,
+            schema=schema,
+            classes=self.classes,
+            metrics=self.metrics,
+            holdout_confidence=self.confidence,
+            profile=profile,
+        )
+
+
+def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
+    """Fit on a stratified 80 % and score on the 20 % holdout."""
     X_train, X_hold, y_train, y_hold = train_test_split(
         X, y, test_size=HOLDOUT_FRACTION, stratify=y, random_state=seed
     )
-    pipeline = make_pipeline()
     started = time.perf_counter()
     pipeline.fit(X_train, y_train)
     seconds = time.perf_counter() - started
     proba = pipeline.predict_proba(X_hold)
     predicted = pipeline.classes_[proba.argmax(axis=1)]
-    confidence = proba.max(axis=1)
-    classes = tuple(str(c) for c in pipeline.classes_)
     metrics = {
         "holdout_accuracy": float(np.mean(pipeline.predict(X_hold) == y_hold)),
         "n_samples": int(X.shape[0]),
@@ -87,33 +139,50 @@ def train_pipeline(
         "n_features": int(X.shape[1]),
         "training_seconds": seconds,
     }
-    profile = build_profile(
-        X,
-        list(feature_names),
-        y=y,
-        classes=list(classes),
-        confidence=confidence,
+    return _Fitted(
+        pipeline=pipeline,
+        classes=tuple(str(c) for c in pipeline.classes_),
+        metrics=metrics,
+        confidence=proba.max(axis=1),
         correct=predicted == y_hold,
     )
-    return TrainResult(
-        pipeline=pipeline,
-        schema=FeatureSchema.from_training(X, feature_names),
-        classes=classes,
-        metrics=metrics,
-        holdout_confidence=confidence,
-        profile=profile,
+
+
+def table_profile(
+    table: Table,
+    *,
+    classes: Sequence[str],
+    confidence: np.ndarray | None = None,
+    correct: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The reference profile of a typed table: numbers and categories profiled apart, then
+    put in schema order. ``confidence``/``correct`` are the holdout's (see build_profile)."""
+    schema, frame = table.schema, table.frame
+    numbers = [f.name for f in schema.features if not f.is_category]
+    categories = [f.name for f in schema.features if f.is_category]
+    profile = build_profile(
+        frame[numbers].to_numpy(dtype=np.float64) if numbers else np.zeros((len(frame), 0)),
+        numbers,
+        y=table.y,
+        classes=list(classes),
+        confidence=confidence,
+        correct=correct,
     )
+    if categories:
+        cats = build_profile(
+            frame[categories].to_numpy(dtype=object), categories, categorical=categories
+        )
+        profile["features"].update(cats["features"])
+    profile["feature_names"] = list(schema.names)
+    profile["features"] = {name: profile["features"][name] for name in schema.names}
+    return profile
 
 
-def _check_shape(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> None:
-    if X.ndim != 2 or X.shape[1] != len(feature_names):
-        raise TrainingDataError("X must be 2-D with one column per feature name")
-    if y.shape != (X.shape[0],):
+def _check_labels(y: np.ndarray, n_rows: int) -> None:
+    if y.shape != (n_rows,):
         raise TrainingDataError("y must have one label per row of X")
-    if X.shape[0] < MIN_ROWS:
-        raise TrainingDataError(f"need at least {MIN_ROWS} rows, got {X.shape[0]}")
-    if not np.isfinite(X).all():
-        raise TrainingDataError("features must be finite numbers")
+    if n_rows < MIN_ROWS:
+        raise TrainingDataError(f"need at least {MIN_ROWS} rows, got {n_rows}")
     labels, counts = np.unique(y, return_counts=True)
     try:
         # Every answered prediction must be storable in both stores and able to get feedback.
@@ -124,75 +193,8 @@ def _check_shape(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> 
         raise TrainingDataError("the target needs at least 2 classes")
     if counts.min() < MIN_ROWS_PER_CLASS:
         raise TrainingDataError(f"every class needs at least {MIN_ROWS_PER_CLASS} rows")
-    if math.ceil(HOLDOUT_FRACTION * X.shape[0]) < len(labels):
+    if math.ceil(HOLDOUT_FRACTION * n_rows) < len(labels):
         raise TrainingDataError("too few rows for a holdout holding every class")
-
-
-def read_csv(path: str | os.PathLike[str], target: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Numeric features, string labels and sanitised feature names from a CSV with a header."""
-    try:
-        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
-            return _parse_csv(csv.reader(fh), target)
-    except OSError as exc:
-        raise TrainingDataError(f"cannot read the CSV file ({type(exc).__name__})") from exc
-    except UnicodeDecodeError:
-        raise TrainingDataError("the CSV file is not UTF-8 text") from None
-    except csv.Error:
-        raise TrainingDataError("the file is not valid CSV") from None
-
-
-def _parse_csv(
-    reader: Iterator[list[str]], target: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    header = next(reader, None)
-    if not header:
-        raise TrainingDataError("the CSV file is empty; expected a header row")
-    header = [h.strip() for h in header]
-    if target not in header:
-        raise TrainingDataError(f"target column {target!r} is not in the CSV header")
-    t = header.index(target)
-    feature_cols = [i for i in range(len(header)) if i != t]
-    if not feature_cols:
-        raise TrainingDataError("the CSV has no feature columns besides the target")
-    try:
-        names = [sanitize_feature_name(header[i]) for i in feature_cols]
-    except ValueError:
-        raise TrainingDataError("every feature column needs a name") from None
-    if len(set(names)) != len(names):
-        raise TrainingDataError("feature column names collide after sanitising")
-    rows: list[list[float]] = []
-    labels: list[str] = []
-    for line_no, record in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in record):
-            continue  # blank lines are not data
-        if len(record) != len(header):
-            raise TrainingDataError(
-                f"line {line_no} has {len(record)} fields, the header has {len(header)}"
-            )
-        label = record[t].strip()
-        if not label:
-            raise TrainingDataError(f"line {line_no}: target column {target!r} is empty")
-        problem = label_problem(label)
-        if problem is not None:  # the line, never the value: a label may be patient data
-            raise TrainingDataError(f"line {line_no}: the target value {problem}; {RULE}")
-        rows.append([_number(record[i], header[i], line_no) for i in feature_cols])
-        labels.append(label)
-    if len(rows) < MIN_ROWS:
-        raise TrainingDataError(f"need at least {MIN_ROWS} data rows, got {len(rows)}")
-    return np.array(rows, dtype=np.float64), np.array(labels, dtype=str), names
-
-
-def _number(cell: str, column: str, line_no: int) -> float:
-    # The message names the column and line only: a cell may hold patient data.
-    try:
-        value = float(cell)
-    except ValueError:
-        raise TrainingDataError(
-            f"line {line_no}: column {column!r} must be numeric (empty or non-numeric value)"
-        ) from None
-    if not math.isfinite(value):
-        raise TrainingDataError(f"line {line_no}: column {column!r} must be a finite number")
-    return value
 
 
 def train_from_csv(
@@ -202,31 +204,66 @@ def train_from_csv(
     model_path: str | os.PathLike[str],
     *,
     seed: int = 42,
+    estimator: Estimator = "logistic",
+    categorical: Sequence[str] = (),
+    nullable: Sequence[str] = (),
 ) -> TrainedModel:
     """Train a user model from a CSV file and save it as the CURRENT version of ``name``."""
     validate_name(name)  # fail before reading or training anything
-    X, y, names = read_csv(path, target)
-    result = train_pipeline(X, y, names, seed=seed)
-    # The path (never the data) is kept so a retrain can read the same file again.
-    source = {"kind": "csv", "path": str(Path(path).resolve()), "target": target}
+    if estimator not in ESTIMATORS:
+        raise TrainingDataError(f"estimator must be one of {', '.join(ESTIMATORS)}")
+    table = read_table(path, target, categorical=categorical, nullable=nullable)
+    result = train_table(table, estimator=estimator, seed=seed)
+    # The path and the options (never the data) are kept so a retrain reads the same file
+    # the same way.
+    source: dict[str, Any] = {
+        "kind": "csv",
+        "path": str(Path(path).resolve()),
+        "target": target,
+        "estimator": estimator,
+    }
+    if categorical:
+        source["categorical"] = sorted(categorical)
+    if nullable:
+        source["nullable"] = sorted(nullable)
     return _save(model_path, name, result, source)
 
 
 def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 42) -> TrainedModel:
     """Train one bundled dataset's model and save it as its CURRENT version."""
-    data = load_dataset(name)
-    result = train_pipeline(data.X, data.y, data.feature_names, seed=seed)
+    if name in TABLE_DATASETS:
+        # Through the CSV path a user's file takes: same inference, same frame, same checks.
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_dataset_csv(name, Path(folder) / f"{name}.csv")
+            table = read_table(path, READMISSION_TARGET)
+        result = train_table(table, estimator="hist_gradient_boosting", seed=seed)
+    else:
+        data = load_dataset(name)
+        result = train_pipeline(data.X, data.y, data.feature_names, seed=seed)
     return _save(model_path, name, result, {"kind": "bundled", "dataset": name})
 
 
 def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 42) -> TrainedModel:
     """Train a new version of ``name`` from the source its CURRENT version was trained on."""
-    if name in BUNDLED_DATASETS:
+    if name in BUNDLED_MODELS:
         return train_bundled(name, model_path, seed=seed)
     source = load_metadata(model_path, name).get("source") or {}
+    if source.get("kind") == "import":
+        raise TrainingDataError(
+            f"model {name!r} was imported (fitted elsewhere): import a new version instead"
+        )
     if source.get("kind") != "csv":
         raise TrainingDataError(f"model {name!r} records no training source to retrain from")
-    return train_from_csv(source["path"], source["target"], name, model_path, seed=seed)
+    return train_from_csv(
+        source["path"],
+        source["target"],
+        name,
+        model_path,
+        seed=seed,
+        estimator=source.get("estimator", "logistic"),
+        categorical=source.get("categorical", ()),
+        nullable=source.get("nullable", ()),
+    )
 
 
 def _save(
@@ -249,10 +286,13 @@ def _save(
 
 
 def ensure_bundled_models(
-    model_path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    model_path: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
+    *,
+    names: Sequence[str] = BUNDLED_MODELS,
 ) -> list[str]:
-    """Train each bundled model that has no CURRENT version yet; return the names trained."""
-    missing = [n for n in BUNDLED_DATASETS if current_version(model_path, n) is None]
+    """Train each bundled model (of ``names``) that has no CURRENT version yet; return them."""
+    missing = [n for n in names if current_version(model_path, n) is None]
     for done, name in enumerate(missing):
         if progress is not None:
             progress(name, done, len(missing))

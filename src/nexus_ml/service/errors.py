@@ -28,7 +28,17 @@ class Conflict(ServiceError):
 
 
 class Invalid(ServiceError):
-    """The request's values break a rule (a feature, a window, a threshold)."""
+    """The request's values break a rule (a feature, a window, a threshold).
+
+    ``problems`` lists every problem when there can be several (each ``{"field", "detail"}``);
+    ``detail`` and ``field`` are then the first one's.
+    """
+
+    def __init__(
+        self, detail: str, field: str | None = None, *, problems: list[dict[str, str]] | None = None
+    ) -> None:
+        super().__init__(detail, field)
+        self.problems = problems
 
 
 class Unavailable(ServiceError):

@@ -2,17 +2,19 @@
 
 One ``ModelObserver`` per loaded model version holds its metric children
 (resolved once: a ``.labels()`` lookup costs about as much as everything else
-here together) and its data-quality checker fitted on the bundle's profile.
+here together). Data-quality issues of answered requests are the answer's warnings, found by
+the schema check; refused values are counted as the issues they are.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.ml.schema import Issue
 from nexus_ml.monitoring.metrics import Metrics
-from nexus_ml.stats.quality import QualityChecker
 
 # The quality score is over the last this-many requests of this worker.
 QUALITY_WINDOW = 1000
@@ -36,15 +38,19 @@ class ModelObserver:
         self._score = metrics.data_quality_score.labels(name)
         self._issue_counters: dict[tuple[str, str], Any] = {}
         self._features = set(loaded.schema.names)
-        profile = loaded.metadata.get("profile")
-        self._checker = QualityChecker.from_profile(profile) if profile else None
         self._n_values = len(loaded.schema.names)
         # Ring of per-request issue counts; the running sum avoids re-adding the ring.
         self._ring: deque[int] = deque(maxlen=QUALITY_WINDOW)
         self._ring_issues = 0
 
-    def observe(self, row: Any, predicted: str, confidence: float, latency: float) -> None:
-        """Count the prediction, its latency and confidence, and check its data quality."""
+    def observe(
+        self, issues: Sequence[Issue], predicted: str, confidence: float, latency: float
+    ) -> None:
+        """Count the prediction, its latency and confidence, and its answer's warnings.
+
+        ``issues`` are the answer's warnings (``out_of_range``, ``unseen_category``), found by
+        the schema check: each is a data-quality issue of that kind for that feature.
+        """
         if not (_NEG_INF < confidence < _INF and _NEG_INF < latency < _INF):
             # The predictor never answers a non-finite number; were one to get here, it
             # would make the histogram's _sum NaN for the life of the process.
@@ -52,18 +58,19 @@ class ModelObserver:
         self._count[predicted]()
         self._duration(latency)
         self._confidence(confidence)
-        issues = self._checker.check_row(row) if self._checker is not None else []
         for feature, kind in issues:
             self._issue(feature, kind)
         self._push(len(issues))
 
-    def rejected(self, feature: str, kind: str) -> None:
-        """Count a request refused for one feature's value (missing, wrong type, non-finite)."""
+    def refused(self, issues: Sequence[Issue]) -> None:
+        """Count a request refused for these features' values, as one request of the score."""
         # Only schema features become labels: a client's unknown names never do.
-        if feature not in self._features:
-            return
-        self._issue(feature, kind)
-        self._push(1)
+        counted = [(f, k) for f, k in issues if f in self._features]
+        for feature, kind in counted:
+            self._issue(feature, kind)
+        if counted:
+            # A refused batch can list more problems than one row has values.
+            self._push(min(len(counted), self._n_values))
 
     def _issue(self, feature: str, kind: str) -> None:
         key = (feature, kind)

@@ -130,9 +130,7 @@ class QualityJob:
             name, limit=None if since else s.drift_window_size, since=since, version=loaded.version
         )
         names = list(loaded.schema.names)
-        X = np.array(
-            [[_num(r.features.get(f)) for f in names] for r in rows], dtype=np.float64
-        ).reshape(len(rows), len(names))
+        X = _window(loaded, [r.features for r in rows])
         out: dict[str, Any] = {"version": loaded.version, "window_size": len(rows)}
         m.data_drift_window_size.labels(name).set(len(rows))
 
@@ -187,6 +185,25 @@ class QualityJob:
         if result.accuracy is not None:
             self._metrics.model_accuracy.labels(name).set(result.accuracy)
         return {"accuracy": result.accuracy, "n": result.n}
+
+
+def _window(loaded: LoadedModel, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Stored features as a window in schema order: float64 when every feature is a number,
+    else an object array holding each category as its string (None when missing)."""
+    names = loaded.schema.names
+    if loaded.schema.numeric_only:
+        return np.array([[_num(r.get(f)) for f in names] for r in rows], dtype=np.float64).reshape(
+            len(rows), len(names)
+        )
+    convert = [_category if f.is_category else _num for f in loaded.schema.features]
+    X = np.empty((len(rows), len(names)), dtype=object)
+    for i, r in enumerate(rows):
+        X[i] = [c(r.get(f)) for c, f in zip(convert, names, strict=True)]
+    return X
+
+
+def _category(value: Any) -> str | None:
+    return value if type(value) is str else None
 
 
 def _num(value: Any) -> float:

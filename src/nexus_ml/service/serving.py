@@ -16,7 +16,7 @@ import numpy as np
 
 from nexus_ml.ml.predictor import NotEvaluable
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, UnknownModel
-from nexus_ml.ml.schema import ValidationProblem, validate_batch, validate_instance
+from nexus_ml.ml.schema import Issue, ValidationProblem, check_batch, check_instance
 from nexus_ml.monitoring.metrics import Metrics
 from nexus_ml.service.database import Database
 from nexus_ml.service.errors import Conflict, Failed, Invalid, NotFound, Unavailable, require_id
@@ -78,7 +78,7 @@ class Serving:
     def predict_one(self, loaded: LoadedModel, features: Any) -> dict[str, Any]:
         """One instance: the answer as a JSON-ready dict."""
         try:
-            row = validate_instance(loaded.schema, features)
+            row, warnings = check_instance(loaded.schema, features)
             start = _perf()
             try:
                 index, probabilities = loaded.predictor.predict_one(row)
@@ -100,14 +100,14 @@ class Serving:
         # Observed only once the record is safely accepted: a refused prediction
         # (503 in _submit) was never served and must not be counted as one.
         self.publisher.observer(loaded).observe(
-            row, record.predicted_class, record.confidence, latency
+            warnings, record.predicted_class, record.confidence, latency
         )
-        return {"model": loaded.name, "version": loaded.version, **_answer(record)}
+        return {"model": loaded.name, "version": loaded.version, **_answer(record, warnings)}
 
     def predict_many(self, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
         """A batch, all or nothing: one bad instance and nothing is predicted, stored, observed."""
         try:
-            X = validate_batch(loaded.schema, instances, max_instances=self._max_batch)
+            X, warnings = check_batch(loaded.schema, instances, max_instances=self._max_batch)
             start = _perf()
             # predict_batch_indices applies scikit-learn's own tie rule (decision > 0),
             # which argmax over probabilities can break when the decision is ~0.
@@ -133,20 +133,28 @@ class Serving:
         ]
         self._submit(records)
         observe = self.publisher.observer(loaded).observe
-        for i, record in enumerate(records):
-            observe(X[i], record.predicted_class, record.confidence, latency)
+        for record, row_warnings in zip(records, warnings, strict=True):
+            observe(row_warnings, record.predicted_class, record.confidence, latency)
         return {
             "model": loaded.name,
             "version": loaded.version,
-            "predictions": [_answer(record) for record in records],
+            "predictions": [
+                _answer(record, row_warnings)
+                for record, row_warnings in zip(records, warnings, strict=True)
+            ],
         }
 
     def _refused(self, loaded: LoadedModel, problem: ValidationProblem) -> Invalid:
-        # A refused value is a data-quality event for the model (counted by
-        # feature and kind; a client's unknown feature names never become labels).
-        if problem.feature is not None and problem.kind is not None:
-            self.publisher.observer(loaded).rejected(problem.feature, problem.kind)
-        return Invalid(str(problem), problem.field)
+        # A refused value is a data-quality event for the model (counted by feature and
+        # kind, once per problem; a client's unknown feature names never become labels).
+        self.publisher.observer(loaded).refused(
+            [(p.feature, p.kind) for p in problem.problems if p.feature and p.kind]
+        )
+        return Invalid(
+            str(problem),
+            problem.field,
+            problems=[p.to_dict() for p in problem.problems],
+        )
 
     def _submit(self, records: Sequence[PredictionRecord]) -> None:
         try:
@@ -219,10 +227,12 @@ def _record(
     )
 
 
-def _answer(record: PredictionRecord) -> dict[str, Any]:
+def _answer(record: PredictionRecord, warnings: list[Issue]) -> dict[str, Any]:
     return {
         "id": record.id,
         "predicted_class": record.predicted_class,
         "confidence": record.confidence,
         "probabilities": record.probabilities,
+        # The feature and the kind, never the value: an extrapolated answer says so.
+        "warnings": [{"feature": feature, "kind": kind} for feature, kind in warnings],
     }

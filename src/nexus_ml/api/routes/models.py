@@ -43,9 +43,11 @@ async def get_model(name: str, models: ModelsDep, _key: PredictKey) -> ModelDeta
     features = [
         FeatureInfo(
             name=spec.name,
-            type=spec.type,
+            type=spec.type,  # type: ignore[arg-type]  # the schema allows these three only
+            nullable=spec.nullable,
             min=spec.min if abs(spec.min) != float("inf") else None,
             max=spec.max if abs(spec.max) != float("inf") else None,
+            categories=list(spec.categories) if spec.is_category else None,
         )
         for spec in loaded.schema.features
     ]

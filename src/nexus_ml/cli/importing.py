@@ -1,0 +1,65 @@
+"""``nexus-ml import``: bring in a pipeline fitted elsewhere, saved with ``skops.io.dump``.
+
+The reference CSV (training or validation rows with labels) gives the schema, the metrics and
+the reference profile; the pipeline must take its columns and predict its labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from nexus_ml.cli.main import _column_list, _settings, app, console
+
+
+@app.command("import")
+def import_model(
+    model: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help="The pipeline, saved with skops.io.dump."),
+    ],
+    reference: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help="CSV of training or validation rows, with labels."
+        ),
+    ],
+    target: Annotated[str, typer.Option(help="Name of the class column in the CSV.")],
+    name: Annotated[str, typer.Option(help="Model name: lowercase letters, digits, underscores.")],
+    categorical: Annotated[
+        str, typer.Option(help="Comma-separated columns to treat as categories.")
+    ] = "",
+    nullable: Annotated[
+        str, typer.Option(help="Comma-separated columns that may be missing (null) at serving.")
+    ] = "",
+) -> None:
+    """Import a scikit-learn pipeline fitted elsewhere (on a pandas DataFrame) as a bundle."""
+    from nexus_ml.ml.bundle import BundleError
+    from nexus_ml.ml.importing import ImportRefused, import_pipeline
+    from nexus_ml.ml.tables import TrainingDataError
+
+    settings = _settings()
+    try:
+        version, metrics = import_pipeline(
+            model,
+            reference,
+            target,
+            name,
+            settings.model_path,
+            categorical=_column_list(categorical),
+            nullable=_column_list(nullable),
+        )
+    except (ImportRefused, BundleError, TrainingDataError) as exc:
+        # Printed literally: a column name may hold brackets Rich would read as markup.
+        console.print(f"[red]cannot import:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(
+        f"saved model {escape(repr(name))} version {version}: accuracy "
+        f"{metrics['holdout_accuracy']:.3f} on the {metrics['n_holdout']} reference rows "
+        f"({metrics['n_features']} features; optimistic if these are the rows it was fitted on)",
+        highlight=False,
+    )
+    console.print("a running service picks it up within a few seconds (or at its next start)")

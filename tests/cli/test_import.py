@@ -1,0 +1,63 @@
+"""``nexus-ml import``: saves a bundle from a notebook's pipeline, or exits 2 saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests.helpers import KEYS
+from tests.ml.notebook import dump, forest_pipeline, read_notebook_frame, write_reference
+from typer.testing import CliRunner
+
+from nexus_ml.cli import app
+from nexus_ml.ml.bundle import load_bundle
+from nexus_ml.ml.datasets import READMISSION_TARGET
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "ML_MODEL_PATH": str(tmp_path / "models"),
+        "ML_DATA_DIR": str(tmp_path / "data"),
+        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
+        "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
+    }
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    reference = write_reference(tmp_path / "extract.csv", n_rows=300)
+    X, y = read_notebook_frame(reference)
+    return dump(forest_pipeline().fit(X, y), tmp_path / "forest.skops"), reference
+
+
+def _import(env: dict[str, str], model: Path, reference: Path, *extra: str) -> tuple[int, str]:
+    args = ["import", "--model", str(model), "--reference", str(reference)]
+    args += ["--target", READMISSION_TARGET, "--name", "ward", *extra]
+    result = CliRunner().invoke(app, args, env=env)
+    return result.exit_code, " ".join(result.output.split())  # unwrap Rich's line breaks
+
+
+def test_import_saves_a_bundle(env: dict[str, str], files: tuple[Path, Path]) -> None:
+    code, output = _import(env, *files, "--nullable", "age")
+    assert code == 0, output
+    assert "saved model 'ward' version" in output and "on the 300 reference rows" in output
+    meta = load_bundle(env["ML_MODEL_PATH"], "ward").metadata
+    assert meta["source"]["nullable"] == ["age"]
+    assert next(f for f in meta["features"] if f["name"] == "age")["nullable"]
+
+
+def test_a_mismatch_exits_2_naming_it_literally(
+    env: dict[str, str], files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, reference = files
+    frame = pd.read_csv(reference).rename(columns={"albumin": "albumin [g/dL]"})
+    renamed = tmp_path / "renamed.csv"
+    frame.to_csv(renamed, index=False)
+    code, output = _import(env, model, renamed)
+    assert code == 2
+    # Brackets print as written: Rich markup neither eats nor chokes on them.
+    assert "cannot import: the pipeline needs columns the CSV lacks: 'albumin'" in output
+    assert "'albumin [g/dL]'" in output
+    assert not (Path(env["ML_MODEL_PATH"]) / "ward").exists()

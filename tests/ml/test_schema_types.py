@@ -1,0 +1,192 @@
+"""Typed request validation: each type, the null rule, warnings, every problem listed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nexus_ml.ml.schema import (
+    MAX_PROBLEMS,
+    FeatureSchema,
+    FeatureSpec,
+    ValidationProblem,
+    check_batch,
+    check_instance,
+    feature_name_problem,
+)
+
+SCHEMA = FeatureSchema(
+    (
+        FeatureSpec("Heart rate (bpm)", "number", 30.0, 200.0),
+        FeatureSpec("age", "integer", 18.0, 99.0),
+        FeatureSpec("lactate", "number", 0.1, 20.0, nullable=True),
+        FeatureSpec("sex", "category", categories=("F", "M")),
+        FeatureSpec("site", "category", nullable=True, categories=("north", "south")),
+    )
+)
+GOOD: dict[str, Any] = {
+    "Heart rate (bpm)": 80.5,
+    "age": 51,
+    "lactate": 1.2,
+    "sex": "F",
+    "site": "north",
+}
+SECRET = "987654.321-secret"
+
+
+def problems(features: Any, schema: FeatureSchema = SCHEMA) -> list[tuple[str, str | None]]:
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(schema, features)
+    assert SECRET not in str(info.value)
+    assert all(SECRET not in p.message and SECRET not in p.field for p in info.value.problems)
+    return [(p.field, p.kind) for p in info.value.problems]
+
+
+def test_a_valid_row_keeps_types_in_schema_order() -> None:
+    row, warnings = check_instance(SCHEMA, dict(reversed(list(GOOD.items()))))
+    assert row.dtype == object
+    assert row.tolist() == [80.5, 51.0, 1.2, "F", "north"]
+    assert warnings == []
+
+
+def test_null_is_answered_only_where_the_feature_is_nullable() -> None:
+    row, warnings = check_instance(SCHEMA, {**GOOD, "lactate": None, "site": None})
+    assert math.isnan(row[2]) and row[4] is None
+    assert warnings == []  # a declared missing value is not a warning
+    assert problems({**GOOD, "Heart rate (bpm)": None, "sex": None}) == [
+        ("Heart rate (bpm)", "missing"),
+        ("sex", "missing"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "kind"),
+    [
+        ("Heart rate (bpm)", SECRET, "wrong_type"),
+        ("Heart rate (bpm)", True, "wrong_type"),
+        ("Heart rate (bpm)", math.inf, "non_finite"),
+        ("Heart rate (bpm)", math.nan, "non_finite"),
+        ("age", 2.5, "wrong_type"),
+        ("age", False, "wrong_type"),
+        ("age", SECRET, "wrong_type"),
+        ("sex", 1, "wrong_type"),
+        ("sex", True, "wrong_type"),
+        ("sex", [SECRET], "wrong_type"),
+        ("lactate", SECRET, "wrong_type"),
+        ("site", 3.5, "wrong_type"),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_feature(feature: str, value: Any, kind: str) -> None:
+    assert problems({**GOOD, feature: value}) == [(feature, kind)]
+
+
+def test_an_integer_feature_takes_whole_numbers_of_either_json_kind() -> None:
+    assert check_instance(SCHEMA, {**GOOD, "age": 40.0}).row[1] == 40.0
+    assert check_instance(SCHEMA, {**GOOD, "age": 40}).row[1] == 40.0
+
+
+def test_every_problem_of_a_request_is_listed() -> None:
+    features = {**GOOD, "age": 2.5, "sex": 7, "bogus": SECRET}
+    del features["Heart rate (bpm)"]
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(SCHEMA, features)
+    listed = [(p.field, p.kind) for p in info.value.problems]
+    # Missing first, then unknown names, then values in schema order.
+    assert listed == [
+        ("Heart rate (bpm)", "missing"),
+        ("bogus", None),
+        ("age", "wrong_type"),
+        ("sex", "wrong_type"),
+    ]
+    assert info.value.field == "Heart rate (bpm)"
+    assert str(info.value).endswith("(and 3 more)")
+    assert SECRET not in str(info.value)
+
+
+def test_a_batch_lists_every_instances_problems_bounded() -> None:
+    bad = {**GOOD, "age": 2.5, "sex": 1}
+    with pytest.raises(ValidationProblem) as info:
+        check_batch(SCHEMA, [GOOD, bad, GOOD, bad])
+    assert [p.field for p in info.value.problems] == [
+        "instances[1].age",
+        "instances[1].sex",
+        "instances[3].age",
+        "instances[3].sex",
+    ]
+    with pytest.raises(ValidationProblem) as info:
+        check_batch(SCHEMA, [bad] * MAX_PROBLEMS)
+    assert len(info.value.problems) == MAX_PROBLEMS
+    assert info.value.omitted == MAX_PROBLEMS
+    assert str(info.value).endswith(f"(and {2 * MAX_PROBLEMS - 1} more)")
+
+
+def test_warnings_name_out_of_range_and_unseen_category_never_the_value() -> None:
+    row, warnings = check_instance(
+        SCHEMA, {**GOOD, "Heart rate (bpm)": 250.0, "age": 17, "site": SECRET}
+    )
+    assert warnings == [
+        ("Heart rate (bpm)", "out_of_range"),
+        ("age", "out_of_range"),
+        ("site", "unseen_category"),
+    ]
+    assert row[4] == SECRET  # the pipeline gets the value; the warning does not
+    _, batch_warnings = check_batch(SCHEMA, [GOOD, {**GOOD, "lactate": 0.0}])
+    assert batch_warnings == [[], [("lactate", "out_of_range")]]
+
+
+def test_an_unseen_category_is_refused_where_the_pipeline_cannot_answer_it() -> None:
+    strict = SCHEMA.refusing_unseen(frozenset({"sex"}))
+    assert problems({**GOOD, "sex": SECRET, "site": "west"}, strict) == [("sex", "unseen_category")]
+    assert check_instance(strict, {**GOOD, "site": "west"}).warnings == [
+        ("site", "unseen_category")
+    ]
+
+
+def test_number_schemas_stay_float_arrays_and_accept_nulls_where_allowed() -> None:
+    schema = FeatureSchema(
+        (FeatureSpec("a", "number", 0.0, 1.0), FeatureSpec("b", "integer", 0.0, 9.0, True))
+    )
+    X, warnings = check_batch(schema, [{"a": 0.5, "b": 3}, {"a": 0.5, "b": None}])
+    assert X.dtype == np.float64
+    assert X[0].tolist() == [0.5, 3.0] and math.isnan(X[1, 1])
+    assert warnings == [[], []]
+    assert problems({"a": 0.5, "b": 3.5}, schema) == [("b", "wrong_type")]
+    assert problems({"a": 10**400, "b": 3}, schema) == [("a", "non_finite")]
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("", "non-empty"),
+        ("x" * 129, "at most 128"),
+        ("a\nb", "printable"),
+        ("a\x00b", "printable"),
+        ("a\u200bb", "printable"),  # a zero-width space: invisible in a dashboard
+    ],
+)
+def test_feature_names_are_bounded_printable_text(name: str, fragment: str) -> None:
+    assert fragment in str(feature_name_problem(name))
+    with pytest.raises(ValueError, match=fragment):
+        FeatureSchema((FeatureSpec(name),))
+
+
+def test_any_printable_name_of_a_users_file_is_accepted() -> None:
+    for name in ("od280/od315_of_diluted_wines", "BMI (kg/m²)", "x" * 128, "[/]", "a b"):
+        assert feature_name_problem(name) is None
+
+
+def test_an_unknown_key_is_echoed_bounded_and_printable() -> None:
+    listed = problems({**GOOD, "zz\n\x1b[31m" + "y" * 500: 1})
+    [(field, kind)] = listed
+    assert kind is None and len(field) <= 64 and field.isprintable()
+
+
+def test_legacy_numeric_reads_as_a_non_null_number() -> None:
+    schema = FeatureSchema.from_list([{"name": "a", "type": "numeric", "min": 0.0, "max": 1.0}])
+    assert schema.features[0] == FeatureSpec("a", "number", 0.0, 1.0, nullable=False)
+    assert schema.to_list() == [
+        {"name": "a", "type": "number", "nullable": False, "min": 0.0, "max": 1.0}
+    ]
