@@ -51,8 +51,10 @@ MAX_DISCRETE = 4096
 CONFIDENCE_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)
 # A decile's edge may move this share of the rows away from the decile to avoid a tied value.
 TIE_TOLERANCE = 0.025
-# A value holding at least this share of the rows counts as tied (heavy) for edge placement.
+# A value holding at least this share of the rows counts as heavy for edge placement, and an
+# edge at least this many standard deviations from every heavy value as safe.
 TIE_SHARE = 0.005
+TIE_SAFE_STD = 0.1
 # Columns per transposed block: a contiguous copy of a few columns at a time keeps the
 # extra memory to ~8 MB per column per thread instead of a full 240 MB transpose.
 _BLOCK = 4
@@ -195,7 +197,7 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
     hi = np.minimum(lo + 1, n - 1)
     a, b = order_stat(lo), order_stat(hi)
     q = a + (pos - lo) * (b - a)
-    i = decile_gaps(counts)
+    i = decile_gaps(values, counts)
     edges = 0.5 * (values[i] + values[i + 1])
     return {
         "type": "numeric",
@@ -207,38 +209,46 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
     }
 
 
-def decile_gaps(counts: NDArray[Any]) -> NDArray[np.intp]:
+def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
     """Which gaps between distinct sorted values bound the decile bins: ``i`` for each edge.
 
-    ``counts`` are the rows on each distinct value, in ascending order of value; the edge at
-    ``i`` lies between values ``i`` and ``i + 1``. By default it is the gap just above the
-    value holding the decile's order statistic. When a value beside that gap is heavy (holds
-    ``TIE_SHARE`` of the rows or more), the gap within ``TIE_TOLERANCE`` of the decile whose
-    heavier neighbour holds the fewest rows is taken instead, the nearest of equals. A
-    continuous column has no heavy value, so its edges stay at the deciles.
+    ``values`` are the distinct values in ascending order, ``counts`` the rows on each; the
+    edge at ``i`` lies halfway between values ``i`` and ``i + 1``. By default it is the gap
+    just above the value holding the decile's order statistic. A value holding ``TIE_SHARE``
+    of the rows or more is heavy: an edge closer to it than ``TIE_SAFE_STD`` standard
+    deviations would let a perturbation far smaller than any real shift (a rounding, a
+    recomputed ratio) carry its rows across. So among the gaps within ``TIE_TOLERANCE`` of the
+    decile, the one nearest the decile of those at a safe distance from every heavy value is
+    taken (the farthest one if none is). A column without heavy values, or whose deciles are
+    already safe, keeps its decile edges exactly.
 
     ``stats.drift_methods.decile_gaps`` applies the same rule to raw reference values (the
     layers keep ``ml`` and ``stats`` apart; a test holds the two equal).
     """
     counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
     cum = np.cumsum(counts)
     n = int(cum[-1])
     at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
     default = np.unique(np.searchsorted(cum, at, side="right"))
     default = default[cum[default] < n]  # the last value has no gap above it
-    unit = max(2, int(np.ceil(TIE_SHARE * n)))
-    # A perturbation can push a neighbour of the edge across it: rank gaps by the heavier one.
-    heavy = np.maximum(counts[:-1], counts[1:]) // unit
-    tol = TIE_TOLERANCE * n
+    heavy = values[counts >= max(2, int(np.ceil(TIE_SHARE * n)))]
+    if heavy.size == 0 or default.size == 0:
+        return default
+    mean = float(np.dot(values, counts)) / n
+    safe = TIE_SAFE_STD * np.sqrt(float(np.dot(np.square(values - mean), counts)) / n)
     chosen = []
     for i in default.tolist():
-        lo = int(np.searchsorted(cum, cum[i] - tol, side="left"))
-        hi = min(int(np.searchsorted(cum, cum[i] + tol, side="right")), cum.size - 1)
-        near = np.arange(lo, hi)
-        if heavy[i] == 0 or near.size == 0:
-            chosen.append(i)
-            continue
-        order = np.lexsort((np.abs(cum[near] - cum[i]), heavy[near]))
+        lo = int(np.searchsorted(cum, cum[i] - TIE_TOLERANCE * n, side="left"))
+        hi = int(np.searchsorted(cum, cum[i] + TIE_TOLERANCE * n, side="right"))
+        near = np.arange(min(lo, i), min(max(hi, i + 1), cum.size - 1))
+        edge = 0.5 * (values[near] + values[near + 1])
+        k = np.clip(np.searchsorted(heavy, edge), 1, heavy.size) - 1
+        gap = np.minimum(
+            np.abs(edge - heavy[k]), np.abs(heavy[np.minimum(k + 1, heavy.size - 1)] - edge)
+        )
+        # Safe gaps first (all alike), then the farthest from a heavy value; nearest of equals.
+        order = np.lexsort((np.abs(cum[near] - cum[i]), -np.minimum(gap, safe)))
         chosen.append(int(near[order[0]]))
     return np.unique(np.asarray(chosen, dtype=np.intp))
 
@@ -286,7 +296,7 @@ def _sketch(col: NDArray[np.floating[Any]], n: int, offset: float) -> dict[str, 
     # float32 edge landing *on* a value of a discrete feature would otherwise flip it between
     # bins). Deciles that fall on one value collapse.
     starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
-    i = decile_gaps(np.diff(np.append(starts, n)))
+    i = decile_gaps(col[starts], np.diff(np.append(starts, n)))
     cum = starts[i + 1]  # rows at or below each edge
     edges = 0.5 * (col[cum - 1].astype(np.float64) + col[cum].astype(np.float64))
     counts = np.diff(np.concatenate(([0], cum, [n])))

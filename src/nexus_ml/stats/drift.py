@@ -26,7 +26,8 @@ Windows arrive as stored predictions' feature values: a column may hold numbers,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -237,59 +238,56 @@ class DriftDetector:
             for m in self.methods[ftype]
         }
 
-    def score(self, window: ArrayLike, feature_names: Sequence[str]) -> DriftReport:
-        """Score a window (n × d, columns named by ``feature_names``) against the reference.
+    def score(
+        self,
+        window: ArrayLike | Mapping[str, ArrayLike],
+        feature_names: Sequence[str] | None = None,
+    ) -> DriftReport:
+        """Score a window against the reference.
 
-        Any dtype: a float array (NaN missing), or an object array or list of rows holding
-        numbers, strings (categories) and None (missing), as stored predictions' features do.
+        ``window`` is n × d with columns named by ``feature_names``, of any dtype: a float array
+        (NaN missing), or an object array or list of rows holding numbers, strings (categories)
+        and None (missing), as stored predictions' features do. Or columns by name (a dict of
+        arrays, a pandas DataFrame), each of its own dtype: no object copy of the numbers.
         """
         if not hasattr(self, "features_"):
             raise RuntimeError("DriftDetector is not fitted; call fit_profile() first")
-        win = np.asarray(window)
-        if win.ndim != 2 or win.shape[1] != len(feature_names):
-            raise ValueError(f"window must be n x {len(feature_names)}, got {win.shape}")
-        index = {f: j for j, f in enumerate(feature_names)}
-        missing = [f for f in self.features_ if f not in index]
-        if missing:
-            raise ValueError(f"window lacks reference features: {missing}")
-        numeric = [f for f, t in self.features_.items() if t == "numeric"]
-        picked = win[:, [index[f] for f in numeric]]
-        # Sort every numeric column once and share it across methods: the sort is most of a
-        # window's cost. Fancy indexing copies (k x n, C order, each column contiguous), so the
-        # in-place sort never touches the caller's array.
-        if win.dtype == object:
-            cols = np.array([_numbers(picked[:, k]) for k in range(len(numeric))]).reshape(
-                len(numeric), win.shape[0]
-            )
-        else:
-            cols = np.asarray(picked.T, dtype=np.float64, order="C")
-        cols.sort(axis=1)
-        prepared: dict[str, NDArray[np.float64]] = {}
-        n_missing: dict[str, int] = {}
-        for k, f in enumerate(numeric):
-            col = cols[k]
+        columns, n_rows = _columns(window, feature_names)
+        absent = [f for f in self.features_ if f not in columns]
+        if absent:
+            raise ValueError(f"window lacks reference features: {absent}")
+        results = {}
+        for f, t in self.features_.items():
+            if t == "categorical":
+                counts = self._category_counts(f, np.asarray(columns[f]))
+                results[f] = self._score_feature(f, counts, n_rows - int(counts.sum()))
+                continue
+            # Sort each numeric column once and share it across methods: the sort is most of a
+            # window's cost. The sorted copy never touches the caller's array.
+            col = np.sort(_numbers(np.asarray(columns[f])))
             # NaN sorts last; inf is dropped too (data quality reports both); only NaN (None
             # in an object window) counts as missing.
             finite = np.isfinite(col)
-            prepared[f] = col if finite.all() else col[finite]
-            n_missing[f] = 0 if finite.all() else int(np.count_nonzero(np.isnan(col)))
-        for f, t in self.features_.items():
-            if t == "categorical":
-                prepared[f] = self._category_counts(f, win[:, index[f]])
-                n_missing[f] = win.shape[0] - int(prepared[f].sum())
-        results = {f: self._score_feature(f, prepared[f], n_missing[f]) for f in self.features_}
-        return self._decide(win.shape[0], results)
+            if finite.all():
+                results[f] = self._score_feature(f, col, 0)
+            else:
+                missing = int(np.count_nonzero(np.isnan(col)))
+                results[f] = self._score_feature(f, col[finite], missing)
+        return self._decide(n_rows, results)
 
     def _category_counts(self, name: str, values: NDArray[Any]) -> NDArray[np.float64]:
         """Counts over the reference categories plus one trailing bucket for unseen ones."""
         lookup = self.categories_[name]
-        present = [v for v in values.tolist() if not _is_missing(v)]
-        cats, counts = np.unique(
-            np.asarray([str(v) for v in present], dtype=object), return_counts=True
-        )
         out = np.zeros(len(lookup) + 1)
-        for c, n in zip(cats.tolist(), counts.tolist(), strict=True):
-            out[lookup.get(c, len(lookup))] += n
+        if values.dtype.kind in "US":  # strings only: nothing is missing
+            cats, counts = np.unique(values, return_counts=True)
+            seen: Iterable[tuple[Any, int]] = zip(cats.tolist(), counts.tolist(), strict=True)
+        else:
+            # Hashing (Counter) rather than sorting: mixed objects do not sort.
+            seen = Counter(values.tolist()).items()
+        for c, n in seen:
+            if not _is_missing(c):
+                out[lookup.get(str(c), len(lookup))] += n
         return out
 
     def _score_feature(self, name: str, values: NDArray[np.float64], n_missing: int) -> _Scored:
@@ -381,6 +379,24 @@ class _Scored:
     n: int  # values present
     n_missing: int
     method: str  # the decision statistic
+
+
+def _columns(
+    window: ArrayLike | Mapping[str, ArrayLike], names: Sequence[str] | None
+) -> tuple[Mapping[str, Any], int]:
+    """The window's columns by name, and its row count."""
+    if names is None:
+        if not hasattr(window, "keys"):
+            raise ValueError("name the window's columns: feature_names, or pass columns by name")
+        cols = {str(f): np.asarray(window[f]) for f in window}  # type: ignore[index, union-attr]
+        sizes = {c.shape[0] for c in cols.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"window columns differ in length: {sorted(sizes)}")
+        return cols, sizes.pop() if sizes else 0
+    win = np.asarray(window)
+    if win.ndim != 2 or win.shape[1] != len(names):
+        raise ValueError(f"window must be n x {len(names)}, got {win.shape}")
+    return {f: win[:, j] for j, f in enumerate(names)}, win.shape[0]
 
 
 def _is_missing(value: Any) -> bool:

@@ -29,6 +29,7 @@ PSI_EPS = 1e-4
 N_BINS = 10
 TIE_TOLERANCE = 0.025
 TIE_SHARE = 0.005
+TIE_SAFE_STD = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class _Binned:
         """Fit from raw numeric reference values (tie-aware decile bins, as in the profile)."""
         ref = sorted_finite(reference)
         values, counts = np.unique(ref, return_counts=True)
-        i = decile_gaps(counts)
+        i = decile_gaps(values, counts)
         self.edges_ = 0.5 * (values[i] + values[i + 1])
         self.ref_counts_ = bin_counts_sorted(ref, self.edges_)
         return self
@@ -85,28 +86,38 @@ class _Binned:
         return MethodResult(effect(self.ref_counts_, counts), p)
 
 
-def decile_gaps(counts: NDArray[Any]) -> NDArray[np.intp]:
+def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
     """Which gaps between distinct sorted values bound the decile bins (``i``: values i, i+1).
 
     The profile's rule (``ml.profile.decile_gaps``, which documents it), for raw references:
-    an edge never sits beside a value holding ``TIE_SHARE`` of the rows when a gap with lighter
-    neighbours lies within ``TIE_TOLERANCE`` of the decile. Tests hold the two equal.
+    no edge within ``TIE_SAFE_STD`` std of a value holding ``TIE_SHARE`` of the rows when a gap
+    within ``TIE_TOLERANCE`` of the decile is farther. Tests hold the two equal.
     """
     counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
     cum = np.cumsum(counts)
     n = int(cum[-1])
     at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
     default = np.unique(np.searchsorted(cum, at, side="right"))
-    default = default[cum[default] < n]
-    heavy = np.maximum(counts[:-1], counts[1:]) // max(2, int(np.ceil(TIE_SHARE * n)))
+    default = default[cum[default] < n]  # the last value has no gap above it
+    heavy = values[counts >= max(2, int(np.ceil(TIE_SHARE * n)))]
+    if heavy.size == 0 or default.size == 0:
+        return default
+    mean = float(np.dot(values, counts)) / n
+    safe = TIE_SAFE_STD * np.sqrt(float(np.dot(np.square(values - mean), counts)) / n)
     chosen = []
     for i in default.tolist():
         lo = int(np.searchsorted(cum, cum[i] - TIE_TOLERANCE * n, side="left"))
         hi = int(np.searchsorted(cum, cum[i] + TIE_TOLERANCE * n, side="right"))
-        near = np.arange(lo, min(hi, cum.size - 1))
-        if heavy[i] and near.size:
-            i = int(near[np.lexsort((np.abs(cum[near] - cum[i]), heavy[near]))[0]])
-        chosen.append(i)
+        near = np.arange(min(lo, i), min(max(hi, i + 1), cum.size - 1))
+        edge = 0.5 * (values[near] + values[near + 1])
+        k = np.clip(np.searchsorted(heavy, edge), 1, heavy.size) - 1
+        gap = np.minimum(
+            np.abs(edge - heavy[k]), np.abs(heavy[np.minimum(k + 1, heavy.size - 1)] - edge)
+        )
+        # Safe gaps first (all alike), then the farthest from a heavy value; nearest of equals.
+        order = np.lexsort((np.abs(cum[near] - cum[i]), -np.minimum(gap, safe)))
+        chosen.append(int(near[order[0]]))
     return np.unique(np.asarray(chosen, dtype=np.intp))
 
 
