@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from nexus_ml.cli.console import make_console, problem
 from nexus_ml.cli.main import _settings, app, console
 from nexus_ml.cli.simulate import REQUEST_TIMEOUT, resolve_api_key
 from nexus_ml.cli.traffic import to_json_ready
@@ -55,10 +55,10 @@ def run_local() -> dict[str, Any]:
     try:
         migrate(store.engine)  # idempotent; the service does the same at start
         for name, error in models.load_all().items():
-            console.print(f"[yellow]model {name} refused:[/yellow] {error}")
+            console.print(problem(f"model {name} refused:", error, style="yellow"))
         return job.run()
     except DatabaseUnavailable as exc:
-        console.print(f"[red]database unavailable:[/red] {exc}")
+        console.print(problem("database unavailable:", exc))
         raise typer.Exit(1) from None
     finally:
         store.engine.dispose()
@@ -73,11 +73,11 @@ def run_remote(url: str, key: str) -> dict[str, Any]:
             timeout=REQUEST_TIMEOUT * 6,  # the job reads a whole window from the database
         )
     except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach {url}:[/red] {type(exc).__name__}")
+        console.print(problem(f"cannot reach {url}:", type(exc).__name__))
         raise typer.Exit(1) from None
     if response.status_code != 200:
         detail = response.text[:300]
-        console.print(f"[red]{DRIFT_RUN} answered {response.status_code}:[/red] {detail}")
+        console.print(problem(f"{DRIFT_RUN} answered {response.status_code}:", detail))
         raise typer.Exit(2 if response.status_code in (401, 403) else 1)
     result: dict[str, Any] = response.json()
     return result
@@ -109,13 +109,13 @@ def model_table(name: str, r: dict[str, Any]) -> Table:
     drifted = drift.get("drifted_features", [])
     if not drift.get("decided"):
         table.add_row(
-            "features drifted", f"[yellow]not decided[/yellow]: {drift.get('reason', '')}"
+            "features drifted", problem("not decided:", drift.get("reason", ""), style="yellow")
         )
     elif drifted:
         n = len(drift.get("features", {}))
-        table.add_row("features drifted", f"[red]{len(drifted)}/{n}[/red]: {', '.join(drifted)}")
+        table.add_row("features drifted", problem(f"{len(drifted)}/{n}:", ", ".join(drifted)))
     else:
-        table.add_row("features drifted", "[green]none[/green]")
+        table.add_row("features drifted", problem("none", style="green"))
     for method, top in top_scores(drift).items():
         table.add_row(f"top {method}", ", ".join(f"{f} {s:.3f}" for f, s in top))
     q = r.get("quality", {})
@@ -150,11 +150,11 @@ def drift(
     if as_json:
         typer.echo(json.dumps(to_json_ready(result)))
     if not result.get("ran"):
-        console.print(f"[yellow]skipped:[/yellow] {result.get('reason', 'not run')}")
+        console.print(problem("skipped:", result.get("reason", "not run"), style="yellow"))
         return
     models: dict[str, Any] = result.get("models", {})
     if not as_json:
-        out = Console()
+        out = make_console()
         if not models:
             out.print("no models loaded")
         for name, r in models.items():

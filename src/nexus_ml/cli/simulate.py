@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nexus_ml.cli.console import make_console, problem
 from nexus_ml.cli.main import _settings, app, console
 from nexus_ml.cli.traffic import (
     RowSampler,
@@ -225,8 +226,11 @@ def resolve_api_key(explicit: str | None, scopes: Sequence[str]) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     console.print(
-        f"[red]no API key:[/red] pass --api-key, set ML_API_KEYS ({'/'.join(scopes)}) "
-        f"or start the service once so it writes {path}"
+        problem(
+            "no API key:",
+            f"pass --api-key, set ML_API_KEYS ({'/'.join(scopes)}) "
+            f"or start the service once so it writes {path}",
+        )
     )
     raise typer.Exit(2)
 
@@ -308,7 +312,7 @@ def simulate(
                 )
         split_shifts(config.shifts, config.models)
     except ValueError as exc:
-        console.print(f"[red]invalid options:[/red] {exc}")
+        console.print(problem("invalid options:", exc))
         raise typer.Exit(2) from None
     key = resolve_api_key(api_key, ("predict", "admin"))
 
@@ -325,7 +329,7 @@ def simulate(
     if as_json:
         typer.echo(json.dumps(result.summary()))
     else:
-        print_summary(result, Console())
+        print_summary(result, make_console())
     if result.sent and result.by_class["error"] == result.sent:
-        console.print(f"[red]no response from {url}[/red]: is the service running?")
+        console.print(problem(f"no response from {url}:", "is the service running?"))
         raise typer.Exit(1)
