@@ -295,9 +295,17 @@ def _sketch(col: NDArray[np.floating[Any]], n: int, offset: float) -> dict[str, 
     # then sits clearly on one side of every edge, so the counts hold in float64 too (a
     # float32 edge landing *on* a value of a discrete feature would otherwise flip it between
     # bins). Deciles that fall on one value collapse.
-    starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
-    i = decile_gaps(col[starts], np.diff(np.append(starts, n)))
-    cum = starts[i + 1]  # rows at or below each edge
+    unit = max(2, int(np.ceil(TIE_SHARE * n)))
+    if n > unit and bool(np.any(col[unit - 1 :] == col[: n - unit + 1])):
+        # Some value holds TIE_SHARE of the rows: place the edges by decile_gaps.
+        starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
+        cum = starts[decile_gaps(col[starts], np.diff(np.append(starts, n))) + 1]
+    else:
+        # No heavy value (the usual continuous column): decile_gaps keeps the deciles' own
+        # gaps, found here without listing a million distinct values.
+        at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
+        cum = np.unique(np.searchsorted(col, col[at], side="right"))
+        cum = cum[cum < n]  # rows at or below each edge
     edges = 0.5 * (col[cum - 1].astype(np.float64) + col[cum].astype(np.float64))
     counts = np.diff(np.concatenate(([0], cum, [n])))
     return {

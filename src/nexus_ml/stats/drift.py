@@ -259,12 +259,14 @@ class DriftDetector:
         results = {}
         for f, t in self.features_.items():
             if t == "categorical":
-                counts = self._category_counts(f, np.asarray(columns[f]))
+                column = columns[f]
+                values = column.values if isinstance(column, _Owned) else np.asarray(column)
+                counts = self._category_counts(f, values)
                 results[f] = self._score_feature(f, counts, n_rows - int(counts.sum()))
                 continue
             # Sort each numeric column once and share it across methods: the sort is most of a
             # window's cost. The sorted copy never touches the caller's array.
-            col = np.sort(_numbers(np.asarray(columns[f])))
+            col = _sorted_numbers(columns[f])
             # NaN sorts last; inf is dropped too (data quality reports both); only NaN (None
             # in an object window) counts as missing.
             finite = np.isfinite(col)
@@ -396,7 +398,30 @@ def _columns(
     win = np.asarray(window)
     if win.ndim != 2 or win.shape[1] != len(names):
         raise ValueError(f"window must be n x {len(names)}, got {win.shape}")
+    if win.dtype.kind in "fiu":
+        # One transposed copy (d x n, each column contiguous): sorting its rows in place is
+        # cheaper than sorting d strided columns into d new arrays, and the caller's array
+        # is never touched.
+        block = np.array(win.T, dtype=np.float64, order="C")
+        return {f: _Owned(block[j]) for j, f in enumerate(names)}, win.shape[0]
     return {f: win[:, j] for j, f in enumerate(names)}, win.shape[0]
+
+
+class _Owned:
+    """A column copied by ``_columns``: the detector may sort it in place."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: NDArray[np.float64]) -> None:
+        self.values = values
+
+
+def _sorted_numbers(column: Any) -> NDArray[np.float64]:
+    """A numeric column sorted (NaN last), sorted in place if it is the detector's own copy."""
+    if isinstance(column, _Owned):
+        column.values.sort()
+        return column.values
+    return np.sort(_numbers(np.asarray(column)))
 
 
 def _is_missing(value: Any) -> bool:
