@@ -11,10 +11,11 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -117,3 +118,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stored_window(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """Stored predictions' feature dicts as the quality job hands them to drift and quality.
+
+    An object array in ``names`` order holding each value as stored: numbers, category
+    strings, None for missing.
+    """
+    out = np.empty((len(rows), len(names)), dtype=object)
+    for i, row in enumerate(rows):
+        out[i, :] = [row.get(f) for f in names]
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from tests.cli.test_drift_cli import env_for, last_json
-from tests.helpers import KEYS, LiveService
+from tests.helpers import KEYS, LiveService, stored_window
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app
@@ -23,7 +23,6 @@ from nexus_ml.ml.bundle import load_metadata
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.ml.training import train_from_csv
 from nexus_ml.stats.drift import DriftDetector
-from nexus_ml.stats.window import feature_window
 
 N_REF = 20_000
 NAMES = ["age", "creatinine", "admission", "site"]
@@ -77,7 +76,7 @@ def test_rows_follow_the_profile_for_every_type(metadata: dict[str, Any]) -> Non
 def test_profile_traffic_is_not_drifted(metadata: dict[str, Any], size: int) -> None:
     det = DriftDetector.from_profile(metadata["profile"])
     for seed in range(3):
-        window = feature_window(draw(metadata, size, seed=10 + seed), NAMES)
+        window = stored_window(draw(metadata, size, seed=10 + seed), NAMES)
         assert det.score(window, NAMES).drifted_features == [], seed
 
 
@@ -86,7 +85,7 @@ def test_a_numeric_shift_is_drift_and_other_features_cannot_shift(
 ) -> None:
     det = DriftDetector.from_profile(metadata["profile"])
     shifted = draw(metadata, 1_000, seed=3, shifts=(Shift("creatinine", "add", 0.5),))
-    assert det.score(feature_window(shifted, NAMES), NAMES).drifted_features == ["creatinine"]
+    assert det.score(stored_window(shifted, NAMES), NAMES).drifted_features == ["creatinine"]
     for feature in ("admission", "nope"):
         with pytest.raises(ValueError) as err:
             ProfileSampler("imported", metadata, (Shift(feature, "add", 1.0),))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from tests.helpers import stored_window
 
 from nexus_ml.ml import profile as ml_profile
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.stats import drift_methods
 from nexus_ml.stats.drift import DriftDetector, DriftReport
-from nexus_ml.stats.window import feature_window
 
 Columns = dict[str, NDArray[np.object_] | NDArray[np.float64] | NDArray[np.str_]]
 
@@ -79,9 +79,7 @@ def as_rows(cols: Columns) -> NDArray[np.object_]:
         {f: (None if isinstance(v, float) and v != v else v) for f, v in zip(names, r, strict=True)}
         for r in zip(*(cols[f].tolist() for f in names), strict=True)
     ]
-    window = feature_window(rows, names)
-    assert window.dtype == object
-    return window
+    return stored_window(rows, names)
 
 
 REFERENCE: Columns = {}

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+
 from nexus_ml.config import Settings
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.monitoring.metrics import Metrics
@@ -25,7 +27,6 @@ from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.stats.drift import DriftDetector
 from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 from nexus_ml.stats.quality import QualityChecker
-from nexus_ml.stats.window import feature_window
 from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.locks import try_advisory_lock
 from nexus_ml.storage.records import utcnow
@@ -129,9 +130,9 @@ class QualityJob:
             name, limit=None if since else s.drift_window_size, since=since, version=loaded.version
         )
         names = list(loaded.schema.names)
-        # Numbers, category strings and None as stored: drift and quality read each column by
-        # its type in the reference profile.
-        X = feature_window([r.features for r in rows], names)
+        X = np.array(
+            [[_num(r.features.get(f)) for f in names] for r in rows], dtype=np.float64
+        ).reshape(len(rows), len(names))
         out: dict[str, Any] = {"version": loaded.version, "window_size": len(rows)}
         m.data_drift_window_size.labels(name).set(len(rows))
 
@@ -186,6 +187,12 @@ class QualityJob:
         if result.accuracy is not None:
             self._metrics.model_accuracy.labels(name).set(result.accuracy)
         return {"accuracy": result.accuracy, "n": result.n}
+
+
+def _num(value: Any) -> float:
+    # Stored rows passed validation; anything else becomes NaN, which drift
+    # ignores and window quality reports.
+    return float(value) if type(value) in (int, float) else math.nan
 
 
 class QualityRunner:
