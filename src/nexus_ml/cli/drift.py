@@ -99,6 +99,15 @@ def top_scores(drift: dict[str, Any], k: int = TOP_SCORES) -> dict[str, list[tup
     return {m: sorted(v, key=lambda fs: -fs[1])[:k] for m, v in by_method.items()}
 
 
+def _drifted_label(feature: str, fd: dict[str, Any]) -> str:
+    """A drifted feature's name, with its missing-rate change when that is what drifted."""
+    missing = fd.get("missing") or {}
+    if not missing.get("drifted"):
+        return feature
+    was, now = missing.get("reference_share", 0.0), missing.get("share", 0.0)
+    return f"{feature} (missing {was:.0%} → {now:.0%})"
+
+
 def model_table(name: str, r: dict[str, Any]) -> Table:
     """One model's round as a two-column table."""
     table = Table(title=f"{name} (version {r.get('version', '?')})", show_header=False)
@@ -113,7 +122,8 @@ def model_table(name: str, r: dict[str, Any]) -> Table:
         )
     elif drifted:
         n = len(drift.get("features", {}))
-        table.add_row("features drifted", problem(f"{len(drifted)}/{n}:", ", ".join(drifted)))
+        named = ", ".join(_drifted_label(f, drift["features"].get(f, {})) for f in drifted)
+        table.add_row("features drifted", problem(f"{len(drifted)}/{n}:", named))
     else:
         table.add_row("features drifted", problem("none", style="green"))
     for method, top in top_scores(drift).items():
