@@ -109,7 +109,14 @@ def test_a_feature_with_too_few_values_is_left_undecided(detector: DriftDetector
 def test_report_is_json_serialisable(detector: DriftDetector) -> None:
     report = detector.score(np.random.default_rng(0).normal(size=(300, D)), NAMES)
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
-    assert set(data["features"]["f0"]["scores"]) == {"psi", "ks", "js", "wasserstein", "missing"}
+    assert set(data["features"]["f0"]["scores"]) == {
+        "psi",
+        "ks",
+        "js",
+        "wasserstein",
+        "missing",
+        "decision",
+    }
     assert data["window_size"] == 300
 
 
@@ -129,7 +136,7 @@ def test_categorical_features_drift_on_category_mix() -> None:
     shifted = table(1_000, [0.2, 0.3, 0.2, 0.3], ["a", "b", "c", "new"])
     report = det.score(shifted, ["kind", "x"])
     assert report.drifted_features == ["kind"]
-    assert set(report.features["kind"].scores) == {"l1", "psi", "js", "chi2", "missing"}
+    assert set(report.features["kind"].scores) == {"l1", "psi", "js", "chi2", "missing", "decision"}
     assert report.features["kind"].method == "l1"
 
 

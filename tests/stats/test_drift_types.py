@@ -158,8 +158,9 @@ def test_ten_point_change_of_one_category_share_is_flagged_at_1000_rows(
     for report in reports:
         cat3 = report.features["cat3"]
         assert cat3.method == "l1" and cat3.statistic == pytest.approx(0.2, abs=0.07)
-        # PSI, the numeric rule, would have missed it.
+        # PSI, the numeric rule, would have missed it; the alert reads the decision score.
         assert cat3.scores["psi"] < 0.1
+        assert cat3.scores["decision"] == cat3.statistic > 0.1
 
 
 def test_unseen_category_share_counts_as_its_own_cell(detector: DriftDetector) -> None:
@@ -187,6 +188,7 @@ def test_missing_rate_change_is_flagged(detector: DriftDetector, feature: str, r
             2 * abs(rate - d.reference_missing_share), abs=0.08
         )
         assert d.missing_adjusted_pvalue < 0.05
+        assert d.scores["decision"] == d.scores["missing"] > 0.1
 
 
 def test_missing_rate_p_value_is_the_two_proportion_z_test() -> None:

@@ -46,6 +46,10 @@ from nexus_ml.stats.drift_methods import (
 DECISION_METHODS = {"numeric": "psi", "categorical": "l1"}
 DECISION_METHOD = DECISION_METHODS["numeric"]
 MISSING = "missing"  # the missing-rate test's key among a feature's scores and p-values
+# Among a feature's scores: the statistic its decision compared with the threshold (its type's
+# decision statistic, or the missing-rate change when that is larger). DataDriftDetected reads
+# it, so one alert covers numbers, categories and missing rates.
+DECISION = "decision"
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +352,12 @@ class DriftDetector:
         for i, f in enumerate(names):
             r = results[f]
             ref_present, ref_missing = self.missing_[f]
+            scores = {m: res.score for m, res in r.scores.items()}
+            # The larger of the two rules' statistics (NaN when neither could be computed):
+            # a flagged feature's decision score is then above the threshold.
+            scores[DECISION] = float(np.fmax(stat[i], miss_stat[i]))
             features[f] = FeatureDrift(
-                scores={m: res.score for m, res in r.scores.items()},
+                scores=scores,
                 pvalues={m: res.pvalue for m, res in r.scores.items() if res.pvalue is not None},
                 statistic=float(stat[i]),
                 pvalue=float(raw_p[i]),
