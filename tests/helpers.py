@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,3 +155,15 @@ def single_openmp_thread() -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="openmp")
+
+
+def stored_window(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """Stored predictions' feature dicts as the quality job hands them to drift and quality.
+
+    An object array in ``names`` order holding each value as stored: numbers, category
+    strings, None for missing.
+    """
+    out = np.empty((len(rows), len(names)), dtype=object)
+    for i, row in enumerate(rows):
+        out[i, :] = [row.get(f) for f in names]
+    return out

@@ -95,6 +95,9 @@ def test_one_shifted_feature_is_the_only_one_detected(client: TestClient) -> Non
 
     m = scrape(client)
     assert value(m, "ml_data_drift_score", model=MODEL, feature=SHIFTED, method="psi") > 0.1
+    # The score DataDriftDetected compares with data_drift_high: PSI, for a number.
+    decision = value(m, "ml_data_drift_score", model=MODEL, feature=SHIFTED, method="decision")
+    assert decision == value(m, "ml_data_drift_score", model=MODEL, feature=SHIFTED, method="psi")
     for feature in DATA.feature_names:
         detected = value(m, "ml_data_drift_detected", model=MODEL, feature=feature)
         assert detected == (1.0 if feature == SHIFTED else 0.0), feature

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,7 +52,10 @@ def test_parse_shift() -> None:
     assert parse_shift("mean_radius=0.5") == Shift("mean_radius", "add", 0.5)
     assert parse_shift("bmi=-1") == Shift("bmi", "add", -1.0)
     assert parse_shift("bmi=x1.5") == Shift("bmi", "scale", 1.5)
-    for bad in ("mean_radius", "=1", "a=b", "a=x", "a b=1"):
+    # Feature names are the user's column names: any printable text, "=" included.
+    assert parse_shift("od280/od315 of wines=0.5") == Shift("od280/od315 of wines", "add", 0.5)
+    assert parse_shift("a=b=x2") == Shift("a=b", "scale", 2.0)
+    for bad in ("mean_radius", "=1", "a=b", "a=x"):
         with pytest.raises(ValueError):
             parse_shift(bad)
 
@@ -66,7 +70,7 @@ def test_sampler_is_reproducible_and_shifts_in_stds() -> None:
     values = np.array([shifted.sample().features["mean_radius"] for _ in range(4000)])
     moved = (values.mean() - data.X[:, j].mean()) / data.X[:, j].std()
     assert moved == pytest.approx(1.0, abs=0.1)
-    with pytest.raises(ValueError, match="no feature"):
+    with pytest.raises(ValueError, match="no numeric feature 'bmi'"):
         RowSampler("diagnostic", (Shift("bmi", "add", 1.0),))
 
 
@@ -185,13 +189,14 @@ def test_cli_key_from_generated_file(live: LiveService, tmp_path: object) -> Non
     ("extra", "message"),
     [
         ([], "--count or --duration"),
-        (["--count", "1", "--shift", "nope=1"], "no selected model has a feature"),
+        (["--count", "1", "--shift", "nope=1"], "no selected model has a numeric feature 'nope'"),
         (["--count", "1", "--shift", "mean_radius"], "FEATURE=DELTA"),
-        (["--count", "1", "--model", "other"], "bundled datasets"),
+        (["--count", "1", "--model", "other"], "model 'other': no bundle to draw rows from"),
     ],
 )
-def test_cli_refuses_bad_options(extra: list[str], message: str) -> None:
-    r = CliRunner().invoke(app, ["simulate", "--api-key", KEYS["predict"], *extra])
+def test_cli_refuses_bad_options(extra: list[str], message: str, tmp_path: Path) -> None:
+    env = {"ML_MODEL_PATH": str(tmp_path / "models")}  # nothing on disk: the bundled datasets
+    r = CliRunner().invoke(app, ["simulate", "--api-key", KEYS["predict"], *extra], env=env)
     assert r.exit_code == 2
     assert message in " ".join(r.output.split())
 

@@ -98,8 +98,12 @@ def test_categorical_columns_keep_category_counts() -> None:
     assert kind["type"] == "categorical"
     assert kind["categories"] == ["a", "b"] and kind["category_counts"] == [2, 1]
     assert kind["n_missing"] == 1
-    # An object array's other columns cannot be trusted as numbers: categorical too.
+    # A mixed table's column of numbers (None missing) is numeric; one holding text is not.
+    assert prof["features"]["v"]["type"] == "numeric" and prof["features"]["v"]["n"] == 4
+    x[1, 1], x[2, 1] = None, "3.0"
+    prof = build_profile(x, ["kind", "v"], categorical=["kind"])
     assert prof["features"]["v"]["type"] == "categorical"
+    assert prof["features"]["v"]["n_missing"] == 1
 
 
 def test_confidence_calibration_is_monotone_isotonic() -> None:

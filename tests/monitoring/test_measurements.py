@@ -283,10 +283,11 @@ def test_gauges_max_lookback_and_drift() -> None:
     m.model_accuracy.labels(M).set(0.8)
     m.model_accuracy_samples.labels(M).set(250)
     m.model_last_training_timestamp_seconds.labels(M).set(T0 - 86400)
-    m.data_drift_score.labels(M, "age", "psi").set(0.3)
+    m.data_drift_score.labels(M, "age", "decision").set(0.3)
     m.data_drift_score.labels(M, "age", "ks").set(0.9)  # another method: ignored
+    m.data_drift_score.labels(M, "age", "psi").set(0.05)  # so is PSI: the decision's own score
     m.data_drift_detected.labels(M, "age").set(1)
-    m.data_drift_score.labels(M, "bmi", "psi").set(0.05)
+    m.data_drift_score.labels(M, "bmi", "decision").set(0.05)
     _snap(h, m, T0)
     got = h.measurements([M], T0 + 10)
     assert (got.cpu_percent, got.memory_ratio, got.memory_bytes, got.disk_ratio) == (

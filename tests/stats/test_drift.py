@@ -86,8 +86,12 @@ def test_columns_are_matched_by_name_and_missing_values_dropped(
     window[:100, 5] = np.nan
     order = NAMES[::-1]
     report = detector.score(window[:, ::-1], order)
-    assert report.drifted_features == ["f2"]
-    assert report.features["f5"].n == 900
+    # f5's values are undrifted; its missing rate (0 % in the reference, 10 % here) is not.
+    assert report.drifted_features == ["f2", "f5"]
+    f5 = report.features["f5"]
+    assert f5.n == 900 and f5.missing_share == pytest.approx(0.1)
+    assert f5.missing_drifted and not report.features["f2"].missing_drifted
+    assert f5.adjusted_pvalue > 0.05 or f5.statistic <= 0.1  # the distribution is not flagged
 
 
 def test_a_feature_with_too_few_values_is_left_undecided(detector: DriftDetector) -> None:
@@ -96,36 +100,44 @@ def test_a_feature_with_too_few_values_is_left_undecided(detector: DriftDetector
     window[:, 4] += 5.0
     report = detector.score(window, NAMES)
     assert report.decided
-    assert not report.features["f4"].drifted
+    f4 = report.features["f4"]
+    assert not f4.distribution_drifted  # 50 values: the shift of 5 std is not judged
+    assert f4.missing_drifted and f4.drifted  # 95 % missing against none in the reference is
     assert "f4" in report.reason
 
 
 def test_report_is_json_serialisable(detector: DriftDetector) -> None:
     report = detector.score(np.random.default_rng(0).normal(size=(300, D)), NAMES)
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
-    assert set(data["features"]["f0"]["scores"]) == {"psi", "ks", "js", "wasserstein"}
+    assert set(data["features"]["f0"]["scores"]) == {
+        "psi",
+        "ks",
+        "js",
+        "wasserstein",
+        "missing",
+        "decision",
+    }
     assert data["window_size"] == 300
 
 
 def test_categorical_features_drift_on_category_mix() -> None:
     rng = np.random.default_rng(6)
-    ref = np.column_stack(
-        [rng.choice(["a", "b", "c"], size=5_000, p=[0.5, 0.3, 0.2]), rng.normal(size=5_000)]
-    ).astype(object)
-    ref[:, 1] = ref[:, 1].astype(float)
-    prof = build_profile(ref, ["kind", "x"], categorical=["kind", "x"][:1])
-    # Object arrays profile every column as categorical; rebuild x as numeric from floats.
-    prof["features"]["x"] = build_profile(ref[:, 1:].astype(float), ["x"])["features"]["x"]
+
+    def table(size: int, p: list[float], cats: list[str]) -> np.ndarray:
+        # Rows as stored predictions hold them: a string and a float per row.
+        kind = rng.choice(cats, size=size, p=p).tolist()
+        return np.array(list(zip(kind, rng.normal(size=size).tolist(), strict=True)), object)
+
+    prof = build_profile(table(5_000, [0.5, 0.3, 0.2], ["a", "b", "c"]), ["kind", "x"])
+    assert prof["features"]["x"]["type"] == "numeric"
     det = DriftDetector.from_profile(prof)
-    same = np.column_stack(
-        [rng.choice(["a", "b", "c"], size=1_000, p=[0.5, 0.3, 0.2]), rng.normal(size=1_000)]
-    ).astype(object)
+    same = table(1_000, [0.5, 0.3, 0.2], ["a", "b", "c"])
     assert det.score(same, ["kind", "x"]).drifted_features == []
-    shifted = same.copy()
-    shifted[:, 0] = rng.choice(["a", "b", "c", "new"], size=1_000, p=[0.2, 0.3, 0.2, 0.3])
+    shifted = table(1_000, [0.2, 0.3, 0.2, 0.3], ["a", "b", "c", "new"])
     report = det.score(shifted, ["kind", "x"])
     assert report.drifted_features == ["kind"]
-    assert set(report.features["kind"].scores) == {"psi", "js", "chi2"}
+    assert set(report.features["kind"].scores) == {"l1", "psi", "js", "chi2", "missing", "decision"}
+    assert report.features["kind"].method == "l1"
 
 
 def test_raw_fit_agrees_with_profile_fit(profile: dict) -> None:

@@ -44,7 +44,7 @@ def windows() -> list[np.ndarray]:
 
 def test_registry_lists_methods_by_feature_type() -> None:
     assert set(methods_for("numeric")) == {"psi", "ks", "js", "wasserstein"}
-    assert set(methods_for("categorical")) == {"psi", "js", "chi2"}
+    assert set(methods_for("categorical")) == {"l1", "psi", "js", "chi2"}
 
 
 @pytest.mark.parametrize("w", windows())

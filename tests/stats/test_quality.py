@@ -99,3 +99,19 @@ def test_window_quality_reorders_columns_by_name(checker: QualityChecker) -> Non
 def test_empty_window_scores_one(checker: QualityChecker) -> None:
     report = checker.check_window(np.zeros((0, D)))
     assert report.score == 1.0 and report.n_issues == 0
+
+
+def test_nulls_of_a_nullable_feature_are_not_issues() -> None:
+    # lab was missing in the reference: may be missing (the contract's rule); age may not.
+    ref = np.array([[30, 1.0, "a"], [40, None, "b"], [50, 2.0, None], [60, 3.0, "a"]], object)
+    prof = build_profile(ref, ["age", "lab", "kind"], categorical=["kind"])
+    checker = QualityChecker.from_profile(prof)
+    assert checker.nullable == {"lab", "kind"}
+    window = np.array([[None, None, None], [45, np.nan, "a"], [35, 1.5, "b"]], object)
+    assert checker.check_window(window).counts == {("age", "missing"): 1}
+    # A schema may declare more nullable features than the reference shows, or fewer.
+    declared = QualityChecker.from_profile(prof, nullable=["age"]).check_window(window)
+    assert declared.counts == {("lab", "missing"): 2, ("kind", "missing"): 1}
+    numeric = np.array([[np.nan, np.nan], [45.0, 1.0]])
+    nums = QualityChecker.from_profile(build_profile(ref[:, :2], ["age", "lab"]))
+    assert nums.check_window(numeric).counts == {("age", "missing"): 1}

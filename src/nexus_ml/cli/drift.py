@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from nexus_ml.cli.console import make_console, problem
 from nexus_ml.cli.main import _settings, app, console
 from nexus_ml.cli.simulate import REQUEST_TIMEOUT, resolve_api_key
 from nexus_ml.cli.traffic import to_json_ready
@@ -55,10 +55,10 @@ def run_local() -> dict[str, Any]:
     try:
         migrate(store.engine)  # idempotent; the service does the same at start
         for name, error in models.load_all().items():
-            console.print(f"[yellow]model {name} refused:[/yellow] {error}")
+            console.print(problem(f"model {name} refused:", error, style="yellow"))
         return job.run()
     except DatabaseUnavailable as exc:
-        console.print(f"[red]database unavailable:[/red] {exc}")
+        console.print(problem("database unavailable:", exc))
         raise typer.Exit(1) from None
     finally:
         store.engine.dispose()
@@ -73,11 +73,11 @@ def run_remote(url: str, key: str) -> dict[str, Any]:
             timeout=REQUEST_TIMEOUT * 6,  # the job reads a whole window from the database
         )
     except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach {url}:[/red] {type(exc).__name__}")
+        console.print(problem(f"cannot reach {url}:", type(exc).__name__))
         raise typer.Exit(1) from None
     if response.status_code != 200:
         detail = response.text[:300]
-        console.print(f"[red]{DRIFT_RUN} answered {response.status_code}:[/red] {detail}")
+        console.print(problem(f"{DRIFT_RUN} answered {response.status_code}:", detail))
         raise typer.Exit(2 if response.status_code in (401, 403) else 1)
     result: dict[str, Any] = response.json()
     return result
@@ -99,6 +99,15 @@ def top_scores(drift: dict[str, Any], k: int = TOP_SCORES) -> dict[str, list[tup
     return {m: sorted(v, key=lambda fs: -fs[1])[:k] for m, v in by_method.items()}
 
 
+def _drifted_label(feature: str, fd: dict[str, Any]) -> str:
+    """A drifted feature's name, with its missing-rate change when that is what drifted."""
+    missing = fd.get("missing") or {}
+    if not missing.get("drifted"):
+        return feature
+    was, now = missing.get("reference_share", 0.0), missing.get("share", 0.0)
+    return f"{feature} (missing {was:.0%} → {now:.0%})"
+
+
 def model_table(name: str, r: dict[str, Any]) -> Table:
     """One model's round as a two-column table."""
     table = Table(title=f"{name} (version {r.get('version', '?')})", show_header=False)
@@ -109,13 +118,14 @@ def model_table(name: str, r: dict[str, Any]) -> Table:
     drifted = drift.get("drifted_features", [])
     if not drift.get("decided"):
         table.add_row(
-            "features drifted", f"[yellow]not decided[/yellow]: {drift.get('reason', '')}"
+            "features drifted", problem("not decided:", drift.get("reason", ""), style="yellow")
         )
     elif drifted:
         n = len(drift.get("features", {}))
-        table.add_row("features drifted", f"[red]{len(drifted)}/{n}[/red]: {', '.join(drifted)}")
+        named = ", ".join(_drifted_label(f, drift["features"].get(f, {})) for f in drifted)
+        table.add_row("features drifted", problem(f"{len(drifted)}/{n}:", named))
     else:
-        table.add_row("features drifted", "[green]none[/green]")
+        table.add_row("features drifted", problem("none", style="green"))
     for method, top in top_scores(drift).items():
         table.add_row(f"top {method}", ", ".join(f"{f} {s:.3f}" for f, s in top))
     q = r.get("quality", {})
@@ -150,11 +160,11 @@ def drift(
     if as_json:
         typer.echo(json.dumps(to_json_ready(result)))
     if not result.get("ran"):
-        console.print(f"[yellow]skipped:[/yellow] {result.get('reason', 'not run')}")
+        console.print(problem("skipped:", result.get("reason", "not run"), style="yellow"))
         return
     models: dict[str, Any] = result.get("models", {})
     if not as_json:
-        out = Console()
+        out = make_console()
         if not models:
             out.print("no models loaded")
         for name, r in models.items():

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress, TaskID
+from rich.progress import TaskID
 
+from nexus_ml.cli.console import make_console, problem, progress_bar
 from nexus_ml.config import Settings
 
 if TYPE_CHECKING:
@@ -19,7 +18,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Nexus ML: diagnostic models with Prometheus-native monitoring.", no_args_is_help=True
 )
-console = Console(stderr=True)
+# Messages and progress go to stderr, literally (cli.console); results go to stdout.
+console = make_console(stderr=True)
 
 
 def _settings() -> Settings:
@@ -27,7 +27,7 @@ def _settings() -> Settings:
         settings = Settings()
         settings.parsed_api_keys()
     except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(problem("configuration error:", exc))
         raise typer.Exit(2) from None
     return settings
 
@@ -39,14 +39,14 @@ def _thresholds(settings: Settings) -> Thresholds:
     try:
         return load_thresholds(settings)
     except (ThresholdError, OSError) as exc:
-        console.print(f"[red]thresholds:[/red] {escape(str(exc))}", highlight=False)
+        console.print(problem("thresholds:", exc))
         raise typer.Exit(2) from None
 
 
 def _ensure_models(settings: Settings) -> None:
     from nexus_ml.ml.training import ensure_bundled_models
 
-    with Progress(console=console, transient=False) as progress:
+    with progress_bar(console) as progress:
         task: list[TaskID] = []
 
         def report(name: str, done: int, total: int) -> None:
@@ -187,7 +187,7 @@ def train(
             nullable=_column_list(nullable),
         )
     except (TrainingDataError, BundleError, ValueError) as exc:
-        console.print(f"[red]cannot train:[/red] {exc}")
+        console.print(problem("cannot train:", exc))
         raise typer.Exit(2) from None
     console.print(
         f"saved model '{name}' version {version}: holdout accuracy "

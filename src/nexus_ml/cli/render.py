@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import _settings, _thresholds, app, console
 from nexus_ml.config import Settings
 from nexus_ml.storage.errors import DatabaseUnavailable
@@ -50,15 +51,20 @@ def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
         overrides = stored_overrides(url)
     except (DatabaseUnavailable, SQLAlchemyError) as exc:  # the type says which (no URL)
         console.print(
-            f"[red]cannot read the threshold overrides stored in the database:[/red] "
-            f"{type(exc).__name__}; render without them with --no-database"
+            problem(
+                "cannot read the threshold overrides stored in the database:",
+                f"{type(exc).__name__}; render without them with --no-database",
+            )
         )
         raise typer.Exit(1) from None
     result, refused = apply_valid_overrides(thresholds, overrides, source="database")
     if refused:
         console.print(
-            f"[yellow]stored overrides refused (invalid now, as in the service):[/yellow] "
-            f"{', '.join(refused)}"
+            problem(
+                "stored overrides refused (invalid now, as in the service):",
+                ", ".join(refused),
+                style="yellow",
+            )
         )
     if overrides:
         console.print(f"applied {len(overrides) - len(refused)} override(s) stored in the database")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import _settings, app, console
 
 
@@ -30,7 +31,7 @@ def seal(
     settings = _settings()
     infos = [i for i in list_bundles(settings.model_path) if name is None or i.name == name]
     if name is not None and not infos:
-        console.print(f"[red]no model {name!r} under {settings.model_path}[/red]")
+        console.print(problem(f"no model {name!r} under {settings.model_path}"))
         raise typer.Exit(2)
     refused = 0
     for info in infos:
@@ -38,7 +39,7 @@ def seal(
             try:
                 sealed = seal_bundle(settings.model_path, info.name, v)
             except BundleError as exc:
-                console.print(f"[red]{info.name} {v} refused ({exc.reason}):[/red] {exc}")
+                console.print(problem(f"{info.name} {v} refused ({exc.reason}):", exc))
                 refused += 1
                 continue
             console.print(f"{info.name} {v}: {'sealed' if sealed else 'already sealed'}")

@@ -1,8 +1,10 @@
 """``nexus-ml simulate``: realistic, bounded traffic against a running service over HTTP.
 
-Rows come from the bundled datasets (``cli.traffic``), so the model's answers are realistic and
-the feedback it sends later carries each row's true label: the accuracy the service reports is
-real. ``run_simulation`` takes an ``httpx.AsyncClient`` so tests can point it anywhere.
+Every model in the model folder gets traffic (``--model`` picks some). A bundled model's rows
+are its dataset's own rows (``cli.traffic.RowSampler``), so its answers are realistic and the
+feedback carries each row's true label; any other model, imported ones included, gets rows
+drawn from the reference profile in its bundle (``ProfileSampler``) and labels drawn from its
+calibration. ``run_simulation`` takes an ``httpx.AsyncClient`` so tests can point it anywhere.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -21,10 +24,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nexus_ml.cli.console import make_console, problem, progress_bar
 from nexus_ml.cli.main import _settings, app, console
 from nexus_ml.cli.traffic import (
+    ProfileSampler,
     RowSampler,
-    Sample,
     Shift,
     interval_for,
     parse_shift,
@@ -33,7 +37,9 @@ from nexus_ml.cli.traffic import (
     status_class,
     to_json_ready,
 )
-from nexus_ml.ml.datasets import BUNDLED_DATASETS
+from nexus_ml.ml.datasets import BUNDLED_DATASETS, load_dataset
+
+Sampler = RowSampler | ProfileSampler
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 REQUEST_TIMEOUT = 10.0
@@ -112,21 +118,24 @@ class SimulationResult:
 class _Run:
     """One simulation's state: samplers, counters and the feedback tasks still pending."""
 
-    def __init__(self, client: httpx.AsyncClient, config: SimulationConfig) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        config: SimulationConfig,
+        samplers: Mapping[str, Sampler] | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         self.client = client
         self.config = config
-        per_model = split_shifts(config.shifts, config.models)
-        # One generator per model, each seeded from the run's seed: reproducible per model.
-        self.samplers = {
-            m: RowSampler(m, per_model[m], config.bad_rate, seed=config.seed * 1000 + i)
-            for i, m in enumerate(config.models)
-        }
+        self.samplers = samplers or make_samplers(config, {})
+        self.progress = progress
         self.coin = np.random.default_rng(config.seed + 7919)
         self.result = SimulationResult()
         self.feedback: set[asyncio.Task[None]] = set()
 
     async def predict(self, model: str) -> None:
-        samples = [self.samplers[model].sample() for _ in range(self.config.batch)]
+        sampler = self.samplers[model]
+        samples = [sampler.sample() for _ in range(self.config.batch)]
         body: dict[str, Any] = (
             {"features": samples[0].features}
             if len(samples) == 1
@@ -143,25 +152,28 @@ class _Run:
             return
         r.latencies.append(time.perf_counter() - start)
         r.by_class[status_class(response.status_code)] += 1
+        if self.progress:
+            self.progress(r.sent)
         if response.status_code != 200:
             return
         answer = response.json()
         preds = answer.get("predictions", [answer])
         for sample, pred in zip(samples, preds, strict=True):
+            label = sample.label if sample.label is not None else sampler.label_for(pred)
             r.predictions += 1
-            r.correct += pred["predicted_class"] == sample.label
+            r.correct += pred["predicted_class"] == label
             if self.config.feedback_rate and self.coin.random() < self.config.feedback_rate:
-                task = asyncio.create_task(self.send_feedback(pred["id"], sample))
+                task = asyncio.create_task(self.send_feedback(pred["id"], label))
                 self.feedback.add(task)
                 task.add_done_callback(self.feedback.discard)
 
-    async def send_feedback(self, prediction_id: str, sample: Sample) -> None:
+    async def send_feedback(self, prediction_id: str, label: str) -> None:
         await asyncio.sleep(self.config.feedback_delay)
         r = self.result
         r.feedback_sent += 1
         try:
             response = await self.client.post(
-                f"/api/v1/predictions/{prediction_id}/feedback", json={"actual": sample.label}
+                f"/api/v1/predictions/{prediction_id}/feedback", json={"actual": label}
             )
         except httpx.HTTPError:
             r.feedback_failed += 1
@@ -172,9 +184,18 @@ class _Run:
             r.feedback_failed += 1
 
 
-async def run_simulation(client: httpx.AsyncClient, config: SimulationConfig) -> SimulationResult:
-    """Send the configured traffic through ``client`` (its base URL and auth already set)."""
-    run = _Run(client, config)
+async def run_simulation(
+    client: httpx.AsyncClient,
+    config: SimulationConfig,
+    samplers: Mapping[str, Sampler] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimulationResult:
+    """Send the configured traffic through ``client`` (its base URL and auth already set).
+
+    ``samplers`` (default: the bundled datasets' rows) make each model's rows; ``progress``
+    is called with the number of requests answered so far.
+    """
+    run = _Run(client, config, samplers, progress)
     interval = interval_for(config.rate)
     limit = asyncio.Semaphore(config.concurrency)
     in_flight: set[asyncio.Task[None]] = set()
@@ -211,6 +232,61 @@ async def run_simulation(client: httpx.AsyncClient, config: SimulationConfig) ->
     return run.result
 
 
+def make_samplers(
+    config: SimulationConfig, metadata: Mapping[str, dict[str, Any]]
+) -> dict[str, Sampler]:
+    """A sampler per model: the dataset's rows for a bundled model, else its profile.
+
+    ``metadata`` holds the bundles' metadata.json by model name. A bundled dataset's rows are
+    used when its feature names are the bundle's (or no bundle is given); a model without
+    either cannot be simulated. Raises ValueError naming the model or the feature.
+    """
+    rows: dict[str, list[str]] = {}
+    for m in config.models:
+        if m in BUNDLED_DATASETS:
+            data = load_dataset(m)
+            names = list(data.feature_names)
+            served = [f["name"] for f in metadata[m]["features"]] if m in metadata else names
+            if np.issubdtype(np.asarray(data.X).dtype, np.floating) and served == names:
+                rows[m] = list(data.feature_names)
+        if m not in rows and m not in metadata:
+            raise ValueError(
+                f"model {m!r}: no bundle to draw rows from (simulate reads the reference "
+                "profile of each model in ML_MODEL_PATH)"
+            )
+    samplers: dict[str, Sampler] = {}
+    numeric_features: dict[str, Sequence[str]] = {}
+    for m in config.models:
+        if m not in rows:
+            samplers[m] = ProfileSampler(m, metadata[m], (), 0.0)
+        numeric_features[m] = rows.get(m) or samplers[m].numeric
+    per_model = split_shifts(config.shifts, numeric_features)
+    # One generator per model, each seeded from the run's seed: reproducible per model.
+    for i, m in enumerate(config.models):
+        seed = config.seed * 1000 + i
+        if m in rows:
+            samplers[m] = RowSampler(m, per_model[m], config.bad_rate, seed=seed)
+        else:
+            samplers[m] = ProfileSampler(m, metadata[m], per_model[m], config.bad_rate, seed)
+    return samplers
+
+
+def local_metadata(model_path: Path, models: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """metadata.json of the CURRENT version of ``models`` (default: every model) on disk."""
+    from nexus_ml.ml.bundle import BundleError, list_bundles, load_metadata
+
+    on_disk = [b.name for b in list_bundles(model_path) if b.current]
+    out: dict[str, dict[str, Any]] = {}
+    for m in on_disk if models is None else models:
+        if m not in on_disk:
+            continue
+        try:
+            out[m] = load_metadata(model_path, m)
+        except BundleError as exc:
+            raise ValueError(f"model {m!r}: {exc}") from None
+    return out
+
+
 def resolve_api_key(explicit: str | None, scopes: Sequence[str]) -> str:
     """``--api-key``, else the first configured key of ``scopes``, else the generated key file."""
     if explicit:
@@ -225,8 +301,11 @@ def resolve_api_key(explicit: str | None, scopes: Sequence[str]) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     console.print(
-        f"[red]no API key:[/red] pass --api-key, set ML_API_KEYS ({'/'.join(scopes)}) "
-        f"or start the service once so it writes {path}"
+        problem(
+            "no API key:",
+            f"pass --api-key, set ML_API_KEYS ({'/'.join(scopes)}) "
+            f"or start the service once so it writes {path}",
+        )
     )
     raise typer.Exit(2)
 
@@ -287,9 +366,11 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Send realistic prediction traffic (and later feedback) to a running service."""
+    settings = _settings()
     try:
+        metadata = local_metadata(settings.model_path, model)
         config = SimulationConfig(
-            models=tuple(model or BUNDLED_DATASETS),
+            models=tuple(model or metadata or BUNDLED_DATASETS),
             count=count,
             duration=duration,
             rate=rate,
@@ -301,16 +382,13 @@ def simulate(
             seed=seed,
             concurrency=concurrency,
         )
-        for m in config.models:
-            if m not in BUNDLED_DATASETS:
-                raise ValueError(
-                    f"simulate draws rows from the bundled datasets: {BUNDLED_DATASETS}"
-                )
-        split_shifts(config.shifts, config.models)
+        samplers = make_samplers(config, metadata)
     except ValueError as exc:
-        console.print(f"[red]invalid options:[/red] {exc}")
+        console.print(problem("invalid options:", exc))
         raise typer.Exit(2) from None
     key = resolve_api_key(api_key, ("predict", "admin"))
+    bound = f"{count} requests" if count is not None else f"{duration:g} s"
+    console.print(f"simulating {bound} to {url} for {', '.join(config.models)}")
 
     async def go() -> SimulationResult:
         async with httpx.AsyncClient(
@@ -319,13 +397,22 @@ def simulate(
             timeout=REQUEST_TIMEOUT,
             limits=httpx.Limits(max_connections=concurrency),
         ) as client:
-            return await run_simulation(client, config)
+            with progress_bar(console) as bar:
+                # By requests when --count bounds the run, else by seconds of --duration.
+                task = bar.add_task("requests", total=count or duration)
+                started = time.perf_counter()
+
+                def advance(sent: int) -> None:
+                    done = sent if count is not None else time.perf_counter() - started
+                    bar.update(task, completed=done)
+
+                return await run_simulation(client, config, samplers, advance)
 
     result = asyncio.run(go())
     if as_json:
         typer.echo(json.dumps(result.summary()))
     else:
-        print_summary(result, Console())
+        print_summary(result, make_console())
     if result.sent and result.by_class["error"] == result.sent:
-        console.print(f"[red]no response from {url}[/red]: is the service running?")
+        console.print(problem(f"no response from {url}:", "is the service running?"))
         raise typer.Exit(1)

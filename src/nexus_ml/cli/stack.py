@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import app, console
 from nexus_ml.config import Settings
 from nexus_ml.render.stack import (
@@ -63,7 +64,7 @@ def _state_dir(given: Path | None) -> Path:
     try:
         return (Settings().data_dir / "stack").resolve()
     except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(problem("configuration error:", exc))
         raise typer.Exit(2) from None
 
 
@@ -226,7 +227,7 @@ def up(
     """Render the loopback configs and start Prometheus and Alertmanager; wait until ready."""
     missing = missing_binaries()
     if missing:
-        console.print(f"[red]not installed:[/red] {', '.join(missing)}")
+        console.print(problem("not installed:", ", ".join(missing)))
         console.print(f"install them with: {INSTALL_HINT}", soft_wrap=True)
         raise typer.Exit(2)
     options = StackOptions(
@@ -243,27 +244,27 @@ def up(
     paths = StackPaths(options.state_dir)
     running = [c for c in COMPONENTS if _running_pid(paths, c) is not None]
     if running:
-        console.print(f"[red]already running:[/red] {', '.join(running)} — `nexus-ml stack down`")
+        console.print(problem("already running:", f"{', '.join(running)} — `nexus-ml stack down`"))
         raise typer.Exit(1)
     taken = [p for p in (prometheus_port, alertmanager_port) if _port_taken(p)]
     if taken:
-        console.print(f"[red]port(s) in use on {HOST}:[/red] {', '.join(map(str, taken))}")
+        console.print(problem(f"port(s) in use on {HOST}:", ", ".join(map(str, taken))))
         raise typer.Exit(1)
     try:
         # The same thresholds the service loads: file from Settings, then ML_THRESHOLD_*.
         thresholds = load_thresholds(Settings())
     except (ThresholdError, ValueError) as exc:
-        console.print(f"[red]thresholds:[/red] {exc}")
+        console.print(problem("thresholds:", exc))
         raise typer.Exit(2) from None
     render_stack(options, thresholds)
     _save_state(paths, options)
     procs = {c: _start(c, options, paths) for c in COMPONENTS}
-    problem = _wait_ready(procs, options, timeout)
-    if problem:
-        console.print(f"[red]stack did not start:[/red] {problem}")
+    failure = _wait_ready(procs, options, timeout)
+    if failure:
+        console.print(problem("stack did not start:", failure))
         for component in COMPONENTS:
             console.print(f"--- {paths.log_file(component)} (last lines)")
-            console.print(_log_tail(paths.log_file(component)), markup=False, highlight=False)
+            console.print(_log_tail(paths.log_file(component)))
         stop_stack(paths.root)
         raise typer.Exit(1)
     p, a = options.prometheus_url, options.alertmanager_url

@@ -1,7 +1,10 @@
 """Pure helpers for ``nexus-ml simulate``: realistic rows, shifts, bad values, latency stats.
 
-No I/O here: the sampler draws rows of a bundled dataset (resampled with small noise, so the
-model's answers and the true labels stay realistic) and the caller sends them.
+No I/O here. Two samplers make rows: ``RowSampler`` resamples a bundled dataset's rows with
+small noise (the model's answers and the true labels stay real), ``ProfileSampler`` draws
+from any model's reference profile (numbers through the quantile sketch, integers rounded,
+categories by their shares, missing values at the training rate) and draws each label from
+the model's calibration, so a model imported from a notebook gets traffic too.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ BAD_OFFSET_STD = 10.0
 BadKind = Literal["out_of_range", "null", "string"]
 _BAD_KINDS: tuple[BadKind, ...] = ("out_of_range", "out_of_range", "null", "string")
 
-_SHIFT = re.compile(
-    r"^(?P<feature>[A-Za-z0-9_]+)=(?P<op>x|\*)?(?P<value>[-+]?[0-9.]+(e[-+]?\d+)?)$"
-)
+# The feature is everything before the last "=": feature names may hold any printable text.
+_SHIFT = re.compile(r"^(?P<feature>.+)=(?P<op>x|\*)?(?P<value>[-+]?[0-9.]+(e[-+]?\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,14 @@ def parse_shift(text: str) -> Shift:
 
 @dataclass(frozen=True)
 class Sample:
-    """One row to send: its features, true label and how it was made bad (None: it was not)."""
+    """One row to send: its features, true label and how it was made bad (None: it was not).
+
+    ``label`` is None for a row drawn from a profile: its label is drawn from the answer
+    (``ProfileSampler.label_for``), as no true one exists.
+    """
 
     features: dict[str, Any]
-    label: str
+    label: str | None
     bad: BadKind | None
 
 
@@ -74,6 +80,7 @@ class RowSampler:
     def __post_init__(self) -> None:
         data = load_dataset(self.dataset)
         self.names = list(data.feature_names)
+        self.numeric = list(self.names)
         self._X = data.X
         self._y = data.y
         self._std = data.X.std(axis=0)
@@ -84,8 +91,12 @@ class RowSampler:
         self._shifts: list[tuple[int, Shift]] = []
         for s in self.shifts:
             if s.feature not in index:
-                raise ValueError(f"model {self.dataset!r} has no feature {s.feature!r}")
+                raise ValueError(no_feature(self.dataset, s.feature, self.numeric))
             self._shifts.append((index[s.feature], s))
+
+    def label_for(self, answer: dict[str, Any]) -> str:  # pragma: no cover - rows carry labels
+        """Rows of a dataset carry their true label; nothing is drawn."""
+        raise AssertionError("a dataset row has its true label")
 
     def sample(self) -> Sample:
         """One resampled row with noise, shifts applied, and maybe one out-of-range value."""
@@ -112,14 +123,161 @@ class RowSampler:
         return Sample(features, str(self._y[i]), bad)
 
 
-def split_shifts(shifts: Sequence[Shift], models: Sequence[str]) -> dict[str, list[Shift]]:
-    """Give each model the shifts naming one of its features; refuse a shift no model knows."""
-    features = {m: set(load_dataset(m).feature_names) for m in models}
-    out: dict[str, list[Shift]] = {m: [] for m in models}
+class ProfileSampler:
+    """Draws rows of any model from its reference profile and schema (metadata.json).
+
+    Numbers: the inverse of the profile's quantile sketch at a uniform draw (exact at the
+    sketch's 1001 nodes, linear between them), rounded for an ``integer`` feature, so a tied
+    value keeps its share. Categories: by their training shares. Missing: at the training
+    missing rate. Shifts move a numeric feature by training standard deviations (or scale
+    it). Labels: the answer's class with probability ``calibration(confidence)`` (the
+    profile's isotonic map, else the confidence itself), else another class at random, so the
+    accuracy the service measures from this feedback is the one the model should have.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        metadata: dict[str, Any],
+        shifts: Sequence[Shift] = (),
+        bad_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        profile = metadata["profile"]
+        types = {f["name"]: f for f in metadata.get("features", []) if isinstance(f, dict)}
+        self.model = model
+        self.names: list[str] = [str(f) for f in profile["feature_names"]]
+        self.rng = np.random.default_rng(seed)
+        self.bad_rate = bad_rate
+        self.classes = [str(c) for c in metadata.get("classes", [])]
+        conf = profile.get("confidence") or {}
+        self._calibration = conf.get("calibration")
+        self._features = {
+            f: _draw_spec(profile["features"][f], types.get(f, {})) for f in self.names
+        }
+        self.numeric = [f for f, d in self._features.items() if d.categories is None]
+        self._shifts = list(shifts)
+        for s in self._shifts:
+            if s.feature not in self.numeric:
+                raise ValueError(no_feature(model, s.feature, self.numeric))
+
+    def sample(self) -> Sample:
+        """One row drawn from the profile, shifted, and maybe made bad."""
+        rng = self.rng
+        row: dict[str, Any] = {f: d.draw(rng) for f, d in self._features.items()}
+        for s in self._shifts:
+            d = self._features[s.feature]
+            if row[s.feature] is not None:
+                value = (
+                    row[s.feature] + s.value * d.std
+                    if s.kind == "add"
+                    else row[s.feature] * s.value
+                )
+                row[s.feature] = round(value) if d.integer else float(value)
+        bad: BadKind | None = None
+        if self.bad_rate > 0 and rng.random() < self.bad_rate:
+            bad = _BAD_KINDS[int(rng.integers(len(_BAD_KINDS)))]
+            f = self.names[int(rng.integers(len(self.names)))]
+            d = self._features[f]
+            if bad == "out_of_range":
+                # A category outside training answers with a warning, like a number out of range.
+                row[f] = (
+                    "unseen"
+                    if d.categories is not None
+                    else d.hi + BAD_OFFSET_STD * max(d.std, 1e-9)
+                )
+            else:
+                row[f] = None if bad == "null" else ("n/a" if d.categories is None else 1.5)
+        return Sample(row, None, bad)
+
+    def label_for(self, answer: dict[str, Any]) -> str:
+        """A label for an answer: right with the calibrated probability of its confidence."""
+        predicted = str(answer["predicted_class"])
+        confidence = float(answer.get("confidence", 1.0))
+        cal = self._calibration
+        p_right = float(np.interp(confidence, cal["x"], cal["y"])) if cal else confidence
+        others = [c for c in self.classes if c != predicted]
+        if not others or self.rng.random() < p_right:
+            return predicted
+        return others[int(self.rng.integers(len(others)))]
+
+
+@dataclass(frozen=True)
+class _FeatureDraw:
+    """How to draw one feature: a sketch for numbers, shares for categories."""
+
+    missing: float
+    quantiles: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    categories: list[str] | None = None
+    shares: np.ndarray | None = None
+    integer: bool = False
+    std: float = 0.0
+    hi: float = 0.0
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        if self.missing and rng.random() < self.missing:
+            return None
+        if self.categories is not None:
+            return self.categories[int(rng.choice(len(self.categories), p=self.shares))]
+        q = self.quantiles
+        value = float(np.interp(rng.random(), np.linspace(0.0, 1.0, q.size), q))
+        return round(value) if self.integer else value
+
+
+def _draw_spec(feat: dict[str, Any], schema: dict[str, Any]) -> _FeatureDraw:
+    present, gone = int(feat.get("n", 0)), int(feat.get("n_missing", 0))
+    missing = gone / (present + gone) if present + gone else 0.0
+    if feat["type"] == "categorical":
+        counts = np.asarray(feat["category_counts"], dtype=np.float64)
+        return _FeatureDraw(
+            missing=missing, categories=list(feat["categories"]), shares=counts / counts.sum()
+        )
+    if not feat["quantiles"]:  # never observed in training: always missing
+        return _FeatureDraw(missing=1.0)
+    return _FeatureDraw(
+        missing=missing,
+        quantiles=np.asarray(feat["quantiles"], dtype=np.float64),
+        integer=_integer(feat, schema.get("type")),
+        std=float(feat["std"] or 0.0),
+        hi=float(feat["max"]),
+    )
+
+
+def _integer(feat: dict[str, Any], declared: str | None) -> bool:
+    """An ``integer`` feature; for a bundle older than typed schemas, integral data.
+
+    Such a bundle says only "numeric". Its data were integers if its range ends are and every
+    bin edge is too or lies halfway between two (edges sit midway between neighbouring
+    values): a continuous feature's float edges never all do.
+    """
+    if declared is not None and declared != "numeric":
+        return declared == "integer"
+    ends = [feat["min"], feat["max"], *(2 * e for e in feat["bin_edges"])]
+    return all(float(v).is_integer() for v in ends)
+
+
+def no_feature(model: str, feature: str, numeric: Sequence[str]) -> str:
+    """The error for a shift of a feature a model does not have as a number."""
+    valid = ", ".join(repr(f) for f in numeric) or "none"
+    return (
+        f"model {model!r} has no numeric feature {feature!r} to shift; "
+        f"its numeric features: {valid}"
+    )
+
+
+def split_shifts(
+    shifts: Sequence[Shift], numeric: dict[str, Sequence[str]]
+) -> dict[str, list[Shift]]:
+    """Give each model the shifts naming one of its numeric features; refuse one none has."""
+    out: dict[str, list[Shift]] = {m: [] for m in numeric}
     for s in shifts:
-        owners = [m for m in models if s.feature in features[m]]
+        owners = [m for m, names in numeric.items() if s.feature in names]
         if not owners:
-            raise ValueError(f"no selected model has a feature {s.feature!r}")
+            valid = "; ".join(f"{m}: {', '.join(names) or 'none'}" for m, names in numeric.items())
+            raise ValueError(
+                f"no selected model has a numeric feature {s.feature!r} to shift (numeric "
+                f"features by model: {valid})"
+            )
         for m in owners:
             out[m].append(s)
     return out

@@ -23,6 +23,13 @@ Layout (``PROFILE_VERSION`` 1)::
 Histogram bins are open at both ends: bin ``i`` holds ``edges[i-1] < x <= edges[i]`` with
 ``edges[-1] = -inf`` and ``edges[k] = +inf`` implied, so a window value outside the training
 range still lands in an outer bin (and JSON never has to carry an infinity).
+
+Bin edges are tie-aware (see ``decile_gaps``): each sits halfway between two neighbouring
+distinct values, and never right beside a value that holds a large share of the data when a
+quieter gap lies within ``TIE_TOLERANCE`` of the decile. An edge beside such a tied value turns
+the smallest perturbation of it (a rounding, a recomputed ratio) into a large PSI: that is how
+undrifted ``diabetes_risk`` traffic flagged ``s4`` (29 % of its rows on one value, the 10th to
+30th percentiles' edge 0.02 std above it).
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ N_BINS = 10
 MAX_DISCRETE = 4096
 # Equal-width confidence bins matching the ml_model_confidence_score histogram buckets.
 CONFIDENCE_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)
+# A decile's edge may move this share of the rows away from the decile to avoid a tied value.
+TIE_TOLERANCE = 0.025
+# A value holding at least this share of the rows counts as heavy for edge placement, and an
+# edge at least this many standard deviations from every heavy value as safe.
+TIE_SHARE = 0.005
+TIE_SAFE_STD = 0.1
 # Columns per transposed block: a contiguous copy of a few columns at a time keeps the
 # extra memory to ~8 MB per column per thread instead of a full 240 MB transpose.
 _BLOCK = 4
@@ -62,7 +75,9 @@ def build_profile(
     ``y``/``classes`` give class balance; ``confidence`` (max class probability on the
     holdout) gives the confidence distribution, and with ``correct`` (whether each of those
     holdout predictions was right) a calibration map for confidence-based accuracy estimates.
-    Columns named in ``categorical``, or of non-numeric dtype, are profiled as categorical.
+    Columns named in ``categorical`` are profiled as categorical, and so are the columns of a
+    non-numeric array whose values are not all numbers; in an object array (a mixed table)
+    ``None`` and NaN count as missing.
     """
     arr = np.asarray(X)
     if arr.ndim != 2 or arr.shape[1] != len(feature_names):
@@ -74,12 +89,27 @@ def build_profile(
     numeric_dtype = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(
         arr.dtype, np.complexfloating
     )
-    num_idx = [j for j, f in enumerate(names) if numeric_dtype and f not in cat]
+    if numeric_dtype or arr.dtype != object:
+        num_idx = [j for j, f in enumerate(names) if numeric_dtype and f not in cat]
+    else:
+        # A mixed table (numbers, strings for categories, None for missing): each column not
+        # named categorical is numeric when every value present is a number.
+        num_idx = [j for j, f in enumerate(names) if f not in cat and _all_numbers(arr[:, j])]
     features: dict[str, dict[str, Any]] = {}
     for j, f in enumerate(names):
         if j not in num_idx:
             features[f] = _categorical_profile(arr[:, j])
-    for j, prof in _numeric_profiles(arr, num_idx):
+    if arr.dtype == object and num_idx:
+        numbers = np.array(
+            [[np.nan if v is None else v for v in arr[:, j].tolist()] for j in num_idx],
+            dtype=np.float64,
+        ).T
+        profiles = [
+            (num_idx[k], p) for k, p in _numeric_profiles(numbers, list(range(len(num_idx))))
+        ]
+    else:
+        profiles = _numeric_profiles(arr, num_idx)
+    for j, prof in profiles:
         features[names[j]] = prof
     return {
         "version": PROFILE_VERSION,
@@ -167,9 +197,7 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
     hi = np.minimum(lo + 1, n - 1)
     a, b = order_stat(lo), order_stat(hi)
     q = a + (pos - lo) * (b - a)
-    at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
-    i = np.unique(np.searchsorted(cum, at, side="right"))
-    i = i[cum[i] < n]
+    i = decile_gaps(values, counts)
     edges = 0.5 * (values[i] + values[i + 1])
     return {
         "type": "numeric",
@@ -179,6 +207,50 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
         "bin_edges": edges.tolist(),
         "bin_counts": np.diff(np.concatenate(([0], cum[i], [n]))).tolist(),
     }
+
+
+def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
+    """Which gaps between distinct sorted values bound the decile bins: ``i`` for each edge.
+
+    ``values`` are the distinct values in ascending order, ``counts`` the rows on each; the
+    edge at ``i`` lies halfway between values ``i`` and ``i + 1``. By default it is the gap
+    just above the value holding the decile's order statistic. A value holding ``TIE_SHARE``
+    of the rows or more is heavy: an edge closer to it than ``TIE_SAFE_STD`` standard
+    deviations would let a perturbation far smaller than any real shift (a rounding, a
+    recomputed ratio) carry its rows across. So among the gaps within ``TIE_TOLERANCE`` of the
+    decile, the one nearest the decile of those at a safe distance from every heavy value is
+    taken (the farthest one if none is). A column without heavy values, or whose deciles are
+    already safe, keeps its decile edges exactly.
+
+    ``stats.drift_methods.decile_gaps`` applies the same rule to raw reference values (the
+    layers keep ``ml`` and ``stats`` apart; a test holds the two equal).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    cum = np.cumsum(counts)
+    n = int(cum[-1])
+    at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
+    default = np.unique(np.searchsorted(cum, at, side="right"))
+    default = default[cum[default] < n]  # the last value has no gap above it
+    heavy = values[counts >= max(2, int(np.ceil(TIE_SHARE * n)))]
+    if heavy.size == 0 or default.size == 0:
+        return default
+    mean = float(np.dot(values, counts)) / n
+    safe = TIE_SAFE_STD * np.sqrt(float(np.dot(np.square(values - mean), counts)) / n)
+    chosen = []
+    for i in default.tolist():
+        lo = int(np.searchsorted(cum, cum[i] - TIE_TOLERANCE * n, side="left"))
+        hi = int(np.searchsorted(cum, cum[i] + TIE_TOLERANCE * n, side="right"))
+        near = np.arange(min(lo, i), min(max(hi, i + 1), cum.size - 1))
+        edge = 0.5 * (values[near] + values[near + 1])
+        k = np.clip(np.searchsorted(heavy, edge), 1, heavy.size) - 1
+        gap = np.minimum(
+            np.abs(edge - heavy[k]), np.abs(heavy[np.minimum(k + 1, heavy.size - 1)] - edge)
+        )
+        # Safe gaps first (all alike), then the farthest from a heavy value; nearest of equals.
+        order = np.lexsort((np.abs(cum[near] - cum[i]), -np.minimum(gap, safe)))
+        chosen.append(int(near[order[0]]))
+    return np.unique(np.asarray(chosen, dtype=np.intp))
 
 
 def _numeric_column(col: NDArray[np.float64]) -> dict[str, Any]:
@@ -219,13 +291,21 @@ def _sketch(col: NDArray[np.floating[Any]], n: int, offset: float) -> dict[str, 
     hi = np.minimum(lo + 1, n - 1)
     a, b = col[lo].astype(np.float64), col[hi].astype(np.float64)
     q = a + (pos - lo) * (b - a)  # same interpolation as np.quantile(method="linear")
-    # Decile edges placed halfway between the order statistic at each decile and the next
-    # distinct value: every data value then sits clearly on one side of every edge, so the
-    # counts hold in float64 too (a float32 edge landing *on* a value of a discrete feature
-    # would otherwise flip it between bins). Deciles that fall on one value collapse.
-    at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
-    cum = np.unique(np.searchsorted(col, col[at], side="right"))
-    cum = cum[cum < n]
+    # Decile edges placed halfway between two neighbouring distinct values: every data value
+    # then sits clearly on one side of every edge, so the counts hold in float64 too (a
+    # float32 edge landing *on* a value of a discrete feature would otherwise flip it between
+    # bins). Deciles that fall on one value collapse.
+    unit = max(2, int(np.ceil(TIE_SHARE * n)))
+    if n > unit and bool(np.any(col[unit - 1 :] == col[: n - unit + 1])):
+        # Some value holds TIE_SHARE of the rows: place the edges by decile_gaps.
+        starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
+        cum = starts[decile_gaps(col[starts], np.diff(np.append(starts, n))) + 1]
+    else:
+        # No heavy value (the usual continuous column): decile_gaps keeps the deciles' own
+        # gaps, found here without listing a million distinct values.
+        at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
+        cum = np.unique(np.searchsorted(col, col[at], side="right"))
+        cum = cum[cum < n]  # rows at or below each edge
     edges = 0.5 * (col[cum - 1].astype(np.float64) + col[cum].astype(np.float64))
     counts = np.diff(np.concatenate(([0], cum, [n])))
     return {
@@ -236,6 +316,14 @@ def _sketch(col: NDArray[np.floating[Any]], n: int, offset: float) -> dict[str, 
         "bin_edges": (edges + offset).tolist(),
         "bin_counts": counts.tolist(),
     }
+
+
+def _all_numbers(col: NDArray[Any]) -> bool:
+    """True if every value of an object column is a real number or missing (None)."""
+    return all(
+        v is None or (isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_))
+        for v in col.tolist()
+    )
 
 
 def _categorical_profile(col: NDArray[Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from prometheus_client import Metric
 
 from nexus_ml.monitoring.alerts import DriftReading, Measurements
+from nexus_ml.monitoring.alerts.model import DRIFT_DECISION
 from nexus_ml.thresholds import Thresholds
 
 __all__ = ["LOOKBACK_SECONDS", "MetricHistory", "bucket_quantile"]
@@ -293,7 +294,7 @@ class MetricHistory:
                     score=score, detected=detected.get((model, feature)) == 1.0
                 )
                 for (model, feature, method), score in scores.items()
-                if method == "psi"
+                if method == DRIFT_DECISION
             },
             training_failures=failures,
             last_training=self._per_model("ml_model_last_training_timestamp_seconds", now),

@@ -25,6 +25,11 @@ FloatArray = NDArray[np.float64]
 # Floor for empty bins in PSI: log(q/p) is undefined at 0. 1e-4 is the usual fill (Evidently
 # uses the same); it caps one empty bin's contribution instead of letting PSI go to infinity.
 PSI_EPS = 1e-4
+# Decile bins with tie-aware edges: the same constants as ml.profile (see decile_gaps).
+N_BINS = 10
+TIE_TOLERANCE = 0.025
+TIE_SHARE = 0.005
+TIE_SAFE_STD = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +61,11 @@ class _Binned:
         return self
 
     def fit(self, reference: ArrayLike) -> Self:
-        """Fit from raw numeric reference values (decile bins, as in the profile)."""
+        """Fit from raw numeric reference values (tie-aware decile bins, as in the profile)."""
         ref = sorted_finite(reference)
-        # Same rule as the profile: deciles, each edge halfway to the next distinct value.
-        n = ref.size
-        at = np.floor(np.linspace(0.1, 0.9, 9) * (n - 1)).astype(np.intp)
-        cum = np.unique(np.searchsorted(ref, ref[at], side="right"))
-        cum = cum[cum < n]
-        self.edges_ = 0.5 * (ref[cum - 1] + ref[cum])
+        values, counts = np.unique(ref, return_counts=True)
+        i = decile_gaps(values, counts)
+        self.edges_ = 0.5 * (values[i] + values[i + 1])
         self.ref_counts_ = bin_counts_sorted(ref, self.edges_)
         return self
 
@@ -72,6 +74,51 @@ class _Binned:
         if self.edges_ is None:
             return np.asarray(window, dtype=np.float64)
         return bin_counts_sorted(window, self.edges_)
+
+    def tested(
+        self, window: FloatArray, effect: Callable[[FloatArray, FloatArray], float]
+    ) -> MethodResult:
+        """``effect(reference counts, window counts)`` with the chi-squared p-value on them."""
+        counts = self.window_counts(window)
+        if counts.sum() == 0:
+            return MethodResult(float("nan"), None)
+        _, p, _ = chi2_homogeneity(self.ref_counts_, counts)
+        return MethodResult(effect(self.ref_counts_, counts), p)
+
+
+def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
+    """Which gaps between distinct sorted values bound the decile bins (``i``: values i, i+1).
+
+    The profile's rule (``ml.profile.decile_gaps``, which documents it), for raw references:
+    no edge within ``TIE_SAFE_STD`` std of a value holding ``TIE_SHARE`` of the rows when a gap
+    within ``TIE_TOLERANCE`` of the decile is farther. Tests hold the two equal.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    cum = np.cumsum(counts)
+    n = int(cum[-1])
+    at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
+    default = np.unique(np.searchsorted(cum, at, side="right"))
+    default = default[cum[default] < n]  # the last value has no gap above it
+    heavy = values[counts >= max(2, int(np.ceil(TIE_SHARE * n)))]
+    if heavy.size == 0 or default.size == 0:
+        return default
+    mean = float(np.dot(values, counts)) / n
+    safe = TIE_SAFE_STD * np.sqrt(float(np.dot(np.square(values - mean), counts)) / n)
+    chosen = []
+    for i in default.tolist():
+        lo = int(np.searchsorted(cum, cum[i] - TIE_TOLERANCE * n, side="left"))
+        hi = int(np.searchsorted(cum, cum[i] + TIE_TOLERANCE * n, side="right"))
+        near = np.arange(min(lo, i), min(max(hi, i + 1), cum.size - 1))
+        edge = 0.5 * (values[near] + values[near + 1])
+        k = np.clip(np.searchsorted(heavy, edge), 1, heavy.size) - 1
+        gap = np.minimum(
+            np.abs(edge - heavy[k]), np.abs(heavy[np.minimum(k + 1, heavy.size - 1)] - edge)
+        )
+        # Safe gaps first (all alike), then the farthest from a heavy value; nearest of equals.
+        order = np.lexsort((np.abs(cum[near] - cum[i]), -np.minimum(gap, safe)))
+        chosen.append(int(near[order[0]]))
+    return np.unique(np.asarray(chosen, dtype=np.intp))
 
 
 def sorted_finite(values: ArrayLike) -> FloatArray:
@@ -169,11 +216,7 @@ class PSI(_Binned, DriftMethod):
 
     def score(self, window: FloatArray) -> MethodResult:
         """PSI of the window against the reference bins, and the chi-squared p-value."""
-        counts = self.window_counts(window)
-        if counts.sum() == 0:
-            return MethodResult(float("nan"), None)
-        _, p, _ = chi2_homogeneity(self.ref_counts_, counts)
-        return MethodResult(psi(self.ref_counts_, counts), p)
+        return self.tested(window, psi)
 
 
 @register("numeric", "categorical")
@@ -213,6 +256,43 @@ class ChiSquared(_Binned, DriftMethod):
         stat, p, _ = chi2_homogeneity(self.ref_counts_, counts)
         total = self.ref_counts_.sum() + counts.sum()
         return MethodResult(float(np.sqrt(stat / total)), p)
+
+
+@register("categorical")
+class ShareChange(_Binned, DriftMethod):
+    """Total change of the category shares, unseen included: sum of |window - reference| (0..2).
+
+    Each row that changed category counts twice (where it left, where it went), so 0.1 reads
+    "5 % of the rows changed category" and a 10-point move of one share scores 0.2. This is the
+    decision statistic for categories: PSI weighs a change by log-ratios and reads 0.05 for
+    that 10-point move (0.5 -> 0.4 and 0.3 -> 0.4), below any sensible alarm.
+    """
+
+    name = "l1"
+
+    def score(self, window: FloatArray) -> MethodResult:
+        """Sum of absolute share changes, with the chi-squared test on the same cells."""
+        return self.tested(window, share_change)
+
+
+def share_change(p_counts: FloatArray, q_counts: FloatArray) -> float:
+    """L1 distance between the shares of two count vectors on the same cells (0..2)."""
+    return float(np.abs(q_counts / q_counts.sum() - p_counts / p_counts.sum()).sum())
+
+
+def missing_rate_test(reference: tuple[float, float], window: tuple[float, float]) -> MethodResult:
+    """Change of a feature's missing rate: ``(present, missing)`` counts of each side.
+
+    The score is the L1 distance of the (present, missing) shares, twice the change of the
+    missing share (5 % -> 20 % scores 0.3), read on the same scale as ``l1`` for categories.
+    The p-value is the pooled two-proportion z-test, computed as the 2 x 2 chi-squared test
+    it equals (z squared is the statistic).
+    """
+    ref, win = np.asarray(reference, float), np.asarray(window, float)
+    if win.sum() == 0 or ref.sum() == 0:
+        return MethodResult(float("nan"), None)
+    _, p, dof = chi2_homogeneity(ref, win)
+    return MethodResult(share_change(ref, win), p if dof else 1.0)
 
 
 # --------------------------------------------------------------------------- continuous methods

@@ -1,17 +1,19 @@
 """Data quality against a model's schema: per request (hot path) and per window.
 
-Kinds: ``missing`` (None/NaN), ``non_finite`` (±inf), ``wrong_type`` (not a number for a numeric
-feature), ``out_of_range`` (outside the training min/max from the reference profile, widened by
-an optional margin), ``unseen_category`` (a category absent from training). The API rejects
-missing, non-finite and wrongly typed values with a 4xx before predicting, so at request level
-the realistic issue is ``out_of_range``; the window check still covers every kind for data that
+Kinds: ``missing`` (None/NaN in a feature that may not be missing: a nullable one's nulls
+are valid input, and a change in how often they come is drift's missing-rate test),
+``non_finite`` (±inf), ``wrong_type`` (not a number for a numeric feature), ``out_of_range``
+(outside the training min/max from the reference profile, widened by an optional margin),
+``unseen_category`` (a category absent from training). The API rejects missing, non-finite and
+wrongly typed values with a 4xx before predicting, so at request level the realistic issue is
+``out_of_range``; the window check still covers every kind for data that
 arrives by other paths (batch files, replays, the database).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Final
@@ -50,8 +52,10 @@ class QualityChecker:
         lo: ArrayLike,
         hi: ArrayLike,
         categories: Mapping[str, Sequence[str]] | None = None,
+        nullable: Collection[str] = (),
     ) -> None:
         self.feature_names = list(feature_names)
+        self.nullable = frozenset(nullable)
         self.categories = {f: frozenset(c) for f, c in (categories or {}).items()}
         self.numeric = [f not in self.categories for f in self.feature_names]
         # Categorical columns get an infinite range so the vectorised comparison skips them.
@@ -61,9 +65,21 @@ class QualityChecker:
         self._all_numeric = all(self.numeric)
 
     @classmethod
-    def from_profile(cls, profile: Mapping[str, Any], *, margin: float = 0.0) -> QualityChecker:
-        """Checker for a profile; ``margin`` widens each range by that share of its width."""
+    def from_profile(
+        cls,
+        profile: Mapping[str, Any],
+        *,
+        margin: float = 0.0,
+        nullable: Collection[str] | None = None,
+    ) -> QualityChecker:
+        """Checker for a profile; ``margin`` widens each range by that share of its width.
+
+        ``nullable``: the features that may be missing (the schema's); by default those
+        missing in the reference data, the contract's rule for inferring them.
+        """
         names = list(profile["feature_names"])
+        if nullable is None:
+            nullable = [f for f in names if profile["features"][f].get("n_missing", 0) > 0]
         lo, hi, cats = [], [], {}
         for f in names:
             feat = profile["features"][f]
@@ -77,7 +93,7 @@ class QualityChecker:
             pad = margin * (b - a) if np.isfinite(b - a) else 0.0
             lo.append(a - pad)
             hi.append(b + pad)
-        return cls(names, lo, hi, cats)
+        return cls(names, lo, hi, cats, nullable)
 
     def check_row(self, row: Sequence[float]) -> list[Issue]:
         """Issues of one validated numeric row (usually ``[]``): the per-prediction hot path."""
@@ -131,20 +147,22 @@ class QualityChecker:
         for kind, mask in (("missing", nan), ("non_finite", inf), ("out_of_range", out)):
             per_feature = mask.sum(axis=0)
             for j in np.flatnonzero(per_feature):
-                counts[(self.feature_names[j], kind)] += int(per_feature[j])
+                if not (kind == "missing" and self.feature_names[j] in self.nullable):
+                    counts[(self.feature_names[j], kind)] += int(per_feature[j])
 
     def _numeric_object_column(self, j: int, col: NDArray[Any], counts: Counter[Issue]) -> None:
         f, a, b = self.feature_names[j], self._lo_list[j], self._hi_list[j]
         for v in col.tolist():
             kind = _numeric_issue(v, a, b)
-            if kind:
+            if kind and not (kind == "missing" and f in self.nullable):
                 counts[(f, kind)] += 1
 
     def _categorical_column(self, f: str, col: NDArray[Any], counts: Counter[Issue]) -> None:
         known = self.categories[f]
         for v in col.tolist():
             if v is None or (isinstance(v, float) and v != v):
-                counts[(f, "missing")] += 1
+                if f not in self.nullable:
+                    counts[(f, "missing")] += 1
             elif str(v) not in known:
                 counts[(f, "unseen_category")] += 1
 

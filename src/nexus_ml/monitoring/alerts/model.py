@@ -180,13 +180,16 @@ LOW_CONFIDENCE = Alert(
 )
 
 SCORE, DETECTED = "ml_data_drift_score", "ml_data_drift_detected"
+# The statistic the drift decision compared with data_drift_high: PSI for a number, the total
+# share change for a category, the missing-rate change (stats.drift.DECISION).
+DRIFT_DECISION = "decision"
 
 
 def _drift_expr(t: Thresholds, j: str) -> str:
     # The detected flag is the service's decision (multiple-testing corrected, minimum
-    # window); the PSI limit keeps tiny-but-significant shifts out of the pager.
+    # window); the effect-size limit keeps tiny-but-significant shifts out of the pager.
     return (
-        f'max by (job, model, feature) ({SCORE}{{{j},method="psi"}}) > '
+        f'max by (job, model, feature) ({SCORE}{{{j},method="{DRIFT_DECISION}"}}) > '
         f"{num(t.data_drift_high)}\nand on (job, model, feature)\n"
         f"max by (job, model, feature) ({DETECTED}{{{j}}}) == 1"
     )
@@ -205,7 +208,7 @@ def _drift_cases(t: Thresholds, for_m: int) -> list[Case]:
 
     def series(psi: float, detected: int) -> list[tuple[str, str]]:
         return [
-            (sel(SCORE, **series_labels(**feature, method="psi")), const(psi)),
+            (sel(SCORE, **series_labels(**feature, method=DRIFT_DECISION)), const(psi)),
             (sel(DETECTED, **series_labels(**feature)), const(detected)),
         ]
 
@@ -216,7 +219,7 @@ def _drift_cases(t: Thresholds, for_m: int) -> list[Case]:
             series=series(t.data_drift_high * 0.9, 1),
             fires=False,
             check_at=for_m + 5,
-            note="PSI just below",
+            note="drift score just below",
         ),
         Case(
             series=series(t.data_drift_high, 1),
@@ -228,7 +231,7 @@ def _drift_cases(t: Thresholds, for_m: int) -> list[Case]:
             series=series(high, 0),
             fires=False,
             check_at=for_m + 5,
-            note="PSI high but the drift test does not flag the feature",
+            note="drift score high but the drift test does not flag the feature",
         ),
     ]
 
@@ -240,8 +243,9 @@ DATA_DRIFT = Alert(
     threshold="data_drift_high",
     for_key="data_drift_high_for",
     summary="Feature {feature} of model {model} drifted",
-    description="PSI of feature {feature} (model {model}) is {value} (threshold {threshold}) "
-    "and the drift test flags it.",
+    description="Drift score of feature {feature} (model {model}) is {value} (threshold "
+    "{threshold}: PSI for a number, share change for a category or the missing rate) and the "
+    "drift test flags it.",
     labels=("model", "feature"),
     expr=_drift_expr,
     condition=_drift_high,
