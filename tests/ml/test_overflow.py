@@ -255,9 +255,9 @@ def test_fallback_without_arithmetic_answers_what_it_can_represent(
     d = datasets["diagnostic"]
     pipeline = Pipeline([("c", RandomForestClassifier(5, random_state=0))]).fit(d.X, d.y)
     predictor = compile_predictor(pipeline)
-    assert predictor.kind == "fallback"
+    assert predictor.kind == "trees"  # the exact tree walk (ml/trees.py)
     n = d.X.shape[1]
     assert_finite_answer(predictor, np.vstack([np.full(n, 3e38), np.full(n, -3e38), d.X[:3]]))
-    # Beyond float32, scikit-learn itself refuses the input: so do we, without a row number.
+    # Beyond float32, scikit-learn itself refuses the input: so does the walk, naming the row.
     for bad in (np.full(n, BIG), np.full(n, -MAX)):
-        assert_refused(predictor, np.vstack([d.X[:2], bad]), None)
+        assert_refused(predictor, np.vstack([d.X[:2], bad]), 2)

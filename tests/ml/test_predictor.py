@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -97,20 +98,25 @@ def test_scaler_without_mean_or_std_is_folded_too(datasets: dict[str, Dataset]) 
 
 
 @pytest.mark.parametrize(
-    "pipeline",
+    ("pipeline", "kind"),
     [
-        Pipeline([("s", MinMaxScaler()), ("c", LogisticRegression(max_iter=5000))]),
-        Pipeline([("s", StandardScaler()), ("c", RandomForestClassifier(5, random_state=0))]),
+        (Pipeline([("s", MinMaxScaler()), ("c", LogisticRegression(max_iter=5000))]), "fallback"),
+        (Pipeline([("s", StandardScaler()), ("c", GaussianNB())]), "fallback"),
+        # A forest after a transform: the transform runs, then the exact tree walk (ml/trees.py).
+        (
+            Pipeline([("s", StandardScaler()), ("c", RandomForestClassifier(5, random_state=0))]),
+            "trees",
+        ),
     ],
-    ids=["other-scaler", "other-estimator"],
+    ids=["other-scaler", "other-estimator", "forest"],
 )
-def test_other_pipelines_fall_back_to_predict_proba(
-    pipeline: Pipeline, datasets: dict[str, Dataset]
+def test_other_pipelines_answer_as_predict_proba(
+    pipeline: Pipeline, kind: str, datasets: dict[str, Dataset]
 ) -> None:
     d = datasets["diagnostic"]
     pipeline.fit(d.X, d.y)
     predictor = compile_predictor(pipeline)
-    assert predictor.kind == "fallback"
+    assert predictor.kind == kind
     assert_equivalent(pipeline, predictor, d.X[:50])
 
 

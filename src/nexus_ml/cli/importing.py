@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
+from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import _column_list, _settings, app, console
 
 
@@ -53,13 +53,11 @@ def import_model(
             nullable=_column_list(nullable),
         )
     except (ImportRefused, BundleError, TrainingDataError) as exc:
-        # Printed literally: a column name may hold brackets Rich would read as markup.
-        console.print(f"[red]cannot import:[/red] {escape(str(exc))}", highlight=False)
+        console.print(problem("cannot import:", exc))
         raise typer.Exit(2) from None
     console.print(
-        f"saved model {escape(repr(name))} version {version}: accuracy "
+        f"saved model {name!r} version {version}: accuracy "
         f"{metrics['holdout_accuracy']:.3f} on the {metrics['n_holdout']} reference rows "
-        f"({metrics['n_features']} features; optimistic if these are the rows it was fitted on)",
-        highlight=False,
+        f"({metrics['n_features']} features; optimistic if these are the rows it was fitted on)"
     )
     console.print("a running service picks it up within a few seconds (or at its next start)")

@@ -32,3 +32,11 @@ class BundleError(Exception):
     def __init__(self, message: str, reason: RefusalReason = "invalid") -> None:
         super().__init__(message)
         self.reason: RefusalReason = reason
+
+
+class NotEvaluable(ValueError):
+    """Finite feature values on which the model's arithmetic overflows: it has no finite answer."""
+
+    def __init__(self, row: int | None) -> None:
+        super().__init__("feature values are outside what the model can evaluate")
+        self.row = row  # index of the first such row of a batch, None if unknown

@@ -62,7 +62,7 @@ from sklearn.ensemble import (
 )
 from sklearn.tree import DecisionTreeClassifier
 
-from nexus_ml.ml.predictor import NotEvaluable
+from nexus_ml.ml.errors import NotEvaluable
 
 try:  # private to scikit-learn: without it GradientBoosting keeps scikit-learn's own path
     from sklearn.ensemble._gradient_boosting import predict_stages as _predict_stages
