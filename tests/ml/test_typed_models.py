@@ -71,8 +71,8 @@ def test_every_estimator_serves_types_nulls_and_unseen_categories(
     assert metrics["holdout_accuracy"] > 0.5  # three classes: chance is 1/3
     loaded = load_model(models, "mixed")
     assert loaded.classes == ("a", "b", "c")  # multiclass
-    # A forest after its encoders takes the exact tree walk; the others scikit-learn's own call.
-    assert loaded.predictor.kind == ("trees" if estimator == "random_forest" else "fallback")
+    # Trees after their encoders take the exact tree walk; logistic after one-hot, sklearn.
+    assert loaded.predictor.kind == ("fallback" if estimator == "logistic" else "trees")
     assert loaded.schema.unseen_refused == frozenset()  # every estimator answers unseen ones
     rows = [
         GOOD,

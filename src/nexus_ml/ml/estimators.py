@@ -6,8 +6,9 @@ NaN, categories as object with None), so serving gives it exactly what training 
 - ``logistic``: numbers imputed with the median and standardised, categories one-hot encoded
   (an unseen category is all zeros, so it is answered). Over numbers that are never missing it
   is plain StandardScaler + LogisticRegression, which the predictor compiles.
-- ``hist_gradient_boosting``: native missing values and native categories (scikit-learn's own
-  ordinal encoding inside the estimator; an unseen category goes where missing ones go).
+- ``hist_gradient_boosting``: native missing values and native categorical splits, the
+  categories ordinal-encoded just before it (an unseen or missing category is NaN, so it goes
+  where missing values go), so that the exact tree walk of ``ml/trees.py`` serves it.
 - ``random_forest``: numbers imputed with the median, categories ordinal-encoded (unseen -1,
   missing -2).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -57,14 +59,26 @@ def pipeline_for(schema: FeatureSchema, estimator: Estimator, *, seed: int) -> P
             ]
         )
     if estimator == "hist_gradient_boosting":
+        if not categories:
+            return Pipeline([("classifier", HistGradientBoostingClassifier(random_state=seed))])
+        # Categories are ordinal-encoded before the estimator rather than by its own internal
+        # encoder: the same native categorical splits (codes 0..k-1, sorted as scikit-learn
+        # sorts them; an unseen or missing category is NaN, which goes where missing values
+        # go, as with the internal encoder), but numeric input is what the exact tree walk
+        # (ml/trees.py) compiles: one row 13-17x faster than scikit-learn's predict_proba.
+        encoder_hgb = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
+        )
+        is_category = [False] * len(numbers) + [True] * len(categories)
         return Pipeline(
             [
+                ("preprocess", _columns(numbers, "passthrough", categories, encoder_hgb)),
                 (
                     "classifier",
                     HistGradientBoostingClassifier(
-                        categorical_features=categories or None, random_state=seed
+                        categorical_features=is_category, random_state=seed
                     ),
-                )
+                ),
             ]
         )
     if estimator == "random_forest":
