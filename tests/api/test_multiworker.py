@@ -30,6 +30,7 @@ from tests.api.test_metrics_scrape import PREDICT, PREDICT_ROUTE, one, parse, to
 from tests.api.test_predictions import diagnostic_row
 from tests.helpers import KEYS, auth
 
+from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.repositories import Store
 
@@ -234,7 +235,7 @@ def test_counts_are_exact_across_workers_and_survive_a_killed_worker(service: Se
     # Both live workers set 1 for the same version: livemax keeps it 1 (a sum would say 2,
     # and the dead worker's file would have added a third).
     info = [(x.labels["model"], x.value) for x in s if x.name == "ml_model_info"]
-    assert sorted(info) == [("diabetes_risk", 1.0), ("diagnostic", 1.0)], info
+    assert sorted(info) == [(m, 1.0) for m in sorted(BUNDLED_MODELS)], info
     wait_for(lambda: flushed(service), 10, "records flushed", service)
     # Nothing was lost with the killed worker (it had flushed before the kill).
     assert stored(service.db_url) == N + M
