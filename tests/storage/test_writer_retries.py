@@ -195,6 +195,8 @@ def test_stop_with_the_database_down_retries_with_backoff_then_leaves_the_rest_j
         before = len(attempts)
         left = await writer.stop(timeout)
         attempts[:] = attempts[before:]
+        # Handed over to the journal: this writer holds nothing any more.
+        assert (writer.pending, writer.disk_only) == (0, 0)
         return left
 
     with caplog.at_level(logging.WARNING, logger=WRITER_LOG):

@@ -296,7 +296,7 @@ class RecordWriter(JournalReplay):
     def _close(self) -> int:
         with self._lock:
             left = len(self._pending) + self._disk_only
-            segments = self._segments + ([self._active] if self._active else [])
+            segments = [seg for seg in (*self._segments, self._active) if seg is not None]
             self._active, self._segments = None, []
             for seg in segments:
                 if seg.outstanding:
