@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -183,6 +184,25 @@ def test_a_full_batch_left_over_after_a_cycle_is_written_at_once(
         return await writer.stop(5)
 
     assert asyncio.run(main()) == 0
+
+
+def test_each_flush_reports_its_count_and_how_long_its_insert_took(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    hook, flushes = Hook(store, delay=0.05), []
+
+    async def main() -> int:
+        writer = fast_writer(hook, tmp_path, on_flush=lambda n, s: flushes.append((n, s)))
+        await writer.start()
+        writer.submit_many([make_record() for _ in range(30)])
+        await poll(lambda: row_count(engine) == 30)
+        return await writer.stop(5)
+
+    started = time.perf_counter()
+    assert asyncio.run(main()) == 0
+    took = time.perf_counter() - started
+    assert [n for n, _ in flushes] == [25, 5]
+    assert all(0.05 <= s <= took for _, s in flushes)  # at least the insert's own sleep
 
 
 def test_submit_after_the_loop_is_gone_still_journals(

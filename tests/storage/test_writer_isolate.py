@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import Engine
 from tests.storage.test_writer import fast_writer, poll, row_count, stored_ids
 from tests.storage.test_writer_poison import NO_BACKOFF, Counting, Rejections, rejected_ids
@@ -167,6 +168,26 @@ def test_a_batch_is_split_after_exactly_poison_after_unexplained_refusals_in_a_r
     ]
     assert rejected_ids(tmp_path) == [batch[2].id]
     assert row_count(engine) == 7
+
+
+def test_a_record_refused_on_its_last_chance_for_its_values_is_parked_for_that_reason(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    events = Rejections()
+    batch = [make_record() for _ in range(4)]
+    refused = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("not null"))
+    insert = Refusing(store, batch[2], [*(unknown() for _ in range(5)), refused])
+
+    async def main() -> None:
+        writer = fast_writer(insert, tmp_path, batch_size=4, **SHORT_BACKOFF, **events.kwargs())
+        await writer.start()
+        writer.submit_many(batch)
+        await poll(lambda: not writer.pending)
+        assert await writer.stop(5) == 0
+
+    asyncio.run(main())
+    assert rejected_ids(tmp_path) == [batch[2].id]
+    assert events.rejected == {("heart", "integrity"): 1}
 
 
 def test_an_outage_on_the_last_chance_parks_nothing_and_loses_nothing(

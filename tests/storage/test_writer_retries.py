@@ -159,6 +159,19 @@ def test_stop_wakes_a_flusher_waiting_out_its_period_and_drains(
     assert sorted(stored_ids(engine)) == sorted(r.id for r in records)
 
 
+def test_stop_before_start_or_twice_has_nothing_left(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    async def main() -> tuple[int, int, int]:
+        writer = fast_writer(lambda records: len(records), tmp_path)
+        never_started = await writer.stop(5)
+        await writer.start()
+        writer.submit(make_record())
+        return never_started, await writer.stop(5), await writer.stop(5)
+
+    assert asyncio.run(main()) == (0, 0, 0)
+
+
 def test_stop_with_the_database_down_retries_with_backoff_then_leaves_the_rest_journaled(
     tmp_path: Path, make_record: RecordFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -182,6 +195,8 @@ def test_stop_with_the_database_down_retries_with_backoff_then_leaves_the_rest_j
         before = len(attempts)
         left = await writer.stop(timeout)
         attempts[:] = attempts[before:]
+        # Handed over to the journal: this writer holds nothing any more.
+        assert (writer.pending, writer.disk_only) == (0, 0)
         return left
 
     with caplog.at_level(logging.WARNING, logger=WRITER_LOG):

@@ -296,7 +296,7 @@ class RecordWriter(JournalReplay):
     def _close(self) -> int:
         with self._lock:
             left = len(self._pending) + self._disk_only
-            segments = self._segments + ([self._active] if self._active else [])
+            segments = [seg for seg in (*self._segments, self._active) if seg is not None]
             self._active, self._segments = None, []
             for seg in segments:
                 if seg.outstanding:
@@ -406,12 +406,10 @@ class RecordWriter(JournalReplay):
             self._failures += 1
             self._other_failures = self._other_failures + 1 if kind == "other" else 0
             self._report_pending()
-            if self._other_failures >= POISON_AFTER and await self._isolate(records, operation):
-                # The same batch kept being refused for no known reason: the records the
-                # database refuses alone are set aside instead of blocking every later one.
-                self._failures = self._other_failures = 0
-                return True
-            return False
+            # The same batch kept being refused for no known reason: the records the database
+            # refuses alone are set aside instead of blocking every later one (a successful
+            # split resets both counters through _succeeded).
+            return self._other_failures >= POISON_AFTER and await self._isolate(records, operation)
         self._succeeded(written, time.perf_counter() - start)
         return True
 
