@@ -13,12 +13,15 @@ import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from nexus_ml.monitoring.alerting import ActiveAlert
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -117,3 +120,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def active_alert(state: str, name: str = "HighCPU") -> ActiveAlert:
+    """A pending or firing alert as the in-process evaluator reports it (fixed texts)."""
+    return ActiveAlert(
+        name=name,
+        severity="warning",
+        state=state,  # type: ignore[arg-type]
+        labels={},
+        summary="s",
+        description="d",
+        runbook_url="u",
+        value=91.0,
+        active_since=0.0,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
