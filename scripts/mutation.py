@@ -75,7 +75,11 @@ MODULES: dict[str, Module] = {
     ),
     "auth": Module(
         "src/nexus_ml/api/auth.py",
-        ("tests/api/test_auth_health.py", "tests/security/test_scopes.py"),
+        (
+            "tests/api/test_auth_keys.py",
+            "tests/api/test_auth_health.py",
+            "tests/security/test_scopes.py",
+        ),
         SQLITE_ONLY,
     ),
     "middleware": Module(

@@ -14,6 +14,7 @@ import shutil
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from nexus_ml.monitoring.alerting import ActiveAlert
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -167,3 +170,19 @@ def stored_window(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np
     for i, row in enumerate(rows):
         out[i, :] = [row.get(f) for f in names]
     return out
+
+
+def active_alert(state: str, name: str = "HighCPU") -> ActiveAlert:
+    """A pending or firing alert as the in-process evaluator reports it (fixed texts)."""
+    return ActiveAlert(
+        name=name,
+        severity="warning",
+        state=state,  # type: ignore[arg-type]
+        labels={},
+        summary="s",
+        description="d",
+        runbook_url="u",
+        value=91.0,
+        active_since=0.0,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )

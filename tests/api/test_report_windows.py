@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.helpers import auth
+from tests.helpers import active_alert, auth
 
-from nexus_ml.monitoring.alerting import ActiveAlert
 from nexus_ml.service.views.reports import MAX_BUCKETS
 from nexus_ml.storage.records import PredictionRecord, new_id
 
@@ -130,21 +129,6 @@ def test_predictions_of_a_model_no_longer_loaded_still_count_in_the_timeline(
     assert body["series"]["diagnostic"] == [0, 0, 0, 0]
 
 
-def _alert(name: str, state: str) -> ActiveAlert:
-    return ActiveAlert(
-        name=name,
-        severity="warning",
-        state=state,  # type: ignore[arg-type]
-        labels={"alertname": name},
-        summary="",
-        description="",
-        runbook_url="",
-        value=1.0,
-        active_since=0.0,
-        started_at=datetime(2026, 3, 4, tzinfo=UTC),
-    )
-
-
 def test_the_report_counts_errors_by_component_and_active_alerts_by_state(
     client: TestClient,
 ) -> None:
@@ -158,9 +142,9 @@ def test_the_report_counts_errors_by_component_and_active_alerts_by_state(
         assert time.monotonic() < deadline, "no start-up alert evaluation"
         time.sleep(0.01)
     service.alerts.active = [
-        _alert("HighCPUUsage", "firing"),
-        _alert("HighDiskUsage", "pending"),
-        _alert("HighDiskUsage", "pending"),
+        active_alert("firing", "HighCPUUsage"),
+        active_alert("pending", "HighDiskUsage"),
+        active_alert("pending", "HighDiskUsage"),
     ]
     body = _get(client, "/reports/summary")
     assert body["errors"]["component:database"] == 2

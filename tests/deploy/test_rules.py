@@ -251,3 +251,17 @@ def test_a_later_check_expects_the_value_of_its_own_minute() -> None:
     assert at_30["eval_time"] == "30m"
     assert "99.5%" in at_30["exp_alerts"][0]["exp_annotations"]["description"]
     assert at_40 == {"eval_time": "40m", "alertname": "HighCPUUsage", "exp_alerts": []}
+
+
+def test_rules_read_the_job_and_link_the_runbooks_they_are_given() -> None:
+    # A deployment with another scrape job name or runbook host gets rules for that job only.
+    base = "https://runbooks.example/ml.md"
+    document = yaml.safe_load(render_rules_yaml(job="ml-eu", runbook_base=base))
+    rules = [r for g in document["groups"] for r in g["rules"]]
+    for rule in rules:
+        assert 'job="nexus-ml"' not in rule["expr"], rule
+    alerts = [r for r in rules if "alert" in r]
+    assert all('job="ml-eu"' in r["expr"] for r in alerts if "up{" not in r["expr"])
+    assert {r["annotations"]["runbook_url"] for r in alerts} == {
+        f"{base}#{a.name.lower()}" for a in ALERTS
+    }

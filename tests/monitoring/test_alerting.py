@@ -294,3 +294,75 @@ def test_publish_firing_sets_the_gauge() -> None:
     assert get("ml_alerts_active", {"alertname": "HighDiskUsage", "severity": "warning"}) == 0
     assert get("ml_alerts_active", {"alertname": "CriticalCPUUsage", "severity": "critical"}) == 0
     assert ("HighDiskUsage", "warning") in published
+
+
+def test_an_alert_as_the_api_shows_it() -> None:
+    clock = Clock()
+    ev = _evaluator(clock)
+    (alert,) = _named(ev.evaluate(replace(HEALTHY, cpu_percent=96.5)), "CriticalCPUUsage")
+    assert alert.to_dict() == {
+        "name": "CriticalCPUUsage",
+        "severity": "critical",
+        "state": alert.state,
+        "labels": {
+            "alertname": "CriticalCPUUsage",
+            "severity": "critical",
+            "category": "resources",
+            "job": "nexus-ml",
+            "instance": "ml-1",
+        },
+        "value": 96.5,
+        "annotations": {
+            "summary": "CPU critically high on ml-1",
+            "description": "CPU usage on ml-1 is 96.5% (threshold 95%).",
+            "runbook_url": alert.runbook_url,
+        },
+        "started_at": "2030-03-17T17:46:40+00:00",  # NOW, in UTC whatever the local zone
+    }
+    assert alert.started_at.utcoffset() is not None
+
+
+def test_before_the_first_evaluation_there_are_no_alerts() -> None:
+    ev = _evaluator(Clock())
+    assert ev.alerts() == []
+    assert ev.firing() == []
+
+
+def test_the_default_instance_label_and_a_custom_runbook_base() -> None:
+    ev = AlertEvaluator(T, clock=Clock(), runbook_base="https://wiki.example/ml.md")
+    (alert,) = _named(ev.evaluate(replace(HEALTHY, cpu_percent=96.5)), "CriticalCPUUsage")
+    assert alert.labels["instance"] == "local"
+    assert alert.runbook_url == "https://wiki.example/ml.md#criticalcpuusage"
+
+
+def test_each_alert_instance_keeps_its_own_pending_timer() -> None:
+    # Two models breach at different moments: each fires `for` after its own start.
+    t = Thresholds(prediction_latency_high_for=600)
+    clock = Clock()
+    ev = _evaluator(clock, t)
+    slow = t.prediction_latency_high * 2
+    ev.evaluate(replace(HEALTHY, latency_p95={"a": slow}))
+    clock.now += 300
+    ev.evaluate(replace(HEALTHY, latency_p95={"a": slow, "b": slow}))
+    clock.now += 300
+    states = {
+        a.labels["model"]: a.state
+        for a in _named(
+            ev.evaluate(replace(HEALTHY, latency_p95={"a": slow, "b": slow})),
+            "HighPredictionLatency",
+        )
+    }
+    assert states == {"a": "firing", "b": "pending"}
+
+
+def test_publish_firing_counts_every_instance_of_an_alert() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from nexus_ml.monitoring.metrics import build_metrics
+
+    metrics = build_metrics(CollectorRegistry())
+    ev = _evaluator(Clock(), Thresholds(prediction_latency_high_for=0))
+    slow = {m: T.prediction_latency_high * 2 for m in ("a", "b", "c")}
+    publish_firing(metrics.alerts_active, ev.evaluate(replace(HEALTHY, latency_p95=slow)), set())
+    labels = {"alertname": "HighPredictionLatency", "severity": "warning"}
+    assert metrics.registry.get_sample_value("ml_alerts_active", labels) == 3

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
+from tests.helpers import active_alert
 
-from nexus_ml.monitoring.alerting import ActiveAlert
 from nexus_ml.service.health import (
     DatabaseHealth,
     HealthReport,
@@ -30,21 +28,6 @@ def readiness(
         database=database,
         shutting_down=draining,
         records_pending=3,
-    )
-
-
-def alert(state: str) -> ActiveAlert:
-    return ActiveAlert(
-        name="HighCPU",
-        severity="warning",
-        state=state,  # type: ignore[arg-type]
-        labels={},
-        summary="s",
-        description="d",
-        runbook_url="u",
-        value=91.0,
-        active_since=0.0,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
@@ -96,7 +79,7 @@ def test_readiness_json_shape() -> None:
 def test_a_firing_alert_degrades_only_a_healthy_report(
     r: Readiness, firing: bool, status: str
 ) -> None:
-    alerts = [alert("firing")] if firing else []
+    alerts = [active_alert("firing")] if firing else []
     report = HealthReport(readiness=r, system=SYSTEM, alerts=alerts, uptime_seconds=1.5)
     assert report.status == status and report.ready == r.ready
     body = report.to_dict()

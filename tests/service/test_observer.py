@@ -148,6 +148,8 @@ def test_the_score_covers_exactly_the_last_window_of_requests(
     observer.observe(good, cls, 0.9, 0.001)
     # One more: the oldest leaves the window, the newest bad one stays.
     assert _score(registry, loaded) == pytest.approx(1 - 1 / (QUALITY_WINDOW * n))
+    observer.observe(good, cls, 0.9, 0.001)  # a clean request leaves: nothing changes
+    assert _score(registry, loaded) == pytest.approx(1 - 1 / (QUALITY_WINDOW * n))
     for _ in range(QUALITY_WINDOW):
         observer.observe(good, cls, 0.9, 0.001)
     assert _score(registry, loaded) == 1.0

@@ -109,28 +109,37 @@ def require(scope: str):
         _bearer_scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         _header_scheme: Annotated[str | None, Depends(_header)],
     ) -> Principal:
-        key = presented_key(request)
-        if not key:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        principal = request.app.state.keys.authenticate(key)
-        if principal is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "invalid API key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not principal.allows(scope):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this API key has scope '{principal.scope}'; this endpoint needs '{scope}'",
-            )
-        return principal
+        return authorize(request, scope)
 
     return dependency
+
+
+def authorize(request: Request, scope: str) -> Principal:
+    """The caller's principal if its key grants ``scope``; else the 401 or 403 to answer.
+
+    A module-level function rather than the body of the closure ``require`` builds at import
+    time: mutation testing swaps module-level functions, never a closure already built.
+    """
+    key = presented_key(request)
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal: Principal | None = request.app.state.keys.authenticate(key)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not principal.allows(scope):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"this API key has scope '{principal.scope}'; this endpoint needs '{scope}'",
+        )
+    return principal
 
 
 PredictKey = Annotated[Principal, Depends(require("predict"))]
