@@ -94,6 +94,7 @@ class Metrics:
     model_reliability_predicted: Gauge
     model_reliability_observed: Gauge
     model_baseline: Gauge
+    model_positive_class: Gauge
     # Training
     model_training_duration_seconds: Histogram
     model_training_samples: Gauge
@@ -215,6 +216,12 @@ CLINICAL_GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "ml_model_baseline",
         "The model's validated holdout metric at its operating point (class empty if model-wide).",
         ("model", "metric", "class"),
+    ),
+    "model_positive_class": (
+        "ml_model_positive_class",
+        "1 for the positive class of a binary model (the one whose recall is sensitivity), "
+        "0 for its other class; multiclass models have none.",
+        ("model", "class"),
     ),
 }
 
