@@ -143,25 +143,26 @@ class ClinicalEvaluator:
         actual: list[str] | None,
     ) -> _Rows:
         """The rows whose classes and probabilities fit this model, as arrays."""
-        known = set(self.classes)
-        keep: list[int] = []
-        proba: list[list[float]] = []
-        for i, probs in enumerate(probabilities):
-            row = [probs.get(c) for c in self.classes]
-            if (
-                predicted[i] in known
-                and (actual is None or actual[i] in known)
-                and all(_finite(p) for p in row)
-            ):
-                keep.append(i)
-                proba.append([float(p) for p in row])  # type: ignore[arg-type]
-        k = len(self.classes)
+        table = [[probs.get(c) for c in self.classes] for probs in probabilities]
+        try:
+            # Stored probabilities are the service's own floats: one conversion, None -> NaN.
+            proba = np.array(table, dtype=np.float64).reshape(len(table), len(self.classes))
+        except (TypeError, ValueError):
+            proba = np.array([[_number(p) for p in row] for row in table], dtype=np.float64)
+            proba = proba.reshape(len(table), len(self.classes))
+        pred = np.asarray(predicted, dtype=str)
+        keep = np.isfinite(proba).all(axis=1) & np.isin(pred, self.classes)
+        act = None
+        if actual is not None:
+            act = np.asarray(actual, dtype=str)
+            keep &= np.isin(act, self.classes)
+            act = act[keep]
         return _Rows(
-            features=[features[i] for i in keep],
-            predicted=np.asarray([predicted[i] for i in keep], dtype=str),
-            actual=None if actual is None else np.asarray([actual[i] for i in keep], dtype=str),
-            proba=np.asarray(proba, dtype=np.float64).reshape(len(keep), k),
-            excluded=len(predicted) - len(keep),
+            features=[f for f, k in zip(features, keep.tolist(), strict=True) if k],
+            predicted=pred[keep],
+            actual=act,
+            proba=proba[keep],
+            excluded=int(keep.size - keep.sum()),
         )
 
     def _segment(
@@ -215,5 +216,8 @@ class ClinicalEvaluator:
         }
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _number(value: Any) -> float:
+    """A stored probability as a float; NaN (the row is left out) for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
