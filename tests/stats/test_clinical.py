@@ -394,21 +394,21 @@ def test_calibration_map_from_the_profile_moves_the_estimate() -> None:
     assert same == cal
 
 
-def test_a_threshold_serving_the_other_class_gets_the_complement() -> None:
-    """Under a screening threshold (malignant if P >= 0.3) a row at P(malignant) = 0.4 is
-    served as malignant although benign is the top class: P(malignant) = 1 - cal(0.6)."""
-    profile = {"confidence": {"calibration": {"x": [0.5, 1.0], "y": [0.5, 0.8]}}}
-    q = calibrated_proba(np.array([[0.6, 0.4], [0.2, 0.8]]), profile)
-    assert q[0] == pytest.approx([0.56, 0.44])  # cal(0.6) = 0.56 for the top class (benign)
-    assert q[1] == pytest.approx([1 - 0.68, 0.68])  # cal(0.8) = 0.68 for malignant
+def test_under_a_threshold_the_served_class_gets_the_calibrated_confidence() -> None:
+    """A screening threshold (malignant if P >= 0.3): a row at P(malignant) = 0.4 is served as
+    malignant although benign is the top class. Training fits the map on the served class's
+    probability, so the served class is the one calibrated: P(malignant) = cal(0.4)."""
+    profile = {"confidence": {"calibration": {"x": [0.0, 1.0], "y": [0.2, 0.9]}}}
+    proba = np.array([[0.6, 0.4], [0.2, 0.8]])
+    served = np.array([1, 1])
+    q = calibrated_proba(proba, profile, served=served)
+    assert q[0] == pytest.approx([0.52, 0.48])  # cal(0.4) = 0.48 for malignant, served
+    assert q[1] == pytest.approx([0.24, 0.76])  # cal(0.8) = 0.76
+    assert calibrated_proba(proba, profile)[0] == pytest.approx([0.62, 0.38])  # argmax: benign
     e = estimated(
-        ["malignant", "malignant"],
-        [[0.6, 0.4], [0.2, 0.8]],
-        BINARY,
-        calibration=profile,
-        positive_class="malignant",
+        ["malignant", "malignant"], proba, BINARY, calibration=profile, positive_class="malignant"
     )
-    assert e.precision["malignant"].value == pytest.approx((0.44 + 0.68) / 2)
+    assert e.precision["malignant"].value == pytest.approx((0.48 + 0.76) / 2)
     assert e.recall["malignant"].value == pytest.approx(1.0)  # every row is flagged
 
 

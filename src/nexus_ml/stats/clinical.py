@@ -276,7 +276,7 @@ def estimated(
     n = int(pred.size)
     p = _check_proba(proba, n, k)
     _check_min_count(min_count)
-    q = calibrated_proba(p, calibration)
+    q = calibrated_proba(p, calibration, served=pred)
     rows = np.arange(n)
     n_pred = np.bincount(pred, minlength=k)
     exp_tp = np.bincount(pred, weights=q[rows, pred], minlength=k)
