@@ -145,8 +145,9 @@ class Settings(BaseSettings):
         default=16,
         ge=1,
         le=1000,
-        description="Most segment groups (over all declared features) a model may declare: "
-        "bounds the segment label of the clinical gauges.",
+        description="Most segment groups (over all declared features) reported per model: "
+        "bounds the segment label of the clinical gauges; a bundle declaring more has the "
+        "first ones reported, in declared order.",
     )
     alert_interval_seconds: float = Field(
         default=15.0, gt=0, description="In-process alert evaluation period."

@@ -26,6 +26,7 @@ from nexus_ml.config import Settings
 from nexus_ml.ml.bundle import load_bundle, save_bundle
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.segments import parse_segments
+from nexus_ml.service.clinical import ClinicalEvaluator
 from nexus_ml.storage.records import LabelledPrediction, utcnow
 
 MODEL = "diagnostic"
@@ -398,3 +399,22 @@ def test_the_clinical_api_needs_a_monitor_key(client: TestClient) -> None:
     ok = client.get(CLINICAL, params=params, headers=auth("monitor"))
     assert ok.status_code == 200, ok.text
     assert ok.json()["hours"] == pytest.approx(7 * 24)  # default: the accuracy window
+
+
+def test_a_failing_clinical_evaluation_keeps_drift_and_accuracy(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traffic(client)
+
+    def broken(*_args: Any) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(ClinicalEvaluator, "evaluate", broken)
+    result = run_job(client)
+    assert result["clinical_error"] == "ZeroDivisionError" and "clinical" not in result
+    assert result["accuracy"]["n"] == N_LABELLED and result["window_size"] == N_PREDICTIONS
+    stored = service(client).store.latest_drift_result(MODEL)
+    assert stored is not None and stored.results["accuracy"]["n"] == N_LABELLED
+    m = scrape(client)
+    errors = gauge(m, "ml_errors_total", component="quality", error_type="ZeroDivisionError")
+    assert errors == 2  # each of the two models' rounds, counted, and the round went on
