@@ -144,7 +144,9 @@ class Settings(BaseSettings):
     segment_max_groups: int = Field(
         default=16,
         ge=1,
-        le=1000,
+        # A bundle holds at most 64 groups (ml.segments.MAX_STORED_SEGMENT_GROUPS; config sits
+        # below ml, so the number is repeated here): a larger setting could never be used.
+        le=64,
         description="Most segment groups (over all declared features) reported per model: "
         "bounds the segment label of the clinical gauges; a bundle declaring more has the "
         "first ones reported, in declared order.",
