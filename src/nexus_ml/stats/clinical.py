@@ -228,7 +228,7 @@ def realised(
         )
         for j, c in enumerate(labels)
     }
-    enough = n >= min_count and n > 0
+    enough = n >= min_count  # min_count >= 1, so never on an empty window
     onehot = act[:, None] == np.arange(k)
     brier = float(np.mean(np.sum(np.square(p - onehot), axis=1)) / 2.0) if enough else None
     if pos is not None:
@@ -313,7 +313,7 @@ def _realised_auc(
     p: NDArray[np.float64], act: NDArray[np.intp], pos: int | None, min_count: int
 ) -> Interval:
     n, k = p.shape
-    if n < min_count or n == 0:
+    if n < min_count:
         return Interval(None, None, None, n)
     if pos is not None:
         y = act == pos
