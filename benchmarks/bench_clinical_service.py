@@ -36,6 +36,7 @@ from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.ml.segments import SegmentIndex, parse_segments
 from nexus_ml.ml.training import ensure_bundled_models
 from nexus_ml.service.clinical import ClinicalEvaluator
+from nexus_ml.stats.performance import ConfidenceEstimator
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.models import Feedback
@@ -122,9 +123,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         loaded = model(Path(tmp) / "models")
         schema = loaded.info.feature_schema()
-        evaluator = ClinicalEvaluator.for_model(loaded, min_count=30, max_groups=16)
         # The bench declares its own segments on the bundled model (the same pipeline).
-        evaluator._segmenter = SegmentIndex(parse_segments(SEGMENTS, schema), schema).masks
+        evaluator = ClinicalEvaluator(
+            classes=loaded.classes,
+            positive_class=loaded.info.positive_class,
+            threshold=None,
+            calibration=ConfidenceEstimator.from_profile(loaded.metadata["profile"]),
+            segmenter=SegmentIndex(parse_segments(SEGMENTS, schema), schema).masks,
+            min_count=30,
+            max_groups=16,
+        )
         print("| rows | read labelled (s) | read window (s) | evaluate (s) | total (s) |")
         print("|---:|---:|---:|---:|---:|")
         for n in (int(s) for s in args.sizes.split(",")):

@@ -38,11 +38,6 @@ log = logging.getLogger("nexus_ml.quality")
 Segmenter = Callable[[list[dict[str, Any]]], dict[str, NDArray[np.bool_]]]
 
 
-def whole_population(rows: list[dict[str, Any]]) -> dict[str, NDArray[np.bool_]]:
-    """The segmenter of a model declaring no segments: ``all`` only."""
-    return {ALL: np.ones(len(rows), dtype=bool)}
-
-
 @dataclass(frozen=True, slots=True)
 class _Rows:
     """Stored rows that fit the model, as arrays: features, predicted, actual, probabilities."""
@@ -64,7 +59,7 @@ class ClinicalEvaluator:
         positive_class: str | None,
         threshold: float | None,
         calibration: ConfidenceEstimator,
-        segmenter: Segmenter = whole_population,
+        segmenter: Segmenter,
         min_count: int,
         max_groups: int,
     ) -> None:
@@ -143,13 +138,18 @@ class ClinicalEvaluator:
         actual: list[str] | None,
     ) -> _Rows:
         """The rows whose classes and probabilities fit this model, as arrays."""
-        table = [[probs.get(c) for c in self.classes] for probs in probabilities]
-        try:
-            # Stored probabilities are the service's own floats: one conversion, None -> NaN.
-            proba = np.array(table, dtype=np.float64).reshape(len(table), len(self.classes))
-        except (TypeError, ValueError):
-            proba = np.array([[_number(p) for p in row] for row in table], dtype=np.float64)
-            proba = proba.reshape(len(table), len(self.classes))
+        k = len(self.classes)
+        # One pass: a stored probability is the service's own float; anything else (absent,
+        # text, bool) becomes NaN and leaves its row out.
+        proba = np.fromiter(
+            (
+                v if type(v) in (float, int) else math.nan
+                for probs in probabilities
+                for v in (probs.get(c) for c in self.classes)
+            ),
+            dtype=np.float64,
+            count=len(probabilities) * k,
+        ).reshape(len(probabilities), k)
         pred = np.asarray(predicted, dtype=str)
         keep = np.isfinite(proba).all(axis=1) & np.isin(pred, self.classes)
         act = None
@@ -214,10 +214,3 @@ class ClinicalEvaluator:
             "calibration_error": real["calibration_error"],
             "reliability": real["reliability"],
         }
-
-
-def _number(value: Any) -> float:
-    """A stored probability as a float; NaN (the row is left out) for anything else."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return math.nan
