@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
+from tests.api.test_metrics_scrape import assert_only_documented_findings
 from tests.api.test_model_quality_api import scrape
 from tests.helpers import auth
 
@@ -246,6 +247,9 @@ def test_job_gauges_equal_sklearn_per_segment(client: TestClient) -> None:
         if k[0] == "ml_model_reliability_observed" and dict(k[1])["model"] == MODEL
     }
     assert bins and bins <= {f"{0.1 * i:.1f}" for i in range(1, 11)}
+
+    # promtool finds nothing in the clinical gauges beyond the documented exceptions.
+    assert_only_documented_findings(client.get("/metrics").text)
 
     # What the job exported is what it stored.
     stored = service(client).store.latest_drift_result(MODEL).results["clinical"]
