@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -174,9 +174,9 @@ class ClinicalEvaluator:
         win_mask: NDArray[np.bool_],
     ) -> dict[str, Any]:
         """One segment's entry: realised on its labelled rows, estimated on its window rows."""
-        assert lab.actual is not None  # noqa: S101 - labelled rows always carry their label
+        actual = cast(NDArray[np.str_], lab.actual)  # labelled rows always carry their label
         real = realised(
-            lab.actual[lab_mask],
+            actual[lab_mask],
             lab.predicted[lab_mask],
             lab.proba[lab_mask],
             self.classes,
