@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import confidence_profile
 from nexus_ml.ml.training import train_pipeline
-from nexus_ml.stats.cbpe import calibrated_proba
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
 from nexus_ml.stats.clinical import (
     Estimate,
     Interval,
@@ -440,6 +440,16 @@ def test_under_a_threshold_the_served_class_gets_the_calibrated_confidence() -> 
     )
     assert e.precision["malignant"].value == pytest.approx((0.48 + 0.76) / 2)
     assert e.recall["malignant"].value == pytest.approx(1.0)  # every row is flagged
+
+
+def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
+    """Area under the expected ROC curve = sum over pairs of q_i (1 - q_j) for s_i > s_j, half
+    for ties (a multiclass column ties scores whose rows have different calibrated q)."""
+    s = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.2])
+    q = np.array([0.9, 0.1, 0.8, 0.4, 0.3, 0.05])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
 
 
 def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:
