@@ -118,6 +118,21 @@ def test_wilson_equals_scipy() -> None:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
+    assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
+    with pytest.raises(ValueError, match="successes"):
+        proportion(5, 4)
+
+
+def test_class_names_that_look_like_numbers() -> None:
+    """Labels "0"/"1" may arrive as numbers; they are compared by their names."""
+    r = realised(
+        [0, 1, 1],
+        ["1", "1", "0"],
+        [[0.2, 0.8], [0.3, 0.7], [0.6, 0.4]],
+        ["0", "1"],
+        positive_class="1",
+    )
+    assert r.classes["1"].recall.value == 0.5 and r.classes["1"].precision.value == 0.5
 
 
 def test_delong_auc_equals_scikit_learn_with_ties() -> None:
