@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import confidence_profile
 from nexus_ml.ml.training import train_pipeline
-from nexus_ml.stats.cbpe import calibrated_proba
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
 from nexus_ml.stats.clinical import (
     Estimate,
     Interval,
@@ -118,6 +118,21 @@ def test_wilson_equals_scipy() -> None:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
+    assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
+    with pytest.raises(ValueError, match="successes"):
+        proportion(5, 4)
+
+
+def test_class_names_that_look_like_numbers() -> None:
+    """Labels "0"/"1" may arrive as numbers; they are compared by their names."""
+    r = realised(
+        [0, 1, 1],
+        ["1", "1", "0"],
+        [[0.2, 0.8], [0.3, 0.7], [0.6, 0.4]],
+        ["0", "1"],
+        positive_class="1",
+    )
+    assert r.classes["1"].recall.value == 0.5 and r.classes["1"].precision.value == 0.5
 
 
 def test_delong_auc_equals_scikit_learn_with_ties() -> None:
@@ -440,6 +455,16 @@ def test_under_a_threshold_the_served_class_gets_the_calibrated_confidence() -> 
     )
     assert e.precision["malignant"].value == pytest.approx((0.48 + 0.76) / 2)
     assert e.recall["malignant"].value == pytest.approx(1.0)  # every row is flagged
+
+
+def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
+    """Area under the expected ROC curve = sum over pairs of q_i (1 - q_j) for s_i > s_j, half
+    for ties (a multiclass column ties scores whose rows have different calibrated q)."""
+    s = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.2])
+    q = np.array([0.9, 0.1, 0.8, 0.4, 0.3, 0.05])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
 
 
 def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:

@@ -182,6 +182,8 @@ class Estimated:
 def proportion(successes: int, trials: int, *, min_count: int = 1) -> Interval:
     """A proportion with its 95 % Wilson interval (None below ``min_count`` trials)."""
     _check_min_count(min_count)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
     return _proportions(np.array([successes]), np.array([trials]), min_count)[0]
 
 

@@ -14,7 +14,8 @@ samples in one call, and the service computes every class and segment without a 
   variance follows from the structural components ``V10`` (per positive: the share of negatives
   it outscores) and ``V01`` (per negative: the share of positives outscoring it), computed with
   midranks as in Sun & Xu (2014), so ties count one half exactly as in ``roc_auc_score``. The
-  95 % interval is taken on the logit scale (:func:`auc_interval`).
+  95 % interval is taken on the logit scale (:func:`auc_interval`). A multiclass model's macro
+  one-vs-rest AUC gets the same from per-row influences (:func:`macro_auc_delong`).
 """
 
 from __future__ import annotations
