@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -16,13 +16,21 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+from sklearn.model_selection import train_test_split
 
+from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.profile import confidence_profile
+from nexus_ml.ml.training import train_pipeline
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
 from nexus_ml.stats.clinical import (
+    Estimate,
     Interval,
+    estimated,
     proportion,
     realised,
 )
-from nexus_ml.stats.intervals import auc_delong, wilson_interval
+from nexus_ml.stats.intervals import auc_delong, auc_interval, macro_auc_delong, wilson_interval
+from nexus_ml.stats.performance import ConfidenceEstimator
 
 BINARY = ["benign", "malignant"]
 THREE = ["a", "b", "c"]
@@ -110,6 +118,21 @@ def test_wilson_equals_scipy() -> None:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
+    assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
+    with pytest.raises(ValueError, match="successes"):
+        proportion(5, 4)
+
+
+def test_class_names_that_look_like_numbers() -> None:
+    """Labels "0"/"1" may arrive as numbers; they are compared by their names."""
+    r = realised(
+        [0, 1, 1],
+        ["1", "1", "0"],
+        [[0.2, 0.8], [0.3, 0.7], [0.6, 0.4]],
+        ["0", "1"],
+        positive_class="1",
+    )
+    assert r.classes["1"].recall.value == 0.5 and r.classes["1"].precision.value == 0.5
 
 
 def test_delong_auc_equals_scikit_learn_with_ties() -> None:
@@ -191,7 +214,7 @@ def test_to_dict_is_json_without_nan() -> None:
     back = json.loads(json.dumps(d, allow_nan=False))
     assert list(back["classes"]) == THREE and len(back["reliability"]) == 10
     assert set(back["classes"]["a"]) == {"recall", "precision", "f1", "prevalence", "positive_rate"}
-    assert back["roc_auc"]["lower"] is None  # multiclass: no interval
+    assert back["roc_auc"]["lower"] < back["roc_auc"]["value"] < back["roc_auc"]["upper"]
 
 
 @pytest.mark.parametrize(
@@ -212,3 +235,330 @@ def test_bad_input_is_refused(args: tuple, message: str) -> None:
         realised(actual, predicted, proba, classes, positive_class=pos)
     with pytest.raises(ValueError, match="min_count"):
         realised(["benign"], ["benign"], [[0.5, 0.5]], BINARY, positive_class=None, min_count=0)
+
+
+# --- interval coverage ----------------------------------------------------------------------
+
+
+def _screening_traffic(
+    rng: np.random.Generator, n: int, prevalence: float, separation: float, cut: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labelled traffic of a screening score: N(0, 1) for negatives, N(separation, 1) for
+    positives, flagged at ``cut`` (P(pos) is a logistic of the score, 0.5 at the cut)."""
+    y = rng.uniform(size=n) < prevalence
+    score = rng.normal(size=n) + separation * y
+    p1 = 1.0 / (1.0 + np.exp(-2.0 * (score - cut)))
+    actual = np.where(y, "malignant", "benign")
+    predicted = np.where(p1 >= 0.5, "malignant", "benign")
+    return actual, predicted, np.column_stack([1.0 - p1, p1])
+
+
+def test_realised_intervals_cover_the_truth_95_percent_of_the_time() -> None:
+    """1,000 simulated windows of 400 labelled predictions (prevalence 0.2, a score separating
+    the classes by 1.5 sd, flagged above 0.8): each 95 % interval must hold the true value in
+    93-97 % of them. True values: sensitivity 1 - Phi(0.8 - 1.5), specificity Phi(0.8),
+    AUC Phi(1.5 / sqrt 2) (binormal), PPV and accuracy from those and the prevalence."""
+    prev, sep, cut = 0.2, 1.5, 0.8
+    sens, spec = 1 - norm.cdf(cut - sep), norm.cdf(cut)
+    truth = {
+        "sensitivity": sens,
+        "specificity": spec,
+        "ppv": prev * sens / (prev * sens + (1 - prev) * (1 - spec)),
+        "npv": (1 - prev) * spec / ((1 - prev) * spec + prev * (1 - sens)),
+        "accuracy": prev * sens + (1 - prev) * spec,
+        "prevalence": prev,
+        "auc": norm.cdf(sep / math.sqrt(2)),
+    }
+    covered = dict.fromkeys(truth, 0)
+    rng = np.random.default_rng(2026)
+    for _ in range(1000):
+        actual, predicted, proba = _screening_traffic(rng, 400, prev, sep, cut)
+        r = realised(actual, predicted, proba, BINARY, positive_class="malignant")
+        mal, ben = r.classes["malignant"], r.classes["benign"]
+        intervals = {
+            "sensitivity": mal.recall,
+            "specificity": ben.recall,
+            "ppv": mal.precision,
+            "npv": ben.precision,
+            "accuracy": r.accuracy,
+            "prevalence": mal.prevalence,
+            "auc": r.roc_auc,
+        }
+        for name, iv in intervals.items():
+            assert iv.lower is not None and iv.upper is not None
+            covered[name] += iv.lower <= truth[name] <= iv.upper
+    coverage = {name: c / 1000 for name, c in covered.items()}
+    assert all(0.93 <= c <= 0.97 for c in coverage.values()), coverage
+
+
+def test_macro_auc_interval_covers_the_truth_95_percent_of_the_time() -> None:
+    """Three classes, 1,000 windows of 300 rows through realised(); the true macro one-vs-rest
+    AUC from 200,000 rows of the same generator (its own error ~0.001)."""
+
+    def window(n: int) -> tuple[np.ndarray, np.ndarray]:
+        act = rng.integers(0, 3, size=n)
+        logits = rng.normal(size=(n, 3)) + (act[:, None] == np.arange(3))
+        proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return np.asarray(THREE)[act], proba
+
+    rng = np.random.default_rng(4)
+    big_actual, big_proba = window(200_000)
+    truth = roc_auc_score(big_actual, big_proba, multi_class="ovr", labels=THREE)
+    covered = 0
+    for _ in range(1000):
+        actual, proba = window(300)
+        predicted = np.asarray(THREE)[proba.argmax(axis=1)]
+        auc = realised(actual, predicted, proba, THREE, positive_class=None).roc_auc
+        assert auc.lower is not None and auc.upper is not None
+        covered += auc.lower <= truth <= auc.upper
+    assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_macro_auc_of_two_classes_is_delong() -> None:
+    actual, _, proba, _ = _traffic(300, BINARY, seed=9)
+    act = (actual == "malignant").astype(int)
+    auc, se = auc_delong(proba[:, 1], act == 1)
+    assert macro_auc_delong(proba, act) == pytest.approx((float(auc), float(se)))
+
+
+def test_auc_interval_holds_coverage_near_one_and_at_perfect_separation() -> None:
+    """Vectorised over 1,000 samples: AUC 0.96 with ~80 positives, where a plain
+    AUC ± 1.96 se interval covers ~92 %; and a perfectly separated sample still gets a
+    non-degenerate interval."""
+    rng = np.random.default_rng(11)
+    y = rng.uniform(size=(1000, 400)) < 0.2
+    s = rng.normal(size=y.shape) + 2.5 * y
+    auc, se = auc_delong(s, y)
+    m = y.sum(axis=1)
+    lo, hi = auc_interval(auc, se, m, 400 - m)
+    truth = norm.cdf(2.5 / math.sqrt(2))
+    assert 0.93 <= np.mean((lo <= truth) & (truth <= hi)) <= 0.97
+    assert np.all(hi <= 1.0)
+    auc1, se1 = auc_delong([0.1, 0.2, 0.8, 0.9], [False, False, True, True])
+    assert auc1 == 1.0 and se1 == 0.0
+    lo1, hi1 = auc_interval(auc1, se1, 2, 2)
+    assert hi1 == 1.0 and lo1 < 0.5  # two cases a side prove little
+
+
+# --- estimation without labels ---------------------------------------------------------------
+
+
+def test_estimated_by_hand_with_probabilities_taken_as_calibrated() -> None:
+    p1 = np.array([0.9, 0.8, 0.3, 0.1])
+    predicted = ["malignant", "malignant", "benign", "benign"]
+    proba = np.column_stack([1 - p1, p1])
+    e = estimated(predicted, proba, BINARY, calibration=None, positive_class="malignant")
+    exp_tp, exp_pos = 0.9 + 0.8, p1.sum()
+    assert e.recall["malignant"].value == pytest.approx(exp_tp / exp_pos)
+    assert e.precision["malignant"].value == pytest.approx(exp_tp / 2)
+    assert e.precision["benign"].value == pytest.approx((0.7 + 0.9) / 2)
+    assert e.recall["malignant"].n == round(exp_pos) and e.precision["malignant"].n == 2
+    # Expected ROC: ranking 0.9 > 0.8 > 0.3 > 0.1, expected positives q, negatives 1 - q.
+    tpr = np.concatenate(([0], np.cumsum(p1))) / exp_pos
+    fpr = np.concatenate(([0], np.cumsum(1 - p1))) / (1 - p1).sum()
+    assert e.roc_auc.value == pytest.approx(np.trapezoid(tpr, fpr))
+    assert e.n == 4
+    # Delta method: precision TP/2 with TP a sum of Bernoulli(q) over the 2 flagged rows;
+    # recall TP/P linearised around (E[TP], E[P]).
+    v = p1 * (1 - p1)
+    assert e.precision["malignant"].stderr == pytest.approx(math.sqrt(v[:2].sum()) / 2)
+    flagged = np.array([1.0, 1.0, 0.0, 0.0])
+    rec = exp_tp / exp_pos
+    se = math.sqrt(np.sum(v * np.square(flagged - rec))) / exp_pos
+    assert e.recall["malignant"].stderr == pytest.approx(se)
+
+
+def test_estimates_and_their_stderr_match_labels_drawn_from_calibrated_probabilities() -> None:
+    """When the probabilities are calibrated, labels drawn from them give realised values
+    centred on the estimate, within +-1.96 stderr in ~95 % of 1,000 windows."""
+    rng = np.random.default_rng(5)
+    p1 = rng.beta(0.7, 1.5, size=800)
+    proba = np.column_stack([1 - p1, p1])
+    predicted = np.where(p1 >= 0.5, "malignant", "benign")
+    e = estimated(predicted, proba, BINARY, calibration=None, positive_class="malignant")
+    est = {
+        "recall": e.recall["malignant"],
+        "precision": e.precision["malignant"],
+        "specificity": e.recall["benign"],
+        "auc": e.roc_auc,
+    }
+    seen: dict[str, list[float]] = {name: [] for name in est}
+    for _ in range(1000):
+        actual = np.where(rng.uniform(size=p1.size) < p1, "malignant", "benign")
+        r = realised(actual, predicted, proba, BINARY, positive_class="malignant")
+        seen["recall"].append(r.classes["malignant"].recall.value)
+        seen["precision"].append(r.classes["malignant"].precision.value)
+        seen["specificity"].append(r.classes["benign"].recall.value)
+        seen["auc"].append(r.roc_auc.value)
+    for name, x in est.items():
+        values = np.asarray(seen[name])
+        assert x.value is not None and x.stderr is not None
+        assert np.mean(values) == pytest.approx(x.value, abs=0.003), name
+        assert x.stderr == pytest.approx(np.std(values), rel=0.1), name
+        inside = np.mean(np.abs(values - x.value) <= 1.96 * x.stderr)
+        assert 0.93 <= inside <= 0.97, (name, inside)
+
+
+def test_estimated_multiclass_matches_drawn_labels() -> None:
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(1500, 3)) * 1.5
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = np.asarray(THREE)[proba.argmax(axis=1)]
+    e = estimated(predicted, proba, THREE, calibration=None, positive_class=None)
+    cum = proba.cumsum(axis=1)
+    recalls, aucs = [], []
+    for _ in range(200):
+        drawn = (rng.uniform(size=(proba.shape[0], 1)) >= cum[:, :-1]).sum(axis=1)
+        r = realised(np.asarray(THREE)[drawn], predicted, proba, THREE, positive_class=None)
+        recalls.append([r.classes[c].recall.value for c in THREE])
+        aucs.append(r.roc_auc.value)
+    for j, c in enumerate(THREE):
+        assert e.recall[c].value == pytest.approx(np.mean(np.asarray(recalls)[:, j]), abs=0.01)
+    assert e.roc_auc.value == pytest.approx(np.mean(aucs), abs=0.005)
+    assert e.roc_auc.stderr == pytest.approx(np.std(aucs), rel=0.15)
+    for j, c in enumerate(THREE):
+        spread = np.std(np.asarray(recalls)[:, j])
+        assert e.recall[c].stderr == pytest.approx(spread, rel=0.15)
+
+
+def test_calibration_map_from_the_profile_moves_the_estimate() -> None:
+    """An over-confident model: the profile's map says a 0.9-confident prediction is right
+    60 % of the time. The estimate must follow the map, not the raw probability."""
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.5, 1.0, size=20_000)
+    correct = rng.uniform(size=conf.size) < 0.5 + (conf - 0.5) * 0.25  # 0.9 -> 0.6
+    profile = {"confidence": confidence_profile(conf, correct)}
+    proba = np.tile([0.1, 0.9], (500, 1))
+    predicted = ["malignant"] * 500
+    raw = estimated(predicted, proba, BINARY, calibration=None, positive_class="malignant")
+    cal = estimated(predicted, proba, BINARY, calibration=profile, positive_class="malignant")
+    fitted = ConfidenceEstimator.from_profile(profile)
+    same = estimated(predicted, proba, BINARY, calibration=fitted, positive_class="malignant")
+    assert raw.precision["malignant"].value == pytest.approx(0.9)
+    assert cal.precision["malignant"].value == pytest.approx(0.6, abs=0.02)
+    assert same == cal
+
+
+def test_under_a_threshold_the_served_class_gets_the_calibrated_confidence() -> None:
+    """A screening threshold (malignant if P >= 0.3): a row at P(malignant) = 0.4 is served as
+    malignant although benign is the top class. Training fits the map on the served class's
+    probability, so the served class is the one calibrated: P(malignant) = cal(0.4)."""
+    profile = {"confidence": {"calibration": {"x": [0.0, 1.0], "y": [0.2, 0.9]}}}
+    proba = np.array([[0.6, 0.4], [0.2, 0.8]])
+    served = np.array([1, 1])
+    q = calibrated_proba(proba, profile, served=served)
+    assert q[0] == pytest.approx([0.52, 0.48])  # cal(0.4) = 0.48 for malignant, served
+    assert q[1] == pytest.approx([0.24, 0.76])  # cal(0.8) = 0.76
+    assert calibrated_proba(proba, profile)[0] == pytest.approx([0.62, 0.38])  # argmax: benign
+    e = estimated(
+        ["malignant", "malignant"], proba, BINARY, calibration=profile, positive_class="malignant"
+    )
+    assert e.precision["malignant"].value == pytest.approx((0.48 + 0.76) / 2)
+    assert e.recall["malignant"].value == pytest.approx(1.0)  # every row is flagged
+
+
+def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
+    """Area under the expected ROC curve = sum over pairs of q_i (1 - q_j) for s_i > s_j, half
+    for ties (a multiclass column ties scores whose rows have different calibrated q)."""
+    s = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.2])
+    q = np.array([0.9, 0.1, 0.8, 0.4, 0.3, 0.05])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
+
+
+def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:
+    profile = {"confidence": {"calibration": {"x": [0.0, 1.0], "y": [0.0, 0.5]}}}
+    q = calibrated_proba(np.array([[0.6, 0.3, 0.1], [1.0, 0.0, 0.0]]), profile)
+    assert q[0] == pytest.approx([0.3, 0.7 * 0.75, 0.7 * 0.25])
+    assert q[1] == pytest.approx([0.5, 0.25, 0.25])  # nothing to share by: evenly
+    assert q.sum(axis=1) == pytest.approx([1.0, 1.0])
+
+
+def test_estimated_edge_cases() -> None:
+    none = estimated([], np.zeros((0, 2)), BINARY, calibration=None, positive_class="malignant")
+    assert none.n == 0 and none.roc_auc == Estimate(None, None, 0)
+    assert none.recall["malignant"] == Estimate(None, None, 0)
+    json.dumps(none.to_dict(), allow_nan=False)
+    # One predicted class: precision of the other is undefined, its recall is 0.
+    proba = np.array([[0.2, 0.8], [0.4, 0.6], [0.45, 0.55]])
+    one = estimated(["malignant"] * 3, proba, BINARY, calibration=None, positive_class="malignant")
+    assert one.precision["benign"] == Estimate(None, None, 0)
+    assert one.recall["benign"].value == 0.0 and one.recall["malignant"].value == 1.0
+    # Tied scores: the expected ROC curve is the diagonal.
+    tied = estimated(
+        ["malignant"] * 4,
+        np.full((4, 2), 0.5),
+        BINARY,
+        calibration=None,
+        positive_class="malignant",
+    )
+    assert tied.roc_auc.value == pytest.approx(0.5)
+    # min_count gates on the (expected) denominator and still reports it.
+    window = {
+        "predicted": ["malignant", "benign"] * 10,
+        "proba": np.tile([[0.3, 0.7], [0.9, 0.1]], (10, 1)),
+        "classes": BINARY,
+        "calibration": None,
+        "positive_class": "malignant",
+        "min_count": 10,
+    }
+    few = estimated(**window)
+    assert few.recall["malignant"] == Estimate(None, None, 8)  # 10 x 0.7 + 10 x 0.1
+    assert few.precision["malignant"].value == pytest.approx(0.7)  # 10 predicted
+    assert few.roc_auc.value is not None
+
+
+# --- estimation under covariate shift on the bundled diagnostic data -------------------------
+
+
+def test_cbpe_tracks_positive_class_recall_under_covariate_shift() -> None:
+    """The bundled ``diagnostic`` model, trained by the bundle code (train_pipeline: its
+    calibration map from its own holdout, as a bundle's profile holds it), scored on unseen
+    rows whose ``worst_radius`` lies in the training 50-75 % quantile band — where benign and
+    malignant overlap. P(y | x) is unchanged (a covariate shift, what CBPE is built for) and
+    malignant recall drops by ~6 points. One split leaves ~20 malignant rows in the band, too
+    few to measure recall to 0.05, so the comparison pools 30 seeded splits (~600 rows).
+    """
+    ds = load_dataset("diagnostic")
+    j = ds.feature_names.index("worst_radius")
+    tp = positives = exp_tp = exp_pos = 0.0
+    unshifted = []
+    for seed in range(30):
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            ds.X, ds.y, test_size=0.3, random_state=seed, stratify=ds.y
+        )
+        fit = train_pipeline(x_tr, y_tr, ds.feature_names, seed=seed)
+        classes = list(fit.classes)
+        proba = fit.pipeline.predict_proba(x_te)
+        predicted = np.asarray(classes)[proba.argmax(axis=1)]
+        whole = realised(y_te, predicted, proba, classes, positive_class="malignant")
+        unshifted.append(whole.classes["malignant"].recall.value)
+        lo, hi = np.quantile(x_tr[:, j], [0.5, 0.75])
+        band = (x_te[:, j] >= lo) & (x_te[:, j] <= hi)
+        r = (
+            realised(y_te[band], predicted[band], proba[band], classes, positive_class="malignant")
+            .classes["malignant"]
+            .recall
+        )
+        e = estimated(
+            predicted[band],
+            proba[band],
+            classes,
+            calibration=fit.profile,
+            positive_class="malignant",
+        )
+        # Pool as sums of (expected) true positives and positives, not a mean of ratios.
+        q = calibrated_proba(proba[band], fit.profile)[:, classes.index("malignant")]
+        assert e.recall["malignant"].value == pytest.approx(
+            np.sum(q * (predicted[band] == "malignant")) / np.sum(q)
+        )
+        tp += (r.value or 0.0) * r.n
+        positives += r.n
+        exp_tp += np.sum(q * (predicted[band] == "malignant"))
+        exp_pos += np.sum(q)
+    recall, estimate = tp / positives, exp_tp / exp_pos
+    assert positives > 400
+    assert recall < np.mean(unshifted) - 0.04  # the shift really costs sensitivity
+    assert abs(estimate - recall) < 0.05
+    assert abs(estimate - recall) < abs(np.mean(unshifted) - recall)  # it sees the drop
