@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nexus_ml.config import Settings
 from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 from nexus_ml.ml.segments import (
     ALL,
     MAX_DISTINCT_VALUES,
+    MAX_SEGMENT_GROUPS,
+    MAX_STORED_SEGMENT_GROUPS,
     Segment,
     SegmentError,
     SegmentIndex,
@@ -195,3 +198,11 @@ def test_masks_of_no_rows_and_no_segments() -> None:
     masks = index.masks([])
     assert all(m.shape == (0,) for m in masks.values())
     assert SegmentIndex([], SCHEMA).masks([{"age": 3}]) == {ALL: np.array([True])}
+
+
+def test_the_deployment_setting_agrees_with_the_bundle_bounds() -> None:
+    # config sits below ml and repeats the numbers: a setting above what a bundle may hold
+    # could never be used, and the default is the cap training applies by default.
+    field = Settings.model_fields["segment_max_groups"]
+    assert field.default == MAX_SEGMENT_GROUPS
+    assert [m.le for m in field.metadata if hasattr(m, "le")] == [MAX_STORED_SEGMENT_GROUPS]
