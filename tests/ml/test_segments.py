@@ -193,6 +193,15 @@ def test_masks_follow_the_rule_row_by_row() -> None:
     assert masks["site=missing"][4] and masks["site=other"][3] and masks["site=other"][2]
 
 
+def test_numpy_numbers_are_numbers() -> None:
+    index = SegmentIndex(parse_segments("sex,age:0-40-65-120", SCHEMA, FRAME), SCHEMA)
+    rows = [{"age": np.int64(50), "sex": np.float64(2.0)}, {"age": np.float32(70), "sex": 1}]
+    masks = index.masks(rows)
+    assert masks["age=40-65"].tolist() == [True, False]
+    assert masks["age=65-120"].tolist() == [False, True]
+    assert masks["sex=2"].tolist() == [True, False] and masks["sex=1"].tolist() == [False, True]
+
+
 def test_masks_of_no_rows_and_no_segments() -> None:
     index = SegmentIndex(parse_segments("age:0-120", SCHEMA, FRAME), SCHEMA)
     masks = index.masks([])
