@@ -19,6 +19,7 @@ from nexus_ml.ml.segments import (
     SegmentError,
     SegmentIndex,
     check_segments,
+    declaration_text,
     parse_segments,
 )
 
@@ -63,6 +64,14 @@ def test_negative_and_fractional_edges() -> None:
     (segment,) = parse_segments("z:-10--0.5-2.5", schema)
     assert segment.edges == (-10.0, -0.5, 2.5)
     assert segment.groups == ("-10--0.5", "-0.5-2.5", "other")
+
+
+def test_a_stored_declaration_reads_back_as_the_same_segments() -> None:
+    schema = FeatureSchema((*SCHEMA.features, FeatureSpec("z", "number", -20.0, 20.0)))
+    segments = parse_segments("sex,z:-10--0.5-2.5,site,age:0-40-65-120", schema, FRAME)
+    text = declaration_text(s.to_dict() for s in segments)
+    assert text == "sex,z:-10--0.5-2.5,site,age:0-40-65-120"
+    assert parse_segments(text, schema, FRAME) == segments
 
 
 @pytest.mark.parametrize(
