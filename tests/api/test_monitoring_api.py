@@ -235,6 +235,12 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
     )
     assert rows_["cpu_usage_critical"]["severity"] == "critical"
     assert rows_["availability_slo"]["severity"] == "critical"  # fast burn pages
+    # A guard key lists the alerts it guards, not only a limit or a `for` key.
+    assert [a["name"] for a in rows_["clinical_min_samples"]["alerts"]] == [
+        "SensitivityDrop",
+        "SubgroupPerformanceGap",
+    ]
+    assert [a["name"] for a in rows_["accuracy_min_samples"]["alerts"]] == ["LowModelAccuracy"]
     url = M + "/config/thresholds"
     assert client.put(url, json={"cpu_usage_high": 70}).status_code == 401
     assert client.put(url, json={"cpu_usage_high": 70}, headers=auth("monitor")).status_code == 403
