@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from nexus_ml.monitoring.alerting import AlertEvaluator, DriftReading
 from nexus_ml.monitoring.alerts import Bounded
 from nexus_ml.monitoring.measurements import LOOKBACK_SECONDS, MetricHistory, bucket_quantile
-from nexus_ml.monitoring.metrics import LATENCY_BUCKETS, Metrics, build_metrics
+from nexus_ml.monitoring.metrics import CLINICAL_GAUGES, LATENCY_BUCKETS, Metrics, build_metrics
 from nexus_ml.thresholds import Thresholds
 
 T0 = 1_900_000_000.0
@@ -308,23 +308,10 @@ def test_gauges_max_lookback_and_drift() -> None:
 
 
 def _clinical_registry() -> tuple[CollectorRegistry, dict[str, Gauge]]:
-    """The quality job's clinical gauges under their fixed names (issue 14's contract)."""
-    r = CollectorRegistry()
-    by_class = ["model", "class", "segment"]
-    names = {
-        "ml_model_recall": by_class,
-        "ml_model_recall_lower": by_class,
-        "ml_model_recall_upper": by_class,
-        "ml_model_precision": by_class,
-        "ml_model_precision_lower": by_class,
-        "ml_model_precision_upper": by_class,
-        "ml_model_calibration_error": ["model", "segment"],
-        "ml_model_labelled_samples": ["model", "segment"],
-        "ml_model_baseline": ["model", "metric", "class"],
-        "ml_model_positive_class": ["model", "class"],
-        "ml_model_holdout_accuracy": ["model", "version"],
-    }
-    return r, {n: Gauge(n, n, labels, registry=r) for n, labels in names.items()}
+    """The service's clinical gauges (and the holdout accuracy), by metric name."""
+    m = build_metrics(CollectorRegistry())
+    gauges = {name: getattr(m, field) for field, (name, _, _) in CLINICAL_GAUGES.items()}
+    return m.registry, {**gauges, "ml_model_holdout_accuracy": m.model_holdout_accuracy}
 
 
 def test_clinical_gauges_nan_is_absent_and_bounds_join_their_value() -> None:
