@@ -103,7 +103,11 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
             (sel(f"{RECALL}_lower", **at_all), _values(value, -0.1)),
             (sel(f"{RECALL}_upper", **at_all), _values(upper)),
             (sel(BASELINE, **cls, metric="recall"), const(baseline)),
-            (sel(POSITIVE, **series_labels(model=MODEL, **{"class": positive})), const(1)),
+            # As the service exports it: 1 for the positive class, 0 for the other.
+            *(
+                (sel(POSITIVE, **series_labels(model=MODEL, **{"class": c})), const(c == positive))
+                for c in (POSITIVE_CLASS, OTHER_CLASS)
+            ),
             (sel(LABELLED, **series_labels(model=MODEL, segment=ALL)), const(samples)),
         ]
 
@@ -131,7 +135,7 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
         quiet(
             series(low, limit - 0.01, positive=OTHER_CLASS),
             at,
-            "the class is not the positive one",
+            "the class is not the positive one (its gauge is 0)",
         ),
         quiet(
             series("NaN", "NaN"),
