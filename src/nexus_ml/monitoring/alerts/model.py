@@ -82,21 +82,28 @@ ACCURACY, ACCURACY_SAMPLES = "ml_model_accuracy", "ml_model_accuracy_samples"
 BASELINE, HOLDOUT = "ml_model_baseline", "ml_model_holdout_accuracy"
 
 
+def accuracy_limit_of(t: Thresholds, baseline: float | None) -> float:
+    """LowModelAccuracy's limit for a model validated at ``baseline`` accuracy: the guide's
+    floor, or lower for a model validated below it (its baseline minus the tolerance).
+
+    A baseline must be a number (``>= 0`` in the rule): ``None`` or NaN is no baseline.
+    """
+    if baseline is None or not baseline >= 0:
+        return t.training_accuracy_low
+    return min(t.training_accuracy_low, baseline - t.accuracy_baseline_tolerance)
+
+
 def accuracy_limit(m: Measurements, t: Thresholds, model: str) -> float:
-    """The accuracy ``model`` must not fall below: the guide's floor, or lower for a model
-    validated below it (its baseline minus the tolerance).
+    """The limit for ``model`` in a snapshot, as the rule computes it.
 
     The baseline is the bundle's holdout accuracy at the operating point
     (``ml_model_baseline{metric="accuracy"}``), else the training holdout accuracy of an older
     bundle (``ml_model_holdout_accuracy``, any served version); without either, the floor.
-    A baseline must be a number (``>= 0`` in the rule): a NaN one is no baseline.
     """
     baseline = m.baseline.get((model, "accuracy", ""))
     if baseline is None or not baseline >= 0:
         baseline = m.holdout_accuracy.get(model)
-    if baseline is None or not baseline >= 0:
-        return t.training_accuracy_low
-    return min(t.training_accuracy_low, baseline - t.accuracy_baseline_tolerance)
+    return accuracy_limit_of(t, baseline)
 
 
 def _accuracy_expr(t: Thresholds, j: str) -> str:
