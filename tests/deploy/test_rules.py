@@ -96,6 +96,14 @@ def test_promtool_unit_tests_follow_overrides(
         disk_usage_high_for=0,
         db_connection_errors_window="10m",
         db_connection_errors_for="2m",
+        # The clinical limits: at-the-limit cases must hit the rule's float exactly here too.
+        sensitivity_drop_tolerance=0.08,
+        subgroup_gap_tolerance=0.15,
+        calibration_error_tolerance=0.02,
+        accuracy_baseline_tolerance=0.07,
+        clinical_min_samples=40,
+        calibration_min_samples=500,
+        subgroup_gap_for="5m",
     )
     (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
     (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml(t))
