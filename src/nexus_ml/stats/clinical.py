@@ -17,9 +17,9 @@ Conventions, decided here:
   (scikit-learn reports 0 with a warning when it has none) — prevalence = actual / n, positive
   rate = predicted / n (the alert burden). Proportions carry 95 % Wilson intervals.
 - ROC AUC: binary, of the positive class's probability (the same number for either class when
-  the rows sum to 1), with a DeLong interval on the logit scale; multiclass, the macro
-  one-vs-rest mean, defined only when every class occurs (as in scikit-learn), without an
-  interval (the one-vs-rest AUCs share rows; DeLong's covariance does not cover their mean).
+  the rows sum to 1); multiclass, the macro one-vs-rest mean, defined only when every class
+  occurs (as in scikit-learn). Both with a DeLong interval on the logit scale (for the macro
+  mean, DeLong's terms averaged per row over the classes: ``intervals.macro_auc_delong``).
 - Brier score: half the squared distance between the probability vector and the one-hot label,
   averaged — for a binary model exactly ``brier_score_loss`` on P(positive), for multiclass
   ``brier_score_loss(..., scale_by_half=True)``; both lie in [0, 1].
@@ -40,13 +40,17 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
 from nexus_ml.stats.cbpe import (
-    N_RESAMPLES,
     Calibration,
-    bootstrap_metrics,
     calibrated_proba,
     expected_auc,
+    standard_errors,
 )
-from nexus_ml.stats.intervals import auc_delong, auc_interval, wilson_interval
+from nexus_ml.stats.intervals import (
+    auc_delong,
+    auc_interval,
+    macro_auc_delong,
+    wilson_interval,
+)
 
 N_RELIABILITY_BINS = 10
 RELIABILITY_EDGES = np.round(np.linspace(0.0, 1.0, N_RELIABILITY_BINS + 1), 2)
@@ -178,6 +182,8 @@ class Estimated:
 def proportion(successes: int, trials: int, *, min_count: int = 1) -> Interval:
     """A proportion with its 95 % Wilson interval (None below ``min_count`` trials)."""
     _check_min_count(min_count)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
     return _proportions(np.array([successes]), np.array([trials]), min_count)[0]
 
 
@@ -224,7 +230,7 @@ def realised(
         )
         for j, c in enumerate(labels)
     }
-    enough = n >= min_count and n > 0
+    enough = n >= min_count  # min_count >= 1, so never on an empty window
     onehot = act[:, None] == np.arange(k)
     brier = float(np.mean(np.sum(np.square(p - onehot), axis=1)) / 2.0) if enough else None
     if pos is not None:
@@ -251,8 +257,6 @@ def estimated(
     calibration: Calibration,
     positive_class: str | None,
     min_count: int = 1,
-    resamples: int = N_RESAMPLES,
-    seed: int = 0,
 ) -> Estimated:
     """Recall, precision and ROC AUC of unlabelled predictions, by CBPE.
 
@@ -264,12 +268,13 @@ def estimated(
     the expected ROC curve: at each score threshold, expected TPR = Σ q above it / Σ q, expected
     FPR likewise with 1 − q. Binary: of the positive class; multiclass: the macro one-vs-rest mean.
 
-    Each ``stderr`` comes from a seeded parametric bootstrap: ``resamples`` label vectors drawn
-    row by row from the calibrated probabilities, the realised metric computed on each, their
-    standard deviation taken. It is the spread of the value labels would show if calibration
-    holds — how far realised may fall from the estimate by chance — not the error of the
-    calibration map itself (CBPE cannot see concept drift). A value is None when its expected
-    denominator is below ``min_count``.
+    Each ``stderr`` is the standard deviation the realised value would show if every row's
+    label were drawn from its calibrated probabilities — how far realised may fall from the
+    estimate by chance — not the error of the calibration map itself (CBPE cannot see concept
+    drift). It is computed by the delta method (:func:`stats.cbpe.standard_errors`), the
+    closed form of the parametric (Bernoulli) bootstrap the contract suggested: as close to
+    simulated labels, deterministic, and O(n) where the bootstrap cost ten times the rest of
+    the estimate. A value is None when its expected denominator is below ``min_count``.
     """
     labels = _check_classes(classes)
     k = len(labels)
@@ -278,9 +283,7 @@ def estimated(
     n = int(pred.size)
     p = _check_proba(proba, n, k)
     _check_min_count(min_count)
-    if resamples < 2:
-        raise ValueError(f"resamples must be at least 2, got {resamples}")
-    q = calibrated_proba(p, calibration)
+    q = calibrated_proba(p, calibration, served=pred)
     rows = np.arange(n)
     n_pred = np.bincount(pred, minlength=k)
     exp_tp = np.bincount(pred, weights=q[rows, pred], minlength=k)
@@ -289,40 +292,40 @@ def estimated(
     auc_cols = [pos] if pos is not None else list(range(k))
     ranks = {c: rankdata(p[:, c]) for c in auc_cols}
     exp_auc = np.array([expected_auc(p[:, c], q[:, c]) for c in auc_cols])
-    boot = bootstrap_metrics(q, pred, n_pred, ranks, resamples, seed)
+    se = standard_errors(q, pred, ranks)
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = exp_tp / exp_actual
         precision = exp_tp / n_pred
     recall_out, precision_out = {}, {}
     for j, c in enumerate(labels):
-        recall_out[c] = _estimate(recall[j], boot.recall[:, j], exp_actual[j], min_count)
-        precision_out[c] = _estimate(precision[j], boot.precision[:, j], n_pred[j], min_count)
-    auc = _estimate(np.mean(exp_auc), np.mean(boot.auc, axis=1), n, min_count)
+        recall_out[c] = _estimate(recall[j], se.recall[j], exp_actual[j], min_count)
+        precision_out[c] = _estimate(precision[j], se.precision[j], n_pred[j], min_count)
+    auc = _estimate(np.mean(exp_auc), se.auc, n, min_count)
     return Estimated(n=n, recall=recall_out, precision=precision_out, roc_auc=auc)
 
 
-def _estimate(value: Any, draws: NDArray[np.float64], denom: Any, min_count: int) -> Estimate:
+def _estimate(value: Any, stderr: Any, denom: Any, min_count: int) -> Estimate:
     n = round(float(denom))
     if float(denom) < min_count or not np.isfinite(value):
         return Estimate(None, None, n)
-    ok = draws[np.isfinite(draws)]
-    stderr = float(np.std(ok, ddof=1)) if ok.size >= 2 else None
-    return Estimate(float(value), stderr, n)
+    return Estimate(float(value), _num(stderr), n)
 
 
 def _realised_auc(
     p: NDArray[np.float64], act: NDArray[np.intp], pos: int | None, min_count: int
 ) -> Interval:
     n, k = p.shape
-    if n < min_count or n == 0:
+    if n < min_count:
         return Interval(None, None, None, n)
     if pos is not None:
         y = act == pos
         auc, se = auc_delong(p[:, pos], y)
         lo, hi = auc_interval(auc, se, np.count_nonzero(y), n - np.count_nonzero(y))
         return Interval(_num(auc), _num(lo), _num(hi), n)
-    aucs, _ = auc_delong(p.T, act[None, :] == np.arange(k)[:, None])
-    return Interval(_num(np.mean(aucs)), None, None, n)  # NaN (-> None) if a class is absent
+    macro, macro_se = macro_auc_delong(p, act)
+    smallest = int(np.bincount(act, minlength=k).min())
+    lo, hi = auc_interval(macro, macro_se, smallest, smallest)
+    return Interval(_num(macro), _num(lo), _num(hi), n)  # None if a class is absent
 
 
 def _reliability(
