@@ -2,6 +2,7 @@
 // The key lives in sessionStorage only (gone when the tab closes) and travels in the
 // Authorization header, never in a URL, so it cannot leak into logs or history.
 
+import * as clinical from "./clinical.js";
 import * as panels from "./panels.js";
 
 const API = "/api/v1/monitoring";
@@ -17,7 +18,7 @@ const SOURCES = [
   ["/metrics/predictions?hours=24", panels.renderPredictions, ["latency", "confidence"]],
   ["/performance/models", panels.renderAccuracy, ["accuracy"]],
   ["/metrics/training?hours=168", panels.renderTraining, ["training"]],
-  ["/metrics/summary", panels.renderSummary, ["errors", "database"]],
+  ["/metrics/summary", panels.renderSummary, ["errors", "database", "latency"]],
   ["/data-quality/overview", panels.renderDrift, ["drift"]],
 ];
 
@@ -40,6 +41,42 @@ async function api(path) {
   return response.json();
 }
 
+// The clinical panels show one model (and class) at a time, chosen in the section's header;
+// the model list comes from /health.
+function setOptions(select, values, keep) {
+  const current = keep && values.includes(select.value) ? select.value : null;
+  const same = [...select.options].map((o) => o.value).join("\n") === values.join("\n");
+  if (!same) {
+    select.replaceChildren(...values.map((v) => {
+      const option = document.createElement("option");
+      option.value = v;
+      option.textContent = v;
+      return option;
+    }));
+  }
+  if (current) select.value = current;
+  return select.value;
+}
+
+async function refreshClinical() {
+  const model = $("clinical-model").value;
+  if (!model) {
+    clinical.PANELS.forEach((n) => panels.setState(n, "empty"));
+    return;
+  }
+  try {
+    const answer = await api(`/performance/clinical?model=${encodeURIComponent(model)}`);
+    const shown = clinical.renderClinical(answer, $("clinical-class").value || null);
+    setOptions($("clinical-class"), answer.classes, false);
+    $("clinical-class").value = shown;
+    $("clinical-window").textContent =
+      `${answer.model} ${answer.version} · last ${answer.hours} h, until ${clock(answer.until)} UTC`;
+  } catch (err) {
+    clinical.PANELS.forEach((n) => panels.setState(n, "error"));
+    throw err;
+  }
+}
+
 async function refresh() {
   const results = await Promise.allSettled(SOURCES.map(([path]) => api(path)));
   const failures = [];
@@ -57,15 +94,24 @@ async function refresh() {
       names.forEach((n) => panels.setState(n, "error"));
     }
   });
+  const health = results[SOURCES.findIndex(([path]) => path === "/health")];
+  if (health.status === "fulfilled") setOptions($("clinical-model"), health.value.models, true);
+  await refreshClinical().catch((err) => failures.push(err));
   if (failures.some((f) => f instanceof AuthError)) {
     logout(failures.find((f) => f instanceof AuthError).message);
     return;
   }
+  report(failures);
+}
+
+function report(failures) {
   const now = new Date().toLocaleTimeString();
   $("refresh-status").textContent = failures.length
     ? `updated ${now} — ${failures.length} source(s) failed: ${failures[0].message}`
     : `updated ${now}`;
 }
+
+const clock = (iso) => new Date(iso).toISOString().slice(11, 16);
 
 function show(loggedIn) {
   $("login").hidden = loggedIn;
@@ -84,6 +130,9 @@ function logout(message = "") {
   timer = null;
   sessionStorage.removeItem(KEY_NAME);
   panels.resetPanels();
+  $("clinical-model").replaceChildren();
+  $("clinical-class").replaceChildren();
+  $("clinical-window").textContent = "";
   show(false);
   $("login-error").textContent = message;
   $("refresh-status").textContent = "not connected";
@@ -98,6 +147,12 @@ $("login").addEventListener("submit", (event) => {
   start();
 });
 $("logout").addEventListener("click", () => logout());
+for (const id of ["clinical-model", "clinical-class"]) {
+  $(id).addEventListener("change", () => {
+    if (id === "clinical-model") $("clinical-class").value = "";
+    refreshClinical().then(() => report([]), (err) => report([err]));
+  });
+}
 
 if (sessionStorage.getItem(KEY_NAME)) start();
 else show(false);
