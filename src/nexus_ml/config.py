@@ -134,6 +134,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Realised accuracy covers predictions made this recently.",
     )
+    clinical_min_count: int = Field(
+        default=30,
+        ge=1,
+        le=1_000_000,
+        description="A clinical metric (recall, precision, AUC, calibration...) is reported only "
+        "when its denominator holds this many rows; below, only the count is.",
+    )
+    segment_max_groups: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Most segment groups (over all declared features) a model may declare: "
+        "bounds the segment label of the clinical gauges.",
+    )
     alert_interval_seconds: float = Field(
         default=15.0, gt=0, description="In-process alert evaluation period."
     )

@@ -12,7 +12,8 @@ import pytest
 from tests.ml.forge import swap_names
 
 from nexus_ml.ml.bundle import METADATA_FILE, BundleError, save_bundle
-from nexus_ml.ml.metadata import parse_metadata, read_json
+from nexus_ml.ml.metadata import OperatingPoint, parse_metadata, read_json
+from nexus_ml.ml.segments import Segment, SegmentIndex
 from nexus_ml.ml.training import TrainResult
 
 Meta = dict[str, Any]
@@ -140,3 +141,146 @@ def test_read_json_is_strict(text: bytes, tmp_path: Path) -> None:
     with pytest.raises(BundleError) as refused:
         read_json(text, "metadata.json")
     assert refused.value.reason == "metadata"
+
+
+# --- clinical fields: operating point, segments, baseline --------------------------------------
+
+
+def _interval(value: float | None, n: int) -> dict[str, Any]:
+    if value is None:
+        return {"value": None, "lower": None, "upper": None, "n": n}
+    return {"value": value, "lower": max(0.0, value - 0.1), "upper": min(1.0, value + 0.1), "n": n}
+
+
+def _baseline(meta: Meta) -> dict[str, Any]:
+    """A well-formed baseline for ``meta``'s classes and holdout (numbers made up)."""
+    n = meta["training_metrics"]["n_holdout"]
+    one = {
+        "recall": _interval(0.7, n // 2),
+        "precision": _interval(0.6, n // 2),
+        "f1": 0.65,
+        "prevalence": _interval(0.5, n),
+        "positive_rate": _interval(0.5, n),
+    }
+    return {
+        "n": n,
+        "classes": {c: copy.deepcopy(one) for c in meta["classes"]},
+        "accuracy": _interval(0.7, n),
+        "roc_auc": _interval(0.8, n),
+        "brier_score": 0.2,
+        "calibration_error": 0.05,
+        "reliability": [
+            {
+                "lower": i / 10,
+                "upper": (i + 1) / 10,
+                "mean_predicted": None,
+                "observed": None,
+                "count": 0,
+            }
+            for i in range(10)
+        ],
+    }
+
+
+def _clinical(meta: Meta) -> Meta:
+    out = copy.deepcopy(meta)
+    out["operating_point"] = {"positive_class": "high", "threshold": 0.4}
+    out["segments"] = [
+        {"feature": "age", "groups": ["0-40", "40-120", "other"], "edges": [0.0, 40.0, 120.0]}
+    ]
+    out["baseline"] = _baseline(meta)
+    return out
+
+
+def test_a_bundle_written_before_the_clinical_fields_still_loads(good: Meta) -> None:
+    old = {k: v for k, v in good.items() if k not in ("operating_point", "segments", "baseline")}
+    info = parse_metadata(old)
+    # diabetes_risk's two classes are equally common: the tie goes to the second class.
+    assert info.operating_point == OperatingPoint(positive_class=info.classes[1], threshold=None)
+    assert info.positive_class == info.classes[1]
+    assert info.threshold is None
+    assert info.segments == [] and info.segment_list() == ()
+    assert info.baseline is None
+
+
+def test_new_bundles_write_the_default_operating_point(good: Meta) -> None:
+    assert good["operating_point"] == {"positive_class": good["classes"][1], "threshold": None}
+    assert good["segments"] == [] and good["baseline"] is None
+
+
+def test_clinical_fields_round_trip(good: Meta) -> None:
+    meta = _clinical(good)
+    info = parse_metadata(json.loads(json.dumps(meta)))
+    assert info.positive_class == "high" and info.threshold == 0.4
+    assert info.segment_list() == (Segment("age", ("0-40", "40-120", "other"), (0.0, 40.0, 120.0)),)
+    assert info.baseline is not None
+    assert info.model_dump(mode="json")["baseline"] == meta["baseline"]
+    assert SegmentIndex.from_metadata(info).labels == [
+        "all",
+        "age=0-40",
+        "age=40-120",
+        "age=other",
+    ]
+
+
+CLINICAL_BAD: dict[str, Callable[[Meta], None]] = {
+    "positive-unknown": _set("operating_point.positive_class", SECRET),
+    "positive-null-binary": _set("operating_point.positive_class", None),
+    "threshold-one": _set("operating_point.threshold", 1.0),
+    "threshold-zero": _set("operating_point.threshold", 0.0),
+    "threshold-string": _set("operating_point.threshold", SECRET),
+    "threshold-nan": _set("operating_point.threshold", float("nan")),
+    "operating-extra": _set("operating_point.note", SECRET),
+    "segment-unknown-feature": _set("segments.0.feature", SECRET),
+    "segment-groups-not-closed": _set("segments.0.groups", ["0-40", SECRET, "other"]),
+    "segment-edges-unsorted": _set("segments.0.edges", [40.0, 0.0, 120.0]),
+    "segment-edges-infinite": _set("segments.0.edges", [0.0, 40.0, float("inf")]),
+    "segment-twice": lambda m: m["segments"].append(copy.deepcopy(m["segments"][0])),
+    "segment-too-many": lambda m: m["segments"].__setitem__(
+        0,
+        {
+            "feature": "age",
+            "groups": [*(f"{i}-{i + 1}" for i in range(70)), "other"],
+            "edges": [float(i) for i in range(71)],
+        },
+    ),
+    "segment-extra": _set("segments.0.note", SECRET),
+    "baseline-n": _set("baseline.n", 1),
+    "baseline-classes": lambda m: m["baseline"]["classes"].__setitem__(
+        SECRET, m["baseline"]["classes"]["high"]
+    ),
+    "baseline-class-order": lambda m: m["baseline"].__setitem__(
+        "classes", dict(reversed(m["baseline"]["classes"].items()))
+    ),
+    "baseline-recall-above-one": _set("baseline.classes.high.recall.value", 1.5),
+    "baseline-value-outside-interval": _set("baseline.accuracy.value", 0.99),
+    "baseline-string": _set("baseline.roc_auc.value", SECRET),
+    "baseline-reliability-counts": _set("baseline.reliability.0.count", 10**6),
+    "baseline-extra": _set("baseline.note", SECRET),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLINICAL_BAD))
+def test_bad_clinical_fields_are_refused_without_echoing_values(good: Meta, case: str) -> None:
+    meta = _clinical(good)
+    CLINICAL_BAD[case](meta)
+    with pytest.raises(BundleError) as refused:
+        parse_metadata(meta)
+    message = str(refused.value)
+    assert refused.value.reason == "metadata"
+    assert message.startswith("metadata")
+    assert SECRET not in message
+    assert "\n" not in message
+
+
+def test_a_multiclass_model_has_no_positive_class(good: Meta) -> None:
+    meta = copy.deepcopy(good)
+    meta["operating_point"] = {"positive_class": None, "threshold": None}
+    with pytest.raises(BundleError, match="positive_class must be one of the classes"):
+        parse_metadata(meta)  # binary: it must have one
+    meta["classes"] = ["a", "b", "c"]
+    meta["profile"]["class_balance"] = {"classes": ["a", "b", "c"], "counts": [400, 40, 2]}
+    assert parse_metadata(meta).positive_class is None
+    meta["operating_point"] = {"positive_class": "a", "threshold": None}
+    with pytest.raises(BundleError, match="more than two classes has no positive class"):
+        parse_metadata(meta)

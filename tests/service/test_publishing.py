@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,83 @@ def test_models_no_longer_served_lose_their_observer(
         publisher.publish(loaded)
     publisher.forget_unserved([served[i].name for i in keep])
     assert sorted(publisher._observers) == sorted(served[i].name for i in keep)
+
+
+def baseline(registry: CollectorRegistry, model: str, metric: str, cls: str = "") -> float | None:
+    return registry.get_sample_value(
+        "ml_model_baseline", {"model": model, "metric": metric, "class": cls}
+    )
+
+
+def with_metadata(loaded: LoadedModel, version: str, **changes: object) -> LoadedModel:
+    return dataclasses.replace(loaded, version=version, metadata={**loaded.metadata, **changes})
+
+
+def test_publishing_exports_the_bundle_baseline_and_positive_class(
+    served: list[LoadedModel],
+) -> None:
+    registry = CollectorRegistry()
+    publisher = ModelPublisher(build_metrics(registry), multiproc_dir=None)
+    binary = next(m for m in served if len(m.classes) == 2)
+    neg, pos = binary.classes
+    clinical = {
+        "n": 100,
+        "accuracy": {"value": 0.9, "lower": 0.82, "upper": 0.95, "n": 100},
+        "roc_auc": {"value": 0.97, "lower": 0.9, "upper": 0.99, "n": 100},
+        "brier_score": 0.07,
+        "calibration_error": None,  # not defined: not exported
+        "classes": {
+            pos: {"recall": {"value": 0.8, "lower": 0.7, "upper": 0.9, "n": 40},
+                  "precision": {"value": 0.85, "lower": 0.7, "upper": 0.9, "n": 38}},
+            neg: {"recall": {"value": 0.95, "lower": 0.9, "upper": 0.99, "n": 60},
+                  "precision": {"value": 0.9, "lower": 0.8, "upper": 0.95, "n": 62}},
+        },
+    }  # fmt: skip
+    first = with_metadata(
+        binary, "v1", baseline=clinical, operating_point={"positive_class": pos, "threshold": None}
+    )
+    publisher.publish(first)
+    name = binary.name
+    assert baseline(registry, name, "accuracy") == 0.9
+    assert baseline(registry, name, "roc_auc") == 0.97
+    assert baseline(registry, name, "brier_score") == 0.07
+    assert baseline(registry, name, "calibration_error") is None
+    assert baseline(registry, name, "recall", pos) == 0.8
+    assert baseline(registry, name, "precision", neg) == 0.9
+    positive = "ml_model_positive_class"
+    assert registry.get_sample_value(positive, {"model": name, "class": pos}) == 1.0
+    assert registry.get_sample_value(positive, {"model": name, "class": neg}) == 0.0
+
+    # A version trained before clinical baselines: its holdout accuracy is the accuracy
+    # baseline; the clinical ones it lacks are withdrawn (NaN), not left at the old values.
+    old_style = with_metadata(
+        binary,
+        "v2",
+        baseline=None,
+        operating_point={"positive_class": neg, "threshold": None},
+        training_metrics={"holdout_accuracy": 0.75},
+    )
+    publisher.publish(old_style)
+    assert baseline(registry, name, "accuracy") == 0.75
+    assert math.isnan(baseline(registry, name, "recall", pos) or 0.0)
+    assert math.isnan(baseline(registry, name, "roc_auc") or 0.0)
+    assert registry.get_sample_value(positive, {"model": name, "class": neg}) == 1.0
+    assert registry.get_sample_value(positive, {"model": name, "class": pos}) == 0.0
+
+
+def test_a_multiclass_model_has_no_positive_class(served: list[LoadedModel]) -> None:
+    registry = CollectorRegistry()
+    publisher = ModelPublisher(build_metrics(registry), multiproc_dir=None)
+    binary = served[0]
+    three = dataclasses.replace(
+        binary,
+        classes=("a", "b", "c"),
+        metadata={**binary.metadata, "operating_point": {"positive_class": None}},
+    )
+    publisher.publish(three)
+    assert not [
+        s
+        for metric in registry.collect()
+        if metric.name == "ml_model_positive_class"
+        for s in metric.samples
+    ]

@@ -82,9 +82,15 @@ def test_recent_predictions_newest_first_and_bounded(
     assert window[1].features == records[9].features
     assert window[1].confidence == records[9].confidence
     assert window[1].predicted_class == records[9].predicted_class
+    assert window[1].probabilities == records[9].probabilities
 
     since = store.recent_predictions("heart", since=base + timedelta(minutes=8), version="v1")
     assert [w.created_at.minute for w in since] == [9, 8]
+    # until is exclusive, like every window of the monitoring API.
+    until = store.recent_predictions(
+        "heart", since=base + timedelta(minutes=2), until=base + timedelta(minutes=5)
+    )
+    assert [w.created_at.minute for w in until] == [4, 3, 2]
     assert len(store.recent_predictions("heart")) == 11
     assert store.recent_predictions("heart", limit=10**9)  # clamped, not an error
     assert MAX_WINDOW >= 1000
@@ -170,6 +176,14 @@ def test_labelled_join_uses_prediction_time(store: Store, make_record: RecordFac
         "heart", now - timedelta(days=30), until=now - timedelta(days=5)
     )
     assert [r.prediction_id for r in until] == [old.id]
+    # Features and probabilities only when asked for (the clinical metrics' segments).
+    assert rows[0].features is None and rows[0].probabilities is None
+    detailed = store.labelled_predictions("heart", now - timedelta(days=30), with_features=True)
+    assert [(r.features, r.probabilities) for r in detailed] == [
+        (old.features, old.probabilities),
+        (recent.features, recent.probabilities),
+    ]
+    assert [r.prediction_id for r in detailed] == [old.id, recent.id]
 
 
 def test_feedback_cascades_with_prediction(engine: Engine, make_record: RecordFactory) -> None:

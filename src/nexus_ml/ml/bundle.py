@@ -46,6 +46,7 @@ from nexus_ml.ml.manifest import (
     sha256_bytes,
 )
 from nexus_ml.ml.metadata import BundleMetadata, parse_metadata, read_json
+from nexus_ml.ml.operating import default_positive_class
 from nexus_ml.ml.pipeline_checks import check_pipeline, compile_checked
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
@@ -116,12 +117,16 @@ def save_bundle(
     metrics: Mapping[str, Any],
     profile: Mapping[str, Any],
     source: Mapping[str, Any] | None = None,
+    operating_point: Mapping[str, Any] | None = None,
+    segments: Sequence[Mapping[str, Any]] = (),
+    baseline: Mapping[str, Any] | None = None,
     activate: bool = True,
 ) -> str:
     """Write a new version of ``name`` atomically and (by default) make it CURRENT; return it.
 
     The bundle is checked as a load would check it before anything is published: a training
-    bug cannot leave a version that every worker then refuses.
+    bug cannot leave a version that every worker then refuses. Without ``operating_point``
+    the default positive class (``ml.operating``) and the argmax rule are written.
     """
     validate_name(name)
     root = _root(model_path)
@@ -141,6 +146,9 @@ def save_bundle(
         "sklearn_version": sklearn.__version__,
         "profile": dict(profile),
         "source": dict(source or {}),
+        "operating_point": dict(operating_point or _default_point(classes, profile)),
+        "segments": [dict(s) for s in segments],
+        "baseline": None if baseline is None else dict(baseline),
     }
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
@@ -152,6 +160,11 @@ def save_bundle(
     if activate:
         set_current(root, name, version)
     return version
+
+
+def _default_point(classes: Sequence[str], profile: Mapping[str, Any]) -> dict[str, Any]:
+    counts = (profile.get("class_balance") or {}).get("counts") or []
+    return {"positive_class": default_positive_class(list(classes), counts), "threshold": None}
 
 
 def _dump(pipeline: Any) -> bytes:

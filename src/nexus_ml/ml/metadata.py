@@ -5,6 +5,11 @@ checked for consistency: the profile covers exactly the schema's features, in or
 array lengths and orderings that drift, data-quality and accuracy estimation rely on; the class
 balance names the metadata's classes; counts agree with the training metrics. Error messages
 name the field, never its value (a profile is a summary of patient data).
+
+Three fields came with clinical monitoring and are optional, so older bundles still load:
+``operating_point`` (absent: the positive class by ``ml.operating``'s default rule, the argmax
+rule), ``segments`` (absent: none) and ``baseline`` (absent: null), the holdout's clinical
+metrics at the operating point (``stats.clinical.realised(...).to_dict()``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,16 @@ from pydantic import (
 )
 
 from nexus_ml.ml.errors import BundleError
+from nexus_ml.ml.operating import default_positive_class
 from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
 from nexus_ml.ml.schema import MAX_CATEGORY_CHARS, FeatureSchema, feature_name_problem
+from nexus_ml.ml.segments import (
+    MAX_GROUP_CHARS,
+    MAX_STORED_SEGMENT_GROUPS,
+    Segment,
+    SegmentError,
+    check_segments,
+)
 
 # Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
 # and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
@@ -263,6 +276,92 @@ class Profile(_Strict):
     confidence: ConfidenceProfile
 
 
+class OperatingPoint(_Strict):
+    """The positive class (binary models only) and the decision threshold (None: argmax)."""
+
+    positive_class: Name | None = None
+    # Served positive iff P(positive) >= threshold; 0 and 1 would make one class unreachable.
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+
+
+GroupName = Annotated[str, Field(min_length=1, max_length=MAX_GROUP_CHARS)]
+
+
+class SegmentEntry(_Strict):
+    """One declared segment feature (see ``ml.segments``): its closed list of groups."""
+
+    feature: FeatureName
+    groups: Annotated[list[GroupName], Field(min_length=1, max_length=MAX_STORED_SEGMENT_GROUPS)]
+    edges: (
+        Annotated[list[float], Field(min_length=2, max_length=MAX_STORED_SEGMENT_GROUPS)] | None
+    ) = None
+
+    def segment(self) -> Segment:
+        """The ``ml.segments`` form."""
+        edges = None if self.edges is None else tuple(self.edges)
+        return Segment(self.feature, tuple(self.groups), edges)
+
+
+class IntervalEntry(_Strict):
+    """A proportion with its 95 % interval and denominator (value null below the minimum)."""
+
+    value: Ratio | None
+    lower: Ratio | None
+    upper: Ratio | None
+    n: Count
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntervalEntry:
+        v, lo, hi = self.value, self.lower, self.upper
+        if (
+            v is not None
+            and lo is not None
+            and hi is not None
+            and not lo - _REL_TOL <= v <= hi + _REL_TOL
+        ):
+            raise ValueError("an interval must hold its value (lower <= value <= upper)")
+        return self
+
+
+class ClassEntry(_Strict):
+    """One class's baseline metrics."""
+
+    recall: IntervalEntry
+    precision: IntervalEntry
+    f1: Ratio | None
+    prevalence: IntervalEntry
+    positive_rate: IntervalEntry
+
+
+class ReliabilityEntry(_Strict):
+    """One bin of the reliability curve."""
+
+    lower: Ratio
+    upper: Ratio
+    mean_predicted: Ratio | None
+    observed: Ratio | None
+    count: Count
+
+
+class Baseline(_Strict):
+    """The holdout's clinical metrics at the operating point (``Realised.to_dict()``)."""
+
+    n: Positive
+    classes: dict[Name, ClassEntry]
+    accuracy: IntervalEntry
+    roc_auc: IntervalEntry
+    # Binary: in [0, 1]; scikit-learn's multiclass Brier score reaches 2.
+    brier_score: Annotated[float, Field(ge=0.0, le=2.0)] | None
+    calibration_error: Ratio | None
+    reliability: Annotated[list[ReliabilityEntry], Field(max_length=100)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Baseline:
+        if sum(b.count for b in self.reliability) > self.n:
+            raise ValueError("reliability counts add up to more than n")
+        return self
+
+
 class BundleMetadata(_Strict):
     """Everything ``metadata.json`` holds, checked field by field and across fields."""
 
@@ -276,6 +375,10 @@ class BundleMetadata(_Strict):
     sklearn_version: Name
     profile: Profile
     source: Source
+    # Optional (see the module's docstring); after parsing, operating_point is never None.
+    operating_point: OperatingPoint | None = None
+    segments: Annotated[list[SegmentEntry], Field(max_length=MAX_STORED_SEGMENT_GROUPS)] = []
+    baseline: Baseline | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -285,6 +388,20 @@ class BundleMetadata(_Strict):
     def feature_schema(self) -> FeatureSchema:
         """The typed feature schema these features describe."""
         return FeatureSchema.from_list([f.model_dump() for f in self.features])
+
+    @property
+    def positive_class(self) -> str | None:
+        """The binary model's positive class (None for more than two classes)."""
+        return self.operating_point.positive_class if self.operating_point else None
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold on P(positive); None for the argmax rule."""
+        return self.operating_point.threshold if self.operating_point else None
+
+    def segment_list(self) -> tuple[Segment, ...]:
+        """The declared segments in the ``ml.segments`` form."""
+        return tuple(entry.segment() for entry in self.segments)
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleMetadata:
@@ -305,7 +422,41 @@ class BundleMetadata(_Strict):
         if tm.n_features != len(names):
             raise ValueError("training_metrics.n_features differs from the number of features")
         self._check_profile(names)
+        self._check_operating_point()
+        try:
+            check_segments(
+                self.feature_schema(), self.segment_list(), max_groups=MAX_STORED_SEGMENT_GROUPS
+            )
+        except SegmentError as exc:
+            raise ValueError(f"segments: {_safe_message(exc)}") from None
+        self._check_baseline()
         return self
+
+    def _check_operating_point(self) -> None:
+        point = self.operating_point
+        if point is None:
+            # A bundle from before operating points: what it has always served (argmax).
+            derived = default_positive_class(self.classes, self.profile.class_balance.counts)
+            # Frozen model: set once here, during validation, before anyone can read it.
+            object.__setattr__(self, "operating_point", OperatingPoint(positive_class=derived))
+            return
+        if len(self.classes) == 2:
+            if point.positive_class not in self.classes:
+                raise ValueError("operating_point.positive_class must be one of the classes")
+        elif point.positive_class is not None or point.threshold is not None:
+            raise ValueError(
+                "operating_point: a model of more than two classes has no positive class "
+                "or threshold"
+            )
+
+    def _check_baseline(self) -> None:
+        baseline = self.baseline
+        if baseline is None:
+            return
+        if list(baseline.classes) != self.classes:
+            raise ValueError("baseline.classes must list exactly the metadata's classes, in order")
+        if baseline.n != self.training_metrics.n_holdout:
+            raise ValueError("baseline.n differs from training_metrics.n_holdout")
 
     def _check_profile(self, names: list[str]) -> None:
         p, tm = self.profile, self.training_metrics
@@ -393,6 +544,11 @@ def parse_metadata(raw: Any) -> BundleMetadata:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _safe_message(exc: Exception) -> str:
+    # Segment errors name only the schema's own features (already printable, bounded).
+    return "".join(c if c.isprintable() else "?" for c in str(exc))[:300]
 
 
 def _safe(part: object) -> str:

@@ -25,6 +25,7 @@ from nexus_ml.ml.bundle import (
     validate_name,
 )
 from nexus_ml.ml.errors import RefusalReason
+from nexus_ml.ml.metadata import BundleMetadata
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
 
@@ -52,6 +53,8 @@ class LoadedModel:
     schema: FeatureSchema
     classes: tuple[str, ...]
     metadata: dict[str, Any]
+    # The checked metadata: operating point (never None), segments, baseline.
+    info: BundleMetadata
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def load_model(
         schema=schema,
         classes=predictor.classes,
         metadata=bundle.metadata,
+        info=bundle.info,
     )
 
 

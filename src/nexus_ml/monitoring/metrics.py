@@ -75,6 +75,26 @@ class Metrics:
     model_estimated_accuracy_stderr: Gauge
     model_feedback_total: Counter
     model_load_failures_total: Counter
+    # Clinical performance at the operating point (the model-quality job; per segment)
+    model_recall: Gauge
+    model_recall_lower: Gauge
+    model_recall_upper: Gauge
+    model_precision: Gauge
+    model_precision_lower: Gauge
+    model_precision_upper: Gauge
+    model_roc_auc: Gauge
+    model_brier_score: Gauge
+    model_calibration_error: Gauge
+    model_prevalence: Gauge
+    model_positive_rate: Gauge
+    model_labelled_samples: Gauge
+    model_recall_estimated: Gauge
+    model_precision_estimated: Gauge
+    model_roc_auc_estimated: Gauge
+    model_reliability_predicted: Gauge
+    model_reliability_observed: Gauge
+    model_baseline: Gauge
+    model_positive_class: Gauge
     # Training
     model_training_duration_seconds: Histogram
     model_training_samples: Gauge
@@ -101,10 +121,119 @@ class Metrics:
     alerts_active: Gauge
 
 
+_CLASS = ("model", "class", "segment")
+_SEGMENT = ("model", "segment")
+# The clinical gauges: field -> (name, help, labels). All ``mostrecent`` (one elected job
+# writes them). A value below ML_CLINICAL_MIN_COUNT is not exported; a label set exported
+# before is set to NaN instead (multiprocess files cannot forget a child; NaN never fires).
+CLINICAL_GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "model_recall": (
+        "ml_model_recall",
+        "Realised recall (sensitivity) of a class at the operating point, 0-1.",
+        _CLASS,
+    ),
+    "model_recall_lower": (
+        "ml_model_recall_lower",
+        "Lower bound of the 95% Wilson interval of ml_model_recall.",
+        _CLASS,
+    ),
+    "model_recall_upper": (
+        "ml_model_recall_upper",
+        "Upper bound of the 95% Wilson interval of ml_model_recall.",
+        _CLASS,
+    ),
+    "model_precision": (
+        "ml_model_precision",
+        "Realised precision (PPV; NPV for the negative class) at the operating point, 0-1.",
+        _CLASS,
+    ),
+    "model_precision_lower": (
+        "ml_model_precision_lower",
+        "Lower bound of the 95% Wilson interval of ml_model_precision.",
+        _CLASS,
+    ),
+    "model_precision_upper": (
+        "ml_model_precision_upper",
+        "Upper bound of the 95% Wilson interval of ml_model_precision.",
+        _CLASS,
+    ),
+    "model_roc_auc": (
+        "ml_model_roc_auc",
+        "Realised ROC AUC (binary: positive class; multiclass: macro one-vs-rest), 0-1.",
+        _SEGMENT,
+    ),
+    "model_brier_score": (
+        "ml_model_brier_score",
+        "Realised Brier score of P(positive class), 0-1 (lower is better).",
+        _SEGMENT,
+    ),
+    "model_calibration_error": (
+        "ml_model_calibration_error",
+        "Expected calibration error over 10 equal-width probability bins, 0-1.",
+        _SEGMENT,
+    ),
+    "model_prevalence": (
+        "ml_model_prevalence",
+        "Share of labelled predictions whose actual class is this one, 0-1.",
+        _CLASS,
+    ),
+    "model_positive_rate": (
+        "ml_model_positive_rate",
+        "Share of predictions in the drift window predicted as this class (alert burden), 0-1.",
+        _CLASS,
+    ),
+    "model_labelled_samples": (
+        "ml_model_labelled_samples",
+        "Labelled predictions in the accuracy window behind the realised clinical metrics.",
+        _SEGMENT,
+    ),
+    "model_recall_estimated": (
+        "ml_model_recall_estimated",
+        "Recall estimated without labels (CBPE) over the drift window, 0-1.",
+        _CLASS,
+    ),
+    "model_precision_estimated": (
+        "ml_model_precision_estimated",
+        "Precision estimated without labels (CBPE) over the drift window, 0-1.",
+        _CLASS,
+    ),
+    "model_roc_auc_estimated": (
+        "ml_model_roc_auc_estimated",
+        "ROC AUC estimated without labels (CBPE) over the drift window, 0-1.",
+        _SEGMENT,
+    ),
+    "model_reliability_predicted": (
+        "ml_model_reliability_predicted",
+        "Reliability curve of segment all: mean predicted probability in the bin ending at bin.",
+        ("model", "bin"),
+    ),
+    "model_reliability_observed": (
+        "ml_model_reliability_observed",
+        "Reliability curve of segment all: observed share in the bin ending at bin.",
+        ("model", "bin"),
+    ),
+    "model_baseline": (
+        "ml_model_baseline",
+        "The model's validated holdout metric at its operating point (class empty if model-wide).",
+        ("model", "metric", "class"),
+    ),
+    "model_positive_class": (
+        "ml_model_positive_class",
+        "1 for the positive class of a binary model (the one whose recall is sensitivity), "
+        "0 for its other class; multiclass models have none.",
+        ("model", "class"),
+    ),
+}
+
+
 def build_metrics(registry: CollectorRegistry) -> Metrics:
     """Create every metric in ``registry`` (tests pass a fresh one)."""
     r = registry
-    made = {
+    made: dict[str, object] = {
+        field: Gauge(name, doc, labels, registry=r, multiprocess_mode="mostrecent")
+        for field, (name, doc, labels) in CLINICAL_GAUGES.items()
+    }
+    made |= {
         "registry": r,
         "system_cpu_usage_percent": Gauge(
             "ml_system_cpu_usage_percent",

@@ -9,6 +9,12 @@ from typing import get_args
 
 from nexus_ml.ml.registry import LoadedModel, Refusal
 from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.service.clinical_gauges import (
+    Sample,
+    baseline_samples,
+    export,
+    positive_class_samples,
+)
 from nexus_ml.service.observer import ModelObserver
 from nexus_ml.storage.errors import RejectReason
 
@@ -22,6 +28,9 @@ class ModelPublisher:
         # One per model name, of the version published last: a swap replaces it, so the cache
         # holds what is served, never every version a long-lived worker has seen.
         self._observers: dict[str, ModelObserver] = {}
+        # The baseline and positive-class samples each model's published version exported: a
+        # swap to a version without one of them sets it to NaN rather than leave it behind.
+        self._static: dict[str, set[Sample]] = {}
 
     def observer(self, loaded: LoadedModel) -> ModelObserver:
         """The observer of this model version.
@@ -61,8 +70,19 @@ class ModelPublisher:
             m.model_training_runs_total.labels(loaded.name, outcome)
         for reason in get_args(RejectReason):
             m.db_records_rejected_total.labels(loaded.name, reason)
+        self._publish_baseline(loaded)
         if old is None:
             self._observers[loaded.name] = ModelObserver(m, loaded)
+
+    def _publish_baseline(self, loaded: LoadedModel) -> None:
+        """ml_model_baseline (the alerts' reference) and ml_model_positive_class of a version."""
+        md = loaded.metadata
+        positive = (md.get("operating_point") or {}).get("positive_class")
+        values = baseline_samples(loaded.name, md) | positive_class_samples(
+            loaded.name, loaded.classes, positive
+        )
+        known = self._static.get(loaded.name, set())
+        self._static[loaded.name] = export(self._metrics, values, known)
 
     def forget_unserved(self, served: Iterable[str]) -> None:
         """Drop the observers of models no longer served (their counters stay, as before)."""

@@ -66,6 +66,7 @@ class WindowRow:
     confidence: float
     predicted_class: str
     created_at: datetime
+    probabilities: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -101,6 +102,10 @@ class LabelledPrediction:
     actual: str
     correct: bool
     received_at: datetime
+    # Read only when asked for (``with_features=True``): the clinical metrics need them, the
+    # accuracy does not, and a week of feature maps is the bulk of what such a read moves.
+    features: dict[str, Any] | None = None
+    probabilities: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

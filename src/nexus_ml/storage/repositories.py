@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -93,17 +94,22 @@ class Store(OperationsRepository):
         limit: int | None = None,
         since: datetime | None = None,
         version: str | None = None,
+        until: datetime | None = None,
     ) -> list[WindowRow]:
-        """The newest predictions of ``model`` (newest first, at most MAX_WINDOW)."""
+        """The newest predictions of ``model`` made in [since, until) (newest first, at most
+        MAX_WINDOW)."""
         cap = MAX_WINDOW if limit is None else max(0, min(limit, MAX_WINDOW))
         stmt = select(
             Prediction.features,
             Prediction.confidence,
             Prediction.predicted_class,
             Prediction.created_at,
+            Prediction.probabilities,
         ).where(Prediction.model == model)
         if since is not None:
             stmt = stmt.where(Prediction.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Prediction.created_at < until)
         if version is not None:
             stmt = stmt.where(Prediction.version == version)
         stmt = stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(cap)
@@ -191,20 +197,32 @@ class Store(OperationsRepository):
             )
 
     def labelled_predictions(
-        self, model: str, since: datetime, until: datetime | None = None
+        self,
+        model: str,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        with_features: bool = False,
     ) -> list[LabelledPrediction]:
-        """Labelled predictions of ``model`` MADE in [since, until), oldest first."""
+        """Labelled predictions of ``model`` MADE in [since, until), oldest first.
+
+        ``with_features`` also reads each prediction's features and probabilities (for the
+        per-segment clinical metrics).
+        """
+        columns: list[Any] = [
+            Prediction.id,
+            Prediction.created_at,
+            Prediction.version,
+            Prediction.predicted_class,
+            Prediction.confidence,
+            Feedback.actual,
+            Feedback.correct,
+            Feedback.received_at,
+        ]
+        if with_features:
+            columns += [Prediction.features, Prediction.probabilities]
         stmt = (
-            select(
-                Prediction.id,
-                Prediction.created_at,
-                Prediction.version,
-                Prediction.predicted_class,
-                Prediction.confidence,
-                Feedback.actual,
-                Feedback.correct,
-                Feedback.received_at,
-            )
+            select(*columns)
             .join(Feedback, Feedback.prediction_id == Prediction.id)
             .where(Prediction.model == model, Prediction.created_at >= since)
         )
