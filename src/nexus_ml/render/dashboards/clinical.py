@@ -15,6 +15,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from nexus_ml.render.dashboards.common import MODEL, PROMETHEUS, q, steps_above, table_q
 from nexus_ml.render.dashboards.panels import (
     bar_chart_panel,
+    bar_gauge_panel,
     dashed,
     table_panel,
     timeseries_panel,
@@ -82,6 +83,36 @@ def _with_interval(metric: str, title: str, description: str) -> Builder[dm.Pane
     return dashed(panel, _REFERENCE)
 
 
+def _positive_now() -> Builder[dm.Panel]:
+    """Sensitivity and PPV of each binary model's positive class, segment all, latest."""
+    positive = "and on (model, class) (ml_model_positive_class == 1)"
+    return bar_gauge_panel(
+        "Sensitivity and PPV now (positive class, all patients)",
+        [
+            q(
+                f"ml_model_recall{{{MODEL}, {ALL}}} {positive}",
+                "{{model}} {{class}} sensitivity",
+                "A",
+                instant=True,
+            ),
+            q(
+                f"ml_model_precision{{{MODEL}, {ALL}}} {positive}",
+                "{{model}} {{class}} PPV",
+                "B",
+                instant=True,
+            ),
+        ],
+        unit="percentunit",
+        min_val=0,
+        max_val=1,
+        thresholds=steps_above("blue"),
+        description="Binary models: recall and precision of the class the model screens for "
+        "(ml_model_positive_class), realised from feedback labels over the accuracy window.",
+        span=24,
+        height=5,
+    )
+
+
 def _table() -> Builder[dm.Panel]:
     sel = f"{{{MODEL}, {CLASS}, {SEGMENT}}}"
     columns = (
@@ -130,10 +161,16 @@ def _alert_rate() -> Builder[dm.Panel]:
 def _estimated() -> Builder[dm.Panel]:
     sel = f"{{{MODEL}, {CLASS}, {ALL}}}"
     panel = timeseries_panel(
-        "Recall: realised and estimated without labels",
+        "Recall and precision: realised and estimated without labels",
         [
-            q(f"ml_model_recall{sel}", "{{model}} {{class}} realised", "A"),
-            q(f"ml_model_recall_estimated{sel}", "{{model}} {{class}} estimated", "B"),
+            q(f"ml_model_recall{sel}", "{{model}} {{class}} recall", "A"),
+            q(f"ml_model_recall_estimated{sel}", "{{model}} {{class}} recall estimated", "B"),
+            q(f"ml_model_precision{sel}", "{{model}} {{class}} precision", "C"),
+            q(
+                f"ml_model_precision_estimated{sel}",
+                "{{model}} {{class}} precision estimated",
+                "D",
+            ),
         ],
         unit="percentunit",
         min_val=0,
@@ -219,6 +256,7 @@ def clinical_rows(min_samples: float | None = None) -> list[tuple[str, list[Buil
         (
             "Clinical performance by segment",
             [
+                _positive_now(),
                 _table(),
                 _with_interval(
                     "ml_model_recall",
