@@ -175,7 +175,16 @@ function drawLatency() {
     "bar",
     { labels: rows.map(([label]) => label), datasets },
     // Log scale: a request takes milliseconds, the model's share of it tens of microseconds.
-    { scales: { y: { type: "logarithmic", title: { display: true, text: "ms (log scale)" } } } },
+    {
+      scales: {
+        y: {
+          type: "logarithmic",
+          title: { display: true, text: "ms (log scale)" },
+          // Label the powers of ten only, as plain numbers ("0.01", "10").
+          ticks: { callback: (v) => (Number.isInteger(Math.log10(v)) ? String(v) : "") },
+        },
+      },
+    },
   );
   setDetails("latency", [
     ["end-to-end: a POST predict request (one or a batch), arrival to response, since start"],
