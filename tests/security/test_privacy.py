@@ -78,6 +78,10 @@ def app(bundled_models: Path, tmp_path: Path) -> FastAPI:
     )
 
 
+# Query parameters a monitoring route cannot answer without.
+REQUIRED_PARAMS = {"/api/v1/monitoring/performance/clinical": {"model": "diagnostic"}}
+
+
 def _secret_row(model: str, i: int) -> dict[str, float]:
     names = load_dataset(model).feature_names
     data = load_dataset(model).X[i]
@@ -163,7 +167,8 @@ def test_patient_data_reaches_only_the_records(
         ]
         assert len(monitoring) >= 10, monitoring  # the routes were found, not assumed
         for endpoint in monitoring:
-            r = client.get(concrete_path(endpoint.path), headers=auth("admin"))
+            params = REQUIRED_PARAMS.get(endpoint.path, {})
+            r = client.get(concrete_path(endpoint.path), params=params, headers=auth("admin"))
             assert r.status_code == 200, (str(endpoint), r.text)
             # Strings inside the JSON, so that a value rendered as 123.456789 is found whatever
             # the JSON spacing.

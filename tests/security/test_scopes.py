@@ -57,6 +57,7 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/monitoring/metrics/training"): "monitor",
     ("GET", "/api/v1/monitoring/performance/system"): "monitor",
     ("GET", "/api/v1/monitoring/performance/models"): "monitor",
+    ("GET", "/api/v1/monitoring/performance/clinical"): "monitor",
     ("GET", "/api/v1/monitoring/data-quality/overview"): "monitor",
     ("GET", "/api/v1/monitoring/config/thresholds"): "monitor",
     ("GET", "/api/v1/monitoring/reports/summary"): "monitor",

@@ -7,12 +7,15 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from nexus_ml.ml.metadata import BundleMetadata
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.monitoring.metrics import build_metrics
 from nexus_ml.service.publishing import ModelPublisher
+from nexus_ml.stats.clinical import realised
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,10 @@ def baseline(registry: CollectorRegistry, model: str, metric: str, cls: str = ""
     )
 
 
-def with_metadata(loaded: LoadedModel, version: str, **changes: object) -> LoadedModel:
-    return dataclasses.replace(loaded, version=version, metadata={**loaded.metadata, **changes})
+def with_info(loaded: LoadedModel, version: str, **changes: object) -> LoadedModel:
+    """``loaded`` as another version whose (validated) metadata has ``changes``."""
+    info = BundleMetadata.model_validate({**loaded.info.model_dump(mode="json"), **changes})
+    return dataclasses.replace(loaded, version=version, info=info)
 
 
 def test_publishing_exports_the_bundle_baseline_and_positive_class(
@@ -105,45 +110,40 @@ def test_publishing_exports_the_bundle_baseline_and_positive_class(
     publisher = ModelPublisher(build_metrics(registry), multiproc_dir=None)
     binary = next(m for m in served if len(m.classes) == 2)
     neg, pos = binary.classes
-    clinical = {
-        "n": 100,
-        "accuracy": {"value": 0.9, "lower": 0.82, "upper": 0.95, "n": 100},
-        "roc_auc": {"value": 0.97, "lower": 0.9, "upper": 0.99, "n": 100},
-        "brier_score": 0.07,
-        "calibration_error": None,  # not defined: not exported
-        "classes": {
-            pos: {"recall": {"value": 0.8, "lower": 0.7, "upper": 0.9, "n": 40},
-                  "precision": {"value": 0.85, "lower": 0.7, "upper": 0.9, "n": 38}},
-            neg: {"recall": {"value": 0.95, "lower": 0.9, "upper": 0.99, "n": 60},
-                  "precision": {"value": 0.9, "lower": 0.8, "upper": 0.95, "n": 62}},
-        },
-    }  # fmt: skip
-    first = with_metadata(
-        binary, "v1", baseline=clinical, operating_point={"positive_class": pos, "threshold": None}
+    rng = np.random.default_rng(0)
+    n = binary.info.training_metrics.n_holdout  # the baseline is of the holdout
+    actual = rng.choice([neg, pos], size=n)
+    p_pos = np.clip(np.where(actual == pos, 0.7, 0.3) + rng.normal(0, 0.2, n), 0.01, 0.99)
+    predicted = np.where(p_pos >= 0.5, pos, neg)
+    proba = np.column_stack([1 - p_pos, p_pos])
+    held = realised(actual, predicted, proba, [neg, pos], positive_class=pos, min_count=30)
+    first = with_info(
+        binary,
+        "v1",
+        baseline=held.to_dict(),
+        operating_point={"positive_class": pos, "threshold": None},
     )
     publisher.publish(first)
     name = binary.name
-    assert baseline(registry, name, "accuracy") == 0.9
-    assert baseline(registry, name, "roc_auc") == 0.97
-    assert baseline(registry, name, "brier_score") == 0.07
-    assert baseline(registry, name, "calibration_error") is None
-    assert baseline(registry, name, "recall", pos) == 0.8
-    assert baseline(registry, name, "precision", neg) == 0.9
+    assert baseline(registry, name, "accuracy") == held.accuracy.value
+    assert baseline(registry, name, "roc_auc") == held.roc_auc.value
+    assert baseline(registry, name, "brier_score") == held.brier_score
+    assert baseline(registry, name, "calibration_error") == held.calibration_error
+    for cls in (neg, pos):
+        assert baseline(registry, name, "recall", cls) == held.classes[cls].recall.value
+        assert baseline(registry, name, "precision", cls) == held.classes[cls].precision.value
     positive = "ml_model_positive_class"
     assert registry.get_sample_value(positive, {"model": name, "class": pos}) == 1.0
     assert registry.get_sample_value(positive, {"model": name, "class": neg}) == 0.0
 
     # A version trained before clinical baselines: its holdout accuracy is the accuracy
     # baseline; the clinical ones it lacks are withdrawn (NaN), not left at the old values.
-    old_style = with_metadata(
-        binary,
-        "v2",
-        baseline=None,
-        operating_point={"positive_class": neg, "threshold": None},
-        training_metrics={"holdout_accuracy": 0.75},
+    old_style = with_info(
+        binary, "v2", baseline=None, operating_point={"positive_class": neg, "threshold": None}
     )
     publisher.publish(old_style)
-    assert baseline(registry, name, "accuracy") == 0.75
+    holdout = old_style.info.training_metrics.holdout_accuracy
+    assert baseline(registry, name, "accuracy") == holdout
     assert math.isnan(baseline(registry, name, "recall", pos) or 0.0)
     assert math.isnan(baseline(registry, name, "roc_auc") or 0.0)
     assert registry.get_sample_value(positive, {"model": name, "class": neg}) == 1.0
@@ -154,11 +154,8 @@ def test_a_multiclass_model_has_no_positive_class(served: list[LoadedModel]) -> 
     registry = CollectorRegistry()
     publisher = ModelPublisher(build_metrics(registry), multiproc_dir=None)
     binary = served[0]
-    three = dataclasses.replace(
-        binary,
-        classes=("a", "b", "c"),
-        metadata={**binary.metadata, "operating_point": {"positive_class": None}},
-    )
+    info = binary.info.model_copy(update={"operating_point": None})
+    three = dataclasses.replace(binary, classes=("a", "b", "c"), info=info)
     publisher.publish(three)
     assert not [
         s

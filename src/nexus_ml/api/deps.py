@@ -19,6 +19,7 @@ from nexus_ml.service.health import HealthCheck
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -77,6 +78,11 @@ async def get_model_views(request: Request) -> ModelViews:
     return _service(request).model_views
 
 
+async def get_clinical_views(request: Request) -> ClinicalViews:
+    """Clinical metrics per segment."""
+    return _service(request).clinical_views
+
+
 async def get_training_views(request: Request) -> TrainingViews:
     """Training-run statistics."""
     return _service(request).training_views
@@ -106,6 +112,7 @@ QualityDep = Annotated[QualityRunner, Depends(get_quality)]
 HealthDep = Annotated[HealthCheck, Depends(get_health)]
 FamiliesDep = Annotated[Families, Depends(get_families)]
 ModelViewsDep = Annotated[ModelViews, Depends(get_model_views)]
+ClinicalViewsDep = Annotated[ClinicalViews, Depends(get_clinical_views)]
 TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
 OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]

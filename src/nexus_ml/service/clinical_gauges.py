@@ -79,19 +79,21 @@ def clinical_samples(model: str, clinical: Mapping[str, Any]) -> SampleValues:
     return out
 
 
-def baseline_samples(model: str, metadata: Mapping[str, Any]) -> SampleValues:
+def baseline_samples(
+    model: str, baseline: Mapping[str, Any] | None, holdout_accuracy: float | None = None
+) -> SampleValues:
     """``ml_model_baseline`` samples of a bundle: its holdout metrics at its operating point.
 
-    A bundle without a clinical baseline (trained before issue 14) still has its holdout
-    accuracy, which is the accuracy baseline at the argmax rule it serves with.
+    ``baseline`` is the bundle's ``Realised.to_dict()`` of its holdout. A bundle without one
+    (trained before clinical baselines) still has its holdout accuracy, which is the accuracy
+    baseline at the argmax rule it serves with.
     """
-    baseline = metadata.get("baseline") or {}
+    baseline = baseline or {}
     out: SampleValues = {}
     for metric in BASELINE_MODEL_WIDE:
         out[("model_baseline", (model, metric, ""))] = number(baseline.get(metric))
     if out[("model_baseline", (model, "accuracy", ""))] is None:
-        holdout = (metadata.get("training_metrics") or {}).get("holdout_accuracy")
-        out[("model_baseline", (model, "accuracy", ""))] = number(holdout)
+        out[("model_baseline", (model, "accuracy", ""))] = number(holdout_accuracy)
     for cls, entry in (baseline.get("classes") or {}).items():
         for metric in BASELINE_PER_CLASS:
             out[("model_baseline", (model, metric, str(cls)))] = number(entry.get(metric))

@@ -76,10 +76,11 @@ class ModelPublisher:
 
     def _publish_baseline(self, loaded: LoadedModel) -> None:
         """ml_model_baseline (the alerts' reference) and ml_model_positive_class of a version."""
-        md = loaded.metadata
-        positive = (md.get("operating_point") or {}).get("positive_class")
-        values = baseline_samples(loaded.name, md) | positive_class_samples(
-            loaded.name, loaded.classes, positive
+        info = loaded.info
+        baseline = None if info.baseline is None else info.baseline.model_dump(mode="json")
+        holdout = info.training_metrics.holdout_accuracy
+        values = baseline_samples(loaded.name, baseline, holdout) | positive_class_samples(
+            loaded.name, loaded.classes, info.positive_class
         )
         known = self._static.get(loaded.name, set())
         self._static[loaded.name] = export(self._metrics, values, known)

@@ -1,4 +1,4 @@
-"""The model-quality job: drift, window data quality, realised and estimated accuracy.
+"""The model-quality job: drift, window data quality, accuracy, clinical metrics per segment.
 
 Runs every ``ML_DRIFT_INTERVAL_SECONDS`` and on demand. With several workers or
 replicas exactly one runs it at a time: it takes a database advisory lock
@@ -6,6 +6,13 @@ replicas exactly one runs it at a time: it takes a database advisory lock
 round. Results are stored (``drift_results``) and exported as gauges, which use
 the ``mostrecent`` multiprocess mode so the last computation wins whichever
 worker made it.
+
+The clinical metrics (``results["clinical"]``, service/clinical.py) are exported as the
+``ml_model_recall``... gauges; a value that fell below ``ML_CLINICAL_MIN_COUNT`` since the
+previous stored result is set to NaN, whichever process exported it (the previous result is
+read from the database, not from this process's memory). At start the service exports the
+latest stored result again (:meth:`QualityJob.restore_gauges`), so a restart does not leave
+the clinical gauges absent until the next round.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -22,6 +29,8 @@ import numpy as np
 from nexus_ml.config import Settings
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.service.clinical import ClinicalEvaluator
+from nexus_ml.service.clinical_gauges import Sample, clinical_samples, export
 from nexus_ml.service.database import Database
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.stats.drift import DriftDetector
@@ -29,7 +38,7 @@ from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 from nexus_ml.stats.quality import QualityChecker
 from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.locks import try_advisory_lock
-from nexus_ml.storage.records import utcnow
+from nexus_ml.storage.records import DriftResultRecord, LabelledPrediction, WindowRow, utcnow
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
 
@@ -42,6 +51,7 @@ class _Fitted:
     detector: DriftDetector
     checker: QualityChecker
     estimator: ConfidenceEstimator
+    clinical: ClinicalEvaluator
 
 
 class QualityJob:
@@ -62,6 +72,8 @@ class QualityJob:
         self._metrics = metrics
         self._thresholds = thresholds
         self._fitted: dict[tuple[str, str], _Fitted] = {}
+        # Clinical samples this process exported last, per model (see export()).
+        self._exported: dict[str, set[Sample]] = {}
 
     def reset(self) -> None:
         """Forget fitted state (thresholds changed): the next run refits from the profiles."""
@@ -80,6 +92,11 @@ class QualityJob:
                 ),
                 checker=QualityChecker.from_profile(profile),
                 estimator=ConfidenceEstimator.from_profile(profile),
+                clinical=ClinicalEvaluator.for_model(
+                    loaded,
+                    min_count=self._settings.clinical_min_count,
+                    max_groups=self._settings.segment_max_groups,
+                ),
             )
         return fitted
 
@@ -162,7 +179,9 @@ class QualityJob:
             m.model_estimated_accuracy.labels(name).set(estimate.accuracy)
             m.model_estimated_accuracy_stderr.labels(name).set(estimate.stderr or 0.0)
 
-        out["accuracy"] = self.refresh_accuracy(name)
+        labelled = store.labelled_predictions(name, self._accuracy_since(), with_features=True)
+        out["accuracy"] = self._export_accuracy(name, labelled)
+        out["clinical"] = self._clinical(loaded, fitted, labelled, rows)
         store.save_drift_result(
             name,
             loaded.version,
@@ -174,10 +193,46 @@ class QualityJob:
         )
         return out
 
+    def _clinical(
+        self,
+        loaded: LoadedModel,
+        fitted: _Fitted,
+        labelled: list[LabelledPrediction],
+        window: list[WindowRow],
+    ) -> dict[str, Any]:
+        """Clinical metrics per segment, exported; NaN for what the previous result had."""
+        name = loaded.name
+        clinical = fitted.clinical.evaluate(labelled, window)
+        previous = self._store.latest_drift_result(name)
+        known = self._exported.get(name, set()) | _stored_samples(name, previous)
+        self._exported[name] = export(self._metrics, clinical_samples(name, clinical), known)
+        return clinical
+
+    def restore_gauges(self) -> int:
+        """Export each loaded model's latest stored clinical result (blocking; at start).
+
+        Returns how many models had one.
+        """
+        restored = 0
+        for loaded in self._models.all():
+            name = loaded.name
+            latest = self._store.latest_drift_result(name)
+            clinical = None if latest is None else latest.results.get("clinical")
+            if clinical:
+                self._exported[name] = export(self._metrics, clinical_samples(name, clinical))
+                restored += 1
+        return restored
+
+    def _accuracy_since(self) -> datetime:
+        return utcnow() - timedelta(seconds=self._settings.accuracy_window_seconds)
+
     def refresh_accuracy(self, name: str) -> dict[str, Any]:
         """Realised accuracy of ``name`` over the accuracy window, joined on prediction time."""
-        since = utcnow() - timedelta(seconds=self._settings.accuracy_window_seconds)
-        labelled = self._store.labelled_predictions(name, since)
+        return self._export_accuracy(
+            name, self._store.labelled_predictions(name, self._accuracy_since())
+        )
+
+    def _export_accuracy(self, name: str, labelled: list[LabelledPrediction]) -> dict[str, Any]:
         result = realised_accuracy(
             [p.predicted_class for p in labelled], [p.actual for p in labelled]
         )
@@ -185,6 +240,14 @@ class QualityJob:
         if result.accuracy is not None:
             self._metrics.model_accuracy.labels(name).set(result.accuracy)
         return {"accuracy": result.accuracy, "n": result.n}
+
+
+def _stored_samples(name: str, result: DriftResultRecord | None) -> set[Sample]:
+    """The clinical samples a stored result exported (those with a value)."""
+    clinical = None if result is None else result.results.get("clinical")
+    if not clinical:
+        return set()
+    return {s for s, v in clinical_samples(name, clinical).items() if v is not None}
 
 
 def _window(loaded: LoadedModel, rows: list[dict[str, Any]]) -> np.ndarray:

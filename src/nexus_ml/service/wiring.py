@@ -22,6 +22,7 @@ from nexus_ml.monitoring.metrics import Metrics, build_metrics
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.service.alerts import AlertLoop
 from nexus_ml.service.database import Database
+from nexus_ml.service.errors import Unavailable
 from nexus_ml.service.families import Families
 from nexus_ml.service.health import HealthCheck, Lifecycle
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
@@ -30,6 +31,7 @@ from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -142,6 +144,7 @@ class Service:
         self.model_views = ModelViews(
             db=db, models=models, thresholds=thresholds, families=self.families
         )
+        self.clinical_views = ClinicalViews(db=db, models=models, settings=settings)
         self.training_views = TrainingViews(db=db, models=models)
         self.ops = OpsViews(
             health=self.health,
@@ -180,12 +183,27 @@ class Service:
         await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.publisher.publish(loaded)
+        await self._restore_clinical_gauges()
         await self.writer.start()
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         every(s.drift_interval_seconds, self.quality.run, "model-quality", delay=True)
+
+    async def _restore_clinical_gauges(self) -> None:
+        """Export the latest stored clinical results, so they are not absent until the next run.
+
+        A database down at start is already counted by the database layer; the next job round
+        exports the gauges then.
+        """
+        try:
+            await self.db.run(self.quality.job.restore_gauges)
+        except Unavailable:
+            log.warning("clinical gauges not restored: database unavailable")
+        except Exception as exc:  # a stored result this version cannot read: not worth a crash
+            self.metrics.errors_total.labels("quality", type(exc).__name__).inc()
+            log.warning("clinical gauges not restored", extra={"error_type": type(exc).__name__})
 
     async def stop(self) -> None:
         """Stop jobs, then drain the writer within its half of the grace period.

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Query
 from nexus_ml.api.auth import AdminKey, MonitorKey
 from nexus_ml.api.deps import (
     JSON_BODY_RESPONSES,
+    ClinicalViewsDep,
     DatabaseDep,
     JsonBody,
     ModelViewsDep,
@@ -24,7 +25,7 @@ from nexus_ml.api.deps import (
     TrainingViewsDep,
 )
 from nexus_ml.api.errors import ErrorResponse
-from nexus_ml.api.params import ModelParam, WindowDep
+from nexus_ml.api.params import MODEL_PATTERN, ModelParam, WindowDep
 from nexus_ml.service.views.ops_results import (
     AlertsResponse,
     MetricsSummary,
@@ -34,6 +35,7 @@ from nexus_ml.service.views.ops_results import (
     ThresholdsResponse,
 )
 from nexus_ml.service.views.results import (
+    ClinicalPerformance,
     DataQualityOverview,
     ModelsPerformance,
     PredictionMetrics,
@@ -152,6 +154,24 @@ async def performance_models(
     """Accuracy from feedback, estimated accuracy (CBPE) with stderr, holdout accuracy, latency."""
     default = settings.accuracy_window_seconds
     return await views.models_performance(window.resolve(default), model)
+
+
+@router.get(
+    "/performance/clinical",
+    response_model=ClinicalPerformance,
+    responses={**_DB, 404: {"model": ErrorResponse, "description": "Not a loaded model"}},
+    summary="Clinical metrics per segment (default: the accuracy window)",
+)
+async def performance_clinical(
+    views: ClinicalViewsDep,
+    settings: SettingsDep,
+    _key: MonitorKey,
+    window: WindowDep,
+    model: Annotated[str, Query(pattern=MODEL_PATTERN, description="A loaded model.")],
+) -> ClinicalPerformance:
+    """Recall, precision, AUC, calibration per segment and class: realised with 95 % intervals
+    and counts, estimated without labels (CBPE), positive rate, reliability curve, baseline."""
+    return await views.clinical(model, window.resolve(settings.accuracy_window_seconds))
 
 
 @router.get(

@@ -8,7 +8,7 @@ a field that could carry a feature value; drift and quality are scores and count
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -243,3 +243,98 @@ class DataQualityOverview(BaseModel):
 
     drift_threshold: float
     models: list[ModelDataQuality]
+
+
+class ClinicalInterval(BaseModel):
+    """A realised metric, its 95 % interval and its denominator ``n``.
+
+    ``value`` (and the bounds) are null when ``n`` is below ``min_count`` or the metric is
+    not defined (an AUC with one class absent); ``n`` is always given.
+    """
+
+    value: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    n: int = 0
+
+
+class ClinicalEstimate(BaseModel):
+    """A label-free estimate (CBPE) and its standard error; null below ``min_count``."""
+
+    value: float | None = None
+    stderr: float | None = None
+    n: int = 0
+
+
+class ClinicalClass(BaseModel):
+    """One class at the operating point (one-vs-rest)."""
+
+    recall: ClinicalInterval = Field(
+        description="Sensitivity (the other class's recall is the specificity); n = actual."
+    )
+    precision: ClinicalInterval = Field(
+        description="PPV (the other class's precision is the NPV); n = predicted as the class."
+    )
+    f1: float | None = None
+    prevalence: ClinicalInterval = Field(description="Share of labelled rows of this class.")
+    positive_rate: ClinicalInterval = Field(
+        description="Share of ALL predictions in the window answered with this class (the "
+        "alert burden), labelled or not; n = predictions."
+    )
+    recall_estimated: ClinicalEstimate
+    precision_estimated: ClinicalEstimate
+
+
+class ClinicalReliabilityBin(BaseModel):
+    """One bin of the reliability curve (binary: P(positive); multiclass: top label)."""
+
+    lower: float
+    upper: float
+    mean_predicted: float | None = None
+    observed: float | None = None
+    count: int
+
+
+class ClinicalSegment(BaseModel):
+    """Every clinical metric of one segment: ``all`` or ``<feature>=<group>``."""
+
+    segment: str
+    labelled: int = Field(description="Labelled predictions (realised metrics).")
+    predictions: int = Field(description="Predictions (estimates and positive rate).")
+    accuracy: ClinicalInterval
+    classes: dict[str, ClinicalClass]
+    roc_auc: ClinicalInterval
+    roc_auc_estimated: ClinicalEstimate
+    brier_score: float | None = None
+    calibration_error: float | None = None
+    reliability: list[ClinicalReliabilityBin]
+
+
+class ClinicalExcluded(BaseModel):
+    """Stored rows left out because their classes or probabilities do not fit the model."""
+
+    labelled: int = 0
+    predictions: int = 0
+
+
+class ClinicalPerformance(BaseModel):
+    """``GET /performance/clinical``: one model's clinical metrics per segment."""
+
+    model: str
+    version: str
+    since: datetime
+    until: datetime
+    hours: float
+    positive_class: str | None = Field(
+        description="Binary models: the class whose recall is the sensitivity; null otherwise."
+    )
+    threshold: float | None = Field(
+        description="P(positive) threshold the model serves with; null = the argmax rule."
+    )
+    classes: list[str]
+    min_count: int = Field(description="ML_CLINICAL_MIN_COUNT: smallest denominator reported.")
+    baseline: dict[str, Any] | None = Field(
+        description="The bundle's holdout metrics at its operating point (null before issue 14)."
+    )
+    excluded: ClinicalExcluded
+    segments: list[ClinicalSegment]
