@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A contract removed from pyproject.toml would silently stop guarding its boundary.
 REQUIRED_CONTRACTS = {
-    "Layers: cli -> {api | render} -> service -> {ml | stats | monitoring | storage} "
+    "Layers: cli -> {api | render} -> service -> ml -> {stats | monitoring | storage} "
     "-> {config | thresholds}",
+    "ml imports neither monitoring nor storage",
     "api never imports sqlalchemy, nexus_ml.storage.models or nexus_ml.storage.db",
     "No import cycles between sibling modules",
     "Renderers (files for other systems) are never imported by the running service",

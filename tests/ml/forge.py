@@ -298,6 +298,13 @@ BAD_BUNDLES: dict[str, Kind] = {
 }
 
 
+def meta_classes(model_path: Path, name: str) -> list[str]:
+    """The classes the CURRENT metadata of ``name`` lists."""
+    version = (model_path / name / "CURRENT").read_text().strip()
+    meta = json.loads((model_path / name / version / "metadata.json").read_text())
+    return list(meta["classes"])
+
+
 def relabel(model_path: Path, name: str, classes: list[str], *, as_name: str | None = None) -> str:
     """A forged CURRENT version of ``name`` (or of a copy named ``as_name``) with other labels.
 
@@ -311,9 +318,19 @@ def relabel(model_path: Path, name: str, classes: list[str], *, as_name: str | N
         name = as_name
     pipeline.steps[-1][1].classes_ = np.array(classes, dtype=object)
 
+    old = list(meta_classes(model_path, name))
+
     def edit(meta: Meta) -> None:
         meta["name"] = name
         meta["classes"] = list(classes)
         meta["profile"]["class_balance"]["classes"] = list(classes)
+        point = meta.get("operating_point")
+        if point and point.get("positive_class") in old:  # the same class, renamed
+            point["positive_class"] = classes[old.index(point["positive_class"])]
+        if meta.get("baseline"):
+            by_old = meta["baseline"]["classes"]
+            meta["baseline"]["classes"] = {
+                new: by_old[was] for was, new in zip(old, classes, strict=True)
+            }
 
     return new_version(model_path, name, pipeline=pipeline, edit=edit)

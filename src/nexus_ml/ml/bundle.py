@@ -416,7 +416,13 @@ def _verify(pipeline: Any, info: BundleMetadata) -> Predictor:
         check_class_labels(classes)  # labels both stores hold, and feedback can name
     except LabelError as exc:
         raise BundleError(f"class labels: {exc}", "metadata") from None
-    return compile_checked(pipeline, info.profile, info.feature_schema())
+    return compile_checked(
+        pipeline,
+        info.profile,
+        info.feature_schema(),
+        positive_class=info.positive_class,
+        threshold=info.threshold,
+    )
 
 
 def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> bool:

@@ -1,6 +1,8 @@
 """The bundled datasets: two shipped inside scikit-learn, one seeded EHR-like generator.
 
-``diagnostic`` and ``diabetes_risk`` are number arrays from scikit-learn (no download).
+``diagnostic`` and ``diabetes_risk`` are number arrays from scikit-learn (no download);
+``diabetes_risk`` in its original units (age in years, sex 1 or 2), so its segments read
+``age=40-65`` and ``sex=2``.
 ``readmission_risk`` is a table with categories and missing values, made by
 :func:`readmission_frame`: no package on the registries this project uses ships such clinical
 data under terms a proprietary service can take (docs/datasets.md says what was checked), so it
@@ -17,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from nexus_ml.ml.operating import Declarations
+
 # Number arrays, trained as StandardScaler + LogisticRegression (the first two models).
 BUNDLED_DATASETS = ("diagnostic", "diabetes_risk")
 # Tables with categories and missing values, trained through the CSV path like a user's file.
@@ -24,6 +28,14 @@ READMISSION = "readmission_risk"
 READMISSION_TARGET = "readmitted_30d"
 TABLE_DATASETS = (READMISSION,)
 BUNDLED_MODELS = BUNDLED_DATASETS + TABLE_DATASETS
+# Age bands shared by the bundled models that have an age: under 40, 40-64, 65 and over.
+AGE_BANDS = "age:0-40-65-120"
+# What each bundled model declares: the condition it screens for, and its segments.
+BUNDLED_DECLARATIONS = {
+    "diagnostic": Declarations(positive_class="malignant"),
+    "diabetes_risk": Declarations(positive_class="high", segments=f"sex,{AGE_BANDS}"),
+    READMISSION: Declarations(positive_class="yes", segments=f"site,{AGE_BANDS}"),
+}
 
 _NON_IDENTIFIER = re.compile(r"[^0-9a-z]+")
 
@@ -57,7 +69,9 @@ def load_dataset(name: str) -> Dataset:
     elif name == "diabetes_risk":
         from sklearn.datasets import load_diabetes
 
-        bunch = load_diabetes()
+        # Unscaled: the scaled copy centres and scales each column (sex becomes +-0.05), which
+        # StandardScaler in the pipeline does anyway, but segments need years and 1/2.
+        bunch = load_diabetes(scaled=False)
         classes = ["low", "high"]
         # Disease progression strictly above the median counts as high risk.
         y = np.where(bunch.target > np.median(bunch.target), "high", "low")

@@ -23,9 +23,16 @@ from sklearn.pipeline import Pipeline
 
 from nexus_ml.ml.bundle import load_trusted, save_bundle, validate_name
 from nexus_ml.ml.datasets import BUNDLED_MODELS
+from nexus_ml.ml.operating import NOTHING_DECLARED, Declarations
 from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.tables import Table, read_table
-from nexus_ml.ml.training import TrainedModel, table_profile
+from nexus_ml.ml.training import (
+    TrainedModel,
+    declared_segments,
+    resolve_operating_point,
+    score_rows,
+    table_profile,
+)
 
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024  # a 500-tree forest of depth 20 is far below this
 _SHOWN = 5  # names listed in a refusal; the count says how many more
@@ -44,8 +51,12 @@ def import_pipeline(
     *,
     categorical: Sequence[str] = (),
     nullable: Sequence[str] = (),
+    declared: Declarations = NOTHING_DECLARED,
 ) -> TrainedModel:
     """Check ``model_file`` against ``reference`` and save it as the CURRENT version of ``name``.
+
+    ``declared`` gives its segments, positive class and threshold, as ``nexus-ml train`` takes
+    them; the reference rows are scored at that operating point.
 
     Raises ``BundleError`` (untrusted types, a pipeline a load would refuse), ``ImportRefused``
     (columns or classes that differ, rows it cannot answer) or ``TrainingDataError`` (the CSV).
@@ -59,14 +70,15 @@ def import_pipeline(
     table = _aligned(pipeline, table)
     classes = _checked_classes(pipeline, table.y)
     _check_missing_marker(pipeline)
+    segments = declared_segments(declared, table.schema, table.frame)
+    point = resolve_operating_point(table.y, declared)
     started = time.perf_counter()
     proba = _answers(pipeline, table)
     seconds = time.perf_counter() - started
-    predicted = np.asarray(classes)[proba.argmax(axis=1)]
-    correct = predicted == table.y
+    scored = score_rows(pipeline, table.frame, table.y, point, proba=proba)
     n = len(table.frame)
     metrics: dict[str, Any] = {
-        "holdout_accuracy": float(np.mean(correct)),
+        "holdout_accuracy": scored.accuracy,
         "n_samples": n,
         "n_train": 0,  # fitted elsewhere: the reference rows are all scored, none trained here
         "n_holdout": n,
@@ -74,7 +86,9 @@ def import_pipeline(
         "training_seconds": 0.0,
         "reference_scoring_seconds": seconds,
     }
-    profile = table_profile(table, classes=classes, confidence=proba.max(axis=1), correct=correct)
+    profile = table_profile(
+        table, classes=classes, confidence=scored.confidence, correct=scored.correct
+    )
     # The reference path (never its rows) and how it was read, as `train` records its CSV.
     source: dict[str, Any] = {
         "kind": "import",
@@ -94,6 +108,9 @@ def import_pipeline(
         metrics=metrics,
         profile=profile,
         source=source,
+        operating_point=point.to_dict(),
+        segments=segments,
+        baseline=scored.baseline,
     )
     return TrainedModel(version, metrics)
 

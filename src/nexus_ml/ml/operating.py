@@ -18,8 +18,11 @@ P(positive) >= threshold; ``decide`` applies it to probabilities the way every p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+from nexus_ml.ml.segments import MAX_SEGMENT_GROUPS
 
 _AFFIRMATIVE = {
     frozenset({"0", "1"}): "1",
@@ -46,3 +49,19 @@ def decide(proba: np.ndarray, positive: int, threshold: float) -> np.ndarray:
     """Served class indices of a binary (n, 2) probability array at ``threshold``."""
     hit = proba[:, positive] >= threshold
     return np.where(hit, positive, 1 - positive).astype(np.intp)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Declarations:
+    """What a model declares beyond its data (``nexus-ml train --segments --positive-class
+    --threshold``): segments (``sex,age:0-40-65-120``), the positive class (None: the default
+    rule of ``ml.operating``) and the decision threshold (None: argmax)."""
+
+    segments: str | None = None
+    positive_class: str | None = None
+    threshold: float | None = None
+    max_segment_groups: int = MAX_SEGMENT_GROUPS
+
+
+# The default of every "declared" parameter: nothing declared beyond the data.
+NOTHING_DECLARED = Declarations()

@@ -23,7 +23,8 @@ from sklearn.utils.validation import check_array
 
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.metadata import CategoricalProfile, NumericProfile, Profile
-from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.operating import decide
+from nexus_ml.ml.predictor import Predictor, ThresholdPredictor, compile_predictor
 from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 
 # Fitted attributes whose last axis is the step's input features (scikit-learn's names).
@@ -231,13 +232,18 @@ def unseen_refused(predictor: Predictor, rows: np.ndarray) -> frozenset[str]:
 
 
 def check_probe(pipeline: Any, predictor: Predictor, rows: np.ndarray) -> None:
-    """The pipeline and the compiled predictor give the same finite probabilities on ``rows``."""
+    """The pipeline and the compiled predictor give the same finite probabilities on ``rows``,
+    and the class the pipeline would serve (at the predictor's threshold, if it has one)."""
     n_classes = len(predictor.classes)
     given = predictor.pipeline_input(rows)
     try:
         with np.errstate(all="ignore"):
             expected = np.asarray(pipeline.predict_proba(given), dtype=np.float64)
-            labels = [str(c) for c in pipeline.predict(given)]
+            if isinstance(predictor, ThresholdPredictor):
+                served = decide(expected, predictor.positive, predictor.threshold)
+                labels = [predictor.classes[i] for i in served]
+            else:
+                labels = [str(c) for c in pipeline.predict(given)]
     except Exception as exc:  # whatever scikit-learn raises on this pipeline
         raise BundleError(
             f"the pipeline cannot predict reference rows ({type(exc).__name__})", "probe"
@@ -264,8 +270,16 @@ def check_probe(pipeline: Any, predictor: Predictor, rows: np.ndarray) -> None:
             raise BundleError("the predicted class disagrees with the pipeline", "probe")
 
 
-def compile_checked(pipeline: Any, profile: Profile, schema: FeatureSchema) -> Predictor:
-    """Compile the predictor, then check it and the pipeline on rows like the reference.
+def compile_checked(
+    pipeline: Any,
+    profile: Profile,
+    schema: FeatureSchema,
+    *,
+    positive_class: str | None = None,
+    threshold: float | None = None,
+) -> Predictor:
+    """Compile the predictor (at ``threshold``, if any), then check it and the pipeline on rows
+    like the reference.
 
     The predictor's schema refuses unseen categories of the features whose pipeline cannot
     answer them (found here by probing), so a request never reaches a pipeline that raises.
@@ -273,7 +287,9 @@ def compile_checked(pipeline: Any, profile: Profile, schema: FeatureSchema) -> P
     try:
         # A pipeline with extreme (finite) weights overflows here; the probe judges the result.
         with np.errstate(all="ignore"):
-            predictor = compile_predictor(pipeline, schema)
+            predictor = compile_predictor(
+                pipeline, schema, positive_class=positive_class, threshold=threshold
+            )
     except Exception as exc:  # whatever a pipeline that passed the checks still raises
         raise BundleError(
             f"the predictor could not be compiled ({type(exc).__name__})", "probe"

@@ -21,6 +21,11 @@ does the fallback when a pipeline step overflows. Past that check nothing can ov
 logistic exponentiates only ``-|z|``, and the softmax subtracts the row's maximum, so every
 exponent is <= 0 and the denominator is >= 1 (a finite score minus a finite maximum may round
 to -inf, whose exp is the correct 0).
+
+A binary model with a decision threshold (``operating_point.threshold`` in its metadata) is a
+``ThresholdPredictor``: the same probabilities, then the positive class iff P(positive) >=
+threshold, whatever the kind. It is a subclass, so the argmax paths above carry no test for a
+threshold they do not have: they run the same code, as fast and bit for bit as before.
 """
 
 from __future__ import annotations
@@ -36,10 +41,18 @@ from threadpoolctl import ThreadpoolController
 
 from nexus_ml.ml.errors import NotEvaluable
 from nexus_ml.ml.frame import to_frame
+from nexus_ml.ml.operating import decide
 from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 from nexus_ml.ml.trees import TreeEvaluator, compile_trees
 
-__all__ = ["Kind", "NotEvaluable", "Predictor", "compile_predictor", "fold_scaler"]
+__all__ = [
+    "Kind",
+    "NotEvaluable",
+    "Predictor",
+    "ThresholdPredictor",
+    "compile_predictor",
+    "fold_scaler",
+]
 
 # The compiled maths is re-checked against the pipeline on probe rows before it is trusted.
 _SELF_CHECK_TOLERANCE = 1e-9
@@ -227,9 +240,59 @@ class Predictor:
         return np.asarray(mean + rng.normal(0.0, 2.0, size=(16, n)) * scale, dtype=np.float64)
 
 
-def compile_predictor(pipeline: Any, schema: FeatureSchema | None = None) -> Predictor:
-    """Build the fastest exact predictor for a fitted pipeline serving ``schema``."""
-    return Predictor(pipeline, schema)
+class ThresholdPredictor(Predictor):
+    """A binary predictor serving the positive class iff P(positive) >= ``threshold``.
+
+    The probabilities are the argmax predictor's, unchanged; only the served index differs.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        schema: FeatureSchema | None = None,
+        *,
+        positive_class: str,
+        threshold: float,
+    ) -> None:
+        classes = [str(c) for c in pipeline.classes_]
+        if len(classes) != 2 or positive_class not in classes:
+            raise ValueError("a threshold needs a binary model and one of its classes")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError("a threshold must lie strictly between 0 and 1")
+        # Set before the base class runs its self-check, which calls predict_batch_indices.
+        self.positive = classes.index(positive_class)
+        self.threshold = float(threshold)
+        super().__init__(pipeline, schema)
+
+    def predict_one(self, row: np.ndarray) -> tuple[int, np.ndarray]:
+        """Index of the served class and the probabilities for one 1-D row."""
+        _, proba = super().predict_one(row)
+        pos = self.positive
+        return (pos if proba[pos] >= self.threshold else 1 - pos), proba
+
+    def predict_batch_indices(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Served class indices and probabilities for a 2-D array."""
+        _, proba = super().predict_batch_indices(X)
+        return decide(proba, self.positive, self.threshold), proba
+
+
+def compile_predictor(
+    pipeline: Any,
+    schema: FeatureSchema | None = None,
+    *,
+    positive_class: str | None = None,
+    threshold: float | None = None,
+) -> Predictor:
+    """Build the fastest exact predictor for a fitted pipeline serving ``schema``.
+
+    With a ``threshold`` (binary models only) it serves ``positive_class`` iff its probability
+    is at least the threshold; without, the class scikit-learn's ``predict`` gives.
+    """
+    if threshold is None:
+        return Predictor(pipeline, schema)
+    if positive_class is None:
+        raise ValueError("a threshold needs a positive class")
+    return ThresholdPredictor(pipeline, schema, positive_class=positive_class, threshold=threshold)
 
 
 def _number_schema(pipeline: Any) -> FeatureSchema:

@@ -335,3 +335,15 @@ def _codes(segment: Segment, spec: FeatureSpec, column: list[Any]) -> np.ndarray
         codes[inside] = index[inside]
     codes[is_none] = missing
     return codes
+
+
+def declaration_text(segments: Iterable[Mapping[str, Any]]) -> str:
+    """The declaration (``sex,age:0-40-65-120``) that stored segments were made from."""
+    parts = []
+    for segment in segments:
+        edges = segment.get("edges")
+        if edges is None:
+            parts.append(str(segment["feature"]))
+        else:
+            parts.append(f"{segment['feature']}:" + "-".join(number_label(float(e)) for e in edges))
+    return ",".join(parts)

@@ -1,4 +1,10 @@
-"""Training: the bundled models and user models from CSV, saved as bundles."""
+"""Training: the bundled models and user models from CSV, saved as bundles.
+
+Besides the data, a model declares (``Declarations``) its segments, its positive class and its
+decision threshold. The holdout is scored at that operating point: ``holdout_accuracy``, the
+profile's confidence (the served class's probability) and the baseline (the holdout's
+``stats.clinical.realised``, stored in the metadata) all describe what the model will serve.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
 from nexus_ml.ml.datasets import (
+    BUNDLED_DECLARATIONS,
     BUNDLED_MODELS,
     READMISSION_TARGET,
     TABLE_DATASETS,
@@ -32,15 +39,35 @@ from nexus_ml.ml.estimators import (
     pipeline_for,
 )
 from nexus_ml.ml.labels import LabelError, check_class_labels
+from nexus_ml.ml.operating import (
+    NOTHING_DECLARED,
+    Declarations,
+    decide,
+    default_positive_class,
+)
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.segments import MAX_SEGMENT_GROUPS, SegmentError, declaration_text, parse_segments
 from nexus_ml.ml.tables import MIN_ROWS, Table, TrainingDataError, read_table
+from nexus_ml.stats.clinical import realised
 
 HOLDOUT_FRACTION = 0.2
 MIN_ROWS_PER_CLASS = 2  # a stratified split needs each class on both sides
 
 # progress(model_name, models_done, models_total): enough for a Rich progress bar in the CLI.
 ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The resolved positive class (None: multiclass) and threshold (None: argmax)."""
+
+    positive_class: str | None
+    threshold: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metadata form."""
+        return {"positive_class": self.positive_class, "threshold": self.threshold}
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,9 @@ class TrainResult:
     metrics: dict[str, Any]
     holdout_confidence: np.ndarray
     profile: dict[str, Any]
+    operating_point: OperatingPoint
+    segments: list[dict[str, Any]]
+    baseline: dict[str, Any]
 
 
 class TrainedModel(NamedTuple):
@@ -63,7 +93,12 @@ class TrainedModel(NamedTuple):
 
 
 def train_pipeline(
-    X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], *, seed: int = 42
+    X: np.ndarray,
+    y: np.ndarray,
+    feature_names: Sequence[str],
+    *,
+    seed: int = 42,
+    declared: Declarations = NOTHING_DECLARED,
 ) -> TrainResult:
     """Fit StandardScaler + LogisticRegression on a number array (the bundled models)."""
     X = np.asarray(X, dtype=np.float64)
@@ -73,7 +108,11 @@ def train_pipeline(
     if not np.isfinite(X).all():
         raise TrainingDataError("features must be finite numbers")
     _check_labels(y, X.shape[0])
-    fit = _fit(make_pipeline(), X, y, seed)
+    schema = FeatureSchema.from_training(X, feature_names)
+    columns = {name: X[:, j] for j, name in enumerate(feature_names)}
+    segments = declared_segments(declared, schema, columns)
+    point = resolve_operating_point(y, declared)
+    fit = _fit(make_pipeline(), X, y, seed, point)
     profile = build_profile(
         X,
         list(feature_names),
@@ -82,13 +121,21 @@ def train_pipeline(
         confidence=fit.confidence,
         correct=fit.correct,
     )
-    return fit.result(FeatureSchema.from_training(X, feature_names), profile)
+    return fit.result(schema, profile, segments)
 
 
-def train_table(table: Table, *, estimator: Estimator = "logistic", seed: int = 42) -> TrainResult:
+def train_table(
+    table: Table,
+    *,
+    estimator: Estimator = "logistic",
+    seed: int = 42,
+    declared: Declarations = NOTHING_DECLARED,
+) -> TrainResult:
     """Fit ``estimator``'s pipeline on a typed table, score the holdout, profile the data."""
     schema = table.schema
     _check_labels(table.y, len(table.frame))
+    segments = declared_segments(declared, schema, table.frame)
+    point = resolve_operating_point(table.y, declared)
     if estimator == "hist_gradient_boosting":
         for spec in schema.features:
             if spec.is_category and len(spec.categories) > HGB_MAX_CATEGORIES:
@@ -96,11 +143,89 @@ def train_table(table: Table, *, estimator: Estimator = "logistic", seed: int = 
                     f"column {spec.name!r} has more than {HGB_MAX_CATEGORIES} categories, "
                     "more than hist_gradient_boosting can take"
                 )
-    fit = _fit(pipeline_for(schema, estimator, seed=seed), table.frame, table.y, seed)
+    fit = _fit(pipeline_for(schema, estimator, seed=seed), table.frame, table.y, seed, point)
     profile = table_profile(
         table, classes=fit.classes, confidence=fit.confidence, correct=fit.correct
     )
-    return fit.result(schema, profile)
+    return fit.result(schema, profile, segments)
+
+
+def declared_segments(
+    declared: Declarations, schema: FeatureSchema, frame: Any
+) -> list[dict[str, Any]]:
+    """The declared segments over ``schema`` (metadata form), or TrainingDataError."""
+    try:
+        found = parse_segments(
+            declared.segments, schema, frame, max_groups=declared.max_segment_groups
+        )
+    except SegmentError as exc:
+        raise TrainingDataError(str(exc)) from None
+    return [segment.to_dict() for segment in found]
+
+
+def resolve_operating_point(y: np.ndarray, declared: Declarations) -> OperatingPoint:
+    """The positive class and threshold for labels ``y``: as declared, else the default rule."""
+    labels, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+    classes = [str(c) for c in labels]  # scikit-learn's classes_ order
+    if len(classes) != 2:
+        if declared.positive_class is not None or declared.threshold is not None:
+            raise TrainingDataError(
+                f"a positive class and a threshold apply to binary models only; the target has "
+                f"{len(classes)} classes"
+            )
+        return OperatingPoint(None, None)
+    positive = declared.positive_class
+    if positive is None:
+        positive = default_positive_class(classes, counts.tolist())
+    elif positive not in classes:
+        raise TrainingDataError("the positive class is not one of the target's classes")
+    threshold = declared.threshold
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise TrainingDataError("the threshold must lie strictly between 0 and 1")
+    return OperatingPoint(positive, threshold)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Rows scored at an operating point: what the model serves on them, and how it fares."""
+
+    predicted: np.ndarray  # served class names
+    confidence: np.ndarray  # the served class's probability
+    correct: np.ndarray
+    baseline: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        """Share of rows served their actual class."""
+        return float(np.mean(self.correct))
+
+
+def score_rows(
+    pipeline: Any, X: Any, y: np.ndarray, point: OperatingPoint, *, proba: np.ndarray | None = None
+) -> Scored:
+    """Score labelled rows as the service would serve them (at ``point``)."""
+    classes = np.asarray([str(c) for c in pipeline.classes_])
+    if proba is None:
+        proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64)
+    if point.threshold is not None and point.positive_class is not None:
+        index = decide(
+            proba, int(np.flatnonzero(classes == point.positive_class)[0]), point.threshold
+        )
+    else:
+        # scikit-learn's own rule (what the argmax predictor serves, ties included).
+        position = {c: i for i, c in enumerate(classes.tolist())}
+        index = np.asarray([position[str(c)] for c in pipeline.predict(X)], dtype=np.intp)
+    predicted = classes[index]
+    actual = np.asarray(y).astype(str)
+    baseline = realised(
+        actual, predicted, proba, classes.tolist(), positive_class=point.positive_class
+    )
+    return Scored(
+        predicted=predicted,
+        confidence=proba[np.arange(len(index)), index],
+        correct=predicted == actual,
+        baseline=baseline.to_dict(),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,10 +233,20 @@ class _Fitted:
     pipeline: Pipeline
     classes: tuple[str, ...]
     metrics: dict[str, Any]
-    confidence: np.ndarray
-    correct: np.ndarray
+    scored: Scored
+    point: OperatingPoint
 
-    def result(self, schema: FeatureSchema, profile: dict[str, Any]) -> TrainResult:
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.scored.confidence
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.scored.correct
+
+    def result(
+        self, schema: FeatureSchema, profile: dict[str, Any], segments: list[dict[str, Any]]
+    ) -> TrainResult:
         return TrainResult(
             pipeline=self.pipeline,
             schema=schema,
@@ -119,21 +254,23 @@ class _Fitted:
             metrics=self.metrics,
             holdout_confidence=self.confidence,
             profile=profile,
+            operating_point=self.point,
+            segments=segments,
+            baseline=self.scored.baseline,
         )
 
 
-def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
-    """Fit on a stratified 80 % and score on the 20 % holdout."""
+def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int, point: OperatingPoint) -> _Fitted:
+    """Fit on a stratified 80 % and score on the 20 % holdout at the operating point."""
     X_train, X_hold, y_train, y_hold = train_test_split(
         X, y, test_size=HOLDOUT_FRACTION, stratify=y, random_state=seed
     )
     started = time.perf_counter()
     pipeline.fit(X_train, y_train)
     seconds = time.perf_counter() - started
-    proba = pipeline.predict_proba(X_hold)
-    predicted = pipeline.classes_[proba.argmax(axis=1)]
+    scored = score_rows(pipeline, X_hold, y_hold, point)
     metrics = {
-        "holdout_accuracy": float(np.mean(pipeline.predict(X_hold) == y_hold)),
+        "holdout_accuracy": scored.accuracy,
         "n_samples": int(X.shape[0]),
         "n_train": int(X_train.shape[0]),
         "n_holdout": int(X_hold.shape[0]),
@@ -144,8 +281,8 @@ def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int) -> _Fitted:
         pipeline=pipeline,
         classes=tuple(str(c) for c in pipeline.classes_),
         metrics=metrics,
-        confidence=proba.max(axis=1),
-        correct=predicted == y_hold,
+        scored=scored,
+        point=point,
     )
 
 
@@ -208,13 +345,14 @@ def train_from_csv(
     estimator: Estimator = "logistic",
     categorical: Sequence[str] = (),
     nullable: Sequence[str] = (),
+    declared: Declarations = NOTHING_DECLARED,
 ) -> TrainedModel:
     """Train a user model from a CSV file and save it as the CURRENT version of ``name``."""
     validate_name(name)  # fail before reading or training anything
     if estimator not in ESTIMATORS:
         raise TrainingDataError(f"estimator must be one of {', '.join(ESTIMATORS)}")
     table = read_table(path, target, categorical=categorical, nullable=nullable)
-    result = train_table(table, estimator=estimator, seed=seed)
+    result = train_table(table, estimator=estimator, seed=seed, declared=declared)
     # The path and the options (never the data) are kept so a retrain reads the same file
     # the same way.
     source: dict[str, Any] = {
@@ -232,6 +370,7 @@ def train_from_csv(
 
 def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 42) -> TrainedModel:
     """Train one bundled dataset's model and save it as its CURRENT version."""
+    declared = BUNDLED_DECLARATIONS.get(name, NOTHING_DECLARED)
     if name in TABLE_DATASETS:
         # Through the CSV path a user's file takes: same inference, same frame, same checks.
         with tempfile.TemporaryDirectory() as folder:
@@ -240,10 +379,12 @@ def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 
         # One OpenMP thread: on 3,000 rows the thread team costs more than it saves, and on a
         # busy host it spins against the service (0.8 s against 5.2 s at a first start).
         with threadpool_limits(limits=1, user_api="openmp"):
-            result = train_table(table, estimator="hist_gradient_boosting", seed=seed)
+            result = train_table(
+                table, estimator="hist_gradient_boosting", seed=seed, declared=declared
+            )
     else:
         data = load_dataset(name)
-        result = train_pipeline(data.X, data.y, data.feature_names, seed=seed)
+        result = train_pipeline(data.X, data.y, data.feature_names, seed=seed, declared=declared)
     return _save(model_path, name, result, {"kind": "bundled", "dataset": name})
 
 
@@ -251,7 +392,8 @@ def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 
     """Train a new version of ``name`` from the source its CURRENT version was trained on."""
     if name in BUNDLED_MODELS:
         return train_bundled(name, model_path, seed=seed)
-    source = load_metadata(model_path, name).get("source") or {}
+    metadata = load_metadata(model_path, name)
+    source = metadata.get("source") or {}
     if source.get("kind") == "import":
         raise TrainingDataError(
             f"model {name!r} was imported (fitted elsewhere): import a new version instead"
@@ -267,6 +409,21 @@ def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 
         estimator=source.get("estimator", "logistic"),
         categorical=source.get("categorical", ()),
         nullable=source.get("nullable", ()),
+        declared=declared_by(metadata),
+    )
+
+
+def declared_by(metadata: dict[str, Any]) -> Declarations:
+    """What a bundle declared, so a retrain declares it again (segments re-read from the data)."""
+    point = metadata.get("operating_point") or {}
+    return Declarations(
+        segments=declaration_text(metadata.get("segments") or []) or None,
+        positive_class=point.get("positive_class"),
+        threshold=point.get("threshold"),
+        # What it holds was accepted once: a retrain keeps it even if the default cap is lower.
+        max_segment_groups=max(
+            MAX_SEGMENT_GROUPS, sum(len(s["groups"]) for s in metadata.get("segments") or [])
+        ),
     )
 
 
@@ -285,6 +442,9 @@ def _save(
         metrics=result.metrics,
         profile=result.profile,
         source=source,
+        operating_point=result.operating_point.to_dict(),
+        segments=result.segments,
+        baseline=result.baseline,
     )
     return TrainedModel(version, result.metrics)
 
