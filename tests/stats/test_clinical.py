@@ -312,7 +312,15 @@ def test_estimated_by_hand_with_probabilities_taken_as_calibrated() -> None:
     tpr = np.concatenate(([0], np.cumsum(p1))) / exp_pos
     fpr = np.concatenate(([0], np.cumsum(1 - p1))) / (1 - p1).sum()
     assert e.roc_auc.value == pytest.approx(np.trapezoid(tpr, fpr))
-    assert e.n == 4 and all(x.stderr is not None for x in e.recall.values())
+    assert e.n == 4
+    # Delta method: precision TP/2 with TP a sum of Bernoulli(q) over the 2 flagged rows;
+    # recall TP/P linearised around (E[TP], E[P]).
+    v = p1 * (1 - p1)
+    assert e.precision["malignant"].stderr == pytest.approx(math.sqrt(v[:2].sum()) / 2)
+    flagged = np.array([1.0, 1.0, 0.0, 0.0])
+    rec = exp_tp / exp_pos
+    se = math.sqrt(np.sum(v * np.square(flagged - rec))) / exp_pos
+    assert e.recall["malignant"].stderr == pytest.approx(se)
 
 
 def test_estimates_and_their_stderr_match_labels_drawn_from_calibrated_probabilities() -> None:
@@ -341,7 +349,7 @@ def test_estimates_and_their_stderr_match_labels_drawn_from_calibrated_probabili
         values = np.asarray(seen[name])
         assert x.value is not None and x.stderr is not None
         assert np.mean(values) == pytest.approx(x.value, abs=0.003), name
-        assert x.stderr == pytest.approx(np.std(values), rel=0.15), name
+        assert x.stderr == pytest.approx(np.std(values), rel=0.1), name
         inside = np.mean(np.abs(values - x.value) <= 1.96 * x.stderr)
         assert 0.93 <= inside <= 0.97, (name, inside)
 
@@ -362,7 +370,10 @@ def test_estimated_multiclass_matches_drawn_labels() -> None:
     for j, c in enumerate(THREE):
         assert e.recall[c].value == pytest.approx(np.mean(np.asarray(recalls)[:, j]), abs=0.01)
     assert e.roc_auc.value == pytest.approx(np.mean(aucs), abs=0.005)
-    assert e.roc_auc.stderr == pytest.approx(np.std(aucs), rel=0.25)
+    assert e.roc_auc.stderr == pytest.approx(np.std(aucs), rel=0.15)
+    for j, c in enumerate(THREE):
+        spread = np.std(np.asarray(recalls)[:, j])
+        assert e.recall[c].stderr == pytest.approx(spread, rel=0.15)
 
 
 def test_calibration_map_from_the_profile_moves_the_estimate() -> None:
@@ -441,13 +452,6 @@ def test_estimated_edge_cases() -> None:
     assert few.recall["malignant"] == Estimate(None, None, 8)  # 10 x 0.7 + 10 x 0.1
     assert few.precision["malignant"].value == pytest.approx(0.7)  # 10 predicted
     assert few.roc_auc.value is not None
-    # Seeded: the same call gives the same standard errors, another seed other ones.
-    assert estimated(**window) == few
-    assert estimated(**window, seed=1).roc_auc.stderr != few.roc_auc.stderr
-    with pytest.raises(ValueError, match="resamples"):
-        estimated(
-            ["benign"], [[0.5, 0.5]], BINARY, calibration=None, positive_class=None, resamples=1
-        )
 
 
 # --- estimation under covariate shift on the bundled diagnostic data -------------------------
