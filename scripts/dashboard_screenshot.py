@@ -22,9 +22,11 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+# Every panel answered, and the live series (CPU, memory, error rate: one point per 10 s
+# refresh, kept by the page) have a minute of points to draw.
 SETTLED = (
     "[...document.querySelectorAll('.panel')].every((p) => p.dataset.state !== 'loading') "
-    "&& Number(document.querySelector('#panel-cpu').dataset.points) >= 2"
+    "&& Number(document.querySelector('#panel-cpu').dataset.points) >= 7"
 )
 
 
@@ -35,7 +37,7 @@ def main() -> int:
                         "(default: NEXUS_MONITOR_KEY, then data/api_key)")  # fmt: skip
     parser.add_argument("--model", default="diagnostic", help="model of the clinical section")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
-    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     key = args.key or Path("data/api_key").read_text(encoding="utf-8").strip()
     with sync_playwright() as pw:

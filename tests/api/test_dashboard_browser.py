@@ -238,8 +238,8 @@ def _check_drift_and_latency(page: Any, base: str) -> None:
         f"drift limit (PSI {overview['drift_threshold']})",
     }
     labels, _ = _chart(page, "latency")
-    assert labels is not None and labels[0] == "request, end-to-end"
-    assert "diagnostic: model compute" in labels
+    assert labels is not None and labels[0] == ["request", "end-to-end"]
+    assert ["diagnostic", "compute"] in labels
 
 
 def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:

@@ -388,7 +388,7 @@ def test_panels_draw_exactly_what_the_api_answers() -> None:
 
             # Latency: end-to-end requests and model compute, each named, in ms.
             labels, latency = _datasets(page, "latency")
-            assert labels == ["request, end-to-end", "diabetes_risk: model compute"]
+            assert labels == [["request", "end-to-end"], ["diabetes_risk", "compute"]]
             assert latency["P50"] == [pytest.approx(3.1), pytest.approx(0.04)]
             assert latency["P99"] == [pytest.approx(9.5), pytest.approx(0.12)]
 

@@ -160,9 +160,10 @@ const PREDICT_ROUTE = "POST /api/v1/models/{name}/predict";
 function drawLatency() {
   const models = (latency.compute ?? []).filter((m) => m.count > 0);
   const request = latency.request?.[PREDICT_ROUTE];
+  // Two-line names (Chart.js draws an array as lines) stay readable without rotation.
   const rows = [
-    ...(request ? [["request, end-to-end", request]] : []),
-    ...models.map((m) => [`${m.model}: model compute`, m.latency_seconds]),
+    ...(request ? [[["request", "end-to-end"], request]] : []),
+    ...models.map((m) => [[m.model, "compute"], m.latency_seconds]),
   ];
   const ms = (v) => (v == null ? null : v * 1000);
   const datasets = ["p50", "p95", "p99"].map((q, i) => ({
@@ -177,6 +178,7 @@ function drawLatency() {
     // Log scale: a request takes milliseconds, the model's share of it tens of microseconds.
     {
       scales: {
+        x: { ticks: { autoSkip: false, maxRotation: 0, font: { size: 9 } } },
         y: {
           type: "logarithmic",
           title: { display: true, text: "ms (log scale)" },
@@ -188,7 +190,7 @@ function drawLatency() {
   );
   setDetails("latency", [
     ["end-to-end: a POST predict request (one or a batch), arrival to response, since start"],
-    ["model compute: the model's time per prediction, last 24 h"],
+    ["<model> compute: the model's own time per prediction, last 24 h"],
   ]);
   const points = datasets.flatMap((d) => d.data).filter((v) => v != null).length;
   setState("latency", points ? "ready" : "empty", points);
