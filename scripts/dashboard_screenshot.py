@@ -1,8 +1,8 @@
 """Take docs/dashboard.png from a running service (the README's picture).
 
-    make run                                     # one terminal
-    nexus-ml simulate --duration 600 --rate 5 --feedback-rate 0.7 --shift bmi=0.8   # another
-    .venv/bin/python scripts/dashboard_screenshot.py --model diagnostic
+    make run                                                    # one terminal
+    nexus-ml simulate --duration 600 --rate 6 --feedback-rate 0.7   # another
+    .venv/bin/python scripts/dashboard_screenshot.py --model diabetes_risk
 
 Give the service traffic first (a few minutes of `nexus-ml simulate`, with feedback, and a
 model-quality run: `POST /api/v1/monitoring/drift/run` or its interval), so every chart has a
