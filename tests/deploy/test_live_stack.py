@@ -123,6 +123,9 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
             "ML_DRIFT_INTERVAL_SECONDS": "2",
             "ML_DRIFT_WINDOW_SIZE": str(WINDOW),
             "ML_DRIFT_MIN_WINDOW": "100",
+            # 60 labels over two models: enough for every clinical gauge (and so every
+            # dashboard query) to carry a value at this minimum count.
+            "ML_CLINICAL_MIN_COUNT": "5",
             "ML_WRITER_FLUSH_SECONDS": "0.1",
             "ML_SHUTDOWN_GRACE_SECONDS": "5",
             **OVERRIDES,
