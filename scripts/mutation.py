@@ -73,6 +73,9 @@ MODULES: dict[str, Module] = {
     "performance": Module(
         "src/nexus_ml/stats/performance.py", ("tests/stats/test_performance.py",)
     ),
+    "clinical": Module("src/nexus_ml/stats/clinical.py", ("tests/stats/test_clinical.py",)),
+    "cbpe": Module("src/nexus_ml/stats/cbpe.py", ("tests/stats/test_clinical.py",)),
+    "intervals": Module("src/nexus_ml/stats/intervals.py", ("tests/stats/test_clinical.py",)),
     "auth": Module(
         "src/nexus_ml/api/auth.py",
         (

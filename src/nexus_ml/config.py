@@ -144,9 +144,12 @@ class Settings(BaseSettings):
     segment_max_groups: int = Field(
         default=16,
         ge=1,
-        le=1000,
-        description="Most segment groups (over all declared features) a model may declare: "
-        "bounds the segment label of the clinical gauges.",
+        # A bundle holds at most 64 groups (ml.segments.MAX_STORED_SEGMENT_GROUPS; config sits
+        # below ml, so the number is repeated here): a larger setting could never be used.
+        le=64,
+        description="Most segment groups (over all declared features) reported per model: "
+        "bounds the segment label of the clinical gauges; a bundle declaring more has the "
+        "first ones reported, in declared order.",
     )
     alert_interval_seconds: float = Field(
         default=15.0, gt=0, description="In-process alert evaluation period."

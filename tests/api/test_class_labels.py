@@ -27,7 +27,8 @@ def _csv(path: Path, labels: list[str]) -> Path:
         w = csv.writer(fh)
         w.writerow(["age", "sex", "bmi", "outcome"])
         for i in range(80):
-            w.writerow([*d.X[i, :3].tolist(), labels[int(d.X[i, 2] > 0)]])
+            # BMI in kg/m2 (the unscaled data): above the dataset's median of ~25.7 or not.
+            w.writerow([*d.X[i, :3].tolist(), labels[int(d.X[i, 2] > 25.7)]])
     return path
 
 
@@ -39,12 +40,12 @@ def test_longest_and_non_ascii_labels_are_stored_and_take_feedback(
     train_from_csv(
         _csv(tmp_path / "d.csv", [LONGEST, ACCENTED]), "outcome", "mine", settings.model_path
     )
-    row = {"age": 0.03, "sex": 0.05, "bmi": 0.06}
+    row = {"age": 50, "sex": 1, "bmi": 32.0}
     with TestClient(create_app(settings, registry=registry)) as client:
         url = "/api/v1/models/mine/predict"
         one = client.post(url, json={"features": row}, headers=auth("predict"))
         many = client.post(
-            url, json={"instances": [row, {**row, "bmi": -0.06}]}, headers=auth("predict")
+            url, json={"instances": [row, {**row, "bmi": 20.0}]}, headers=auth("predict")
         )
         assert one.status_code == 200 and many.status_code == 200, (one.text, many.text)
         answers = [one.json(), *many.json()["predictions"]]

@@ -171,6 +171,13 @@ def test_report_and_performance_percentiles_equal_numpy(client: TestClient) -> N
     assert [d["latency_seconds"][q] for q in ("p50", "p95", "p99")] == [float(x) for x in want]
     assert d["accuracy"] == {"value": 1.0, "n": 6}
     assert 0.9 < d["holdout_accuracy"] <= 1.0
+    # LowModelAccuracy's limit per model: diagnostic keeps the floor, diabetes_risk (validated
+    # below it) is held to its own baseline minus the tolerance.
+    assert d["accuracy_limit"] == perf["accuracy_threshold"] == 0.8
+    diabetes = next(m for m in perf["models"] if m["model"] == "diabetes_risk")
+    validated = service_of(client).models.get("diabetes_risk").info.baseline.accuracy.value
+    assert validated < 0.8
+    assert diabetes["accuracy_limit"] == pytest.approx(validated - 0.1)
 
 
 def test_timeline_counts_stored_predictions(client: TestClient) -> None:
@@ -242,6 +249,12 @@ def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:
     )
     assert rows_["cpu_usage_critical"]["severity"] == "critical"
     assert rows_["availability_slo"]["severity"] == "critical"  # fast burn pages
+    # A guard key lists the alerts it guards, not only a limit or a `for` key.
+    assert [a["name"] for a in rows_["clinical_min_samples"]["alerts"]] == [
+        "SensitivityDrop",
+        "SubgroupPerformanceGap",
+    ]
+    assert [a["name"] for a in rows_["accuracy_min_samples"]["alerts"]] == ["LowModelAccuracy"]
     url = M + "/config/thresholds"
     assert client.put(url, json={"cpu_usage_high": 70}).status_code == 401
     assert client.put(url, json={"cpu_usage_high": 70}, headers=auth("monitor")).status_code == 403

@@ -210,6 +210,12 @@ def test_models_listing_and_detail(client: TestClient) -> None:
     }
     assert 0.9 < detail["training_metrics"]["holdout_accuracy"] <= 1.0
     assert detail["versions"] == [detail["version"]]
+    assert (detail["positive_class"], detail["threshold"]) == ("malignant", None)
+    assert detail["segments"] == ["all"]  # no demographic feature declared
+    risk = client.get("/api/v1/models/diabetes_risk", headers=auth("predict")).json()
+    assert risk["positive_class"] == "high"
+    assert risk["segments"][:4] == ["all", "sex=1", "sex=2", "sex=other"]
+    assert "age=40-65" in risk["segments"]
     assert client.get("/api/v1/models/NOPE", headers=auth("predict")).status_code == 404
 
 

@@ -61,3 +61,32 @@ def test_a_mismatch_exits_2_naming_it_literally(
     assert "cannot import: the pipeline needs columns the CSV lacks: 'albumin'" in output
     assert "'albumin [g/dL]'" in output
     assert not (Path(env["ML_MODEL_PATH"]) / "ward").exists()
+
+
+def test_import_declares_segments_positive_class_and_threshold(
+    env: dict[str, str], files: tuple[Path, Path]
+) -> None:
+    extra = ["--segments", "site,age:0-40-65-120", "--positive-class", "no", "--threshold", "0.7"]
+    code, output = _import(env, *files, *extra)
+    assert code == 0, output
+    info = load_bundle(env["ML_MODEL_PATH"], "ward").info
+    assert info.positive_class == "no" and info.threshold == 0.7
+    assert [s.feature for s in info.segment_list()] == ["site", "age"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--segments", "ward"], "cannot import: segment 'ward': not a feature of the model"),
+        (["--segments", "hba1c"], "segment hba1c: a numeric feature with more than 10"),
+        (["--positive-class", "maybe"], "the positive class is not one of the target's classes"),
+        (["--threshold", "0"], "the threshold must lie strictly between 0 and 1"),
+    ],
+)
+def test_bad_declarations_exit_2(
+    env: dict[str, str], files: tuple[Path, Path], extra: list[str], message: str
+) -> None:
+    code, output = _import(env, *files, *extra)
+    assert code == 2
+    assert message in output
+    assert not (Path(env["ML_MODEL_PATH"]) / "ward").exists()

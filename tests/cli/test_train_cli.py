@@ -44,14 +44,67 @@ def test_train_takes_an_estimator_and_declared_types(tmp_path: Path, env: dict[s
     [
         (["--estimator", "svm"], "estimator must be one of"),
         (["--categorical", "nope"], "--categorical: 'nope' is not a feature column"),
+        (["--segments", "weight"], "cannot train: segment 'weight': not a feature of the model"),
+        (["--segments", "age:65-40"], "segment age: edges must be strictly increasing"),
+        (["--segments", "age:0-x"], "segment age: bin edges must be numbers joined by '-'"),
+        (["--positive-class", "z"], "the positive class is not one of the target's classes"),
+        (["--threshold", "1"], "the threshold must lie strictly between 0 and 1"),
+        (["--threshold", "-0.5"], "the threshold must lie strictly between 0 and 1"),
     ],
 )
 def test_train_refuses_with_a_message_and_a_non_zero_exit(
     tmp_path: Path, env: dict[str, str], extra: list[str], message: str
 ) -> None:
-    data = write_mixed_csv(tmp_path / "ward.csv")
+    data = write_binary_csv(tmp_path / "ward.csv")
     args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward", *extra]
     result = CliRunner().invoke(app, args, env=env)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "models" / "ward").exists()
+
+
+def test_train_declares_segments_positive_class_and_threshold(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = write_binary_csv(tmp_path / "ward.csv")
+    args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward"]
+    extra = ["--segments", "site, age:0-40-65-120", "--positive-class", "b", "--threshold", "0.3"]
+    result = CliRunner().invoke(app, [*args, *extra], env=env)
+    assert result.exit_code == 0, result.output
+    info = load_bundle(tmp_path / "models", "ward").info
+    assert info.positive_class == "b" and info.threshold == 0.3
+    assert [s.feature for s in info.segment_list()] == ["site", "age"]
+    assert info.segment_list()[1].edges == (0.0, 40.0, 65.0, 120.0)
+    assert info.baseline is not None
+
+
+def test_a_threshold_on_a_multiclass_target_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
+    data = write_mixed_csv(tmp_path / "ward.csv")
+    args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward"]
+    result = CliRunner().invoke(app, [*args, "--threshold", "0.4"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "apply to binary models only; the target has 3 classes" in " ".join(
+        result.output.split()
+    )
+
+
+def test_a_threshold_that_is_not_a_number_is_a_usage_error(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = write_binary_csv(tmp_path / "ward.csv")
+    args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward"]
+    result = CliRunner().invoke(app, [*args, "--threshold", "high"], env=env)
+    assert result.exit_code == 2
+    assert not (tmp_path / "models" / "ward").exists()
+
+
+def write_binary_csv(path: Path) -> Path:
+    """The mixed CSV with its three classes folded into two (a: 'a', b: 'b' and 'c')."""
+    source = write_mixed_csv(path.with_suffix(".mixed.csv"))
+    lines = source.read_text().splitlines()
+    folded = [lines[0]] + [
+        line[: line.rindex(",")] + ("," + ("a" if line.endswith(",a") else "b"))
+        for line in lines[1:]
+    ]
+    path.write_text("\n".join(folded) + "\n")
+    return path

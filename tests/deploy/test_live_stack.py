@@ -123,8 +123,9 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
             "ML_DRIFT_INTERVAL_SECONDS": "2",
             "ML_DRIFT_WINDOW_SIZE": str(WINDOW),
             "ML_DRIFT_MIN_WINDOW": "100",
-            # 60 labels over two models: enough for every clinical gauge (and so every
-            # dashboard query) to carry a value at this minimum count.
+            # The test labels 60 predictions: with a value per class and segment from 5
+            # rows, every clinical gauge the alert rules and the dashboards read is exported
+            # (the alerts' own minimum counts, 100 and 200 labelled, keep them quiet).
             "ML_CLINICAL_MIN_COUNT": "5",
             "ML_WRITER_FLUSH_SECONDS": "0.1",
             "ML_SHUTDOWN_GRACE_SECONDS": "5",

@@ -96,6 +96,14 @@ def test_promtool_unit_tests_follow_overrides(
         disk_usage_high_for=0,
         db_connection_errors_window="10m",
         db_connection_errors_for="2m",
+        # The clinical limits: at-the-limit cases must hit the rule's float exactly here too.
+        sensitivity_drop_tolerance=0.08,
+        subgroup_gap_tolerance=0.15,
+        calibration_error_tolerance=0.02,
+        accuracy_baseline_tolerance=0.07,
+        clinical_min_samples=40,
+        calibration_min_samples=500,
+        subgroup_gap_for="5m",
     )
     (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
     (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml(t))
@@ -158,6 +166,32 @@ def test_promtool_catches_a_drifted_threshold(
     result = _run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path)
     assert result.returncode != 0
     assert "HighCPUUsage" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "alert"),
+    [
+        ({"sensitivity_drop_tolerance": 0.04}, "SensitivityDrop"),
+        ({"subgroup_gap_tolerance": 0.11}, "SubgroupPerformanceGap"),
+        ({"calibration_error_tolerance": 0.06}, "CalibrationDrift"),
+        ({"accuracy_baseline_tolerance": 0.09}, "LowModelAccuracy"),
+        ({"clinical_min_samples": 101}, "SubgroupPerformanceGap"),
+        ({"calibration_min_samples": 201}, "CalibrationDrift"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else v,
+)
+def test_promtool_catches_a_drifted_clinical_limit(
+    change: dict[str, float], alert: str, tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    # The baseline-relative cases pin each tolerance and minimum: a rule one step off fails.
+    promtool = require_tool("promtool")
+    (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(Thresholds(**change)))
+    document = render_rule_tests()  # the default cases of this alert only: a short run
+    document["tests"] = [c for c in document["tests"] if c["name"].startswith(f"{alert}:")]
+    (tmp_path / "ml_alerts_test.yml").write_text(to_yaml(document))
+    result = _run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"name: {alert}" in result.stdout + result.stderr
 
 
 def test_promtool_check_config(

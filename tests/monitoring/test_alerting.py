@@ -13,13 +13,14 @@ from nexus_ml.monitoring.alerting import (
     Measurements,
     publish_firing,
 )
-from nexus_ml.monitoring.alerts import ALERTS, ALERTS_BY_NAME
+from nexus_ml.monitoring.alerts import ALERTS, ALERTS_BY_NAME, Bounded
 from nexus_ml.render.rules import render_rules
 from nexus_ml.thresholds import Thresholds
 
 T = Thresholds()
 NOW = 1_900_000_000.0
 M = "diagnostic"
+POS, SEG = "malignant", "sex=2"
 # A healthy snapshot: nothing fires on it (checked below).
 HEALTHY = Measurements(
     cpu_percent=10,
@@ -39,6 +40,16 @@ HEALTHY = Measurements(
     db_connection_errors=0,
     prediction_rate=1.0,
     prediction_rate_by_model={M: 0.6, "other": 0.4},
+    recall={(M, POS, "all"): Bounded(0.9, 0.85, 0.94), (M, POS, SEG): Bounded(0.88, 0.8, 0.93)},
+    precision={(M, POS, "all"): Bounded(0.8, 0.75, 0.85), (M, POS, SEG): Bounded(0.79, 0.7, 0.86)},
+    calibration_error={(M, "all"): 0.04, (M, SEG): 0.2},  # segments' ECE is not compared
+    labelled_samples={(M, "all"): 500, (M, SEG): 200},
+    baseline={
+        (M, "recall", POS): 0.92,
+        (M, "calibration_error", ""): 0.03,
+        (M, "accuracy", ""): 0.96,
+    },
+    positive_classes=frozenset({(M, POS)}),
     now=NOW,
 )
 Case = tuple[str, dict[str, object], dict[str, object], dict[str, str]]
@@ -129,6 +140,24 @@ def _cases(t: Thresholds) -> list[Case]:
             {"prediction_rate_by_model": {M: 0.95, "other": 0.05}},
             {"prediction_rate_by_model": {M: 0.85, "other": 0.15}},
             {"model": M},
+        ),
+        (
+            "SensitivityDrop",  # baseline 0.92: the limit is 0.87
+            {"recall": {(M, POS, "all"): Bounded(0.8, 0.75, 0.85)}},
+            {"recall": {(M, POS, "all"): Bounded(0.86, 0.8, 0.9)}},  # the interval reaches it
+            {"model": M, "class": POS},
+        ),
+        (
+            "SubgroupPerformanceGap",  # all: 0.9 [0.85, 0.94]
+            {"recall": {**HEALTHY.recall, (M, POS, SEG): Bounded(0.7, 0.6, 0.8)}},
+            {"recall": {**HEALTHY.recall, (M, POS, SEG): Bounded(0.82, 0.75, 0.88)}},
+            {"model": M, "class": POS, "segment": SEG, "metric": "recall"},
+        ),
+        (
+            "CalibrationDrift",  # baseline 0.03: the limit is 0.08
+            {"calibration_error": {(M, "all"): 0.09}},
+            {"calibration_error": {(M, "all"): 0.07}},
+            model,
         ),
     ]
 
@@ -222,6 +251,26 @@ def test_just_inside_the_limit_never_fires(case: Case) -> None:
     [
         ("HighErrorRate", {"error_ratio": 0.5, "error_rate": 0.01}),  # one error in two requests
         ("LowModelAccuracy", {"accuracy": {M: 0.1}, "accuracy_samples": {M: 99}}),
+        (
+            "SensitivityDrop",
+            {"recall": {(M, POS, "all"): Bounded(0.5, 0.4, 0.6)}, "labelled_samples": {}},
+        ),
+        ("SensitivityDrop", {"recall": {(M, POS, "all"): Bounded(0.5, 0.4, 0.6)}, "baseline": {}}),
+        (
+            "SensitivityDrop",  # a multiclass model has no positive class
+            {"recall": {(M, POS, "all"): Bounded(0.5, 0.4, 0.6)}, "positive_classes": frozenset()},
+        ),
+        (
+            "SubgroupPerformanceGap",
+            {
+                "recall": {**HEALTHY.recall, (M, POS, SEG): Bounded(0.5, 0.4, 0.6)},
+                "labelled_samples": {(M, "all"): 500, (M, SEG): 99},
+            },
+        ),
+        (
+            "CalibrationDrift",
+            {"calibration_error": {(M, "all"): 0.5}, "labelled_samples": {(M, "all"): 199}},
+        ),
         ("DataDriftDetected", {"drift": {(M, "age"): DriftReading(5.0, False)}}),
         ("UnbalancedPredictions", {"prediction_rate_by_model": {M: 1.0}}),  # one model only
         ("UnbalancedPredictions", {"prediction_rate_by_model": {M: 0.0095, "other": 0.0001}}),

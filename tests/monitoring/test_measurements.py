@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexus_ml.monitoring.alerting import AlertEvaluator, DriftReading
+from nexus_ml.monitoring.alerts import Bounded
 from nexus_ml.monitoring.measurements import LOOKBACK_SECONDS, MetricHistory, bucket_quantile
-from nexus_ml.monitoring.metrics import LATENCY_BUCKETS, Metrics, build_metrics
+from nexus_ml.monitoring.metrics import CLINICAL_GAUGES, LATENCY_BUCKETS, Metrics, build_metrics
 from nexus_ml.thresholds import Thresholds
 
 T0 = 1_900_000_000.0
@@ -306,6 +307,77 @@ def test_gauges_max_lookback_and_drift() -> None:
     assert stale.cpu_percent is None and stale.accuracy == {}
 
 
+def _clinical_registry() -> tuple[CollectorRegistry, dict[str, Gauge]]:
+    """The service's clinical gauges (and the holdout accuracy), by metric name."""
+    m = build_metrics(CollectorRegistry())
+    gauges = {name: getattr(m, field) for field, (name, _, _) in CLINICAL_GAUGES.items()}
+    return m.registry, {**gauges, "ml_model_holdout_accuracy": m.model_holdout_accuracy}
+
+
+def test_clinical_gauges_nan_is_absent_and_bounds_join_their_value() -> None:
+    r, g = _clinical_registry()
+    g["ml_model_recall"].labels(M, "malignant", "all").set(0.9)
+    g["ml_model_recall_lower"].labels(M, "malignant", "all").set(0.85)
+    g["ml_model_recall_upper"].labels(M, "malignant", "all").set(0.94)
+    # A segment withdrawn below the minimum count: NaN, as a multiprocess gauge cannot forget.
+    for suffix in ("", "_lower", "_upper"):
+        g["ml_model_recall" + suffix].labels(M, "malignant", "sex=2").set(math.nan)
+    g["ml_model_precision"].labels(M, "benign", "age=40-65").set(0.7)  # no bounds exported
+    g["ml_model_calibration_error"].labels(M, "all").set(0.04)
+    g["ml_model_calibration_error"].labels(M, "sex=2").set(math.nan)
+    g["ml_model_labelled_samples"].labels(M, "all").set(500)
+    g["ml_model_baseline"].labels(M, "recall", "malignant").set(0.92)
+    g["ml_model_baseline"].labels(M, "accuracy", "").set(0.96)
+    g["ml_model_baseline"].labels(M, "roc_auc", "").set(math.nan)
+    g["ml_model_positive_class"].labels(M, "malignant").set(1)
+    g["ml_model_positive_class"].labels(M, "benign").set(0)  # not `== 1`
+    g["ml_model_holdout_accuracy"].labels(M, "v1").set(0.95)
+    g["ml_model_holdout_accuracy"].labels(M, "v2").set(0.97)  # max over versions
+    h = MetricHistory()
+    h.record(r.collect(), T0)
+    got = h.measurements([M], T0 + 10)
+    assert got.recall == {(M, "malignant", "all"): Bounded(0.9, 0.85, 0.94)}
+    assert got.precision == {(M, "benign", "age=40-65"): Bounded(0.7, None, None)}
+    assert got.calibration_error == {(M, "all"): 0.04}
+    assert got.labelled_samples == {(M, "all"): 500}
+    assert got.baseline == {(M, "recall", "malignant"): 0.92, (M, "accuracy", ""): 0.96}
+    assert got.positive_classes == frozenset({(M, "malignant")})
+    assert got.holdout_accuracy == {M: 0.97}
+    stale = h.measurements([M], T0 + LOOKBACK_SECONDS + 1)
+    assert stale.recall == {} and stale.baseline == {} and stale.positive_classes == frozenset()
+
+
+def test_a_withdrawn_segment_raises_no_alert_in_process() -> None:
+    # The segment's recall was far below the whole's, then fell under the minimum count:
+    # the job sets NaN and the gap alert must clear, not stay on the last number.
+    r, g = _clinical_registry()
+    recall = [g["ml_model_recall" + s] for s in ("", "_lower", "_upper")]
+    for gauge, v in zip(recall, (0.9, 0.85, 0.94), strict=True):
+        gauge.labels(M, "malignant", "all").set(v)
+    for gauge, v in zip(recall, (0.5, 0.4, 0.6), strict=True):
+        gauge.labels(M, "malignant", "sex=2").set(v)
+    g["ml_model_labelled_samples"].labels(M, "all").set(1000)
+    g["ml_model_labelled_samples"].labels(M, "sex=2").set(300)
+    t = Thresholds(subgroup_gap_for=0)
+    ev = AlertEvaluator(t, clock=lambda: 0.0, wall_clock=lambda: T0)
+    h = MetricHistory()
+    h.record(r.collect(), T0)
+
+    def gaps(now: float) -> list[tuple[str, str, float]]:
+        alerts = ev.evaluate(h.measurements([M], now, thresholds=t))
+        return [
+            (a.labels["segment"], a.state, a.value)
+            for a in alerts
+            if a.name == "SubgroupPerformanceGap"
+        ]
+
+    assert gaps(T0) == [("sex=2", "firing", 0.5)]
+    for gauge in recall:
+        gauge.labels(M, "malignant", "sex=2").set(math.nan)
+    h.record(r.collect(), T0 + 15)
+    assert gaps(T0 + 15) == []
+
+
 def test_old_snapshots_are_dropped_and_a_clock_step_back_is_survived() -> None:
     m = build_metrics(CollectorRegistry())
     h = MetricHistory(max_age_seconds=60)
@@ -325,7 +397,7 @@ def test_multiprocess_collector_snapshots(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry, Gauge
         from nexus_ml.monitoring.metrics import build_metrics
         m = build_metrics(CollectorRegistry())
         n = int(sys.argv[1])

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import confidence_profile
 from nexus_ml.ml.training import train_pipeline
-from nexus_ml.stats.cbpe import calibrated_proba
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
 from nexus_ml.stats.clinical import (
     Estimate,
     Interval,
@@ -29,7 +29,7 @@ from nexus_ml.stats.clinical import (
     proportion,
     realised,
 )
-from nexus_ml.stats.intervals import auc_delong, auc_interval, wilson_interval
+from nexus_ml.stats.intervals import auc_delong, auc_interval, macro_auc_delong, wilson_interval
 from nexus_ml.stats.performance import ConfidenceEstimator
 
 BINARY = ["benign", "malignant"]
@@ -118,6 +118,21 @@ def test_wilson_equals_scipy() -> None:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
+    assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
+    with pytest.raises(ValueError, match="successes"):
+        proportion(5, 4)
+
+
+def test_class_names_that_look_like_numbers() -> None:
+    """Labels "0"/"1" may arrive as numbers; they are compared by their names."""
+    r = realised(
+        [0, 1, 1],
+        ["1", "1", "0"],
+        [[0.2, 0.8], [0.3, 0.7], [0.6, 0.4]],
+        ["0", "1"],
+        positive_class="1",
+    )
+    assert r.classes["1"].recall.value == 0.5 and r.classes["1"].precision.value == 0.5
 
 
 def test_delong_auc_equals_scikit_learn_with_ties() -> None:
@@ -199,7 +214,7 @@ def test_to_dict_is_json_without_nan() -> None:
     back = json.loads(json.dumps(d, allow_nan=False))
     assert list(back["classes"]) == THREE and len(back["reliability"]) == 10
     assert set(back["classes"]["a"]) == {"recall", "precision", "f1", "prevalence", "positive_rate"}
-    assert back["roc_auc"]["lower"] is None  # multiclass: no interval
+    assert back["roc_auc"]["lower"] < back["roc_auc"]["value"] < back["roc_auc"]["upper"]
 
 
 @pytest.mark.parametrize(
@@ -274,6 +289,36 @@ def test_realised_intervals_cover_the_truth_95_percent_of_the_time() -> None:
             covered[name] += iv.lower <= truth[name] <= iv.upper
     coverage = {name: c / 1000 for name, c in covered.items()}
     assert all(0.93 <= c <= 0.97 for c in coverage.values()), coverage
+
+
+def test_macro_auc_interval_covers_the_truth_95_percent_of_the_time() -> None:
+    """Three classes, 1,000 windows of 300 rows through realised(); the true macro one-vs-rest
+    AUC from 200,000 rows of the same generator (its own error ~0.001)."""
+
+    def window(n: int) -> tuple[np.ndarray, np.ndarray]:
+        act = rng.integers(0, 3, size=n)
+        logits = rng.normal(size=(n, 3)) + (act[:, None] == np.arange(3))
+        proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return np.asarray(THREE)[act], proba
+
+    rng = np.random.default_rng(4)
+    big_actual, big_proba = window(200_000)
+    truth = roc_auc_score(big_actual, big_proba, multi_class="ovr", labels=THREE)
+    covered = 0
+    for _ in range(1000):
+        actual, proba = window(300)
+        predicted = np.asarray(THREE)[proba.argmax(axis=1)]
+        auc = realised(actual, predicted, proba, THREE, positive_class=None).roc_auc
+        assert auc.lower is not None and auc.upper is not None
+        covered += auc.lower <= truth <= auc.upper
+    assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_macro_auc_of_two_classes_is_delong() -> None:
+    actual, _, proba, _ = _traffic(300, BINARY, seed=9)
+    act = (actual == "malignant").astype(int)
+    auc, se = auc_delong(proba[:, 1], act == 1)
+    assert macro_auc_delong(proba, act) == pytest.approx((float(auc), float(se)))
 
 
 def test_auc_interval_holds_coverage_near_one_and_at_perfect_separation() -> None:
@@ -394,22 +439,32 @@ def test_calibration_map_from_the_profile_moves_the_estimate() -> None:
     assert same == cal
 
 
-def test_a_threshold_serving_the_other_class_gets_the_complement() -> None:
-    """Under a screening threshold (malignant if P >= 0.3) a row at P(malignant) = 0.4 is
-    served as malignant although benign is the top class: P(malignant) = 1 - cal(0.6)."""
-    profile = {"confidence": {"calibration": {"x": [0.5, 1.0], "y": [0.5, 0.8]}}}
-    q = calibrated_proba(np.array([[0.6, 0.4], [0.2, 0.8]]), profile)
-    assert q[0] == pytest.approx([0.56, 0.44])  # cal(0.6) = 0.56 for the top class (benign)
-    assert q[1] == pytest.approx([1 - 0.68, 0.68])  # cal(0.8) = 0.68 for malignant
+def test_under_a_threshold_the_served_class_gets_the_calibrated_confidence() -> None:
+    """A screening threshold (malignant if P >= 0.3): a row at P(malignant) = 0.4 is served as
+    malignant although benign is the top class. Training fits the map on the served class's
+    probability, so the served class is the one calibrated: P(malignant) = cal(0.4)."""
+    profile = {"confidence": {"calibration": {"x": [0.0, 1.0], "y": [0.2, 0.9]}}}
+    proba = np.array([[0.6, 0.4], [0.2, 0.8]])
+    served = np.array([1, 1])
+    q = calibrated_proba(proba, profile, served=served)
+    assert q[0] == pytest.approx([0.52, 0.48])  # cal(0.4) = 0.48 for malignant, served
+    assert q[1] == pytest.approx([0.24, 0.76])  # cal(0.8) = 0.76
+    assert calibrated_proba(proba, profile)[0] == pytest.approx([0.62, 0.38])  # argmax: benign
     e = estimated(
-        ["malignant", "malignant"],
-        [[0.6, 0.4], [0.2, 0.8]],
-        BINARY,
-        calibration=profile,
-        positive_class="malignant",
+        ["malignant", "malignant"], proba, BINARY, calibration=profile, positive_class="malignant"
     )
-    assert e.precision["malignant"].value == pytest.approx((0.44 + 0.68) / 2)
+    assert e.precision["malignant"].value == pytest.approx((0.48 + 0.76) / 2)
     assert e.recall["malignant"].value == pytest.approx(1.0)  # every row is flagged
+
+
+def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
+    """Area under the expected ROC curve = sum over pairs of q_i (1 - q_j) for s_i > s_j, half
+    for ties (a multiclass column ties scores whose rows have different calibrated q)."""
+    s = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.2])
+    q = np.array([0.9, 0.1, 0.8, 0.4, 0.3, 0.05])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
 
 
 def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:

@@ -248,9 +248,8 @@ def test_profile_and_raw_fit_place_tie_aware_edges_alike(seed: int) -> None:
     heavy = rng.choice(counts.size, size=rng.integers(1, 6), replace=False)
     counts[heavy] = rng.integers(counts.sum() // 20, counts.sum() // 3, size=heavy.size)
     values = np.cumsum(rng.uniform(0.01, 1.0, size=counts.size))
-    np.testing.assert_array_equal(
-        ml_profile.decile_gaps(values, counts), drift_methods.decile_gaps(values, counts)
-    )
+    # One rule, not two copies held equal (ml may use stats since issue 14).
+    assert ml_profile.decile_gaps is drift_methods.decile_gaps
     ref = np.repeat(values, counts)
     raw = drift_methods.PSI().fit(ref)
     feat = build_profile(ref[:, None], ["x"])["features"]["x"]

@@ -99,6 +99,20 @@ class ModelDetail(ModelSummary):
     features: list[FeatureInfo]
     training_metrics: dict[str, Any]
     versions: list[str]
+    positive_class: str | None = Field(
+        default=None,
+        description="Binary models: the class whose recall is the sensitivity (null: multiclass).",
+    )
+    threshold: float | None = Field(
+        default=None,
+        description="Served as the positive class when its probability is at least this "
+        "(null: the most probable class).",
+    )
+    segments: list[str] = Field(
+        default_factory=list,
+        description="The closed set of segment labels its clinical metrics are reported for "
+        "(`all`, then `<feature>=<group>`).",
+    )
 
 
 class FeedbackRequest(BaseModel):

@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 
 from nexus_ml.cli.console import problem
-from nexus_ml.cli.main import _column_list, _settings, app, console
+from nexus_ml.cli.main import (
+    PositiveClassOption,
+    SegmentsOption,
+    ThresholdOption,
+    _column_list,
+    _settings,
+    app,
+    console,
+    declarations,
+)
 
 
 @app.command("import")
@@ -35,6 +44,9 @@ def import_model(
     nullable: Annotated[
         str, typer.Option(help="Comma-separated columns that may be missing (null) at serving.")
     ] = "",
+    segments: SegmentsOption = "",
+    positive_class: PositiveClassOption = None,
+    threshold: ThresholdOption = None,
 ) -> None:
     """Import a scikit-learn pipeline fitted elsewhere (on a pandas DataFrame) as a bundle."""
     from nexus_ml.ml.bundle import BundleError
@@ -51,6 +63,7 @@ def import_model(
             settings.model_path,
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
+            declared=declarations(segments, positive_class, threshold),
         )
     except (ImportRefused, BundleError, TrainingDataError) as exc:
         console.print(problem("cannot import:", exc))

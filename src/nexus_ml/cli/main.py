@@ -13,6 +13,7 @@ from nexus_ml.cli.console import make_console, problem, progress_bar
 from nexus_ml.config import Settings
 
 if TYPE_CHECKING:
+    from nexus_ml.ml.operating import Declarations
     from nexus_ml.thresholds import Thresholds
 
 app = typer.Typer(
@@ -150,6 +151,41 @@ def _column_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# What a model declares beyond its data, shared by `train` and `import`.
+SegmentsOption = Annotated[
+    str,
+    typer.Option(
+        help="Segment features its metrics are reported for: categories or numeric values by "
+        "name, numeric bins with edges, e.g. 'sex,age:0-40-65-120'."
+    ),
+]
+PositiveClassOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Binary models: the class whose recall is the sensitivity (default: 1, true, yes "
+        "or positive if the classes are such a pair, else the rarer class)."
+    ),
+]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Binary models: serve the positive class when its probability is at least this "
+        "(strictly between 0 and 1; default: the most probable class)."
+    ),
+]
+
+
+def declarations(
+    segments: str, positive_class: str | None, threshold: float | None
+) -> Declarations:
+    """What the options declare (ml imported here: `nexus-ml --help` stays light)."""
+    from nexus_ml.ml.operating import Declarations
+
+    return Declarations(
+        segments=segments or None, positive_class=positive_class, threshold=threshold
+    )
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -167,6 +203,9 @@ def train(
     nullable: Annotated[
         str, typer.Option(help="Comma-separated columns that may be missing (null) at serving.")
     ] = "",
+    segments: SegmentsOption = "",
+    positive_class: PositiveClassOption = None,
+    threshold: ThresholdOption = None,
 ) -> None:
     """Train your own scikit-learn model from a CSV and save it as a bundle.
 
@@ -185,6 +224,7 @@ def train(
             estimator=estimator,  # type: ignore[arg-type]  # train_from_csv checks it
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
+            declared=declarations(segments, positive_class, threshold),
         )
     except (TrainingDataError, BundleError, ValueError) as exc:
         console.print(problem("cannot train:", exc))

@@ -26,7 +26,7 @@ range still lands in an outer bin (and JSON never has to carry an infinity).
 
 Bin edges are tie-aware (see ``decile_gaps``): each sits halfway between two neighbouring
 distinct values, and never right beside a value that holds a large share of the data when a
-quieter gap lies within ``TIE_TOLERANCE`` of the decile. An edge beside such a tied value turns
+quieter gap lies within 2.5 % of the rows of the decile. An edge beside such a tied value turns
 the smallest perturbation of it (a rounding, a recomputed ratio) into a large PSI: that is how
 undrifted ``diabetes_risk`` traffic flagged ``s4`` (29 % of its rows on one value, the 10th to
 30th percentiles' edge 0.02 std above it).
@@ -42,6 +42,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+# One rule for tie-aware decile edges, the profile's and a raw reference's (ml may use stats).
+from nexus_ml.stats.drift_methods import TIE_SHARE, decile_gaps
+
 PROFILE_VERSION = 1
 N_QUANTILES = 1001
 N_BINS = 10
@@ -49,12 +52,6 @@ N_BINS = 10
 MAX_DISCRETE = 4096
 # Equal-width confidence bins matching the ml_model_confidence_score histogram buckets.
 CONFIDENCE_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)
-# A decile's edge may move this share of the rows away from the decile to avoid a tied value.
-TIE_TOLERANCE = 0.025
-# A value holding at least this share of the rows counts as heavy for edge placement, and an
-# edge at least this many standard deviations from every heavy value as safe.
-TIE_SHARE = 0.005
-TIE_SAFE_STD = 0.1
 # Columns per transposed block: a contiguous copy of a few columns at a time keeps the
 # extra memory to ~8 MB per column per thread instead of a full 240 MB transpose.
 _BLOCK = 4
@@ -207,50 +204,6 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
         "bin_edges": edges.tolist(),
         "bin_counts": np.diff(np.concatenate(([0], cum[i], [n]))).tolist(),
     }
-
-
-def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
-    """Which gaps between distinct sorted values bound the decile bins: ``i`` for each edge.
-
-    ``values`` are the distinct values in ascending order, ``counts`` the rows on each; the
-    edge at ``i`` lies halfway between values ``i`` and ``i + 1``. By default it is the gap
-    just above the value holding the decile's order statistic. A value holding ``TIE_SHARE``
-    of the rows or more is heavy: an edge closer to it than ``TIE_SAFE_STD`` standard
-    deviations would let a perturbation far smaller than any real shift (a rounding, a
-    recomputed ratio) carry its rows across. So among the gaps within ``TIE_TOLERANCE`` of the
-    decile, the one nearest the decile of those at a safe distance from every heavy value is
-    taken (the farthest one if none is). A column without heavy values, or whose deciles are
-    already safe, keeps its decile edges exactly.
-
-    ``stats.drift_methods.decile_gaps`` applies the same rule to raw reference values (the
-    layers keep ``ml`` and ``stats`` apart; a test holds the two equal).
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64)
-    cum = np.cumsum(counts)
-    n = int(cum[-1])
-    at = np.floor(np.linspace(0.1, 0.9, N_BINS - 1) * (n - 1)).astype(np.intp)
-    default = np.unique(np.searchsorted(cum, at, side="right"))
-    default = default[cum[default] < n]  # the last value has no gap above it
-    heavy = values[counts >= max(2, int(np.ceil(TIE_SHARE * n)))]
-    if heavy.size == 0 or default.size == 0:
-        return default
-    mean = float(np.dot(values, counts)) / n
-    safe = TIE_SAFE_STD * np.sqrt(float(np.dot(np.square(values - mean), counts)) / n)
-    chosen = []
-    for i in default.tolist():
-        lo = int(np.searchsorted(cum, cum[i] - TIE_TOLERANCE * n, side="left"))
-        hi = int(np.searchsorted(cum, cum[i] + TIE_TOLERANCE * n, side="right"))
-        near = np.arange(min(lo, i), min(max(hi, i + 1), cum.size - 1))
-        edge = 0.5 * (values[near] + values[near + 1])
-        k = np.clip(np.searchsorted(heavy, edge), 1, heavy.size) - 1
-        gap = np.minimum(
-            np.abs(edge - heavy[k]), np.abs(heavy[np.minimum(k + 1, heavy.size - 1)] - edge)
-        )
-        # Safe gaps first (all alike), then the farthest from a heavy value; nearest of equals.
-        order = np.lexsort((np.abs(cum[near] - cum[i]), -np.minimum(gap, safe)))
-        chosen.append(int(near[order[0]]))
-    return np.unique(np.asarray(chosen, dtype=np.intp))
 
 
 def _numeric_column(col: NDArray[np.float64]) -> dict[str, Any]:

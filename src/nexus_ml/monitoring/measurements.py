@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import Metric
 
-from nexus_ml.monitoring.alerts import DriftReading, Measurements
+from nexus_ml.monitoring.alerts import Bounded, DriftReading, Measurements
+from nexus_ml.monitoring.alerts.clinical import POSITIVE
 from nexus_ml.monitoring.alerts.model import DRIFT_DECISION
 from nexus_ml.thresholds import Thresholds
 
@@ -104,6 +105,10 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float |
         count -= counts[b - 1]
         rank -= counts[b - 1]
     return start + (bounds[b] - start) * (rank / count)
+
+
+def _pairs(values: Mapping[tuple[str, ...], float]) -> dict[tuple[str, str], float]:
+    return {(k[0], k[1]): v for k, v in values.items()}
 
 
 class MetricHistory:
@@ -235,6 +240,14 @@ class MetricHistory:
     def _per_model(self, name: str, now: float) -> dict[str, float]:
         return {k[0]: v for k, v in self._gauge(name, now, ("model",)).items()}
 
+    def _bounded(self, name: str, now: float) -> dict[tuple[str, str, str], Bounded]:
+        """``<name>`` with its ``_lower``/``_upper`` bounds, by (model, class, segment)."""
+        by = ("model", "class", "segment")
+        value, lower, upper = (self._gauge(name + s, now, by) for s in ("", "_lower", "_upper"))
+        return {
+            (k[0], k[1], k[2]): Bounded(v, lower.get(k), upper.get(k)) for k, v in value.items()
+        }
+
     def _quantiles(self, name: str, q: float, window: Window | None) -> dict[str, float]:
         """``histogram_quantile(q, sum by (model, le) (rate(<name>_bucket[window])))``."""
         if window is None:
@@ -275,6 +288,7 @@ class MetricHistory:
             prediction_rate = sum(served.values()) / span
             by_model = {m: served.get((m,), 0.0) / span for m in models}
         scores = self._gauge("ml_data_drift_score", now, ("model", "feature", "method"))
+        by_segment = ("model", "segment")
         detected = self._gauge("ml_data_drift_detected", now, ("model", "feature"))
         return Measurements(
             cpu_percent=self._scalar("ml_system_cpu_usage_percent", now),
@@ -289,6 +303,23 @@ class MetricHistory:
             median_confidence=self._quantiles("ml_model_confidence_score", 0.5, w15),
             accuracy=self._per_model("ml_model_accuracy", now),
             accuracy_samples=self._per_model("ml_model_accuracy_samples", now),
+            holdout_accuracy=self._per_model("ml_model_holdout_accuracy", now),
+            recall=self._bounded("ml_model_recall", now),
+            precision=self._bounded("ml_model_precision", now),
+            calibration_error=_pairs(self._gauge("ml_model_calibration_error", now, by_segment)),
+            labelled_samples=_pairs(self._gauge("ml_model_labelled_samples", now, by_segment)),
+            baseline={
+                (k[0], k[1], k[2]): v
+                for k, v in self._gauge(
+                    "ml_model_baseline", now, ("model", "metric", "class")
+                ).items()
+            },
+            # `max by (job, model, class) (ml_model_positive_class) == 1` in the rule.
+            positive_classes=frozenset(
+                (k[0], k[1])
+                for k, v in self._gauge(POSITIVE, now, ("model", "class")).items()
+                if v == 1
+            ),
             drift={
                 (model, feature): DriftReading(
                     score=score, detected=detected.get((model, feature)) == 1.0

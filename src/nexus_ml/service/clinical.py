@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,11 +36,6 @@ log = logging.getLogger("nexus_ml.quality")
 
 # Stored feature maps -> segment label -> boolean mask over those rows ("all" included).
 Segmenter = Callable[[list[dict[str, Any]]], dict[str, NDArray[np.bool_]]]
-
-
-def whole_population(rows: list[dict[str, Any]]) -> dict[str, NDArray[np.bool_]]:
-    """The segmenter of a model declaring no segments: ``all`` only."""
-    return {ALL: np.ones(len(rows), dtype=bool)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +59,7 @@ class ClinicalEvaluator:
         positive_class: str | None,
         threshold: float | None,
         calibration: ConfidenceEstimator,
-        segmenter: Segmenter = whole_population,
+        segmenter: Segmenter,
         min_count: int,
         max_groups: int,
     ) -> None:
@@ -143,25 +138,31 @@ class ClinicalEvaluator:
         actual: list[str] | None,
     ) -> _Rows:
         """The rows whose classes and probabilities fit this model, as arrays."""
-        known = set(self.classes)
-        keep: list[int] = []
-        proba: list[list[float]] = []
-        for i, probs in enumerate(probabilities):
-            row = [probs.get(c) for c in self.classes]
-            if (
-                predicted[i] in known
-                and (actual is None or actual[i] in known)
-                and all(_finite(p) for p in row)
-            ):
-                keep.append(i)
-                proba.append([float(p) for p in row])  # type: ignore[arg-type]
         k = len(self.classes)
+        # One pass: a stored probability is the service's own float; anything else (absent,
+        # text, bool) becomes NaN and leaves its row out.
+        proba = np.fromiter(
+            (
+                v if type(v) in (float, int) else math.nan
+                for probs in probabilities
+                for v in (probs.get(c) for c in self.classes)
+            ),
+            dtype=np.float64,
+            count=len(probabilities) * k,
+        ).reshape(len(probabilities), k)
+        pred = np.asarray(predicted, dtype=str)
+        keep = np.isfinite(proba).all(axis=1) & np.isin(pred, self.classes)
+        act = None
+        if actual is not None:
+            act = np.asarray(actual, dtype=str)
+            keep &= np.isin(act, self.classes)
+            act = act[keep]
         return _Rows(
-            features=[features[i] for i in keep],
-            predicted=np.asarray([predicted[i] for i in keep], dtype=str),
-            actual=None if actual is None else np.asarray([actual[i] for i in keep], dtype=str),
-            proba=np.asarray(proba, dtype=np.float64).reshape(len(keep), k),
-            excluded=len(predicted) - len(keep),
+            features=[f for f, k in zip(features, keep.tolist(), strict=True) if k],
+            predicted=pred[keep],
+            actual=act,
+            proba=proba[keep],
+            excluded=int(keep.size - keep.sum()),
         )
 
     def _segment(
@@ -173,9 +174,9 @@ class ClinicalEvaluator:
         win_mask: NDArray[np.bool_],
     ) -> dict[str, Any]:
         """One segment's entry: realised on its labelled rows, estimated on its window rows."""
-        assert lab.actual is not None  # noqa: S101 - labelled rows always carry their label
+        actual = cast(NDArray[np.str_], lab.actual)  # labelled rows always carry their label
         real = realised(
-            lab.actual[lab_mask],
+            actual[lab_mask],
             lab.predicted[lab_mask],
             lab.proba[lab_mask],
             self.classes,
@@ -213,7 +214,3 @@ class ClinicalEvaluator:
             "calibration_error": real["calibration_error"],
             "reliability": real["reliability"],
         }
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

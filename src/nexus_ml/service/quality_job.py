@@ -181,7 +181,18 @@ class QualityJob:
 
         labelled = store.labelled_predictions(name, self._accuracy_since(), with_features=True)
         out["accuracy"] = self._export_accuracy(name, labelled)
-        out["clinical"] = self._clinical(loaded, fitted, labelled, rows)
+        try:
+            out["clinical"] = self._clinical(loaded, fitted, labelled, rows)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # a bug here must not cost the model its drift and accuracy
+            error_type = type(exc).__name__
+            m.errors_total.labels("quality", error_type).inc()
+            log.error(
+                "clinical metrics failed for one model",
+                extra={"model": name, "version": loaded.version, "error_type": error_type},
+            )
+            out["clinical_error"] = error_type
         store.save_drift_result(
             name,
             loaded.version,

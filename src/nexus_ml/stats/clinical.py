@@ -17,9 +17,9 @@ Conventions, decided here:
   (scikit-learn reports 0 with a warning when it has none) — prevalence = actual / n, positive
   rate = predicted / n (the alert burden). Proportions carry 95 % Wilson intervals.
 - ROC AUC: binary, of the positive class's probability (the same number for either class when
-  the rows sum to 1), with a DeLong interval on the logit scale; multiclass, the macro
-  one-vs-rest mean, defined only when every class occurs (as in scikit-learn), without an
-  interval (the one-vs-rest AUCs share rows; DeLong's covariance does not cover their mean).
+  the rows sum to 1); multiclass, the macro one-vs-rest mean, defined only when every class
+  occurs (as in scikit-learn). Both with a DeLong interval on the logit scale (for the macro
+  mean, DeLong's terms averaged per row over the classes: ``intervals.macro_auc_delong``).
 - Brier score: half the squared distance between the probability vector and the one-hot label,
   averaged — for a binary model exactly ``brier_score_loss`` on P(positive), for multiclass
   ``brier_score_loss(..., scale_by_half=True)``; both lie in [0, 1].
@@ -45,7 +45,12 @@ from nexus_ml.stats.cbpe import (
     expected_auc,
     standard_errors,
 )
-from nexus_ml.stats.intervals import auc_delong, auc_interval, wilson_interval
+from nexus_ml.stats.intervals import (
+    auc_delong,
+    auc_interval,
+    macro_auc_delong,
+    wilson_interval,
+)
 
 N_RELIABILITY_BINS = 10
 RELIABILITY_EDGES = np.round(np.linspace(0.0, 1.0, N_RELIABILITY_BINS + 1), 2)
@@ -177,6 +182,8 @@ class Estimated:
 def proportion(successes: int, trials: int, *, min_count: int = 1) -> Interval:
     """A proportion with its 95 % Wilson interval (None below ``min_count`` trials)."""
     _check_min_count(min_count)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
     return _proportions(np.array([successes]), np.array([trials]), min_count)[0]
 
 
@@ -223,7 +230,7 @@ def realised(
         )
         for j, c in enumerate(labels)
     }
-    enough = n >= min_count and n > 0
+    enough = n >= min_count  # min_count >= 1, so never on an empty window
     onehot = act[:, None] == np.arange(k)
     brier = float(np.mean(np.sum(np.square(p - onehot), axis=1)) / 2.0) if enough else None
     if pos is not None:
@@ -276,7 +283,7 @@ def estimated(
     n = int(pred.size)
     p = _check_proba(proba, n, k)
     _check_min_count(min_count)
-    q = calibrated_proba(p, calibration)
+    q = calibrated_proba(p, calibration, served=pred)
     rows = np.arange(n)
     n_pred = np.bincount(pred, minlength=k)
     exp_tp = np.bincount(pred, weights=q[rows, pred], minlength=k)
@@ -308,15 +315,17 @@ def _realised_auc(
     p: NDArray[np.float64], act: NDArray[np.intp], pos: int | None, min_count: int
 ) -> Interval:
     n, k = p.shape
-    if n < min_count or n == 0:
+    if n < min_count:
         return Interval(None, None, None, n)
     if pos is not None:
         y = act == pos
         auc, se = auc_delong(p[:, pos], y)
         lo, hi = auc_interval(auc, se, np.count_nonzero(y), n - np.count_nonzero(y))
         return Interval(_num(auc), _num(lo), _num(hi), n)
-    aucs, _ = auc_delong(p.T, act[None, :] == np.arange(k)[:, None])
-    return Interval(_num(np.mean(aucs)), None, None, n)  # NaN (-> None) if a class is absent
+    macro, macro_se = macro_auc_delong(p, act)
+    smallest = int(np.bincount(act, minlength=k).min())
+    lo, hi = auc_interval(macro, macro_se, smallest, smallest)
+    return Interval(_num(macro), _num(lo), _num(hi), n)  # None if a class is absent
 
 
 def _reliability(

@@ -25,9 +25,12 @@ FloatArray = NDArray[np.float64]
 # Floor for empty bins in PSI: log(q/p) is undefined at 0. 1e-4 is the usual fill (Evidently
 # uses the same); it caps one empty bin's contribution instead of letting PSI go to infinity.
 PSI_EPS = 1e-4
-# Decile bins with tie-aware edges: the same constants as ml.profile (see decile_gaps).
+# Decile bins with tie-aware edges (see decile_gaps; ml.profile places its edges by it too).
 N_BINS = 10
+# A decile's edge may move this share of the rows away from the decile to avoid a tied value.
 TIE_TOLERANCE = 0.025
+# A value holding at least this share of the rows counts as heavy for edge placement, and an
+# edge at least this many standard deviations from every heavy value as safe.
 TIE_SHARE = 0.005
 TIE_SAFE_STD = 0.1
 
@@ -87,11 +90,18 @@ class _Binned:
 
 
 def decile_gaps(values: NDArray[Any], counts: NDArray[Any]) -> NDArray[np.intp]:
-    """Which gaps between distinct sorted values bound the decile bins (``i``: values i, i+1).
+    """Which gaps between distinct sorted values bound the decile bins: ``i`` for each edge.
 
-    The profile's rule (``ml.profile.decile_gaps``, which documents it), for raw references:
-    no edge within ``TIE_SAFE_STD`` std of a value holding ``TIE_SHARE`` of the rows when a gap
-    within ``TIE_TOLERANCE`` of the decile is farther. Tests hold the two equal.
+    ``values`` are the distinct values in ascending order, ``counts`` the rows on each; the
+    edge at ``i`` lies halfway between values ``i`` and ``i + 1``. By default it is the gap
+    just above the value holding the decile's order statistic. A value holding ``TIE_SHARE``
+    of the rows or more is heavy: an edge closer to it than ``TIE_SAFE_STD`` standard
+    deviations would let a perturbation far smaller than any real shift (a rounding, a
+    recomputed ratio) carry its rows across. So among the gaps within ``TIE_TOLERANCE`` of the
+    decile, the one nearest the decile of those at a safe distance from every heavy value is
+    taken (the farthest one if none is). A column without heavy values, or whose deciles are
+    already safe, keeps its decile edges exactly. The reference profile (``ml.profile``) and a
+    raw reference (the PSI method here) both place their edges by it.
     """
     counts = np.asarray(counts, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)

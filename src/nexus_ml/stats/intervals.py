@@ -14,10 +14,13 @@ samples in one call, and the service computes every class and segment without a 
   variance follows from the structural components ``V10`` (per positive: the share of negatives
   it outscores) and ``V01`` (per negative: the share of positives outscoring it), computed with
   midranks as in Sun & Xu (2014), so ties count one half exactly as in ``roc_auc_score``. The
-  95 % interval is taken on the logit scale (:func:`auc_interval`).
+  95 % interval is taken on the logit scale (:func:`auc_interval`). A multiclass model's macro
+  one-vs-rest AUC gets the same from per-row influences (:func:`macro_auc_delong`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -51,27 +54,57 @@ def auc_delong(
     ``scores`` and ``positive`` (bool) share a shape ``(..., n)``; each leading index is one
     sample. NaN where a sample lacks positives or negatives (the AUC is undefined there).
     """
+    auc, terms, defined = _delong_terms(scores, positive)
+    var = np.square(terms).sum(axis=-1)
+    return np.where(defined, auc, np.nan), np.where(defined, np.sqrt(var), np.nan)
+
+
+def macro_auc_delong(proba: ArrayLike, actual: ArrayLike) -> tuple[float, float]:
+    """Macro one-vs-rest ROC AUC of a multiclass model and its standard error.
+
+    ``proba`` is (n, k), ``actual`` the column index of each row's class. The one-vs-rest AUCs
+    share their rows, so their errors are correlated; each row's influence on the mean is the
+    mean of its DeLong terms over the classes (as a positive of its own class, a negative of
+    the others), and the variance is the sum of the squared influences. For two classes it is
+    exactly :func:`auc_delong`. NaN unless every class occurs (as in ``roc_auc_score``).
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    act = np.asarray(actual, dtype=np.intp)
+    k = p.shape[1]
+    auc, terms, defined = _delong_terms(p.T, act[None, :] == np.arange(k)[:, None])
+    if not defined.all():
+        return math.nan, math.nan
+    influence = terms.mean(axis=0)
+    return float(auc.mean()), float(np.sqrt(np.square(influence).sum()))
+
+
+def _delong_terms(
+    scores: ArrayLike, positive: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """AUC along the last axis, each row's DeLong variance term, and where the AUC exists.
+
+    A positive's term is (V10 − AUC) / sqrt(m(m − 1)), a negative's (V01 − AUC) / sqrt(k(k − 1)),
+    so the squared terms sum to DeLong's var(V10)/m + var(V01)/k (sample variances).
+    """
     s = np.asarray(scores, dtype=np.float64)
     pos = np.asarray(positive, dtype=bool)
     if s.shape != pos.shape:
         raise ValueError(f"scores and labels differ in shape: {s.shape} vs {pos.shape}")
-    m = pos.sum(axis=-1).astype(np.float64)  # positives per sample
+    m = pos.sum(axis=-1).astype(np.float64)[..., None]  # positives per sample
     k = s.shape[-1] - m  # negatives
     combined = rankdata(s, axis=-1)  # midranks: a tie counts one half
     # Ranks within one class: push the other class beyond every score so it ranks above.
     within_pos = rankdata(np.where(pos, s, np.inf), axis=-1)
     within_neg = rankdata(np.where(pos, np.inf, s), axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        m_, k_ = m[..., None], k[..., None]
-        v10 = (combined - within_pos) / k_  # per positive: share of negatives below it
-        v01 = 1.0 - (combined - within_neg) / m_  # per negative: share of positives above it
-        auc = np.where(pos, v10, 0.0).sum(axis=-1) / m
-        s10 = np.where(pos, np.square(v10 - auc[..., None]), 0.0).sum(axis=-1) / (m - 1)
-        s01 = np.where(pos, 0.0, np.square(v01 - auc[..., None])).sum(axis=-1) / (k - 1)
+        v10 = (combined - within_pos) / k  # per positive: share of negatives below it
+        v01 = 1.0 - (combined - within_neg) / m  # per negative: share of positives above it
+        auc = np.where(pos, v10, 0.0).sum(axis=-1, keepdims=True) / m
         # One positive (or negative) has no spread of its own: its component adds nothing.
-        var = np.where(m > 1, s10 / m, 0.0) + np.where(k > 1, s01 / k, 0.0)
-    defined = (m > 0) & (k > 0)
-    return np.where(defined, auc, np.nan), np.where(defined, np.sqrt(var), np.nan)
+        scale = np.where(pos, np.sqrt(m * (m - 1)), np.sqrt(k * (k - 1)))
+        terms = np.where(scale > 0, (np.where(pos, v10, v01) - auc) / scale, 0.0)
+    defined = ((m > 0) & (k > 0))[..., 0]
+    return auc[..., 0], terms, defined
 
 
 def auc_interval(

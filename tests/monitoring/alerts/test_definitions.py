@@ -10,6 +10,7 @@ import pytest
 from nexus_ml.monitoring.alerts import (
     ALERTS,
     Alert,
+    clinical,
     database,
     host,
     http,
@@ -42,6 +43,9 @@ GUIDE_WARNING = [
 ]
 GUIDE_BUSINESS = ["LowPredictionVolume", "UnbalancedPredictions"]
 GUIDE = GUIDE_CRITICAL + GUIDE_WARNING + GUIDE_BUSINESS
+# Issue 14's clinical alerts, relative to each model's validated baseline: warnings, in-process.
+CLINICAL = ["SensitivityDrop", "SubgroupPerformanceGap", "CalibrationDrift"]
+IN_PROCESS = GUIDE + CLINICAL
 # Ours, Prometheus only: they need the scrape itself or days of history.
 PROMETHEUS_ONLY = [
     "MLServiceTargetMissing",
@@ -50,7 +54,7 @@ PROMETHEUS_ONLY = [
     "LatencySLOFastBurn",
     "LatencySLOSlowBurn",
 ]
-FAMILIES = (database, host, http, model, slo, target, usage)
+FAMILIES = (clinical, database, host, http, model, slo, target, usage)
 _FOR_KEYS = sorted({a.for_key for a in ALERTS})
 # Defaults, and every `for` the same non-zero length (TrainingFailure's default is 0).
 THRESHOLDS = {
@@ -64,11 +68,11 @@ def _alert_id(alert: Alert) -> str:
     return alert.name
 
 
-def test_the_alerts_are_the_guides_plus_slo_and_target_absence() -> None:
+def test_the_alerts_are_the_guides_clinical_slo_and_target_absence() -> None:
     names = [a.name for a in ALERTS]
     assert len(names) == len(set(names)), "two definitions share a name"
-    assert sorted(names) == sorted(GUIDE + PROMETHEUS_ONLY)
-    assert sorted(a.name for a in ALERTS if a.in_process) == sorted(GUIDE)
+    assert sorted(names) == sorted(IN_PROCESS + PROMETHEUS_ONLY)
+    assert sorted(a.name for a in ALERTS if a.in_process) == sorted(IN_PROCESS)
 
 
 def test_the_guides_severities() -> None:
@@ -78,7 +82,7 @@ def test_the_guides_severities() -> None:
     }
     assert by_severity == {
         "critical": sorted(GUIDE_CRITICAL),
-        "warning": sorted(GUIDE_WARNING),
+        "warning": sorted(GUIDE_WARNING + CLINICAL),
         "info": sorted(GUIDE_BUSINESS),
     }
     business = sorted(a.name for a in ALERTS if a.category == "business")
@@ -88,6 +92,7 @@ def test_the_guides_severities() -> None:
 def test_every_alert_names_real_keys() -> None:
     for a in ALERTS:
         assert a.for_key in Thresholds.model_fields, a.name
+        assert all(key in Thresholds.model_fields for key in a.reads), a.name
         assert a.threshold is None or a.threshold in Thresholds.model_fields, a.name
         assert a.window_key is None or a.window_key in Thresholds.model_fields, a.name
         assert a.window is None or a.window_key is None, a.name  # one source of the range

@@ -16,8 +16,10 @@ import pytest
 
 from nexus_ml.monitoring.alerts import (
     Alert,
+    Bounded,
     DriftReading,
     Measurements,
+    clinical,
     database,
     host,
     http,
@@ -187,3 +189,221 @@ def test_unbalanced_needs_a_second_loaded_model_even_with_no_traffic_on_it() -> 
     assert list(usage.UNBALANCED.breaches(one, T, "ml-1")) == []
     assert list(usage.UNBALANCED.breaches(two, T, "ml-1")) == [({"model": M}, 1.0)]
     assert list(usage.UNBALANCED.breaches(Measurements(), T, "ml-1")) == []
+
+
+# -- limits relative to a baseline: the limit is computed, so "at" is that very float -------
+
+POS, SEG = "malignant", "sex=2"
+
+
+def _sensitivity(value: float, upper: float) -> dict[str, Any]:
+    return {
+        "recall": {(M, POS, "all"): Bounded(value, value - 0.1, upper)},
+        "baseline": {(M, "recall", POS): 0.92},
+        "labelled_samples": {(M, "all"): T.clinical_min_samples},
+        "positive_classes": frozenset({(M, POS)}),
+    }
+
+
+def _gap(value: float, upper: float, metric: str = "recall") -> dict[str, Any]:
+    return {
+        metric: {
+            (M, POS, "all"): Bounded(0.9, 0.85, 0.94),
+            (M, POS, SEG): Bounded(value, value - 0.1, upper),
+        },
+        "labelled_samples": {(M, "all"): 500, (M, SEG): T.clinical_min_samples},
+    }
+
+
+@dataclass(frozen=True)
+class Relative:
+    """A limit computed from a baseline: where it lies, and the snapshot measuring ``v``."""
+
+    name: str
+    alert: Alert
+    limit: float  # as the condition computes it
+    snapshot: Callable[[float], dict[str, Any]]
+    fires_above: bool
+
+    def __str__(self) -> str:
+        return self.name
+
+
+RELATIVE = [
+    Relative(
+        "SensitivityDrop.recall_and_upper",
+        clinical.SENSITIVITY_DROP,
+        0.92 - T.sensitivity_drop_tolerance,
+        lambda v: _sensitivity(v, v),
+        False,
+    ),
+    Relative(
+        "SensitivityDrop.upper",
+        clinical.SENSITIVITY_DROP,
+        0.92 - T.sensitivity_drop_tolerance,
+        lambda v: _sensitivity(0.5, v),
+        False,
+    ),
+    Relative(
+        "SubgroupPerformanceGap.recall",
+        clinical.SUBGROUP_GAP,
+        0.9 - T.subgroup_gap_tolerance,
+        lambda v: _gap(v, 0.8),
+        False,
+    ),
+    Relative(
+        "SubgroupPerformanceGap.precision",
+        clinical.SUBGROUP_GAP,
+        0.9 - T.subgroup_gap_tolerance,
+        lambda v: _gap(v, 0.8, "precision"),
+        False,
+    ),
+    Relative(
+        "SubgroupPerformanceGap.intervals",
+        clinical.SUBGROUP_GAP,
+        0.85,  # the whole's lower bound
+        lambda v: _gap(0.5, v),
+        False,
+    ),
+    Relative(
+        "CalibrationDrift",
+        clinical.CALIBRATION_DRIFT,
+        0.03 + T.calibration_error_tolerance,
+        lambda v: {
+            "calibration_error": {(M, "all"): v},
+            "baseline": {(M, "calibration_error", ""): 0.03},
+            "labelled_samples": {(M, "all"): T.calibration_min_samples},
+        },
+        True,
+    ),
+    Relative(
+        "LowModelAccuracy.weak_baseline",
+        model.LOW_ACCURACY,
+        0.674 - T.accuracy_baseline_tolerance,
+        lambda v: {
+            "accuracy": {M: v},
+            "accuracy_samples": {M: T.accuracy_min_samples},
+            "baseline": {(M, "accuracy", ""): 0.674},
+        },
+        False,
+    ),
+    Relative(
+        "LowModelAccuracy.holdout_of_an_older_bundle",
+        model.LOW_ACCURACY,
+        0.674 - T.accuracy_baseline_tolerance,
+        lambda v: {
+            "accuracy": {M: v},
+            "accuracy_samples": {M: T.accuracy_min_samples},
+            "holdout_accuracy": {M: 0.674},
+        },
+        False,
+    ),
+    Relative(
+        "LowModelAccuracy.strong_baseline_keeps_the_floor",
+        model.LOW_ACCURACY,
+        T.training_accuracy_low,
+        lambda v: {
+            "accuracy": {M: v},
+            "accuracy_samples": {M: T.accuracy_min_samples},
+            "baseline": {(M, "accuracy", ""): 0.96},
+        },
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize("limit", RELATIVE, ids=str)
+def test_a_baseline_relative_limit_is_quiet_exactly_at_it(limit: Relative) -> None:
+    at = limit.limit
+    past = math.nextafter(at, math.inf if limit.fires_above else -math.inf)
+    inside = math.nextafter(at, -math.inf if limit.fires_above else math.inf)
+
+    def found(v: float) -> list[tuple[dict[str, str], float]]:
+        return list(limit.alert.breaches(Measurements(**limit.snapshot(v)), T, "ml-1"))
+
+    assert found(inside) == []
+    assert found(at) == [], f"{limit}: fires exactly at the limit {at}"
+    assert len(found(past)) == 1, f"{limit}: quiet one step past the limit"
+
+
+@pytest.mark.parametrize(
+    ("alert", "key", "snapshot"),
+    [
+        (
+            clinical.SENSITIVITY_DROP,
+            "clinical_min_samples",
+            lambda v: {**_sensitivity(0.5, 0.6), "labelled_samples": {(M, "all"): v}},
+        ),
+        (
+            clinical.SUBGROUP_GAP,
+            "clinical_min_samples",
+            lambda v: {**_gap(0.5, 0.6), "labelled_samples": {(M, "all"): 500, (M, SEG): v}},
+        ),
+        (
+            clinical.CALIBRATION_DRIFT,
+            "calibration_min_samples",
+            lambda v: {
+                "calibration_error": {(M, "all"): 0.5},
+                "baseline": {(M, "calibration_error", ""): 0.03},
+                "labelled_samples": {(M, "all"): v},
+            },
+        ),
+    ],
+    ids=["SensitivityDrop", "SubgroupPerformanceGap", "CalibrationDrift"],
+)
+def test_a_clinical_minimum_is_enough_exactly(
+    alert: Alert, key: str, snapshot: Callable[[float], dict[str, Any]]
+) -> None:
+    at = float(getattr(T, key))
+    assert len(list(alert.breaches(Measurements(**snapshot(at)), T, "ml-1"))) == 1
+    below = Measurements(**snapshot(math.nextafter(at, -math.inf)))
+    assert list(alert.breaches(below, T, "ml-1")) == []
+
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("alert", "snapshot"),
+    [
+        (clinical.SENSITIVITY_DROP, _sensitivity(NAN, NAN)),
+        (
+            clinical.SENSITIVITY_DROP,
+            {**_sensitivity(0.5, 0.6), "baseline": {(M, "recall", POS): NAN}},
+        ),
+        (clinical.SUBGROUP_GAP, _gap(NAN, NAN)),
+        (
+            clinical.SUBGROUP_GAP,
+            {
+                **_gap(0.5, 0.6),
+                "recall": {
+                    (M, POS, "all"): Bounded(NAN, NAN, NAN),
+                    (M, POS, SEG): Bounded(0.5, 0.4, 0.6),
+                },
+            },
+        ),
+        (
+            clinical.CALIBRATION_DRIFT,
+            {
+                "calibration_error": {(M, "all"): NAN},
+                "baseline": {(M, "calibration_error", ""): 0.03},
+                "labelled_samples": {(M, "all"): 1000},
+            },
+        ),
+        (model.LOW_ACCURACY, {"accuracy": {M: NAN}, "accuracy_samples": {M: 1000}}),
+    ],
+    ids=["sensitivity", "sensitivity-baseline", "segment", "whole", "calibration", "accuracy"],
+)
+def test_a_nan_value_never_breaches(alert: Alert, snapshot: dict[str, Any]) -> None:
+    # The snapshot leaves NaN out (MetricHistory); a NaN reaching a condition must not fire
+    # either, as every PromQL comparison with NaN is false.
+    assert list(alert.breaches(Measurements(**snapshot), T, "ml-1")) == []
+
+
+def test_a_nan_baseline_accuracy_is_no_baseline() -> None:
+    # `>= 0` in the rule drops a NaN baseline, and the floor applies, as in the promtool case.
+    snap = {"accuracy": {M: 0.79}, "accuracy_samples": {M: 1000}}
+    nan_baseline = Measurements(**snap, baseline={(M, "accuracy", ""): NAN})
+    assert list(model.LOW_ACCURACY.breaches(nan_baseline, T, "ml-1")) == [({"model": M}, 0.79)]
+    weak = Measurements(**snap, baseline={(M, "accuracy", ""): 0.674})
+    assert list(model.LOW_ACCURACY.breaches(weak, T, "ml-1")) == []

@@ -8,6 +8,7 @@ from nexus_ml.api.auth import PredictKey
 from nexus_ml.api.deps import ModelsDep
 from nexus_ml.api.schemas import FeatureInfo, ModelDetail, ModelSummary
 from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.ml.segments import SegmentIndex
 from nexus_ml.service.serving import find_model
 
 router = APIRouter(tags=["models"])
@@ -56,4 +57,7 @@ async def get_model(name: str, models: ModelsDep, _key: PredictKey) -> ModelDeta
         features=features,
         training_metrics=loaded.metadata.get("training_metrics", {}),
         versions=models.versions(name),
+        positive_class=loaded.info.positive_class,
+        threshold=loaded.info.threshold,
+        segments=SegmentIndex.from_metadata(loaded.info).labels,
     )

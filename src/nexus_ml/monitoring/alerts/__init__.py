@@ -9,15 +9,16 @@ each of these). Adding an alert is one definition, its place in ``ALERTS`` and i
 
 from __future__ import annotations
 
-from nexus_ml.monitoring.alerts import database, host, http, model, slo, target, usage
+from nexus_ml.monitoring.alerts import clinical, database, host, http, model, slo, target, usage
 from nexus_ml.monitoring.alerts.cases import Case
 from nexus_ml.monitoring.alerts.definition import Alert, Severity, format_number
-from nexus_ml.monitoring.alerts.snapshot import DriftReading, Measurements
+from nexus_ml.monitoring.alerts.snapshot import Bounded, DriftReading, Measurements
 
 __all__ = [
     "ALERTS",
     "ALERTS_BY_NAME",
     "Alert",
+    "Bounded",
     "Case",
     "DriftReading",
     "Measurements",
@@ -41,6 +42,9 @@ ALERTS: tuple[Alert, ...] = (
     http.HIGH_LATENCY,
     model.LOW_CONFIDENCE,
     model.DATA_DRIFT,
+    clinical.SENSITIVITY_DROP,
+    clinical.SUBGROUP_GAP,
+    clinical.CALIBRATION_DRIFT,
     model.NO_RECENT_TRAINING,
     # Business: informational e-mail.
     usage.LOW_VOLUME,

@@ -39,7 +39,17 @@ class Case:
     later: list[tuple[int, float | None]] = field(default_factory=list)
 
 
-def sel(metric: str, **labels: str) -> str:
+def fires(series: list[Series], labels: dict[str, str], value: float, note: str = "") -> Case:
+    """A case whose alert fires once its ``for`` has run, with ``labels`` and ``value``."""
+    return Case(series=series, fires=True, labels=labels, value=value, note=note)
+
+
+def quiet(series: list[Series], check_at: int, note: str) -> Case:
+    """A case whose alert must be silent at ``check_at`` (minutes)."""
+    return Case(series=series, fires=False, check_at=check_at, note=note)
+
+
+def sel(metric: str, /, **labels: str) -> str:
     """A series selector in promtool's input notation."""
     body = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return f"{metric}{{{body}}}"
@@ -48,6 +58,15 @@ def sel(metric: str, **labels: str) -> str:
 def const(value: float) -> str:
     """A constant series over the whole horizon."""
     return f"{value:.10g}+0x{HORIZON}"
+
+
+def exact(value: float | str) -> str:
+    """A constant series holding exactly ``value``; ``"NaN"`` for a withdrawn gauge.
+
+    ``repr`` round-trips every float64: the at-the-limit cases need the very float the rule
+    computes (``0.674 - 0.1`` is ``0.5740000000000001``), which ``const``'s ten digits miss.
+    """
+    return f"{value if isinstance(value, str) else repr(float(value))}+0x{HORIZON}"
 
 
 def ramp(per_minute: float) -> str:

@@ -52,6 +52,7 @@ class Alert:
     window: str | None = None  # the range the expression reads, when it is fixed
     window_key: str | None = None  # a Thresholds key that sets the range instead
     threshold_divisor: float = 1.0  # annotations show the limit divided by this (86400: days)
+    reads: tuple[str, ...] = ()  # further Thresholds keys the condition reads (guards, floors)
     expr: Expr
     condition: Condition | None = None
     cases: Cases
@@ -125,10 +126,13 @@ def format_number(value: float) -> str:
 
 
 def template_extras(thresholds: Thresholds) -> dict[str, str]:
-    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``)."""
+    """Secondary limits some templates mention (``{min_rate}``, ``{min_samples}``, ...)."""
     return {
         "min_rate": format_number(thresholds.error_rate_min_per_second),
         "min_samples": format_number(thresholds.accuracy_min_samples),
+        "accuracy_tolerance": format_number(thresholds.accuracy_baseline_tolerance),
+        "clinical_min_samples": format_number(thresholds.clinical_min_samples),
+        "calibration_min_samples": format_number(thresholds.calibration_min_samples),
     }
 
 

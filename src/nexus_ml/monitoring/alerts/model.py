@@ -6,7 +6,18 @@ database, so ``max`` keeps one stale replica from paging on its own.
 
 from __future__ import annotations
 
-from nexus_ml.monitoring.alerts.cases import HORIZON, MODEL, Case, const, histogram, ramp, sel
+from nexus_ml.monitoring.alerts.cases import (
+    HORIZON,
+    MODEL,
+    Case,
+    const,
+    exact,
+    fires,
+    histogram,
+    quiet,
+    ramp,
+    sel,
+)
 from nexus_ml.monitoring.alerts.cases import target as series_labels
 from nexus_ml.monitoring.alerts.definition import Alert, Found, num, per_model, wall_clock
 from nexus_ml.monitoring.alerts.snapshot import Measurements
@@ -68,51 +79,127 @@ TRAINING_FAILURE = Alert(
 )
 
 ACCURACY, ACCURACY_SAMPLES = "ml_model_accuracy", "ml_model_accuracy_samples"
+BASELINE, HOLDOUT = "ml_model_baseline", "ml_model_holdout_accuracy"
+
+
+def accuracy_limit_of(t: Thresholds, baseline: float | None) -> float:
+    """LowModelAccuracy's limit for a model validated at ``baseline`` accuracy: the guide's
+    floor, or lower for a model validated below it (its baseline minus the tolerance).
+
+    A baseline must be a number (``>= 0`` in the rule): ``None`` or NaN is no baseline.
+    """
+    if baseline is None or not baseline >= 0:
+        return t.training_accuracy_low
+    return min(t.training_accuracy_low, baseline - t.accuracy_baseline_tolerance)
+
+
+def accuracy_limit(m: Measurements, t: Thresholds, model: str) -> float:
+    """The limit for ``model`` in a snapshot, as the rule computes it.
+
+    The baseline is the bundle's holdout accuracy at the operating point
+    (``ml_model_baseline{metric="accuracy"}``), else the training holdout accuracy of an older
+    bundle (``ml_model_holdout_accuracy``, any served version); without either, the floor.
+    """
+    baseline = m.baseline.get((model, "accuracy", ""))
+    if baseline is None or not baseline >= 0:
+        baseline = m.holdout_accuracy.get(model)
+    return accuracy_limit_of(t, baseline)
+
+
+def _accuracy_expr(t: Thresholds, j: str) -> str:
+    # clamp_max(b - tol, floor) is min(floor, b - tol); `or` falls back to the holdout
+    # accuracy, then (accuracy * 0 + floor) to the floor for a model with no baseline at all.
+    baseline = (
+        f'max by (job, model) ({BASELINE}{{{j},metric="accuracy",class=""}} >= 0)\n'
+        f"    or\n    max by (job, model) ({HOLDOUT}{{{j}}} >= 0)"
+    )
+    floor = num(t.training_accuracy_low)
+    return (
+        f"max by (job, model) ({ACCURACY}{{{j}}})\n< on (job, model) (\n"
+        f"  clamp_max(\n    (\n    {baseline}\n    ) - {num(t.accuracy_baseline_tolerance)},"
+        f"\n    {floor}\n  )\n  or\n  max by (job, model) ({ACCURACY}{{{j}}}) * 0 + {floor}\n)\n"
+        f"and on (job, model)\n"
+        f"max by (job, model) ({ACCURACY_SAMPLES}{{{j}}}) >= {num(t.accuracy_min_samples)}"
+    )
 
 
 def _accuracy_low(m: Measurements, t: Thresholds, instance: str) -> Found:
     def low(model: str, v: float) -> bool:
         enough = m.accuracy_samples.get(model, 0) >= t.accuracy_min_samples
-        return v < t.training_accuracy_low and enough
+        return v < accuracy_limit(m, t, model) and enough
 
     return per_model(m.accuracy, low)
+
+
+# A model validated below the floor (the bundled diabetes_risk's holdout accuracy was 0.674).
+WEAK_BASELINE = 0.674
 
 
 def _accuracy_cases(t: Thresholds, for_m: int) -> list[Case]:
     labels = series_labels(model=MODEL)
 
-    def series(accuracy: float, samples: float) -> list[tuple[str, str]]:
-        return [
-            (sel(ACCURACY, **labels), const(accuracy)),
+    def series(
+        accuracy: float | str,
+        samples: float,
+        *,
+        baseline: float | str | None = None,
+        holdout: float | None = None,
+    ) -> list[tuple[str, str]]:
+        out = [
+            (sel(ACCURACY, **labels), exact(accuracy)),
             (sel(ACCURACY_SAMPLES, **labels), const(samples)),
         ]
+        if baseline is not None:
+            out.append((sel(BASELINE, **labels, metric="accuracy"), exact(baseline)))
+        if holdout is not None:
+            out.append((sel(HOLDOUT, **labels, version="v1"), exact(holdout)))
+        return out
 
-    low, high = t.training_accuracy_low - 0.01, t.training_accuracy_low + 0.01
+    floor, enough = t.training_accuracy_low, t.accuracy_min_samples
+    low, high = floor - 0.01, floor + 0.01
+    # The weak model's own limit, the very float the rule computes.
+    weak = min(floor, WEAK_BASELINE - t.accuracy_baseline_tolerance)
+    at = for_m + 5
     return [
-        Case(
-            series=series(low, t.accuracy_min_samples),
-            fires=True,
-            labels=BY_MODEL,
-            value=low,
+        fires(series(low, enough), BY_MODEL, low),
+        quiet(series(high, enough), at, "accuracy just above"),
+        quiet(series(floor, enough), at, "accuracy exactly at the limit"),
+        quiet(series(low, max(enough - 1, 0)), at, "too few labelled predictions"),
+        fires(
+            series(low, enough, baseline=0.96),
+            BY_MODEL,
+            low,
+            "a strong model's baseline keeps the floor",
         ),
-        Case(
-            series=series(high, t.accuracy_min_samples),
-            fires=False,
-            check_at=for_m + 5,
-            note="accuracy just above",
+        *(
+            case
+            for source, how in (("baseline", "own baseline"), ("holdout", "holdout (older bundle)"))
+            for case in (
+                fires(
+                    series(weak - 0.01, enough, **{source: WEAK_BASELINE}),
+                    BY_MODEL,
+                    weak - 0.01,
+                    f"below a weak model's {how} minus the tolerance",
+                ),
+                quiet(
+                    series(weak, enough, **{source: WEAK_BASELINE}),
+                    at,
+                    f"exactly a weak model's {how} minus the tolerance",
+                ),
+                quiet(
+                    series(WEAK_BASELINE, enough, **{source: WEAK_BASELINE}),
+                    at,
+                    f"a weak model performing as validated by its {how} (below the floor)",
+                ),
+            )
         ),
-        Case(
-            series=series(t.training_accuracy_low, t.accuracy_min_samples),
-            fires=False,
-            check_at=for_m + 5,
-            note="accuracy exactly at the limit",
+        fires(
+            series(low, enough, baseline="NaN"),
+            BY_MODEL,
+            low,
+            "a NaN baseline is none: the floor applies",
         ),
-        Case(
-            series=series(low, max(t.accuracy_min_samples - 1, 0)),
-            fires=False,
-            check_at=for_m + 5,
-            note="too few labelled predictions",
-        ),
+        quiet(series("NaN", enough), at, "accuracy withdrawn (NaN)"),
     ]
 
 
@@ -122,15 +209,13 @@ LOW_ACCURACY = Alert(
     category="model",
     threshold="training_accuracy_low",
     for_key="training_accuracy_low_for",
+    reads=("accuracy_baseline_tolerance", "accuracy_min_samples"),
     summary="Accuracy of model {model} is low",
-    description="Realised accuracy of model {model} is {value} (threshold {threshold}, "
-    "at least {min_samples} labelled predictions).",
+    description="Realised accuracy of model {model} is {value} (threshold {threshold}, or the "
+    "model's validated baseline minus {accuracy_tolerance} where that is lower; at least "
+    "{min_samples} labelled predictions).",
     labels=("model",),
-    expr=lambda t, j: (
-        f"max by (job, model) ({ACCURACY}{{{j}}}) < "
-        f"{num(t.training_accuracy_low)}\nand on (job, model)\n"
-        f"max by (job, model) ({ACCURACY_SAMPLES}{{{j}}}) >= {num(t.accuracy_min_samples)}"
-    ),
+    expr=_accuracy_expr,
     condition=_accuracy_low,
     cases=_accuracy_cases,
 )

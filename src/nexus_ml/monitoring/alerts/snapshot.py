@@ -14,6 +14,19 @@ class DriftReading:
     detected: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Bounded:
+    """A realised proportion with its 95 % interval; a part not exported is ``None``."""
+
+    value: float | None
+    lower: float | None = None
+    upper: float | None = None
+
+
+# (model, class, segment): the labels of the per-class clinical gauges.
+ClassKey = tuple[str, str, str]
+
+
 @dataclass(kw_only=True, frozen=True, slots=True)
 class Measurements:
     """A snapshot the service fills each tick; ``None``/empty means "not measured"."""
@@ -30,6 +43,16 @@ class Measurements:
     median_confidence: Mapping[str, float] = field(default_factory=dict)  # model, last 15m
     accuracy: Mapping[str, float] = field(default_factory=dict)  # model -> realised accuracy
     accuracy_samples: Mapping[str, float] = field(default_factory=dict)  # model -> labelled
+    holdout_accuracy: Mapping[str, float] = field(default_factory=dict)  # model, any version
+    # Clinical performance at the operating point (the quality job's gauges); a value the job
+    # withdrew (NaN: below its minimum count) is simply absent here.
+    recall: Mapping[ClassKey, Bounded] = field(default_factory=dict)
+    precision: Mapping[ClassKey, Bounded] = field(default_factory=dict)
+    calibration_error: Mapping[tuple[str, str], float] = field(default_factory=dict)  # model, seg
+    labelled_samples: Mapping[tuple[str, str], float] = field(default_factory=dict)  # model, seg
+    # The validated baseline: (model, metric, class) -> value, class "" when model-wide.
+    baseline: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    positive_classes: frozenset[tuple[str, str]] = frozenset()  # (model, class) of binary models
     drift: Mapping[tuple[str, str], DriftReading] = field(default_factory=dict)  # (model, feat)
     training_failures: Mapping[str, float] = field(default_factory=dict)  # model, last hour
     last_training: Mapping[str, float] = field(default_factory=dict)  # model -> unix seconds

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
+from nexus_ml.monitoring.alerts.model import accuracy_limit_of
 from nexus_ml.service.database import Database
 from nexus_ml.service.families import Families
 from nexus_ml.service.threshold_state import ThresholdState
@@ -68,6 +69,13 @@ async def model_accuracy(db: Database, name: str, window: TimeWindow) -> Accurac
     labelled = await db.run(db.store.labelled_predictions, name, window.since, window.until)
     result = realised_accuracy([p.predicted_class for p in labelled], [p.actual for p in labelled])
     return Accuracy(value=result.accuracy, n=result.n)
+
+
+def baseline_accuracy(loaded: LoadedModel) -> float | None:
+    """The accuracy the model was validated at: its baseline's, else its holdout accuracy."""
+    baseline = loaded.info.baseline
+    value = None if baseline is None else baseline.accuracy.value
+    return finite(value) if value is not None else holdout_accuracy(loaded)
 
 
 def holdout_accuracy(loaded: LoadedModel) -> float | None:
@@ -174,6 +182,7 @@ class ModelViews:
         names = check_model(self._models, model)
         db = self._db
         stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        t = self._thresholds.current
         out = []
         for name in names:
             loaded = self._models.get(name)
@@ -184,13 +193,13 @@ class ModelViews:
                     model=name,
                     version=loaded.version,
                     holdout_accuracy=holdout_accuracy(loaded),
+                    accuracy_limit=accuracy_limit_of(t, baseline_accuracy(loaded)),
                     accuracy=await model_accuracy(db, name, window),
                     estimated_accuracy=estimated_accuracy(latest),
                     predictions=s.count,
                     latency_seconds=percentiles(s.latencies),
                 )
             )
-        t = self._thresholds.current
         return ModelsPerformance(
             window=window,
             accuracy_threshold=t.training_accuracy_low,

@@ -180,6 +180,8 @@ class ModelPerformance(BaseModel):
     model: str
     version: str
     holdout_accuracy: float | None = None
+    # LowModelAccuracy's limit for this model: the floor, or its baseline minus the tolerance.
+    accuracy_limit: float
     accuracy: Accuracy
     estimated_accuracy: EstimatedAccuracy
     predictions: int

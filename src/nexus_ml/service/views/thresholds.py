@@ -29,10 +29,11 @@ MAX_KEYS = 100
 
 
 def _alerts_by_key() -> dict[str, list[AlertRef]]:
-    """Alerts that read each key: as their limit, their ``for`` duration or their range."""
+    """Alerts that read each key: as their limit, ``for`` duration, range or a guard."""
     out: dict[str, list[AlertRef]] = {}
     for spec in ALERTS:
-        for key in {spec.threshold, spec.for_key, spec.window_key} - {None}:
+        keys = (spec.threshold, spec.for_key, spec.window_key, *spec.reads)
+        for key in sorted({k for k in keys if k is not None}):
             out.setdefault(str(key), []).append(AlertRef(name=spec.name, severity=spec.severity))
     return out
 
