@@ -271,3 +271,36 @@ def test_clinical_panels_draw_intervals_and_baselines(dashboards: dict[str, Any]
     variables = {v["name"]: v for v in dashboards["nexus-ml-data-science"]["templating"]["list"]}
     assert variables["segment"]["current"]["value"] == "all"  # one line per model by default
     assert variables["class"]["allValue"] == ".*"
+
+
+def test_clinical_alert_limits_follow_the_thresholds_definition() -> None:
+    # Unusual tolerances: a literal left in a panel would not move with them.
+    t = Thresholds(
+        sensitivity_drop_tolerance=0.07,
+        subgroup_gap_tolerance=0.13,
+        calibration_error_tolerance=0.06,
+        clinical_min_samples=77,
+    )
+    science = _by_title(build_dashboards(t)["nexus-ml-data-science"])
+
+    def limits(title: str) -> dict[str, str]:
+        return {
+            target["legendFormat"].split(" ")[-2]: target["expr"]
+            for target in science[title]["targets"]
+            if target["legendFormat"].endswith(" limit")
+        }
+
+    recall = limits("Recall (sensitivity) with 95 % interval")
+    assert recall["SensitivityDrop"] == (
+        '(ml_model_baseline{model=~"$model", metric="recall", class=~"$class"} - 0.07) '
+        "and on (model, class) (ml_model_positive_class == 1)"
+    )
+    assert recall["SubgroupPerformanceGap"] == (
+        'ml_model_recall{model=~"$model", class=~"$class", segment="all"} - 0.13'
+    )
+    precision = limits("Precision (PPV) with 95 % interval")
+    assert set(precision) == {"SubgroupPerformanceGap"}  # SensitivityDrop reads recall only
+    assert precision["SubgroupPerformanceGap"].endswith(' segment="all"} - 0.13')
+    calibration = limits("Calibration error (ECE) and Brier score")
+    assert calibration["CalibrationDrift"].endswith('metric="calibration_error"} + 0.06')
+    assert _steps(science["Labelled predictions per segment"]) == [77.0]

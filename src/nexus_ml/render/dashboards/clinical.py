@@ -12,7 +12,15 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from nexus_ml.render.dashboards.common import MODEL, PROMETHEUS, q, steps_above, table_q
+from nexus_ml.monitoring.alerts.definition import num
+from nexus_ml.render.dashboards.common import (
+    MODEL,
+    PROMETHEUS,
+    low_is_bad,
+    q,
+    steps_above,
+    table_q,
+)
 from nexus_ml.render.dashboards.panels import (
     bar_chart_panel,
     bar_gauge_panel,
@@ -20,12 +28,14 @@ from nexus_ml.render.dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
+from nexus_ml.thresholds import Thresholds
 
 SEGMENT = 'segment=~"$segment"'
 CLASS = 'class=~"$class"'
 ALL = 'segment="all"'
 # Interval bounds and baselines are drawn dashed; their legends end in these words.
-_REFERENCE = r".* (lower|upper|baseline|estimated|prevalence)$"
+_REFERENCE = r".* (lower|upper|baseline|estimated|prevalence|limit)$"
+POSITIVE = "and on (model, class) (ml_model_positive_class == 1)"
 
 
 def _labelled_variable(name: str, label: str, metric: str) -> db.QueryVariable:
@@ -57,23 +67,32 @@ def class_variable() -> db.QueryVariable:
     )
 
 
-def _with_interval(metric: str, title: str, description: str) -> Builder[dm.Panel]:
-    """``metric`` per model, class and segment, its 95 % bounds and the holdout baseline."""
+def _with_interval(metric: str, title: str, description: str, t: Thresholds) -> Builder[dm.Panel]:
+    """``metric`` per model, class and segment, its 95 % bounds, the holdout baseline and the
+    alert limits: SubgroupPerformanceGap's (segment all's value minus subgroup_gap_tolerance)
+    and, for recall, SensitivityDrop's (the positive class's baseline minus its tolerance)."""
     sel = f"{{{MODEL}, {CLASS}, {SEGMENT}}}"
     legend = "{{model}} {{class}} {{segment}}"
+    name = metric.removeprefix("ml_model_")
+    baseline = f'ml_model_baseline{{{MODEL}, metric="{name}", {CLASS}}}'
+    whole = f"{metric}{{{MODEL}, {CLASS}, {ALL}}}"
+    targets = [
+        q(f"{metric}{sel}", legend, "A"),
+        q(f"{metric}_lower{sel}", f"{legend} lower", "B"),
+        q(f"{metric}_upper{sel}", f"{legend} upper", "C"),
+        q(baseline, "{{model}} {{class}} baseline", "D"),
+        q(
+            f"{whole} - {num(t.subgroup_gap_tolerance)}",
+            "{{model}} {{class}} SubgroupPerformanceGap limit",
+            "E",
+        ),
+    ]
+    if name == "recall":
+        expr = f"({baseline} - {num(t.sensitivity_drop_tolerance)}) {POSITIVE}"
+        targets.append(q(expr, "{{model}} {{class}} SensitivityDrop limit", "F"))
     panel = timeseries_panel(
         title,
-        [
-            q(f"{metric}{sel}", legend, "A"),
-            q(f"{metric}_lower{sel}", f"{legend} lower", "B"),
-            q(f"{metric}_upper{sel}", f"{legend} upper", "C"),
-            q(
-                f'ml_model_baseline{{{MODEL}, metric="{metric.removeprefix("ml_model_")}", '
-                f"{CLASS}}}",
-                "{{model}} {{class}} baseline",
-                "D",
-            ),
-        ],
+        targets,
         unit="percentunit",
         min_val=0,
         max_val=1,
@@ -85,7 +104,7 @@ def _with_interval(metric: str, title: str, description: str) -> Builder[dm.Pane
 
 def _positive_now() -> Builder[dm.Panel]:
     """Sensitivity and PPV of each binary model's positive class, segment all, latest."""
-    positive = "and on (model, class) (ml_model_positive_class == 1)"
+    positive = POSITIVE
     return bar_gauge_panel(
         "Sensitivity and PPV now (positive class, all patients)",
         [
@@ -200,19 +219,22 @@ def _reliability() -> Builder[dm.Panel]:
     )
 
 
-def _calibration() -> Builder[dm.Panel]:
+def _calibration(tolerance: float) -> Builder[dm.Panel]:
     sel = f"{{{MODEL}, {SEGMENT}}}"
     baseline = f'ml_model_baseline{{{MODEL}, metric=~"calibration_error|brier_score"}}'
+    ece = f'ml_model_baseline{{{MODEL}, metric="calibration_error"}}'
     panel = timeseries_panel(
         "Calibration error (ECE) and Brier score",
         [
             q(f"ml_model_calibration_error{sel}", "{{model}} {{segment}} ECE", "A"),
             q(f"ml_model_brier_score{sel}", "{{model}} {{segment}} Brier", "B"),
             q(baseline, "{{model}} {{metric}} baseline", "C"),
+            q(f"{ece} + {num(tolerance)}", "{{model}} CalibrationDrift limit", "D"),
         ],
         unit="none",
         min_val=0,
-        description="Lower is better; dashed: the holdout's values.",
+        description="Lower is better; dashed: the holdout's values and the ECE above which "
+        "CalibrationDrift fires (baseline + calibration_error_tolerance).",
         span=8,
     )
     return dashed(panel, _REFERENCE)
@@ -236,22 +258,23 @@ def _auc() -> Builder[dm.Panel]:
     return dashed(panel, _REFERENCE)
 
 
-def _labelled(min_samples: float | None) -> Builder[dm.Panel]:
+def _labelled(min_samples: float) -> Builder[dm.Panel]:
     return timeseries_panel(
         "Labelled predictions per segment",
         [q(f"ml_model_labelled_samples{{{MODEL}, {SEGMENT}}}", "{{model}} {{segment}}")],
         unit="short",
         min_val=0,
-        thresholds=steps_above("red", (min_samples, "green")) if min_samples else None,
-        description="Feedback labels behind the realised values; below the minimum count a "
-        "segment reports its count and no value.",
+        thresholds=low_is_bad(min_samples),
+        description="Feedback labels behind the realised values; dashed line: below it "
+        "SensitivityDrop and SubgroupPerformanceGap stay silent (clinical_min_samples). Below "
+        "ML_CLINICAL_MIN_COUNT a segment reports its count and no value.",
         span=24,
         height=6,
     )
 
 
-def clinical_rows(min_samples: float | None = None) -> list[tuple[str, list[Builder[dm.Panel]]]]:
-    """The clinical rows, titled, for :func:`add_rows`."""
+def clinical_rows(t: Thresholds) -> list[tuple[str, list[Builder[dm.Panel]]]]:
+    """The clinical rows, titled, for :func:`add_rows`; alert limits from ``t``."""
     return [
         (
             "Clinical performance by segment",
@@ -261,16 +284,30 @@ def clinical_rows(min_samples: float | None = None) -> list[tuple[str, list[Buil
                 _with_interval(
                     "ml_model_recall",
                     "Recall (sensitivity) with 95 % interval",
-                    "Per class and segment; dashed: the Wilson bounds and the holdout baseline.",
+                    "Per class and segment; dashed: the Wilson bounds, the holdout baseline, "
+                    "segment all minus subgroup_gap_tolerance (a segment below it, intervals "
+                    "apart, raises SubgroupPerformanceGap) and, for the positive class, the "
+                    "baseline minus sensitivity_drop_tolerance (SensitivityDrop).",
+                    t,
                 ),
                 _with_interval(
                     "ml_model_precision",
                     "Precision (PPV) with 95 % interval",
-                    "Per class and segment; dashed: the Wilson bounds and the holdout baseline.",
+                    "Per class and segment; dashed: the Wilson bounds, the holdout baseline "
+                    "and segment all minus subgroup_gap_tolerance (SubgroupPerformanceGap).",
+                    t,
                 ),
                 _alert_rate(),
                 _estimated(),
             ],
         ),
-        ("Calibration", [_reliability(), _calibration(), _auc(), _labelled(min_samples)]),
+        (
+            "Calibration",
+            [
+                _reliability(),
+                _calibration(t.calibration_error_tolerance),
+                _auc(),
+                _labelled(t.clinical_min_samples),
+            ],
+        ),
     ]

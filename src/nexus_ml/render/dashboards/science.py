@@ -243,7 +243,7 @@ def data_science_dashboard(thresholds: Thresholds) -> db.Dashboard:
         builder,
         (
             ("Accuracy", _accuracy_row(thresholds)),
-            *clinical_rows(),
+            *clinical_rows(thresholds),
             ("Confidence", _confidence_row(thresholds)),
             ("Drift", _drift_row(thresholds)),
             ("Data quality", _quality_row()),
