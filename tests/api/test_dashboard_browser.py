@@ -291,6 +291,12 @@ def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:
             page.select_option("#clinical-model", CLINICAL_MODEL)
             _wait(
                 page,
+                "document.querySelector('#clinical-window').textContent"
+                f".startsWith('{CLINICAL_MODEL} ')",
+                30,
+            )
+            _wait(
+                page,
                 "document.querySelectorAll('.panel[data-state=\"ready\"]').length === "
                 f"{len(PANELS)}",
                 30,

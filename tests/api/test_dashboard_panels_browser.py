@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import time
 from pathlib import Path
 from typing import Any
 
@@ -405,5 +406,50 @@ def test_panels_draw_exactly_what_the_api_answers() -> None:
             for name in names:
                 if name != "clinical-summary":
                     assert _canvases_drawn(page)[name] > 100, name
+        finally:
+            browser.close()
+
+
+def test_a_late_answer_for_the_previous_model_is_not_drawn() -> None:
+    """The periodic refresh asked for the first model; the user then chose another, whose
+    answer came first. The first model's answer, arriving last, must not be drawn."""
+    require_binary("chromium")
+    from playwright.sync_api import Route, sync_playwright
+
+    other = {**CLINICAL, "model": "diagnostic", "version": "v-other"}
+    held: list[Route] = []
+
+    def serve(route: Route) -> None:
+        url = route.request.url
+        if "/performance/clinical" in url and "model=diabetes_risk" in url:
+            held.append(route)  # answered later, by the test
+        elif "/performance/clinical" in url:
+            route.fulfill(status=200, body=json.dumps(other), content_type="application/json")
+        else:
+            _serve(route)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+            page.route(f"{ORIGIN}/**", serve)
+            page.goto(f"{ORIGIN}/dashboard")
+            page.fill("#api-key", KEY)
+            page.click("#login button[type=submit]")
+            _wait(page, "document.querySelector('#clinical-model').options.length === 2", 15)
+            deadline = time.monotonic() + 15
+            while not held:  # the first refresh's request for the first model, held
+                assert time.monotonic() < deadline, "no request for diabetes_risk"
+                page.evaluate("1")  # lets Playwright dispatch the route callback
+            page.select_option("#clinical-model", "diagnostic")
+            window = "document.querySelector('#clinical-window').textContent"
+            _wait(page, f"{window}.startsWith('diagnostic v-other')", 15)
+            # The held answer arrives now; the refresh that asked for it then reports its
+            # failed sources (the endpoints this test does not answer): it has run to the end.
+            held[0].fulfill(status=200, body=json.dumps(CLINICAL), content_type="application/json")
+            status = "document.querySelector('#refresh-status').textContent"
+            _wait(page, f"{status}.includes('source(s) failed')", 15)
+            assert page.evaluate(window).startswith("diagnostic v-other")
+            assert page.input_value("#clinical-model") == "diagnostic"
         finally:
             browser.close()

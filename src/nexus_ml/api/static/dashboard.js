@@ -58,20 +58,27 @@ function setOptions(select, values, keep) {
   return select.value;
 }
 
+// A periodic refresh and a change of model can overlap: only the answer to the latest
+// request is drawn, so a slow answer for the previous model never overwrites the chosen one.
+let clinicalRequest = 0;
+
 async function refreshClinical() {
   const model = $("clinical-model").value;
+  const request = ++clinicalRequest;
   if (!model) {
     clinical.PANELS.forEach((n) => panels.setState(n, "empty"));
     return;
   }
   try {
     const answer = await api(`/performance/clinical?model=${encodeURIComponent(model)}`);
+    if (request !== clinicalRequest) return;
     const shown = clinical.renderClinical(answer, $("clinical-class").value || null);
     setOptions($("clinical-class"), answer.classes, false);
     $("clinical-class").value = shown;
     $("clinical-window").textContent =
       `${answer.model} ${answer.version} · last ${answer.hours} h, until ${clock(answer.until)} UTC`;
   } catch (err) {
+    if (request !== clinicalRequest) return;
     clinical.PANELS.forEach((n) => panels.setState(n, "error"));
     throw err;
   }
