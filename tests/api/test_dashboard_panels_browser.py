@@ -453,3 +453,60 @@ def test_a_late_answer_for_the_previous_model_is_not_drawn() -> None:
             assert page.input_value("#clinical-model") == "diagnostic"
         finally:
             browser.close()
+
+
+def _multiclass() -> dict[str, Any]:
+    """A three-class model: no positive class, no baseline (a bundle from before issue 14)."""
+    segment = _segment("all", 90, 0.6, 0.5)
+    segment["classes"] = {k: _class(0.6, 0.5, 0.3, 90) for k in ("mild", "moderate", "severe")}
+    return {
+        **CLINICAL,
+        "model": "triage",
+        "positive_class": None,
+        "classes": ["mild", "moderate", "severe"],
+        "baseline": None,
+        "segments": [segment],
+    }
+
+
+def test_a_multiclass_model_without_baseline_shows_per_class_recall() -> None:
+    require_binary("chromium")
+    from playwright.sync_api import Route, sync_playwright
+
+    answer = _multiclass()
+
+    def serve(route: Route) -> None:
+        if "/performance/clinical" in route.request.url:
+            route.fulfill(status=200, body=json.dumps(answer), content_type="application/json")
+        else:
+            _serve(route)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+            page.route(f"{ORIGIN}/**", serve)
+            page.goto(f"{ORIGIN}/dashboard")
+            page.fill("#api-key", KEY)
+            page.click("#login button[type=submit]")
+            ready = " && ".join(
+                f"document.querySelector('#panel-{n}').dataset.state === 'ready'"
+                for n in CLINICAL_PANELS
+            )
+            _wait(page, ready, 15)
+            # No positive class: the first class, named as such; no specificity/NPV lines.
+            assert page.input_value("#clinical-class") == "mild"
+            summary = page.text_content("#panel-clinical-summary") or ""
+            assert "recall of mild 60.0%" in summary and "specificity" not in summary
+            _, recall = _datasets(page, "clinical-recall")
+            assert set(recall) == {"95% interval", "realised (labels)", "estimated (no labels)"}
+            title = page.evaluate(
+                "Chart.getChart(document.querySelector('#panel-clinical-reliability canvas'))"
+                ".options.scales.x.title.text"
+            )
+            assert title == "confidence (top class)"
+            page.select_option("#clinical-class", "severe")
+            _wait(page, "document.querySelector('#panel-clinical-summary').textContent"
+                  ".includes('recall of severe')", 10)  # fmt: skip
+        finally:
+            browser.close()

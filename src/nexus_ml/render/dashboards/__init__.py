@@ -2,7 +2,8 @@
 
 Three dashboards, one module each: the guide's twelve-panel overview, the on-call view (SLOs,
 burn, alerts, latency, errors) and the data-science view (accuracy, clinical performance by
-segment — its rows in ``clinical.py`` —, confidence, drift, quality). Threshold lines come from :class:`nexus_ml.thresholds.Thresholds`, never literals.
+segment — its rows in ``clinical.py`` —, confidence, drift, quality). Threshold lines come
+from :class:`nexus_ml.thresholds.Thresholds`, never literals.
 """
 
 from __future__ import annotations
