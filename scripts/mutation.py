@@ -62,7 +62,19 @@ MODULES: dict[str, Module] = {
     ),
     "predictor": Module(
         "src/nexus_ml/ml/predictor.py",
-        ("tests/ml/test_predictor.py", "tests/ml/test_decision_ties.py"),
+        (
+            "tests/ml/test_predictor.py",
+            "tests/ml/test_decision_ties.py",
+            "tests/ml/test_threshold.py",
+        ),
+    ),
+    "segments": Module(
+        "src/nexus_ml/ml/segments.py",
+        ("tests/ml/test_segments.py", "tests/ml/test_metadata.py"),
+    ),
+    "operating": Module(
+        "src/nexus_ml/ml/operating.py",
+        ("tests/ml/test_operating.py", "tests/ml/test_threshold.py"),
     ),
     "drift": Module("src/nexus_ml/stats/drift.py", ("tests/stats/test_drift.py",)),
     "drift_methods": Module(

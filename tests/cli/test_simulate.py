@@ -74,6 +74,21 @@ def test_sampler_is_reproducible_and_shifts_in_stds() -> None:
         RowSampler("diagnostic", (Shift("bmi", "add", 1.0),))
 
 
+def test_whole_numbered_and_by_value_segment_features_keep_their_values() -> None:
+    # diabetes_risk segments by sex (1 or 2) and age bands; age is in whole years.
+    data = load_dataset("diabetes_risk")
+    sampler = RowSampler("diabetes_risk", seed=3)
+    rows = [sampler.sample().features for _ in range(2000)]
+    assert {r["sex"] for r in rows} == {1.0, 2.0}
+    for name in ("age", "s1", "s6"):  # whole numbers in every row of the dataset
+        values = np.array([r[name] for r in rows])
+        assert (values == np.round(values)).all(), name
+        assert set(values) <= set(data.X[:, data.feature_names.index(name)]), name
+    # The others are still jittered: rows are not verbatim copies of the dataset's.
+    bmi = np.array([r["bmi"] for r in rows])
+    assert not set(bmi) <= set(data.X[:, data.feature_names.index("bmi")])
+
+
 def test_percentiles_of_nothing_are_nan() -> None:
     assert all(v != v for v in percentiles([]).values())
     assert percentiles([1.0, 2.0, 3.0])["p50"] == 2.0

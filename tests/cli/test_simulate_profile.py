@@ -57,6 +57,25 @@ def draw(metadata: dict[str, Any], n: int, seed: int, **kwargs: Any) -> list[dic
     return [sampler.sample().features for _ in range(n)]
 
 
+def test_a_feature_segmented_by_value_is_drawn_on_its_values(metadata: dict[str, Any]) -> None:
+    # "creatinine" declared as if segmented by value: every draw is one of the values (or
+    # missing), never a number between them that would fall in "other".
+    segmented = {
+        **metadata,
+        "segments": [
+            {
+                "feature": "creatinine",
+                "groups": ["0.5", "1", "2.5", "missing", "other"],
+                "edges": None,
+            }
+        ],
+    }
+    values = [r["creatinine"] for r in draw(segmented, 3000, seed=2)]
+    assert set(values) == {0.5, 1.0, 2.5, None}
+    # Without the declaration the same draws are continuous.
+    assert len({r["creatinine"] for r in draw(metadata, 3000, seed=2)}) > 1000
+
+
 def test_rows_follow_the_profile_for_every_type(metadata: dict[str, Any]) -> None:
     rows = draw(metadata, 10_000, seed=2)
     assert all(type(r["age"]) is int for r in rows)  # declared integer: sent as integers

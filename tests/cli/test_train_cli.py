@@ -78,6 +78,20 @@ def test_train_declares_segments_positive_class_and_threshold(
     assert info.baseline is not None
 
 
+def test_the_segment_cap_is_the_deployment_setting(tmp_path: Path, env: dict[str, str]) -> None:
+    data = write_binary_csv(tmp_path / "ward.csv")
+    args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward"]
+    args += ["--segments", "site,age:0-40-65-120"]  # 5 + 4 groups
+    capped = CliRunner().invoke(app, args, env={**env, "ML_SEGMENT_MAX_GROUPS": "8"})
+    assert capped.exit_code == 2
+    assert "segments declare 9 groups, more than the maximum of 8" in " ".join(
+        capped.output.split()
+    )
+    assert not (tmp_path / "models" / "ward").exists()
+    allowed = CliRunner().invoke(app, args, env={**env, "ML_SEGMENT_MAX_GROUPS": "9"})
+    assert allowed.exit_code == 0, allowed.output
+
+
 def test_a_threshold_on_a_multiclass_target_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
     data = write_mixed_csv(tmp_path / "ward.csv")
     args = ["train", "--data", str(data), "--target", "outcome", "--name", "ward"]

@@ -8,14 +8,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nexus_ml.config import Settings
 from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 from nexus_ml.ml.segments import (
     ALL,
     MAX_DISTINCT_VALUES,
+    MAX_SEGMENT_GROUPS,
+    MAX_STORED_SEGMENT_GROUPS,
     Segment,
     SegmentError,
     SegmentIndex,
     check_segments,
+    declaration_text,
     parse_segments,
 )
 
@@ -60,6 +64,14 @@ def test_negative_and_fractional_edges() -> None:
     (segment,) = parse_segments("z:-10--0.5-2.5", schema)
     assert segment.edges == (-10.0, -0.5, 2.5)
     assert segment.groups == ("-10--0.5", "-0.5-2.5", "other")
+
+
+def test_a_stored_declaration_reads_back_as_the_same_segments() -> None:
+    schema = FeatureSchema((*SCHEMA.features, FeatureSpec("z", "number", -20.0, 20.0)))
+    segments = parse_segments("sex,z:-10--0.5-2.5,site,age:0-40-65-120", schema, FRAME)
+    text = declaration_text(s.to_dict() for s in segments)
+    assert text == "sex,z:-10--0.5-2.5,site,age:0-40-65-120"
+    assert parse_segments(text, schema, FRAME) == segments
 
 
 @pytest.mark.parametrize(
@@ -190,8 +202,25 @@ def test_masks_follow_the_rule_row_by_row() -> None:
     assert masks["site=missing"][4] and masks["site=other"][3] and masks["site=other"][2]
 
 
+def test_numpy_numbers_are_numbers() -> None:
+    index = SegmentIndex(parse_segments("sex,age:0-40-65-120", SCHEMA, FRAME), SCHEMA)
+    rows = [{"age": np.int64(50), "sex": np.float64(2.0)}, {"age": np.float32(70), "sex": 1}]
+    masks = index.masks(rows)
+    assert masks["age=40-65"].tolist() == [True, False]
+    assert masks["age=65-120"].tolist() == [False, True]
+    assert masks["sex=2"].tolist() == [True, False] and masks["sex=1"].tolist() == [False, True]
+
+
 def test_masks_of_no_rows_and_no_segments() -> None:
     index = SegmentIndex(parse_segments("age:0-120", SCHEMA, FRAME), SCHEMA)
     masks = index.masks([])
     assert all(m.shape == (0,) for m in masks.values())
     assert SegmentIndex([], SCHEMA).masks([{"age": 3}]) == {ALL: np.array([True])}
+
+
+def test_the_deployment_setting_agrees_with_the_bundle_bounds() -> None:
+    # config sits below ml and repeats the numbers: a setting above what a bundle may hold
+    # could never be used, and the default is the cap training applies by default.
+    field = Settings.model_fields["segment_max_groups"]
+    assert field.default == MAX_SEGMENT_GROUPS
+    assert [m.le for m in field.metadata if hasattr(m, "le")] == [MAX_STORED_SEGMENT_GROUPS]

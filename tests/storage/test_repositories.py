@@ -186,6 +186,26 @@ def test_labelled_join_uses_prediction_time(store: Store, make_record: RecordFac
     assert [r.prediction_id for r in detailed] == [old.id, recent.id]
 
 
+def test_scored_rows_carry_their_label_or_none(store: Store, make_record: RecordFactory) -> None:
+    now = utcnow()
+    rows = [make_record(created_at=now - timedelta(minutes=m)) for m in (50, 40, 30, 20, 10)]
+    other_model = make_record(model="m2", created_at=now - timedelta(minutes=25))
+    store.insert_predictions([*rows, other_model])
+    store.add_feedback(rows[1].id, "healthy")
+    store.add_feedback(rows[3].id, "disease")
+    store.add_feedback(other_model.id, "x")
+
+    # [since, until): the 50- and 10-minute-old predictions fall outside; newest first.
+    got = store.scored_rows("heart", now - timedelta(minutes=45), now - timedelta(minutes=15))
+    assert [r.created_at for r in got] == [rows[3].created_at, rows[2].created_at,
+                                           rows[1].created_at]  # fmt: skip
+    assert [r.actual for r in got] == ["disease", None, "healthy"]
+    assert got[0].features == rows[3].features
+    assert got[0].probabilities == rows[3].probabilities
+    assert got[0].predicted_class == rows[3].predicted_class
+    assert store.scored_rows("nobody", now - timedelta(days=1), now) == []
+
+
 def test_feedback_cascades_with_prediction(engine: Engine, make_record: RecordFactory) -> None:
     store = Store(engine)
     record = make_record()

@@ -63,7 +63,7 @@ def import_model(
             settings.model_path,
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
-            declared=declarations(segments, positive_class, threshold),
+            declared=declarations(settings, segments, positive_class, threshold),
         )
     except (ImportRefused, BundleError, TrainingDataError) as exc:
         console.print(problem("cannot import:", exc))

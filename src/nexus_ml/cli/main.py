@@ -176,13 +176,17 @@ ThresholdOption = Annotated[
 
 
 def declarations(
-    segments: str, positive_class: str | None, threshold: float | None
+    settings: Settings, segments: str, positive_class: str | None, threshold: float | None
 ) -> Declarations:
-    """What the options declare (ml imported here: `nexus-ml --help` stays light)."""
+    """What the options declare, capped by ``ML_SEGMENT_MAX_GROUPS`` (ml imported here:
+    `nexus-ml --help` stays light)."""
     from nexus_ml.ml.operating import Declarations
 
     return Declarations(
-        segments=segments or None, positive_class=positive_class, threshold=threshold
+        segments=segments or None,
+        positive_class=positive_class,
+        threshold=threshold,
+        max_segment_groups=settings.segment_max_groups,
     )
 
 
@@ -224,7 +228,7 @@ def train(
             estimator=estimator,  # type: ignore[arg-type]  # train_from_csv checks it
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
-            declared=declarations(segments, positive_class, threshold),
+            declared=declarations(settings, segments, positive_class, threshold),
         )
     except (TrainingDataError, BundleError, ValueError) as exc:
         console.print(problem("cannot train:", exc))

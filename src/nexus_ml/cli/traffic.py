@@ -5,6 +5,12 @@ small noise (the model's answers and the true labels stay real), ``ProfileSample
 from any model's reference profile (numbers through the quantile sketch, integers rounded,
 categories by their shares, missing values at the training rate) and draws each label from
 the model's calibration, so a model imported from a notebook gets traffic too.
+
+Neither moves a value off the set it comes from: ``RowSampler`` adds no noise to a
+whole-numbered column (age in years) nor to a feature its model segments by value (``sex``
+1/2 of ``diabetes_risk``), and ``ProfileSampler`` rounds integer features and snaps a
+by-value segment feature to its groups' values, so traffic lands in the model's declared
+segment groups and not in ``other``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.datasets import BUNDLED_DECLARATIONS, load_dataset
+from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.segments import parse_segments
 
 # Noise added to each resampled value, in units of the feature's std: small enough that the
 # window still matches the reference (no drift), large enough that rows are not verbatim copies.
@@ -86,6 +94,11 @@ class RowSampler:
         self._std = data.X.std(axis=0)
         self._min = data.X.min(axis=0)
         self._max = data.X.max(axis=0)
+        # Noise per column: none for a whole-numbered feature (age in years: an integer in
+        # every row) or one segmented by value (its values are its groups).
+        self._noise = self._std * NOISE_STD
+        self._noise[np.all(np.round(data.X) == data.X, axis=0)] = 0.0
+        self._noise[[self.names.index(f) for f in _value_segments(self.dataset, data)]] = 0.0
         self.rng = np.random.default_rng(self.seed)
         index = {n: j for j, n in enumerate(self.names)}
         self._shifts: list[tuple[int, Shift]] = []
@@ -102,7 +115,7 @@ class RowSampler:
         """One resampled row with noise, shifts applied, and maybe one out-of-range value."""
         rng = self.rng
         i = int(rng.integers(len(self._X)))
-        row = self._X[i] + rng.normal(0.0, NOISE_STD, size=len(self.names)) * self._std
+        row = self._X[i] + rng.normal(0.0, 1.0, size=len(self.names)) * self._noise
         # The reference profile's range is the dataset's: noise must not push an extreme row
         # out of it, or clean traffic would show quality issues (only shifts and --bad-rate may).
         np.clip(row, self._min, self._max, out=row)
@@ -152,8 +165,10 @@ class ProfileSampler:
         self.classes = [str(c) for c in metadata.get("classes", [])]
         conf = profile.get("confidence") or {}
         self._calibration = conf.get("calibration")
+        by_value = _value_groups(metadata)
         self._features = {
-            f: _draw_spec(profile["features"][f], types.get(f, {})) for f in self.names
+            f: _draw_spec(profile["features"][f], types.get(f, {}), by_value.get(f))
+            for f in self.names
         }
         self.numeric = [f for f, d in self._features.items() if d.categories is None]
         self._shifts = list(shifts)
@@ -202,6 +217,17 @@ class ProfileSampler:
         return others[int(self.rng.integers(len(others)))]
 
 
+def _value_segments(dataset: str, data: Any) -> list[str]:
+    """Features the bundled model of ``dataset`` segments by value (no bin edges)."""
+    declared = BUNDLED_DECLARATIONS.get(dataset)
+    if declared is None or not declared.segments:
+        return []
+    schema = FeatureSchema.from_training(data.X, data.feature_names)
+    columns = {name: data.X[:, j] for j, name in enumerate(data.feature_names)}
+    segments = parse_segments(declared.segments, schema, columns, max_groups=10**6)
+    return [s.feature for s in segments if s.edges is None]
+
+
 @dataclass(frozen=True)
 class _FeatureDraw:
     """How to draw one feature: a sketch for numbers, shares for categories."""
@@ -213,6 +239,8 @@ class _FeatureDraw:
     integer: bool = False
     std: float = 0.0
     hi: float = 0.0
+    # A feature segmented by value: draws snap to the nearest of these (its groups).
+    values: np.ndarray | None = None
 
     def draw(self, rng: np.random.Generator) -> Any:
         if self.missing and rng.random() < self.missing:
@@ -221,10 +249,28 @@ class _FeatureDraw:
             return self.categories[int(rng.choice(len(self.categories), p=self.shares))]
         q = self.quantiles
         value = float(np.interp(rng.random(), np.linspace(0.0, 1.0, q.size), q))
+        if self.values is not None:
+            value = float(self.values[int(np.argmin(np.abs(self.values - value)))])
         return round(value) if self.integer else value
 
 
-def _draw_spec(feat: dict[str, Any], schema: dict[str, Any]) -> _FeatureDraw:
+def _value_groups(metadata: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The values of each numeric feature the model segments by value (metadata form)."""
+    out = {}
+    for segment in metadata.get("segments") or []:
+        if not isinstance(segment, dict) or segment.get("edges") is not None:
+            continue
+        named = [g for g in segment.get("groups", []) if g not in ("missing", "other")]
+        try:
+            out[str(segment["feature"])] = np.asarray([float(g) for g in named])
+        except (KeyError, ValueError):  # a category feature's groups: not numbers
+            continue
+    return {f: v for f, v in out.items() if v.size}
+
+
+def _draw_spec(
+    feat: dict[str, Any], schema: dict[str, Any], values: np.ndarray | None = None
+) -> _FeatureDraw:
     present, gone = int(feat.get("n", 0)), int(feat.get("n_missing", 0))
     missing = gone / (present + gone) if present + gone else 0.0
     if feat["type"] == "categorical":
@@ -240,6 +286,7 @@ def _draw_spec(feat: dict[str, Any], schema: dict[str, Any]) -> _FeatureDraw:
         integer=_integer(feat, schema.get("type")),
         std=float(feat["std"] or 0.0),
         hi=float(feat["max"]),
+        values=values,
     )
 
 

@@ -24,13 +24,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
 
+from nexus_ml.ml.baseline import Baseline
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.operating import default_positive_class
 from nexus_ml.ml.profile import CONFIDENCE_EDGES, N_QUANTILES
@@ -42,19 +42,9 @@ from nexus_ml.ml.segments import (
     SegmentError,
     check_segments,
 )
-
-# Floats written by json.dump(repr) read back exactly; the slack only absorbs rounding in sums
-# and in the sketch's interpolation (a quantile may sit an ulp below its predecessor).
-_REL_TOL = 1e-9
-
-Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-Count = Annotated[int, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
-Name = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+from nexus_ml.ml.strict import REL_TOL as _REL_TOL
+from nexus_ml.ml.strict import Count, Name, Positive, Ratio
+from nexus_ml.ml.strict import Strict as _Strict
 
 
 def _close(a: float, b: float, scale: float = 1.0) -> bool:
@@ -302,66 +292,6 @@ class SegmentEntry(_Strict):
         return Segment(self.feature, tuple(self.groups), edges)
 
 
-class IntervalEntry(_Strict):
-    """A proportion with its 95 % interval and denominator (value null below the minimum)."""
-
-    value: Ratio | None
-    lower: Ratio | None
-    upper: Ratio | None
-    n: Count
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntervalEntry:
-        v, lo, hi = self.value, self.lower, self.upper
-        if (
-            v is not None
-            and lo is not None
-            and hi is not None
-            and not lo - _REL_TOL <= v <= hi + _REL_TOL
-        ):
-            raise ValueError("an interval must hold its value (lower <= value <= upper)")
-        return self
-
-
-class ClassEntry(_Strict):
-    """One class's baseline metrics."""
-
-    recall: IntervalEntry
-    precision: IntervalEntry
-    f1: Ratio | None
-    prevalence: IntervalEntry
-    positive_rate: IntervalEntry
-
-
-class ReliabilityEntry(_Strict):
-    """One bin of the reliability curve."""
-
-    lower: Ratio
-    upper: Ratio
-    mean_predicted: Ratio | None
-    observed: Ratio | None
-    count: Count
-
-
-class Baseline(_Strict):
-    """The holdout's clinical metrics at the operating point (``Realised.to_dict()``)."""
-
-    n: Positive
-    classes: dict[Name, ClassEntry]
-    accuracy: IntervalEntry
-    roc_auc: IntervalEntry
-    # Binary: in [0, 1]; scikit-learn's multiclass Brier score reaches 2.
-    brier_score: Annotated[float, Field(ge=0.0, le=2.0)] | None
-    calibration_error: Ratio | None
-    reliability: Annotated[list[ReliabilityEntry], Field(max_length=100)]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Baseline:
-        if sum(b.count for b in self.reliability) > self.n:
-            raise ValueError("reliability counts add up to more than n")
-        return self
-
-
 class BundleMetadata(_Strict):
     """Everything ``metadata.json`` holds, checked field by field and across fields."""
 
@@ -377,7 +307,7 @@ class BundleMetadata(_Strict):
     source: Source
     # Optional (see the module's docstring); after parsing, operating_point is never None.
     operating_point: OperatingPoint | None = None
-    segments: Annotated[list[SegmentEntry], Field(max_length=MAX_STORED_SEGMENT_GROUPS)] = []
+    segments: list[SegmentEntry] = Field(default_factory=list, max_length=MAX_STORED_SEGMENT_GROUPS)
     baseline: Baseline | None = None
 
     @property

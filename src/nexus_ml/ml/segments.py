@@ -42,6 +42,8 @@ MAX_SEGMENT_GROUPS = 16
 MAX_STORED_SEGMENT_GROUPS = 64
 MAX_DISTINCT_VALUES = 10
 MAX_GROUP_CHARS = 64
+# What a stored or in-memory number is (JSON gives int and float; numpy scalars are accepted).
+_NUMBER_TYPES = frozenset({int, float, np.float64, np.float32, np.int64, np.int32})
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -314,7 +316,7 @@ def _codes(segment: Segment, spec: FeatureSpec, column: list[Any]) -> np.ndarray
     else:
         # bool is an int, but never a valid number here: it falls to "other" with strings.
         x = np.fromiter(
-            (v if type(v) in (int, float) else math.nan for v in column),
+            (v if type(v) in _NUMBER_TYPES else math.nan for v in column),
             dtype=np.float64,
             count=len(column),
         )

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,9 +30,27 @@ from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.ml.segments import ALL, SegmentIndex
 from nexus_ml.stats.clinical import estimated, proportion, realised
 from nexus_ml.stats.performance import ConfidenceEstimator
-from nexus_ml.storage.records import LabelledPrediction, WindowRow
 
 log = logging.getLogger("nexus_ml.quality")
+
+
+class StoredRow(Protocol):
+    """What the evaluator reads of a stored prediction (WindowRow, ScoredRow, ...)."""
+
+    @property
+    def features(self) -> dict[str, Any] | None: ...
+    @property
+    def predicted_class(self) -> str: ...
+    @property
+    def probabilities(self) -> dict[str, Any] | None: ...
+
+
+class LabelledRow(StoredRow, Protocol):
+    """A stored prediction with its label (LabelledPrediction, a labelled ScoredRow)."""
+
+    @property
+    def actual(self) -> str | None: ...
+
 
 # Stored feature maps -> segment label -> boolean mask over those rows ("all" included).
 Segmenter = Callable[[list[dict[str, Any]]], dict[str, NDArray[np.bool_]]]
@@ -88,19 +106,19 @@ class ClinicalEvaluator:
         )
 
     def evaluate(
-        self, labelled: Sequence[LabelledPrediction], window: Sequence[WindowRow]
+        self, labelled: Sequence[LabelledRow], window: Sequence[StoredRow]
     ) -> dict[str, Any]:
         """Every metric for ``all`` and each segment (JSON-safe: None, never NaN)."""
         lab = self._rows(
             [r.features or {} for r in labelled],
             [r.predicted_class for r in labelled],
             [r.probabilities or {} for r in labelled],
-            [r.actual for r in labelled],
+            [r.actual or "" for r in labelled],
         )
         win = self._rows(
-            [r.features for r in window],
+            [r.features or {} for r in window],
             [r.predicted_class for r in window],
-            [r.probabilities for r in window],
+            [r.probabilities or {} for r in window],
             None,
         )
         lab_masks, win_masks = self._masks(lab.features), self._masks(win.features)

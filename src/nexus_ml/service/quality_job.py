@@ -237,13 +237,8 @@ class QualityJob:
     def _accuracy_since(self) -> datetime:
         return utcnow() - timedelta(seconds=self._settings.accuracy_window_seconds)
 
-    def refresh_accuracy(self, name: str) -> dict[str, Any]:
-        """Realised accuracy of ``name`` over the accuracy window, joined on prediction time."""
-        return self._export_accuracy(
-            name, self._store.labelled_predictions(name, self._accuracy_since())
-        )
-
     def _export_accuracy(self, name: str, labelled: list[LabelledPrediction]) -> dict[str, Any]:
+        """Realised accuracy over the accuracy window (labels joined on prediction time)."""
         result = realised_accuracy(
             [p.predicted_class for p in labelled], [p.actual for p in labelled]
         )

@@ -69,6 +69,17 @@ class WindowRow:
     probabilities: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredRow:
+    """One prediction with what the clinical metrics read of it, and its label if it has one."""
+
+    features: dict[str, Any]
+    probabilities: dict[str, Any]
+    predicted_class: str
+    created_at: datetime
+    actual: str | None
+
+
 @dataclass(slots=True)
 class ModelStats:
     """Raw per-model arrays; the monitoring layer computes percentiles from them."""

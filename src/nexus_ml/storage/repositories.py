@@ -22,6 +22,7 @@ from .records import (
     LabelledPrediction,
     ModelStats,
     PredictionRecord,
+    ScoredRow,
     WindowRow,
     utcnow,
 )
@@ -115,6 +116,30 @@ class Store(OperationsRepository):
         stmt = stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(cap)
         with self._sessions() as session:
             return [WindowRow(*row) for row in session.execute(stmt)]
+
+    def scored_rows(self, model: str, since: datetime, until: datetime) -> list[ScoredRow]:
+        """Predictions of ``model`` made in [since, until), each with its label or None
+        (newest first, at most MAX_WINDOW): one read serves both the label-free and the
+        realised clinical metrics of a window."""
+        stmt = (
+            select(
+                Prediction.features,
+                Prediction.probabilities,
+                Prediction.predicted_class,
+                Prediction.created_at,
+                Feedback.actual,
+            )
+            .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
+            .where(
+                Prediction.model == model,
+                Prediction.created_at >= since,
+                Prediction.created_at < until,
+            )
+            .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+            .limit(MAX_WINDOW)
+        )
+        with self._sessions() as session:
+            return [ScoredRow(*row) for row in session.execute(stmt)]
 
     def prediction_times(
         self, model: str | None, since: datetime, until: datetime

@@ -1,7 +1,9 @@
 """``GET /performance/clinical``: clinical metrics per segment, computed on demand for a window.
 
 The realised metrics cover the labelled predictions made in ``[since, until)``; the estimates
-and the positive rate cover the predictions made in it (the newest ``MAX_WINDOW`` of them).
+and the positive rate cover the predictions made in it. Both come from one read of the newest
+``MAX_WINDOW`` predictions of the window (with their labels): beyond that many, the labelled
+ones are those among the newest predictions.
 The computation (service/clinical.py) is the model-quality job's, on another window.
 """
 
@@ -31,17 +33,14 @@ class ClinicalViews:
         loaded = self._models.get_or_none(model)
         if loaded is None:
             raise NotFound("model: not a loaded model (see GET /models)", "model")
-        store = self._db.store
-        labelled = await self._db.run(
-            store.labelled_predictions, model, window.since, window.until, with_features=True
-        )
-        rows = await self._db.run(
-            store.recent_predictions, model, since=window.since, until=window.until
-        )
+        # One read: the window's predictions with their labels (the labelled ones are a
+        # subset of the window, so their feature maps need not be read twice).
+        rows = await self._db.run(self._db.store.scored_rows, model, window.since, window.until)
+        labelled = [r for r in rows if r.actual is not None]
         evaluator = ClinicalEvaluator.for_model(
             loaded, min_count=self._min_count, max_groups=self._max_groups
         )
-        # Interval and bootstrap arithmetic over up to MAX_WINDOW rows: off the event loop.
+        # Interval arithmetic over up to MAX_WINDOW rows: off the event loop.
         result = await asyncio.to_thread(evaluator.evaluate, labelled, rows)
         return ClinicalPerformance.model_validate(
             {
