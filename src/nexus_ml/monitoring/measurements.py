@@ -18,7 +18,10 @@ the rule's expression evaluated over periodic snapshots of ``registry.collect()`
   (then both paths agree). A series that vanishes keeps its last total (no increase), and
   its return is judged like any sample, exactly as Prometheus judges a gap.
 * ``histogram_quantile``: Prometheus's ``bucketQuantile`` on the summed bucket increases.
-* Gauges: ``max by`` over the newest snapshot, if it is within the 5 m lookback.
+* Gauges: ``max by`` over the newest snapshot, if it is within the 5 m lookback. A NaN
+  child (a value the quality job withdrew) is left out: PromQL's ``max`` skips NaN unless
+  every child is NaN, and then every comparison with it is false, so neither path fires on
+  it (the rules filter with ``>= 0`` where an absent value falls back to another).
 * Ranges are the rules' own: fixed (5m, 15m, 1h) or, where the rule takes its range from a
   threshold (``db_connection_errors_window``), that threshold.
 """
