@@ -311,7 +311,14 @@ def test_panels_draw_exactly_what_the_api_answers() -> None:
         try:
             page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
             errors: list[str] = []
+            clinical_asked: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on(
+                "request",
+                lambda r: (
+                    clinical_asked.append(r.url) if "/performance/clinical" in r.url else None
+                ),
+            )
             page.route(f"{ORIGIN}/**", _serve)
             page.goto(f"{ORIGIN}/dashboard")
             page.fill("#api-key", KEY)
@@ -396,6 +403,9 @@ def test_panels_draw_exactly_what_the_api_answers() -> None:
             # No chart animates, on the first draw or after updates (a second refresh and the
             # class change above went through the update path).
             _wait(page, "Number(document.querySelector('#panel-cpu').dataset.points) >= 2", 15)
+            # The clinical answer is costly and slow to change: the second 10 s refresh did
+            # not ask again (the first refresh and the class change did).
+            assert len(clinical_asked) == 2, clinical_asked
             animated = page.evaluate(
                 """() => [...document.querySelectorAll('.panel canvas')]
                     .map((c) => [c.closest('.panel').dataset.panel, Chart.getChart(c)])

@@ -8,6 +8,10 @@ import * as panels from "./panels.js";
 const API = "/api/v1/monitoring";
 const KEY_NAME = "nexus-ml.monitor-key";
 const REFRESH_MS = 10_000;
+// The clinical answer is computed on demand over the whole accuracy window (a second at
+// 10,000 labelled rows, ten at 100,000) and moves slowly: ask for it once a minute, and at
+// once when the model or class is changed, not on every 10 s refresh.
+const CLINICAL_REFRESH_MS = 60_000;
 
 // Which endpoint feeds which panels.
 const SOURCES = [
@@ -61,10 +65,12 @@ function setOptions(select, values, keep) {
 // A periodic refresh and a change of model can overlap: only the answer to the latest
 // request is drawn, so a slow answer for the previous model never overwrites the chosen one.
 let clinicalRequest = 0;
+let clinicalAskedAt = -Infinity;
 
 async function refreshClinical() {
   const model = $("clinical-model").value;
   const request = ++clinicalRequest;
+  clinicalAskedAt = Date.now();
   if (!model) {
     clinical.PANELS.forEach((n) => panels.setState(n, "empty"));
     return;
@@ -102,8 +108,11 @@ async function refresh() {
     }
   });
   const health = results[SOURCES.findIndex(([path]) => path === "/health")];
+  const model = $("clinical-model").value;
   if (health.status === "fulfilled") setOptions($("clinical-model"), health.value.models, true);
-  await refreshClinical().catch((err) => failures.push(err));
+  if ($("clinical-model").value !== model || Date.now() - clinicalAskedAt >= CLINICAL_REFRESH_MS) {
+    await refreshClinical().catch((err) => failures.push(err));
+  }
   if (failures.some((f) => f instanceof AuthError)) {
     logout(failures.find((f) => f instanceof AuthError).message);
     return;
@@ -137,6 +146,7 @@ function logout(message = "") {
   timer = null;
   sessionStorage.removeItem(KEY_NAME);
   panels.resetPanels();
+  clinicalAskedAt = -Infinity;
   $("clinical-model").replaceChildren();
   $("clinical-class").replaceChildren();
   $("clinical-window").textContent = "";
