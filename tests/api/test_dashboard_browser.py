@@ -27,7 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 PANELS = (
     "health", "cpu", "memory", "alerts", "requests", "latency",
     "accuracy", "confidence", "training", "errors", "database", "drift",
+    "clinical-summary", "clinical-recall", "clinical-precision", "clinical-alert-rate",
+    "clinical-reliability",
 )  # fmt: skip
+# The clinical section shows the bundled diagnostic model (positive class: malignant).
+CLINICAL_MODEL = "diagnostic"
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -54,6 +58,8 @@ def service(db_url: str, bundled_models: Path, tmp_path: Path) -> Iterator[str]:
         "ML_WRITER_FLUSH_SECONDS": "0.1",
         "ML_SYSTEM_INTERVAL_SECONDS": "1",
         "ML_DRIFT_MIN_WINDOW": "10",
+        # A handful of labels per segment is enough to draw: the test checks the plumbing.
+        "ML_CLINICAL_MIN_COUNT": "5",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "service.log").open("wb")
@@ -90,24 +96,28 @@ def _rows(name: str, n: int) -> list[dict[str, float]]:
     return [dict(zip(data.feature_names, map(float, data.X[i]), strict=True)) for i in range(n)]
 
 
+def _truth(name: str, n: int) -> list[str]:
+    """The true classes of the rows ``_rows`` sends: the feedback a clinician would give."""
+    return [str(y) for y in load_dataset(name).y[:n]]
+
+
 def _populate(base: str) -> None:
     """Predictions, feedback, one training run and one model-quality round."""
     admin = {"Authorization": f"Bearer {KEYS['admin']}"}
     with httpx.Client(base_url=base, headers=admin, timeout=30) as c:
-        preds = []
+        preds, truth = [], []
         for name, n in (("diagnostic", 60), ("diabetes_risk", 40)):
             r = c.post(f"/api/v1/models/{name}/predict", json={"instances": _rows(name, n)})
             assert r.status_code == 200, r.text
             preds += r.json()["predictions"]
+            truth += _truth(name, n)
         for i in range(5):  # single predictions too: their latency is per call
             r = c.post(
                 "/api/v1/models/diagnostic/predict", json={"features": _rows("diagnostic", 5)[i]}
             )
             assert r.status_code == 200, r.text
-        for p in preds[:20] + preds[60:75]:
-            r = c.post(
-                f"/api/v1/predictions/{p['id']}/feedback", json={"actual": p["predicted_class"]}
-            )
+        for i in [*range(0, 50), *range(60, 75)]:
+            r = c.post(f"/api/v1/predictions/{preds[i]['id']}/feedback", json={"actual": truth[i]})
             assert r.status_code == 201, r.text
         run = c.post("/api/v1/models/diabetes_risk/train", json={"seed": 3}).json()
         deadline = time.monotonic() + 40
@@ -140,6 +150,96 @@ def _canvases_drawn(page: Any) -> dict[str, int]:
             return [c.closest('.panel').dataset.panel, n];
         }))"""
     )
+
+
+ANIMATED = """() => [...document.querySelectorAll('.panel canvas')]
+    .map((c) => [c.closest('.panel').dataset.panel, Chart.getChart(c)])
+    .filter(([, chart]) => !chart || chart.options.animation !== false)
+    .map(([name]) => name)"""
+
+CHART_DATA = """(name) => {
+    const chart = Chart.getChart(document.querySelector(`#panel-${name} canvas`));
+    return {
+        labels: chart.data.labels ?? null,
+        datasets: Object.fromEntries(chart.data.datasets.map((d) => [d.label, d.data])),
+    };
+}"""
+
+
+def _chart(page: Any, name: str) -> tuple[list[str] | None, dict[str, list[Any]]]:
+    """Labels and data (by dataset label) of one panel's chart, as Chart.js holds them."""
+    chart = page.evaluate(CHART_DATA, name)
+    return chart["labels"], chart["datasets"]
+
+
+def _monitor(base: str, path: str) -> Any:
+    r = httpx.get(
+        f"{base}/api/v1/monitoring{path}",
+        headers={"Authorization": f"Bearer {KEYS['monitor']}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _check_clinical(page: Any, base: str) -> None:
+    """The clinical panels draw the numbers GET /performance/clinical answers."""
+    answer = _monitor(base, f"/performance/clinical?model={CLINICAL_MODEL}")
+    positive = answer["positive_class"]
+    assert positive == "malignant" and page.input_value("#clinical-class") == positive
+    segments = answer["segments"]
+    assert segments[0]["segment"] == "all"
+    for panel, metric in (
+        ("clinical-recall", "recall"),
+        ("clinical-precision", "precision"),
+        ("clinical-alert-rate", "positive_rate"),
+    ):
+        labels, data = _chart(page, panel)
+        values = [s["classes"][positive][metric] for s in segments]
+        assert labels is not None and len(labels) == len(segments), panel
+        assert [label.split(" (n=")[0] for label in labels] == [s["segment"] for s in segments]
+        realised = next(v for k, v in data.items() if k.startswith(("realised", "alert rate")))
+        assert realised == [v["value"] for v in values], panel
+        assert data["95% interval"] == [
+            None if v["value"] is None else [v["lower"], v["upper"]] for v in values
+        ], panel
+        assert any(v is not None for v in realised), f"{panel}: no value drawn"
+    recall = segments[0]["classes"][positive]["recall"]
+    summary = page.text_content("#panel-clinical-summary") or ""
+    assert f"sensitivity {recall['value'] * 100:.1f}%" in summary
+    assert (
+        f"recall (sensitivity): {recall['value']:.3f} "
+        f"[{recall['lower']:.3f}–{recall['upper']:.3f}], n={recall['n']}"
+    ) in summary
+    _, reliability = _chart(page, "clinical-reliability")
+    drawn = [
+        {"x": b["mean_predicted"], "y": b["observed"]}
+        for b in segments[0]["reliability"]
+        if b["count"] > 0 and b["mean_predicted"] is not None and b["observed"] is not None
+    ]
+    assert reliability["observed (segment all)"] == drawn and drawn
+
+
+def _check_drift_and_latency(page: Any, base: str) -> None:
+    """Drift: decided scores only, three colours named; latency: both kinds, named."""
+    overview = _monitor(base, "/data-quality/overview")
+    decided = {
+        f"{m['model']}/{f['feature']}"
+        for m in overview["models"]
+        if m["decided"]
+        for f in m["features"]
+        if f["decided"]
+    }
+    labels, drift = _chart(page, "drift")
+    assert labels and set(labels) <= decided
+    assert set(drift) == {
+        "PSI, feature judged drifted",
+        "PSI, not drifted",
+        f"drift limit (PSI {overview['drift_threshold']})",
+    }
+    labels, _ = _chart(page, "latency")
+    assert labels is not None and labels[0] == ["request", "end-to-end"]
+    assert ["diagnostic", "compute"] in labels
 
 
 def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:
@@ -188,8 +288,18 @@ def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:
             page.goto(f"{service}/dashboard")
             page.fill("#api-key", KEYS["monitor"])
             page.click("#login button[type=submit]")
+            page.select_option("#clinical-model", CLINICAL_MODEL)
             _wait(
-                page, "document.querySelectorAll('.panel[data-state=\"ready\"]').length === 12", 30
+                page,
+                "document.querySelector('#clinical-window').textContent"
+                f".startsWith('{CLINICAL_MODEL} ')",
+                30,
+            )
+            _wait(
+                page,
+                "document.querySelectorAll('.panel[data-state=\"ready\"]').length === "
+                f"{len(PANELS)}",
+                30,
             )
             # Live series (CPU, memory, error rate) gain a point per 10 s refresh: wait for two.
             _wait(page, "Number(document.querySelector('#panel-cpu').dataset.points) >= 2", 15)
@@ -202,6 +312,10 @@ def test_dashboard_draws_every_panel(service: str, tmp_path: Path) -> None:
                 assert state == "ready" and points > 0, (name, state, points)
             for name, drawn in _canvases_drawn(page).items():
                 assert drawn > 100, f"{name} canvas is blank"
+            # A second refresh went through every chart's update path: none animates.
+            assert page.evaluate(ANIMATED) == []
+            _check_clinical(page, service)
+            _check_drift_and_latency(page, service)
             health = page.text_content("#panel-health [data-role=value]")
             assert health in ("OK", "DEGRADED")
             assert "firing" in (page.text_content("#panel-alerts [data-role=value]") or "")

@@ -195,6 +195,8 @@ def test_quality_training_and_no_feature_values(client: TestClient) -> None:
     dq = client.get(M + "/data-quality/overview", headers=auth("monitor")).json()
     diag = next(m for m in dq["models"] if m["model"] == "diagnostic")
     assert diag["window_size"] == 12 and len(diag["features"]) == 30
+    # 12 rows is below the minimum window: no feature's score is a decision.
+    assert not diag["decided"] and not any(f["decided"] for f in diag["features"])
     assert diag["request_quality_score"] is not None
     perf = client.get(M + "/performance/models", headers=auth("monitor")).json()
     est = next(m for m in perf["models"] if m["model"] == "diagnostic")["estimated_accuracy"]
@@ -230,6 +232,11 @@ def test_summary_counts_requests_and_predictions(client: TestClient) -> None:
     assert body["predictions"] == {"diabetes_risk": 25, "diagnostic": 12}
     assert body["requests"]["by_class"]["2xx"] >= 13 and body["requests"]["availability"] == 1.0
     assert body["database"]["records_written"] == 37
+    # End-to-end request time per route template (never a raw path), beside the model's own.
+    latency = body["request_latency_seconds"]
+    predict = latency["POST /api/v1/models/{name}/predict"]
+    assert 0 < predict["p50"] <= predict["p95"] <= predict["p99"] and predict["mean"] > 0
+    assert all("diabetes_risk" not in route and "diagnostic" not in route for route in latency)
 
 
 def test_thresholds_get_put_validation_and_audit(client: TestClient) -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from nexus_ml.monitoring.metrics import build_metrics
+from nexus_ml.monitoring.metrics import CLINICAL_GAUGES, build_metrics
 from nexus_ml.render.dashboards import (
     DASHBOARDS,
     build_dashboards,
@@ -234,3 +234,73 @@ def test_provisioning_points_at_fixed_uids_and_the_mounted_folder(deploy_dir: Pa
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{DASHBOARDS_PATH}:ro" in mounts
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+
+
+def test_science_dashboard_reads_every_clinical_gauge(dashboards: dict[str, Any]) -> None:
+    science = dashboards["nexus-ml-data-science"]
+    used = " ".join(t["expr"] for _, t in iter_targets(science))
+    missing = [name for name, _, _ in CLINICAL_GAUGES.values() if name not in used]
+    assert not missing, f"clinical gauges no panel shows: {missing}"
+
+
+def test_clinical_panels_draw_intervals_and_baselines(dashboards: dict[str, Any]) -> None:
+    science = _by_title(dashboards["nexus-ml-data-science"])
+    for title, metric in (
+        ("Recall (sensitivity) with 95 % interval", "recall"),
+        ("Precision (PPV) with 95 % interval", "precision"),
+    ):
+        panel = science[title]
+        exprs = {t["legendFormat"].rsplit(" ", 1)[-1]: t["expr"] for t in panel["targets"]}
+        sel = '{model=~"$model", class=~"$class", segment=~"$segment"}'
+        assert exprs["lower"] == f"ml_model_{metric}_lower{sel}"
+        assert exprs["upper"] == f"ml_model_{metric}_upper{sel}"
+        assert f'metric="{metric}"' in exprs["baseline"]
+        # Bounds and baseline are drawn dashed, the value itself solid.
+        (dashed,) = panel["fieldConfig"]["overrides"]
+        assert re.fullmatch(dashed["matcher"]["options"], "m high sex=1 lower")
+        assert not re.fullmatch(dashed["matcher"]["options"], "m high sex=1")
+    table = science["Recall and precision by segment (latest, 95 % interval)"]
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    renamed = set(organize["options"]["renameByName"].values())
+    assert {"recall", "recall lower 95%", "recall upper 95%", "precision lower 95%"} <= renamed
+    assert [t["id"] for t in table["transformations"]] == ["merge", "organize"]
+    alert_rate = science["Alert rate (share of predictions flagging the class)"]
+    assert alert_rate["targets"][0]["expr"].startswith("ml_model_positive_rate{")
+    reliability = science["Reliability curve (latest, segment all)"]
+    assert reliability["type"] == "barchart" and reliability["options"]["xField"] == "bin"
+    variables = {v["name"]: v for v in dashboards["nexus-ml-data-science"]["templating"]["list"]}
+    assert variables["segment"]["current"]["value"] == "all"  # one line per model by default
+    assert variables["class"]["allValue"] == ".*"
+
+
+def test_clinical_alert_limits_follow_the_thresholds_definition() -> None:
+    # Unusual tolerances: a literal left in a panel would not move with them.
+    t = Thresholds(
+        sensitivity_drop_tolerance=0.07,
+        subgroup_gap_tolerance=0.13,
+        calibration_error_tolerance=0.06,
+        clinical_min_samples=77,
+    )
+    science = _by_title(build_dashboards(t)["nexus-ml-data-science"])
+
+    def limits(title: str) -> dict[str, str]:
+        return {
+            target["legendFormat"].split(" ")[-2]: target["expr"]
+            for target in science[title]["targets"]
+            if target["legendFormat"].endswith(" limit")
+        }
+
+    recall = limits("Recall (sensitivity) with 95 % interval")
+    assert recall["SensitivityDrop"] == (
+        '(ml_model_baseline{model=~"$model", metric="recall", class=~"$class"} - 0.07) '
+        "and on (model, class) (ml_model_positive_class == 1)"
+    )
+    assert recall["SubgroupPerformanceGap"] == (
+        'ml_model_recall{model=~"$model", class=~"$class", segment="all"} - 0.13'
+    )
+    precision = limits("Precision (PPV) with 95 % interval")
+    assert set(precision) == {"SubgroupPerformanceGap"}  # SensitivityDrop reads recall only
+    assert precision["SubgroupPerformanceGap"].endswith(' segment="all"} - 0.13')
+    calibration = limits("Calibration error (ECE) and Brier score")
+    assert calibration["CalibrationDrift"].endswith('metric="calibration_error"} + 0.06')
+    assert _steps(science["Labelled predictions per segment"]) == [77.0]

@@ -124,8 +124,8 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
             "ML_DRIFT_WINDOW_SIZE": str(WINDOW),
             "ML_DRIFT_MIN_WINDOW": "100",
             # The test labels 60 predictions: with a value per class and segment from 5
-            # rows, every clinical gauge the alert rules read is exported (the alerts' own
-            # minimum counts, 100 and 200 labelled, keep them quiet).
+            # rows, every clinical gauge the alert rules and the dashboards read is exported
+            # (the alerts' own minimum counts, 100 and 200 labelled, keep them quiet).
             "ML_CLINICAL_MIN_COUNT": "5",
             "ML_WRITER_FLUSH_SECONDS": "0.1",
             "ML_SHUTDOWN_GRACE_SECONDS": "5",

@@ -75,6 +75,9 @@ def test_window_below_min_window_takes_no_decision(detector: DriftDetector) -> N
     assert report.drifted_features == [] and report.share_drifted == 0.0
     assert "below min_window=200" in report.reason
     assert report.features["f0"].scores["psi"] > 1.0  # scores are still reported
+    # ... but no feature counts as decided: a chart of drift leaves them out.
+    assert not any(f.decided for f in report.features.values())
+    assert report.to_dict()["features"]["f0"]["decided"] is False
 
 
 def test_columns_are_matched_by_name_and_missing_values_dropped(
@@ -104,6 +107,9 @@ def test_a_feature_with_too_few_values_is_left_undecided(detector: DriftDetector
     assert not f4.distribution_drifted  # 50 values: the shift of 5 std is not judged
     assert f4.missing_drifted and f4.drifted  # 95 % missing against none in the reference is
     assert "f4" in report.reason
+    assert not f4.decided  # its score rests on 50 values
+    assert all(report.features[f].decided for f in NAMES if f != "f4")
+    assert report.to_dict()["features"]["f0"]["decided"] is True
 
 
 def test_report_is_json_serialisable(detector: DriftDetector) -> None:

@@ -69,6 +69,10 @@ class FeatureDrift:
     reference_missing_share: float = 0.0
     missing_adjusted_pvalue: float = 1.0
     missing_drifted: bool = False
+    # The distribution was tested: the window is decided and holds at least min_window of
+    # this feature's values. Scores of a feature not decided rest on too few values to mean
+    # anything (a PSI of 7 from two rows): a chart of drift shows decided features only.
+    decided: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,7 @@ class DriftReport:
                     "adjusted_pvalue": clean(d.adjusted_pvalue),
                     "n": d.n,
                     "drifted": d.drifted,
+                    "decided": d.decided,
                     "method": d.method,
                     "distribution_drifted": d.distribution_drifted,
                     "missing": {
@@ -370,6 +375,7 @@ class DriftDetector:
                 reference_missing_share=ref_missing / max(1, ref_present + ref_missing),
                 missing_adjusted_pvalue=float(miss_adj[i]),
                 missing_drifted=bool(miss_flags[i]),
+                decided=decided and bool(enough[i]),
             )
         return DriftReport(
             window_size=window_size,

@@ -2,11 +2,16 @@
 // The key lives in sessionStorage only (gone when the tab closes) and travels in the
 // Authorization header, never in a URL, so it cannot leak into logs or history.
 
+import * as clinical from "./clinical.js";
 import * as panels from "./panels.js";
 
 const API = "/api/v1/monitoring";
 const KEY_NAME = "nexus-ml.monitor-key";
 const REFRESH_MS = 10_000;
+// The clinical answer is computed on demand over the whole accuracy window (a second at
+// 10,000 labelled rows, ten at 100,000) and moves slowly: ask for it once a minute, and at
+// once when the model or class is changed, not on every 10 s refresh.
+const CLINICAL_REFRESH_MS = 60_000;
 
 // Which endpoint feeds which panels.
 const SOURCES = [
@@ -17,7 +22,7 @@ const SOURCES = [
   ["/metrics/predictions?hours=24", panels.renderPredictions, ["latency", "confidence"]],
   ["/performance/models", panels.renderAccuracy, ["accuracy"]],
   ["/metrics/training?hours=168", panels.renderTraining, ["training"]],
-  ["/metrics/summary", panels.renderSummary, ["errors", "database"]],
+  ["/metrics/summary", panels.renderSummary, ["errors", "database", "latency"]],
   ["/data-quality/overview", panels.renderDrift, ["drift"]],
 ];
 
@@ -40,6 +45,51 @@ async function api(path) {
   return response.json();
 }
 
+// The clinical panels show one model (and class) at a time, chosen in the section's header;
+// the model list comes from /health.
+function setOptions(select, values, keep) {
+  const current = keep && values.includes(select.value) ? select.value : null;
+  const same = [...select.options].map((o) => o.value).join("\n") === values.join("\n");
+  if (!same) {
+    select.replaceChildren(...values.map((v) => {
+      const option = document.createElement("option");
+      option.value = v;
+      option.textContent = v;
+      return option;
+    }));
+  }
+  if (current) select.value = current;
+  return select.value;
+}
+
+// A periodic refresh and a change of model can overlap: only the answer to the latest
+// request is drawn, so a slow answer for the previous model never overwrites the chosen one.
+let clinicalRequest = 0;
+let clinicalAskedAt = -Infinity;
+
+async function refreshClinical() {
+  const model = $("clinical-model").value;
+  const request = ++clinicalRequest;
+  clinicalAskedAt = Date.now();
+  if (!model) {
+    clinical.PANELS.forEach((n) => panels.setState(n, "empty"));
+    return;
+  }
+  try {
+    const answer = await api(`/performance/clinical?model=${encodeURIComponent(model)}`);
+    if (request !== clinicalRequest) return;
+    const shown = clinical.renderClinical(answer, $("clinical-class").value || null);
+    setOptions($("clinical-class"), answer.classes, false);
+    $("clinical-class").value = shown;
+    $("clinical-window").textContent =
+      `${answer.model} ${answer.version} · last ${answer.hours} h, until ${clock(answer.until)} UTC`;
+  } catch (err) {
+    if (request !== clinicalRequest) return;
+    clinical.PANELS.forEach((n) => panels.setState(n, "error"));
+    throw err;
+  }
+}
+
 async function refresh() {
   const results = await Promise.allSettled(SOURCES.map(([path]) => api(path)));
   const failures = [];
@@ -57,15 +107,27 @@ async function refresh() {
       names.forEach((n) => panels.setState(n, "error"));
     }
   });
+  const health = results[SOURCES.findIndex(([path]) => path === "/health")];
+  const model = $("clinical-model").value;
+  if (health.status === "fulfilled") setOptions($("clinical-model"), health.value.models, true);
+  if ($("clinical-model").value !== model || Date.now() - clinicalAskedAt >= CLINICAL_REFRESH_MS) {
+    await refreshClinical().catch((err) => failures.push(err));
+  }
   if (failures.some((f) => f instanceof AuthError)) {
     logout(failures.find((f) => f instanceof AuthError).message);
     return;
   }
+  report(failures);
+}
+
+function report(failures) {
   const now = new Date().toLocaleTimeString();
   $("refresh-status").textContent = failures.length
     ? `updated ${now} — ${failures.length} source(s) failed: ${failures[0].message}`
     : `updated ${now}`;
 }
+
+const clock = (iso) => new Date(iso).toISOString().slice(11, 16);
 
 function show(loggedIn) {
   $("login").hidden = loggedIn;
@@ -84,6 +146,10 @@ function logout(message = "") {
   timer = null;
   sessionStorage.removeItem(KEY_NAME);
   panels.resetPanels();
+  clinicalAskedAt = -Infinity;
+  $("clinical-model").replaceChildren();
+  $("clinical-class").replaceChildren();
+  $("clinical-window").textContent = "";
   show(false);
   $("login-error").textContent = message;
   $("refresh-status").textContent = "not connected";
@@ -98,6 +164,12 @@ $("login").addEventListener("submit", (event) => {
   start();
 });
 $("logout").addEventListener("click", () => logout());
+for (const id of ["clinical-model", "clinical-class"]) {
+  $(id).addEventListener("change", () => {
+    if (id === "clinical-model") $("clinical-class").value = "";
+    refreshClinical().then(() => report([]), (err) => report([err]));
+  });
+}
 
 if (sessionStorage.getItem(KEY_NAME)) start();
 else show(false);

@@ -21,13 +21,13 @@ export function setState(name, state, points = 0) {
   el.dataset.points = String(points);
 }
 
-function setValue(name, text, level) {
+export function setValue(name, text, level) {
   const el = panel(name).querySelector('[data-role="value"]');
   el.textContent = text;
   el.className = `stat${el.classList.contains("small") ? " small" : ""}${level ? ` ${level}` : ""}`;
 }
 
-function setDetails(name, lines) {
+export function setDetails(name, lines) {
   const ul = panel(name).querySelector('[data-role="details"]');
   ul.replaceChildren(
     ...lines.map(([text, cls]) => {
@@ -39,21 +39,24 @@ function setDetails(name, lines) {
   );
 }
 
-function draw(name, type, data, options = {}) {
+// Every chart, on every path (first draw and each update): no animation. An update used to
+// replace the options with the panel's own, dropping `animation: false`, so the next resize
+// (a full-page capture resizes the page) animated every chart from zero and the capture
+// caught them nearly empty.
+const BASE_OPTIONS = { responsive: true, maintainAspectRatio: false, animation: false };
+
+export function draw(name, type, data, options = {}) {
+  const merged = { ...options, ...BASE_OPTIONS };
   const existing = charts.get(name);
   if (existing && existing.config.type === type) {
     existing.data = data;
-    existing.options = options;
+    existing.options = merged;
     existing.update("none");
     return;
   }
   existing?.destroy();
   const canvas = panel(name).querySelector("canvas");
-  const chart = new window.Chart(canvas, {
-    type,
-    data,
-    options: { responsive: true, maintainAspectRatio: false, animation: false, ...options },
-  });
+  const chart = new window.Chart(canvas, { type, data, options: merged });
   charts.set(name, chart);
 }
 
@@ -62,6 +65,7 @@ export function resetPanels() {
   charts.clear();
   for (const key of Object.keys(series)) series[key] = [];
   previousTotals = null;
+  latency.compute = latency.request = null;
   for (const el of document.querySelectorAll(".panel")) {
     el.dataset.state = "loading";
     el.dataset.points = "0";
@@ -147,23 +151,55 @@ export function renderRequests(t) {
   setState("requests", total > 0 ? "ready" : "empty", total);
 }
 
-export function renderPredictions(p) {
-  const models = p.models.filter((m) => m.count > 0);
+// The latency panel has two sources: the model's compute time per prediction (stored with
+// each prediction: /metrics/predictions) and the end-to-end request time the caller waits
+// (the HTTP histogram: /metrics/summary). Each renderer keeps its part and redraws both.
+const latency = { compute: null, request: null };
+const PREDICT_ROUTE = "POST /api/v1/models/{name}/predict";
+
+function drawLatency() {
+  const models = (latency.compute ?? []).filter((m) => m.count > 0);
+  const request = latency.request?.[PREDICT_ROUTE];
+  // Two-line names (Chart.js draws an array as lines) stay readable without rotation.
+  const rows = [
+    ...(request ? [[["request", "end-to-end"], request]] : []),
+    ...models.map((m) => [[m.model, "compute"], m.latency_seconds]),
+  ];
   const ms = (v) => (v == null ? null : v * 1000);
+  const datasets = ["p50", "p95", "p99"].map((q, i) => ({
+    label: q.toUpperCase(),
+    data: rows.map(([, p]) => ms(p[q])),
+    backgroundColor: color(i),
+  }));
   draw(
     "latency",
     "bar",
+    { labels: rows.map(([label]) => label), datasets },
+    // Log scale: a request takes milliseconds, the model's share of it tens of microseconds.
     {
-      labels: models.map((m) => m.model),
-      datasets: ["p50", "p95", "p99"].map((q, i) => ({
-        label: q.toUpperCase(),
-        data: models.map((m) => ms(m.latency_seconds[q])),
-        backgroundColor: color(i),
-      })),
+      scales: {
+        x: { ticks: { autoSkip: false, maxRotation: 0, font: { size: 9 } } },
+        y: {
+          type: "logarithmic",
+          title: { display: true, text: "ms (log scale)" },
+          // Label the powers of ten only, as plain numbers ("0.01", "10").
+          ticks: { callback: (v) => (Number.isInteger(Math.log10(v)) ? String(v) : "") },
+        },
+      },
     },
-    { scales: { y: { min: 0, title: { display: true, text: "ms (last 24 h)" } } } },
   );
-  setState("latency", models.length ? "ready" : "empty", models.length * 3);
+  setDetails("latency", [
+    ["end-to-end: a POST predict request (one or a batch), arrival to response, since start"],
+    ["<model> compute: the model's own time per prediction, last 24 h"],
+  ]);
+  const points = datasets.flatMap((d) => d.data).filter((v) => v != null).length;
+  setState("latency", points ? "ready" : "empty", points);
+}
+
+export function renderPredictions(p) {
+  const models = p.models.filter((m) => m.count > 0);
+  latency.compute = p.models;
+  drawLatency();
 
   const edges = p.models[0]?.confidence.histogram.edges ?? [];
   draw(
@@ -227,6 +263,8 @@ export function renderTraining(t) {
 }
 
 export function renderSummary(s) {
+  latency.request = s.request_latency_seconds;
+  drawLatency();
   // Error rate: 5xx share between two refreshes; the first point covers all since start.
   const totals = { all: s.requests.total, errors: s.requests.by_class["5xx"] ?? 0 };
   const prev = previousTotals ?? { all: 0, errors: 0 };
@@ -261,28 +299,49 @@ export function renderSummary(s) {
   setState("database", count ? "ready" : "empty", count);
 }
 
+const DRIFTED = "#f85149";
+const NOT_DRIFTED = "#58a6ff";
+const THRESHOLD = "#d29922";
+
 export function renderDrift(q) {
+  // Only scores a decision rests on: a window below the minimum size (or a feature with too
+  // few values in it) gives scores that mean nothing (a PSI of 7 from two rows).
   const rows = q.models.flatMap((m) =>
-    m.features.filter((f) => f.scores.psi != null).map((f) => ({ ...f, model: m.model })),
+    m.features
+      .filter((f) => m.decided && f.decided && f.scores.psi != null)
+      .map((f) => ({ ...f, model: m.model })),
   );
   rows.sort((a, b) => b.scores.psi - a.scores.psi);
   const top = rows.slice(0, 20);
+  const psi = (drifted) => top.map((f) => (f.drifted === drifted ? f.scores.psi : null));
   draw("drift", "bar", {
     labels: top.map((f) => `${f.model}/${f.feature}`),
     datasets: [
-      {
-        label: "PSI",
-        data: top.map((f) => f.scores.psi),
-        backgroundColor: top.map((f) => (f.drifted ? "#f85149" : "#58a6ff")),
-      },
+      { label: "PSI, feature judged drifted", data: psi(true), backgroundColor: DRIFTED, maxBarThickness: 40 },
+      { label: "PSI, not drifted", data: psi(false), backgroundColor: NOT_DRIFTED, maxBarThickness: 40 },
       {
         type: "line",
-        label: `threshold ${q.drift_threshold}`,
+        label: `drift limit (PSI ${q.drift_threshold})`,
         data: top.map(() => q.drift_threshold),
-        borderColor: "#d29922",
+        borderColor: THRESHOLD,
+        backgroundColor: THRESHOLD,
         pointRadius: 0,
       },
     ],
-  }, { scales: { y: { min: 0 } } });
+  }, {
+    // One bar per feature: the two bar series never share a feature, so stacking on x
+    // just puts each bar in the middle of its slot.
+    scales: { x: { stacked: true }, y: { min: 0, title: { display: true, text: "PSI" } } },
+  });
+  setDetails("drift", q.models.map((m) => {
+    const when = m.computed_at ? ` at ${clock(m.computed_at)} UTC` : "";
+    if (!m.computed_at) return [`${m.model}: no drift window yet`];
+    if (!m.decided) {
+      return [`${m.model}: window of ${m.window_size} predictions${when} is too small to decide: not plotted`, "muted"];
+    }
+    const skipped = m.features.filter((f) => !f.decided).length;
+    const note = skipped ? `; ${skipped} feature(s) with too few values not plotted` : "";
+    return [`${m.model}: window of ${m.window_size} predictions${when}${note}`];
+  }));
   setState("drift", top.length ? "ready" : "empty", top.length);
 }

@@ -1,8 +1,9 @@
 """Grafana dashboards as code (grafana-foundation-sdk, Grafana 11 build) and their queries.
 
 Three dashboards, one module each: the guide's twelve-panel overview, the on-call view (SLOs,
-burn, alerts, latency, errors) and the data-science view (accuracy, confidence, drift,
-quality). Threshold lines come from :class:`nexus_ml.thresholds.Thresholds`, never literals.
+burn, alerts, latency, errors) and the data-science view (accuracy, clinical performance by
+segment — its rows in ``clinical.py`` —, confidence, drift, quality). Threshold lines come
+from :class:`nexus_ml.thresholds.Thresholds`, never literals.
 """
 
 from __future__ import annotations

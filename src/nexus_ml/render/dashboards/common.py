@@ -26,7 +26,7 @@ DRIFT_METHOD = "psi"
 
 # What Grafana substitutes for its variables when "All" is selected; dashboard_queries() applies
 # it so each query can be parsed by promtool and run against a real Prometheus.
-VARIABLE_DEFAULTS = {"$model": ".*", "$__range": "1h"}
+VARIABLE_DEFAULTS = {"$model": ".*", "$segment": ".*", "$class": ".*", "$__range": "1h"}
 
 OK, WARNING, CRITICAL = "green", "orange", "red"
 

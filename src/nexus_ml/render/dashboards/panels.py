@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol, Self, TypeVar
 
-from grafana_foundation_sdk.builders import bargauge, heatmap, stat, table, timeseries
+from grafana_foundation_sdk.builders import barchart, bargauge, heatmap, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import heatmap as hm
@@ -15,6 +18,23 @@ from grafana_foundation_sdk.models import heatmap as hm
 from nexus_ml.render.dashboards.common import PROMETHEUS
 
 LAST = ["lastNotNull"]
+
+
+class _Panel(Protocol):
+    """What every panel builder of the SDK offers (each returns the builder itself)."""
+
+    def title(self, title: str) -> Self: ...
+    def description(self, description: str) -> Self: ...
+    def datasource(self, datasource: dm.DataSourceRef) -> Self: ...
+    def targets(self, targets: list[Builder[cogvariants.Dataquery]]) -> Self: ...
+
+
+P = TypeVar("P", bound=_Panel)
+
+
+def _titled(panel: P, title: str, description: str, targets: Sequence[prom.Dataquery]) -> P:
+    """``panel`` with its title, description, the Prometheus datasource and ``targets``."""
+    return panel.title(title).description(description).datasource(PROMETHEUS).targets(list(targets))
 
 
 def _legend(*, table_mode: bool = False) -> cb.VizLegendOptions:
@@ -44,11 +64,7 @@ def timeseries_panel(
 ) -> timeseries.Panel:
     """A time series; with ``thresholds`` they are drawn as dashed lines at the alert limits."""
     panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(PROMETHEUS)
-        .targets(list(targets))
+        _titled(timeseries.Panel(), title, description, targets)
         .unit(unit)
         .span(span)
         .height(height)
@@ -102,11 +118,7 @@ def stat_panel(
 ) -> stat.Panel:
     """A single big number (last value), coloured by ``thresholds``."""
     panel = (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(PROMETHEUS)
-        .targets(list(targets))
+        _titled(stat.Panel(), title, description, targets)
         .unit(unit)
         .span(span)
         .height(height)
@@ -136,11 +148,7 @@ def bar_gauge_panel(
 ) -> bargauge.Panel:
     """Horizontal bars, one per series (per feature, per bucket), coloured by ``thresholds``."""
     panel = (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(PROMETHEUS)
-        .targets(list(targets))
+        _titled(bargauge.Panel(), title, description, targets)
         .unit(unit)
         .span(span)
         .height(height)
@@ -167,11 +175,7 @@ def heatmap_panel(
 ) -> heatmap.Panel:
     """A heatmap of pre-bucketed histogram data (Prometheus ``le`` buckets, no recalculation)."""
     return (
-        heatmap.Panel()
-        .title(title)
-        .description(description)
-        .datasource(PROMETHEUS)
-        .targets(list(targets))
+        _titled(heatmap.Panel(), title, description, targets)
         .span(span)
         .height(height)
         .calculate(False)
@@ -194,20 +198,71 @@ def table_panel(
     span: int = 12,
     height: int = 8,
     hide_columns: Sequence[str] = ("Time", "__name__", "alertstate", "Value"),
+    rename: Mapping[str, str] | None = None,
+    unit: str | None = None,
 ) -> table.Panel:
-    """A table of ``format=table`` instant queries (labels as columns), minus bookkeeping ones."""
-    return (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(PROMETHEUS)
-        .targets(list(targets))
+    """A table of ``format=table`` instant queries (labels as columns), minus bookkeeping ones.
+
+    With several targets, their rows are merged on equal labels (Grafana's ``merge``): each
+    query's value becomes a column ``Value #<ref>``, which ``rename`` can name.
+    """
+    panel = _titled(table.Panel(), title, description, targets).span(span).height(height)
+    if len(targets) > 1:
+        panel = panel.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+    if unit is not None:
+        panel = panel.unit(unit)
+    return panel.with_transformation(_organize(hide_columns, rename))
+
+
+def _organize(hide: Sequence[str], rename: Mapping[str, str] | None) -> dm.DataTransformerConfig:
+    """Grafana's ``organize``: drop the ``hide`` columns, rename others."""
+    options: dict[str, object] = {"excludeByName": dict.fromkeys(hide, True)}
+    if rename:
+        options["renameByName"] = dict(rename)
+    return dm.DataTransformerConfig(id_val="organize", options=options)
+
+
+def bar_chart_panel(
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    x_field: str,
+    unit: str,
+    description: str = "",
+    span: int = 8,
+    height: int = 8,
+    rename: Mapping[str, str] | None = None,
+    hide_columns: Sequence[str] = ("Time", "__name__"),
+    min_val: float | None = None,
+    max_val: float | None = None,
+) -> barchart.Panel:
+    """Grouped bars of instant ``format=table`` targets merged on equal labels, one group per
+    value of the label ``x_field`` (a histogram bin, say), one bar per query."""
+    panel = (
+        _titled(barchart.Panel(), title, description, targets)
         .span(span)
         .height(height)
-        .with_transformation(
-            dm.DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": dict.fromkeys(hide_columns, True)},
-            )
-        )
+        .unit(unit)
+        .x_field(x_field)
+        .legend(_legend())
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(hide_columns, rename))
+    )
+    if min_val is not None:
+        panel = panel.min(min_val)
+    if max_val is not None:
+        panel = panel.max(max_val)
+    return panel
+
+
+def dashed(panel: timeseries.Panel, name_regex: str) -> timeseries.Panel:
+    """Draw the series matching ``name_regex`` dashed and unfilled (bounds, baselines)."""
+    return panel.override_by_regexp(
+        name_regex,
+        [
+            dm.DynamicConfigValue(
+                id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+            ),
+            dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+        ],
     )

@@ -1,4 +1,5 @@
-"""The data-science dashboard: accuracy three ways, confidence, drift and data quality."""
+"""The data-science dashboard: accuracy three ways, clinical performance by segment (recall,
+precision, alert rate, calibration), confidence, drift and data quality."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
+from nexus_ml.render.dashboards.clinical import (
+    class_variable,
+    clinical_rows,
+    segment_variable,
+)
 from nexus_ml.render.dashboards.common import (
     DRIFT_METHOD,
     MODEL,
@@ -222,17 +228,22 @@ def _quality_row() -> list[Builder[dm.Panel]]:
 
 
 def data_science_dashboard(thresholds: Thresholds) -> db.Dashboard:
-    """How the models behave: accuracy three ways, confidence, drift and data quality."""
+    """How the models behave: accuracy three ways, clinical performance by segment, confidence,
+    drift and data quality."""
     builder = dashboard(
         UID,
         "Nexus ML — Data science",
-        ["models", "drift"],
-        "Accuracy (realised, estimated, holdout), confidence, drift and data quality per model",
-    ).with_variable(model_variable())
+        ["models", "drift", "clinical"],
+        "Accuracy (realised, estimated, holdout), recall/precision per segment with 95 % "
+        "intervals, alert rate, calibration, confidence, drift and data quality per model",
+    )
+    for variable in (model_variable(), segment_variable(), class_variable()):
+        builder = builder.with_variable(variable)
     return add_rows(
         builder,
         (
             ("Accuracy", _accuracy_row(thresholds)),
+            *clinical_rows(thresholds),
             ("Confidence", _confidence_row(thresholds)),
             ("Drift", _drift_row(thresholds)),
             ("Data quality", _quality_row()),

@@ -102,7 +102,7 @@ def estimated_accuracy(result: DriftResultRecord | None) -> EstimatedAccuracy:
     )
 
 
-def feature_drift(name: str, data: dict[str, Any]) -> FeatureDrift:
+def feature_drift(name: str, data: dict[str, Any], window_decided: bool) -> FeatureDrift:
     """One feature of a stored drift result: scores and decision only (no values)."""
     scores = data.get("scores") or {}
     return FeatureDrift(
@@ -111,6 +111,8 @@ def feature_drift(name: str, data: dict[str, Any]) -> FeatureDrift:
         adjusted_pvalue=finite(data.get("adjusted_pvalue")),
         n=int(data.get("n") or 0),
         drifted=bool(data.get("drifted")),
+        # Results stored before features carried their own flag: the window's.
+        decided=window_decided and bool(data.get("decided", True)),
     )
 
 
@@ -123,16 +125,19 @@ def data_quality(
     drift = result.results.get("drift") or {}
     quality = result.results.get("quality") or {}
     by_feature = quality.get("by_feature") or {}
+    decided = bool(drift.get("decided"))
     return ModelDataQuality(
         model=name,
         computed_at=result.computed_at,
         version=result.version,
         window_size=result.window_size,
-        decided=bool(drift.get("decided")),
+        decided=decided,
         reason=drift.get("reason") or None,
         drift_share=finite(result.drift_share),
         drifted_features=[str(f) for f in drift.get("drifted_features") or []],
-        features=[feature_drift(f, d) for f, d in sorted((drift.get("features") or {}).items())],
+        features=[
+            feature_drift(f, d, decided) for f, d in sorted((drift.get("features") or {}).items())
+        ],
         quality=WindowQuality(
             score=finite(quality.get("score")),
             n_rows=int(quality.get("n_rows") or 0),

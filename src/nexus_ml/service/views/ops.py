@@ -39,7 +39,13 @@ from nexus_ml.service.views.ops_results import (
     WorkersStatus,
     WriterStatus,
 )
-from nexus_ml.service.views.query import availability, finite, sample_sums, status_classes
+from nexus_ml.service.views.query import (
+    availability,
+    finite,
+    histogram_percentiles,
+    sample_sums,
+    status_classes,
+)
 from nexus_ml.service.views.results import ProcessInfo, SystemPerformance, Usage
 
 SERVICE_NAME = "nexus-ml"
@@ -289,4 +295,10 @@ class OpsViews:
             ),
             # The evaluator's own list: the same count GET /alerts reports.
             alerts_firing=sum(a.state == "firing" for a in self._alerts.active),
+            request_latency_seconds={
+                f"{method} {endpoint}": p
+                for (method, endpoint), p in histogram_percentiles(
+                    f, "ml_api_request_duration_seconds", ("method", "endpoint")
+                ).items()
+            },
         )

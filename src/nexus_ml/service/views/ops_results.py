@@ -168,6 +168,14 @@ class MetricsSummary(BaseModel):
     training_runs: dict[str, int] = Field(description="Outcome -> finished runs.")
     database: DatabaseOperations
     alerts_firing: int
+    request_latency_seconds: dict[str, Percentiles] = Field(
+        default_factory=dict,
+        description="'METHOD /route/template' -> end-to-end duration of its HTTP requests "
+        "(ml_api_request_duration_seconds: from the request's arrival until the response is "
+        "sent), P50/P95/P99 interpolated within the histogram buckets as histogram_quantile "
+        "does, exact mean. The model's compute time alone is latency_seconds of "
+        "GET /metrics/predictions.",
+    )
 
 
 class AlertRef(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from nexus_ml.ml.registry import ModelRegistry
+from nexus_ml.monitoring.measurements import bucket_quantile
 from nexus_ml.service.errors import Invalid
 from nexus_ml.service.views.results import Percentiles
 
@@ -59,6 +60,29 @@ def sample_sums(
                 continue
             key = tuple(sample.labels.get(k, "") for k in by)
             out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def histogram_percentiles(
+    families: Iterable[Any], name: str, by: tuple[str, ...]
+) -> dict[tuple[str, ...], Percentiles]:
+    """Per ``by`` group of histogram ``name``: P50/P95/P99 as ``histogram_quantile`` gives them
+    (linear within a bucket, so only as fine as the buckets) and the exact mean (sum / count);
+    ``max`` stays None (a histogram does not keep it)."""
+    families = list(families)  # read three times below
+    buckets = sample_sums(families, f"{name}_bucket", (*by, "le"))
+    sums = sample_sums(families, f"{name}_sum", by)
+    counts = sample_sums(families, f"{name}_count", by)
+    grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for key, count in buckets.items():
+        grouped.setdefault(key[:-1], []).append((float(key[-1]), count))
+    out = {}
+    for key, pairs in sorted(grouped.items()):
+        n = counts.get(key, 0.0)
+        if n <= 0:
+            continue
+        p50, p95, p99 = (finite(bucket_quantile(q, pairs)) for q in (0.5, 0.95, 0.99))
+        out[key] = Percentiles(p50=p50, p95=p95, p99=p99, mean=finite(sums.get(key, 0.0) / n))
     return out
 
 

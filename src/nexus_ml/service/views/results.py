@@ -205,6 +205,12 @@ class FeatureDrift(BaseModel):
     adjusted_pvalue: float | None = None
     n: int
     drifted: bool
+    decided: bool = Field(
+        True,
+        description="The distribution was tested: the window is decided and holds at least "
+        "the minimum window of this feature's values. A score not decided rests on too few "
+        "values to compare with the threshold.",
+    )
 
 
 class WindowQuality(BaseModel):
