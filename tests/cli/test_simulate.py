@@ -165,8 +165,11 @@ def test_bad_rate_gives_4xx_and_lowers_quality(live: LiveService) -> None:
 
 def test_rate_and_duration_bound_the_run(live: LiveService) -> None:
     result = simulate(live, models=("diabetes_risk",), duration=0.5, rate=20.0)
-    # An open-loop schedule never sends more than rate x duration (+ the first at t=0).
-    assert 2 <= result.sent <= 11
+    # An open-loop schedule never sends more than rate x duration (+ the first at t=0). How
+    # many it reaches below that depends on the host (a loaded CI host once answered the first
+    # request after 0.6 s, past the deadline): the bound is what this test states.
+    assert 1 <= result.sent <= 11
+    assert result.sent <= 20.0 * result.seconds + 1
     assert result.seconds < 5
 
 
