@@ -265,3 +265,173 @@ def test_plain_starlette_app(metrics: Metrics) -> None:
     assert requests_total(metrics, "GET", "/v2/users/{uid}", "200") == 1
     endpoints = {s["endpoint"] for s in series(metrics, "ml_api_requests_total")}
     assert len(endpoints) == 3  # the mount's own 404 gets one bounded label too
+
+
+def call_raw(middleware: MetricsMiddleware, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """Drive a middleware directly with one request; returns the messages it let through."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware({"root_path": "", "headers": [], **scope}, receive, send))
+    return sent
+
+
+def size_of(m: Metrics, endpoint: str) -> tuple[float | None, float | None]:
+    labels = {"method": "GET", "endpoint": endpoint}
+    return (
+        m.registry.get_sample_value("ml_response_size_bytes_sum", labels),
+        m.registry.get_sample_value("ml_response_size_bytes_count", labels),
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "size"),
+    [
+        ([(b"content-type", b"text/plain"), (b"Content-Length", b"2048")], 2048),
+        ([(b"content-length", b"not a number")], 0),
+        ([(b"content-type", b"text/plain")], 0),
+    ],
+)
+def test_a_file_sent_by_pathsend_counts_its_content_length(
+    metrics: Metrics, headers: list[tuple[bytes, bytes]], size: int
+) -> None:
+    """Zero-copy file responses send no body chunks: the size is the declared length (a header
+    name in any case), and a missing or malformed one counts as 0 bytes, not as a crash."""
+
+    async def file_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": "/srv/report.pdf"})
+
+    sent = call_raw(
+        MetricsMiddleware(file_app, metrics), {"type": "http", "method": "GET", "path": "/f"}
+    )
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    assert size_of(metrics, UNMATCHED) == (size, 1)
+    assert requests_total(metrics, "GET", UNMATCHED, "200") == 1
+
+
+def test_a_file_response_through_pathsend_is_counted_once_with_its_size(
+    metrics: Metrics, tmp_path: Any
+) -> None:
+    """The same through Starlette's FileResponse when the server offers the extension."""
+    from starlette.responses import FileResponse
+
+    path = tmp_path / "report.bin"
+    path.write_bytes(b"z" * 777)
+
+    async def file_app(scope: Any, receive: Any, send: Any) -> None:
+        await FileResponse(path)(scope, receive, send)
+
+    sent = call_raw(
+        MetricsMiddleware(file_app, metrics),
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/f",
+            "extensions": {"http.response.pathsend": {}},
+        },
+    )
+    assert sent[-1]["type"] == "http.response.pathsend"
+    assert size_of(metrics, UNMATCHED) == (777, 1)
+
+
+def test_an_app_that_returns_without_answering_is_counted_as_500(metrics: Metrics) -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    call_raw(MetricsMiddleware(silent, metrics), {"type": "http", "method": "GET", "path": "/x"})
+    assert requests_total(metrics, "GET", UNMATCHED, "500") == 1
+    assert series(metrics, "ml_errors_total") == []
+
+
+def test_an_error_after_the_response_keeps_the_status_sent_and_counts_the_error(
+    metrics: Metrics,
+) -> None:
+    """A background task failing after a complete 200 is an error of the service, but the client
+    got its 200: the request is not re-labelled 500."""
+    app = FastAPI()
+
+    @app.get("/late")
+    async def late(tasks: BackgroundTasks) -> dict[str, bool]:
+        async def fail() -> None:
+            raise Boom("after the response")
+
+        tasks.add_task(fail)
+        return {"ok": True}
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    (response,) = run(app, ("GET", "/late"))
+    assert response.status_code == 200
+    assert requests_total(metrics, "GET", "/late", "200") == 1
+    assert requests_total(metrics, "GET", "/late", "500") == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "ml_errors_total", {"component": "api", "error_type": "Boom"}
+        )
+        == 1
+    )
+
+
+def test_a_streamed_response_is_timed_until_its_last_chunk(metrics: Metrics) -> None:
+    pause = 0.05
+    app = FastAPI()
+
+    @app.get("/slow-stream")
+    async def slow_stream() -> StreamingResponse:
+        async def chunks() -> Any:
+            yield b"first"
+            await asyncio.sleep(pause)
+            yield b"last"
+
+        return StreamingResponse(chunks())
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    run(app, ("GET", "/slow-stream"))
+    duration = metrics.registry.get_sample_value(
+        "ml_api_request_duration_seconds_sum", {"method": "GET", "endpoint": "/slow-stream"}
+    )
+    assert duration is not None and duration >= pause
+    assert size_of(metrics, "/slow-stream") == (9, 1)
+
+
+def test_one_route_included_under_two_prefixes_gets_each_template(metrics: Metrics) -> None:
+    """The same route object reached under two templates is told apart by its path, also
+    behind a root path (a proxy prefix the app is served under)."""
+    app = FastAPI()
+    items = APIRouter()
+
+    @items.get("/items/{item}")
+    async def item(item: str) -> dict[str, str]:
+        return {"item": item}
+
+    app.include_router(items, prefix="/a")
+    app.include_router(items, prefix="/b")
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=app, root_path="/proxy")
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            paths = ("/proxy/b/items/1", "/proxy/a/items/2", "/proxy/b/items/3")
+            return [(await client.get(p)).status_code for p in paths]
+
+    assert asyncio.run(go()) == [200, 200, 200]
+    assert requests_total(metrics, "GET", "/a/items/{item}", "200") == 1
+    assert requests_total(metrics, "GET", "/b/items/{item}", "200") == 2
+
+
+def test_a_route_added_after_the_first_request_gets_its_template(metrics: Metrics) -> None:
+    app, _ = make_app(metrics)
+    run(app, ("POST", "/api/v1/models/m/predict"))
+
+    @app.get("/added/{x}")
+    async def added(x: str) -> dict[str, str]:
+        return {"x": x}
+
+    (response,) = run(app, ("GET", "/added/1"))
+    assert response.status_code == 200
+    assert requests_total(metrics, "GET", "/added/{x}", "200") == 1
