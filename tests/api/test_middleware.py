@@ -601,3 +601,28 @@ def test_error_children_cached(metrics: Metrics, monkeypatch: pytest.MonkeyPatch
         )
         == 3
     )
+
+
+def test_a_host_inside_a_mount_keeps_the_mount_prefix(metrics: Metrics) -> None:
+    def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    inner = Router([Route("/v/{x}", ok)])
+    app = Starlette(routes=[Mount("/m", routes=[Host("api.example.org", app=inner)])])
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    run(app, ("GET", "/m/v/1"), headers={"host": "api.example.org"})
+    assert requests_total(metrics, "GET", "/m/v/{x}", "200") == 1
+
+
+def test_an_app_that_stops_mid_body_without_an_error_keeps_the_status_it_sent(
+    metrics: Metrics,
+) -> None:
+    """No exception: the server ends the response, and its status line was a 200."""
+
+    async def cut_short(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+
+    call_raw(MetricsMiddleware(cut_short, metrics), {"type": "http", "method": "GET", "path": "/"})
+    assert requests_total(metrics, "GET", UNMATCHED, "200") == 1
+    assert requests_total(metrics, "GET", UNMATCHED, "500") == 0
