@@ -136,6 +136,10 @@ def test_a_value_exactly_at_a_limit_is_clean_and_one_ulp_past_it_is_out_of_range
     assert [checker.check_row([v]) for v in values] == [[], [], *[[("x", "out_of_range")]] * 2]
     window = np.array([[v] for v in values], dtype=object if object_window else np.float64)
     assert checker.check_window(window).counts == {("x", "out_of_range"): 2}
+    # A row with an offending value is looked at feature by feature: one exactly at a limit
+    # beside it is still clean.
+    pair = QualityChecker(["x", "z"], [2.0, 2.0], [12.0, 12.0])
+    assert pair.check_row([ABOVE, 12.0]) == pair.check_row([BELOW, 2.0]) == [("x", "out_of_range")]
 
 
 def test_a_categorical_column_is_never_out_of_range_on_the_hot_path() -> None:
