@@ -64,10 +64,18 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/ml/predictor.py",
         ("tests/ml/test_predictor.py", "tests/ml/test_decision_ties.py"),
     ),
-    "drift": Module("src/nexus_ml/stats/drift.py", ("tests/stats/test_drift.py",)),
+    # test_drift_types.py holds the tie-aware bin edges (decile_gaps) and every feature type.
+    "drift": Module(
+        "src/nexus_ml/stats/drift.py",
+        ("tests/stats/test_drift.py", "tests/stats/test_drift_types.py"),
+    ),
     "drift_methods": Module(
         "src/nexus_ml/stats/drift_methods.py",
-        ("tests/stats/test_drift_methods.py", "tests/stats/test_drift.py"),
+        (
+            "tests/stats/test_drift_methods.py",
+            "tests/stats/test_drift.py",
+            "tests/stats/test_drift_types.py",
+        ),
     ),
     "quality": Module("src/nexus_ml/stats/quality.py", ("tests/stats/test_quality.py",)),
     "performance": Module(
