@@ -57,8 +57,15 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/storage/repositories.py",
         ("tests/storage/test_repositories.py", "tests/storage/test_db.py"),
     ),
+    # test_schema_types.py and test_typed_predictions.py hold the typed checks (issue 13).
     "schema": Module(
-        "src/nexus_ml/ml/schema.py", ("tests/ml/test_schema.py", "tests/api/test_predictions.py")
+        "src/nexus_ml/ml/schema.py",
+        (
+            "tests/ml/test_schema.py",
+            "tests/ml/test_schema_types.py",
+            "tests/api/test_predictions.py",
+            "tests/api/test_typed_predictions.py",
+        ),
     ),
     "predictor": Module(
         "src/nexus_ml/ml/predictor.py",
