@@ -57,8 +57,15 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/storage/repositories.py",
         ("tests/storage/test_repositories.py", "tests/storage/test_db.py"),
     ),
+    # test_schema_types.py and test_typed_predictions.py hold the typed checks (issue 13).
     "schema": Module(
-        "src/nexus_ml/ml/schema.py", ("tests/ml/test_schema.py", "tests/api/test_predictions.py")
+        "src/nexus_ml/ml/schema.py",
+        (
+            "tests/ml/test_schema.py",
+            "tests/ml/test_schema_types.py",
+            "tests/api/test_predictions.py",
+            "tests/api/test_typed_predictions.py",
+        ),
     ),
     "predictor": Module(
         "src/nexus_ml/ml/predictor.py",
@@ -76,10 +83,18 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/ml/operating.py",
         ("tests/ml/test_operating.py", "tests/ml/test_threshold.py"),
     ),
-    "drift": Module("src/nexus_ml/stats/drift.py", ("tests/stats/test_drift.py",)),
+    # test_drift_types.py holds the tie-aware bin edges (decile_gaps) and every feature type.
+    "drift": Module(
+        "src/nexus_ml/stats/drift.py",
+        ("tests/stats/test_drift.py", "tests/stats/test_drift_types.py"),
+    ),
     "drift_methods": Module(
         "src/nexus_ml/stats/drift_methods.py",
-        ("tests/stats/test_drift_methods.py", "tests/stats/test_drift.py"),
+        (
+            "tests/stats/test_drift_methods.py",
+            "tests/stats/test_drift.py",
+            "tests/stats/test_drift_types.py",
+        ),
     ),
     "quality": Module("src/nexus_ml/stats/quality.py", ("tests/stats/test_quality.py",)),
     "performance": Module(

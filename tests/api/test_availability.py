@@ -98,6 +98,13 @@ def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
     assert errors["responses_4xx"] == by_class["4xx"]
 
 
+def test_a_service_that_only_answered_successes_reports_no_errors(client: TestClient) -> None:
+    """No 4xx or 5xx answer yet: both counts read 0 (not absent, not guessed)."""
+    assert client.get("/api/v1/models", headers=auth("predict")).status_code == 200
+    errors = report_errors(client)
+    assert (errors["responses_5xx"], errors["responses_4xx"]) == (0, 0)
+
+
 def availability_report(target: float, classes: dict[str, int]) -> Any:
     """The period report's availability block for these status-class counts."""
     reports = Reports(

@@ -90,6 +90,9 @@ def test_the_timeline_is_refused_past_its_bucket_limit_not_at_it(client: TestCli
             assert len(r.json()["buckets"]) == MAX_BUCKETS
         else:
             assert r.json()["field"] == "step_seconds"
+            assert r.json()["detail"] == (
+                f"step_seconds: the window would need {n} buckets (at most {MAX_BUCKETS})"
+            )
 
 
 def test_the_report_counts_the_models_predictions_inside_the_window(stored: TestClient) -> None:

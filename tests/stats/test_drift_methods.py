@@ -45,6 +45,18 @@ def windows() -> list[np.ndarray]:
 def test_registry_lists_methods_by_feature_type() -> None:
     assert set(methods_for("numeric")) == {"psi", "ks", "js", "wasserstein"}
     assert set(methods_for("categorical")) == {"l1", "psi", "js", "chi2"}
+    # Each name gives its class, ready to fit.
+    assert methods_for("categorical")["chi2"] is ChiSquared
+    assert methods_for("numeric")["wasserstein"] is Wasserstein
+
+
+def test_a_categorical_window_scores_nan_only_when_it_is_empty() -> None:
+    ref_feat = {"type": "categorical", "categories": ["a", "b"], "category_counts": [60, 40]}
+    chi2 = ChiSquared().fit_profile(ref_feat)
+    empty = chi2.score(np.zeros(3))
+    assert np.isnan(empty.score) and empty.pvalue is None
+    one = chi2.score(np.array([1.0, 0.0, 0.0]))  # a single row is evidence already
+    assert np.isfinite(one.score) and one.pvalue is not None
 
 
 @pytest.mark.parametrize("w", windows())

@@ -18,6 +18,7 @@ from nexus_ml.storage import (
     utcnow,
 )
 from nexus_ml.storage.models import Prediction
+from nexus_ml.storage.records import LabelledPrediction
 from nexus_ml.storage.repositories import MAX_WINDOW
 
 RecordFactory = Callable[..., PredictionRecord]
@@ -204,6 +205,42 @@ def test_scored_rows_carry_their_label_or_none(store: Store, make_record: Record
     assert got[0].probabilities == rows[3].probabilities
     assert got[0].predicted_class == rows[3].predicted_class
     assert store.scored_rows("nobody", now - timedelta(days=1), now) == []
+
+
+def test_a_labelled_prediction_carries_the_prediction_and_its_label(
+    store: Store, make_record: RecordFactory
+) -> None:
+    """What accuracy per version and the calibration read: the prediction's version, class and
+    confidence beside the label's class, correctness and time."""
+    first = make_record(version="v3", predicted_class="healthy", confidence=0.625)
+    second = make_record(version="v4", predicted_class="disease", confidence=0.875)
+    store.insert_predictions([first, second])
+    label = store.add_feedback(first.id, "disease")
+    store.add_feedback(second.id, "healthy", correct=True)
+
+    rows = store.labelled_predictions("heart", first.created_at - timedelta(seconds=1))
+    assert rows == [
+        LabelledPrediction(
+            prediction_id=first.id,
+            created_at=first.created_at,
+            version="v3",
+            predicted_class="healthy",
+            confidence=0.625,
+            actual="disease",
+            correct=False,
+            received_at=label.received_at,
+        ),
+        LabelledPrediction(
+            prediction_id=second.id,
+            created_at=second.created_at,
+            version="v4",
+            predicted_class="disease",
+            confidence=0.875,
+            actual="healthy",
+            correct=True,
+            received_at=rows[1].received_at,
+        ),
+    ]
 
 
 def test_feedback_cascades_with_prediction(engine: Engine, make_record: RecordFactory) -> None:

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from tests.storage.test_writer import (
     Events,
     Hook,
@@ -31,6 +32,7 @@ from tests.storage.test_writer import (
 
 from nexus_ml.storage import DatabaseUnavailable, PredictionRecord, RecordWriter, Store, WriterFull
 from nexus_ml.storage import journal as journal_module
+from nexus_ml.storage import rejected as rejected_module
 from nexus_ml.storage import writer as writer_module
 from nexus_ml.storage.journal import decode, list_segments
 
@@ -364,6 +366,37 @@ def test_segment_names_stay_unique_and_ordered_when_the_clock_stands_still(
         assert [i for i in journaled if i in set(ids)] == ids
 
 
+def test_two_writers_in_one_process_keep_refused_records_in_files_of_their_own(
+    tmp_path: Path, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same pid and a clock that stands still: only each writer's tag tells its
+    # rejected-record file apart (one shared file would mix their size accounting and pruning).
+    monkeypatch.setattr(
+        rejected_module, "time", SimpleNamespace(time_ns=lambda: 1_000, time=time.time)
+    )
+    spill = tmp_path / "spill"
+    poisons = [make_record(features={"poison": True}) for _ in range(2)]
+
+    def insert(records: Sequence[PredictionRecord]) -> int:
+        if any("poison" in r.features for r in records):
+            raise IntegrityError("INSERT", {}, Exception("not null"))  # its values
+        return len(records)
+
+    async def main() -> None:
+        writers = [fast_writer(insert, spill) for _ in range(2)]
+        for w, poison in zip(writers, poisons, strict=True):
+            await w.start()
+            w.submit(poison)
+        await poll(lambda: not any(w.pending for w in writers))
+        for w in writers:
+            assert await w.stop(5) == 0
+
+    asyncio.run(main())
+    files = sorted(spill.glob("rejected-*.jsonl"))
+    kept = sorted([decode(line).id for line in f.read_bytes().splitlines()] for f in files)
+    assert kept == sorted([p.id] for p in poisons)
+
+
 def test_segments_roll_by_size_only_not_on_every_failed_retry(
     tmp_path: Path, make_record: RecordFactory
 ) -> None:
@@ -485,3 +518,23 @@ def test_the_spill_folder_is_created_private_with_its_parents(tmp_path: Path) ->
 
     asyncio.run(main())
     assert stat.S_IMODE(os.stat(spill).st_mode) == 0o700  # journal lines are patient data
+
+
+def test_the_flusher_is_one_task_named_record_writer_until_stopped(tmp_path: Path) -> None:
+    """A task dump (asyncio debug mode, ``Task was destroyed but it is pending``) names the
+    flusher; a second start adds no second flusher and stop leaves none behind."""
+
+    async def flushers() -> list[str]:
+        return [t.get_name() for t in asyncio.all_tasks() if t.get_name() == "record-writer"]
+
+    async def main() -> tuple[list[str], list[str]]:
+        writer = fast_writer(down, tmp_path / "spill")
+        await writer.start()
+        await writer.start()
+        running = await flushers()
+        await writer.stop(0)
+        return running, await flushers()
+
+    running, after = asyncio.run(main())
+    assert running == ["record-writer"]
+    assert after == []

@@ -21,15 +21,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# FastAPI >= 0.13x keeps included routers nested; this walks them with their prefixes (plain
+# Starlette routes and mounts too). pyproject.toml pins a FastAPI that has it.
+from fastapi.routing import iter_route_contexts
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_ml.monitoring.metrics import Metrics
-
-try:  # FastAPI >= 0.13x keeps included routers nested; this walks them with their prefixes.
-    from fastapi.routing import iter_route_contexts as _iter_contexts
-except ImportError:  # pragma: no cover - plain Starlette or an older FastAPI (flat routes)
-    _iter_contexts = None  # type: ignore[assignment]
 
 __all__ = ["OTHER_METHOD", "STANDARD_METHODS", "UNMATCHED", "MetricsMiddleware", "route_templates"]
 
@@ -44,11 +42,7 @@ _AMBIGUOUS = object()
 
 def _contexts(routes: Sequence[Any]) -> Iterable[tuple[Any, str | None]]:
     """(route object as set in scope["route"], its full path template) for each route."""
-    if _iter_contexts is None:  # pragma: no cover
-        for route in routes:
-            yield route, getattr(route, "path_format", None)
-        return
-    for ctx in _iter_contexts(routes):
+    for ctx in iter_route_contexts(routes):
         yield ctx.original_route, ctx.path_format
 
 
@@ -75,14 +69,14 @@ class _Templates:
 
     def __init__(self, router: Any) -> None:
         self.router = router
-        self.by_id: dict[int, tuple[Any, Any]] = {}
-        self.patterns: list[tuple[re.Pattern[str], str]] = []
+        self.by_id: dict[int, tuple[Any, Any]]  # set by rebuild()
+        self.patterns: list[tuple[re.Pattern[str], str]]
         self.rebuild()
 
     def rebuild(self) -> None:
         by_id: dict[int, tuple[Any, Any]] = {}
         patterns = []
-        for route, template in route_templates(getattr(self.router, "routes", ())):
+        for route, template in route_templates(self.router.routes):
             seen = by_id.get(id(route))
             if seen is not None and seen[1] != template:
                 by_id[id(route)] = (route, _AMBIGUOUS)

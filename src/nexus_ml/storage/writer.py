@@ -138,12 +138,6 @@ class RecordWriter(JournalReplay):
             tag=self._tag,
         )
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Rebuilt by start(): asyncio primitives belong to the loop that first uses them.
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
-        self._retry = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: Any, insert: InsertFn, **kwargs: Any) -> RecordWriter:
@@ -170,9 +164,16 @@ class RecordWriter(JournalReplay):
         """Records of this process held only in the journal (memory was full)."""
         return self._disk_only
 
-    # Set by start(): nothing reads them before.
+    # Set by start(): nothing reads them before (a submit, flush or cycle needs a started
+    # writer). The asyncio primitives are made there because they belong to the loop that
+    # first uses them.
     _next_scan: float
+    _loop: asyncio.AbstractEventLoop
     _loop_thread: int
+    _wake: asyncio.Event
+    _stop: asyncio.Event
+    _flush_lock: asyncio.Lock
+    _retry: asyncio.Event
 
     # -- hot path -----------------------------------------------------------------------------
 
@@ -222,8 +223,7 @@ class RecordWriter(JournalReplay):
             self._wake_flusher()
 
     def _wake_flusher(self) -> None:
-        if self._loop is None:
-            return
+        # Only reached from a submit accepted by a started writer: start() set the loop.
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
