@@ -415,3 +415,47 @@ def test_publish_firing_counts_every_instance_of_an_alert() -> None:
     publish_firing(metrics.alerts_active, ev.evaluate(replace(HEALTHY, latency_p95=slow)), set())
     labels = {"alertname": "HighPredictionLatency", "severity": "warning"}
     assert metrics.registry.get_sample_value("ml_alerts_active", labels) == 3
+
+
+@pytest.mark.parametrize("case", _cases(T), ids=lambda c: c[0])
+def test_every_state_change_is_one_structured_log_line(
+    case: Case, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, breach, _, extra = case
+    for_s = getattr(T, ALERTS_BY_NAME[name].for_key)
+    clock = Clock()
+    ev = _evaluator(clock)
+    bad = replace(HEALTHY, **breach)  # type: ignore[arg-type]
+    caplog.set_level("INFO", logger="nexus_ml.alerts")
+
+    start = clock.now
+    ev.evaluate(bad)
+    if for_s > 0:
+        clock.now = start + for_s - 1
+        ev.evaluate(bad)  # still pending: no new line
+    clock.now = start + for_s
+    ev.evaluate(bad)
+    ev.evaluate(bad)  # still firing: no new line
+    clock.now += 15
+    ev.evaluate(HEALTHY)
+    ev.evaluate(bad)
+    ev.evaluate(HEALTHY)
+
+    mine = [r for r in caplog.records if r.__dict__.get("alertname") == name]
+    states = [r.__dict__["state"] for r in mine]
+    if for_s > 0:
+        assert states == ["pending", "firing", "resolved", "pending", "inactive"]
+    else:  # no `for`: it fires at once, every time
+        assert states == ["firing", "resolved", "firing", "resolved"]
+    assert [r.levelname for r in mine if r.__dict__["state"] == "firing"] == ["WARNING"] * (
+        states.count("firing")
+    )
+    for r in mine:
+        assert r.getMessage() == f"alert {r.__dict__['state']}"
+        assert r.__dict__["severity"] == ALERTS_BY_NAME[name].severity
+        # The alert's bounded labels are on the line; nothing else it carries (values, job,
+        # instance) is.
+        logged = {k: r.__dict__[k] for k in ("model", "feature", "segment", "class", "metric")
+                  if k in r.__dict__}  # fmt: skip
+        assert logged == {k: v for k, v in extra.items() if k in logged or k in (
+            "model", "feature", "segment", "class", "metric")}  # fmt: skip

@@ -9,6 +9,7 @@ Prometheus's history or its scrape, so they exist only there.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ from nexus_ml.thresholds import JOB, RUNBOOK_BASE, Thresholds
 __all__ = ["ActiveAlert", "AlertEvaluator", "DriftReading", "Measurements", "publish_firing"]
 
 State = Literal["pending", "firing"]
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+log = logging.getLogger("nexus_ml.alerts")
+# Alert labels that may appear in a log line: all bounded (model and feature names, segment
+# labels from the bundle's closed list, class names, metric names). Anything else an alert
+# might carry later stays out of the logs until it is reviewed and added here.
+_LOGGED_LABELS = ("model", "feature", "segment", "class", "metric")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,8 @@ class AlertEvaluator:
         self.thresholds = thresholds
         self._clock, self._wall = clock, wall_clock
         self._job, self._instance, self._runbook_base = job, instance, runbook_base
-        self._active: dict[tuple[str, tuple[tuple[str, str], ...]], _Pending] = {}
+        self._active: dict[Key, _Pending] = {}
+        self._states: dict[Key, State] = {}
         self._last: list[ActiveAlert] = []
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
@@ -88,7 +97,7 @@ class AlertEvaluator:
     def evaluate(self, measurements: Measurements) -> list[ActiveAlert]:
         """Evaluate every in-process alert once; returns pending and firing alerts."""
         t, now = self.thresholds, self._clock()
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        seen: set[Key] = set()
         result: list[ActiveAlert] = []
         for spec in ALERTS:
             for extra, value in spec.breaches(measurements, t, self._instance):
@@ -105,12 +114,15 @@ class AlertEvaluator:
                 if pending is None:
                     pending = _Pending(now, datetime.fromtimestamp(self._wall(), UTC))
                     self._active[key] = pending
-                firing = now - pending.since >= spec.for_seconds(t)
+                state: State = "firing" if now - pending.since >= spec.for_seconds(t) else "pending"
+                if self._states.get(key) != state:
+                    self._states[key] = state
+                    _log_change(spec.name, spec.severity, state, labels)
                 result.append(
                     ActiveAlert(
                         name=spec.name,
                         severity=spec.severity,
-                        state="firing" if firing else "pending",
+                        state=state,
                         labels=labels,
                         summary=spec.fill(spec.summary, t, labels, value),
                         description=spec.fill(spec.description, t, labels, value),
@@ -123,6 +135,16 @@ class AlertEvaluator:
         # A condition that stopped holding clears at once (Prometheus resolves it too).
         for key in set(self._active) - seen:
             del self._active[key]
+            was = self._states.pop(key, None)
+            labels = dict(key[1])
+            # Prometheus's words: a firing alert that stops holding is resolved; a pending one
+            # that stops before its `for` never fired and goes back to inactive.
+            _log_change(
+                key[0],
+                labels.get("severity", ""),
+                "resolved" if was == "firing" else "inactive",
+                labels,
+            )
         self._last = result
         return result
 
@@ -133,6 +155,18 @@ class AlertEvaluator:
     def firing(self) -> list[ActiveAlert]:
         """Only the firing alerts of the last evaluation."""
         return [a for a in self._last if a.state == "firing"]
+
+
+def _log_change(name: str, severity: str, state: str, labels: dict[str, str]) -> None:
+    """One structured line per state change (pending, firing, resolved, inactive)."""
+    extra = {k: labels[k] for k in _LOGGED_LABELS if k in labels}
+    level = logging.WARNING if state == "firing" else logging.INFO
+    log.log(
+        level,
+        "alert %s",
+        state,
+        extra={"alertname": name, "severity": severity, "state": state, **extra},
+    )
 
 
 class _GaugeLike(Protocol):
