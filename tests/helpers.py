@@ -186,3 +186,13 @@ def active_alert(state: str, name: str = "HighCPU") -> ActiveAlert:
         active_since=0.0,
         started_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def cli_env(model_path: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment a CLI test runs a command in: its own models, data and SQLite file."""
+    return {
+        "ML_MODEL_PATH": str(model_path),
+        "ML_DATA_DIR": str(tmp_path / "data"),
+        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
+        "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
+    }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.helpers import KEYS
+from tests.helpers import cli_env
 from tests.ml.notebook import dump, forest_pipeline, read_notebook_frame, write_reference
 from typer.testing import CliRunner
 
@@ -17,12 +17,7 @@ from nexus_ml.ml.datasets import READMISSION_TARGET
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "ML_MODEL_PATH": str(tmp_path / "models"),
-        "ML_DATA_DIR": str(tmp_path / "data"),
-        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
-        "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
-    }
+    return cli_env(tmp_path / "models", tmp_path)
 
 
 @pytest.fixture

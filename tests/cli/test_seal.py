@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers import KEYS
+from tests.helpers import cli_env
 from tests.ml.forge import new_version, set_metric
 from typer.testing import CliRunner
 
@@ -15,12 +15,7 @@ from nexus_ml.ml.bundle import MANIFEST_FILE, BundleError, load_bundle
 
 @pytest.fixture
 def env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
-    return {
-        "ML_MODEL_PATH": str(model_dir),
-        "ML_DATA_DIR": str(tmp_path / "data"),
-        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
-        "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
-    }
+    return cli_env(model_dir, tmp_path)
 
 
 def test_seal_seals_good_format_1_bundles_and_refuses_bad_ones(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers import KEYS, WINE, write_mixed_csv
+from tests.helpers import WINE, cli_env, write_mixed_csv
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app
@@ -16,12 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "ML_MODEL_PATH": str(tmp_path / "models"),
-        "ML_DATA_DIR": str(tmp_path / "data"),
-        "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
-        "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
-    }
+    return cli_env(tmp_path / "models", tmp_path)
 
 
 def test_train_takes_an_estimator_and_declared_types(tmp_path: Path, env: dict[str, str]) -> None:
