@@ -190,8 +190,11 @@ class Serving:
                 stored = await db.run(store.get_prediction, prediction_id)
         except storage.NotFound:
             raise NotFound("unknown prediction id", "prediction_id") from None
-        loaded = self.models.get_or_none(stored.model)
-        classes = loaded.classes if loaded is not None else list(stored.probabilities)
+        # The classes of the version that MADE the prediction, not of the one serving now (a
+        # new champion may name its classes differently). Its stored probabilities name every
+        # class of that version (``_record``), so no bundle is read, and a version since
+        # deleted from disk still takes its labels.
+        classes = list(stored.probabilities)
         if actual not in classes:
             raise Invalid(f"actual must be one of {sorted(classes)}", "actual")
         correct = actual == stored.predicted_class
