@@ -310,6 +310,10 @@ def test_audit_log(store: Store) -> None:
     assert [e.actor for e in store.list_audit(action="threshold.set")] == ["fp:2"]
     assert store.list_audit(since=utcnow() + timedelta(minutes=1)) == []
     assert len(store.list_audit(limit=1)) == 1
+    assert [e.id for e in store.list_audit(before=second)] == [first]
+    assert store.list_audit(before=first) == []
+    assert [e.id for e in store.list_audit(target="heart")] == [first]
+    assert store.list_audit(target="heart", action="threshold.set") == []
 
 
 def test_drift_results(store: Store) -> None:
