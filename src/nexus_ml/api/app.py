@@ -23,6 +23,7 @@ from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.api.routes import (
     dashboard,
     docs,
+    governance,
     health,
     models,
     monitoring,
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.include_router(models.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)
     app.include_router(training.router, prefix=api_prefix)
+    app.include_router(governance.router, prefix=api_prefix)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)

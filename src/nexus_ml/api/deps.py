@@ -16,6 +16,7 @@ from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.service.database import Database
 from nexus_ml.service.families import Families
 from nexus_ml.service.health import HealthCheck
+from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
@@ -103,6 +104,11 @@ async def get_threshold_admin(request: Request) -> ThresholdAdmin:
     return _service(request).threshold_admin
 
 
+async def get_model_admin(request: Request) -> ModelAdmin:
+    """Versions, roles and their audited changes."""
+    return _service(request).model_admin
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
@@ -117,6 +123,7 @@ TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
 OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
+ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 
 
 def is_json_media_type(content_type: str) -> bool:
