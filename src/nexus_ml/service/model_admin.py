@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from nexus_ml.ml.bundle import BundleError
 from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.service.database import Database
 from nexus_ml.service.governance import Change, Governance
+from nexus_ml.service.publishing import ModelPublisher
 
 MAX_REPORTS = 500
 
@@ -19,10 +21,18 @@ MAX_REPORTS = 500
 class ModelAdmin:
     """Versions, promote, rollback, shadow and promotion reports for the routes."""
 
-    def __init__(self, *, governance: Governance, db: Database, models: ModelRegistry) -> None:
+    def __init__(
+        self,
+        *,
+        governance: Governance,
+        db: Database,
+        models: ModelRegistry,
+        publisher: ModelPublisher,
+    ) -> None:
         self._gov = governance
         self._db = db
         self._models = models
+        self._publisher = publisher
 
     async def versions(self, name: str) -> dict[str, Any]:
         """Every version with its role (see ``Governance.versions``)."""
@@ -35,9 +45,18 @@ class ModelAdmin:
             "versions": versions,
         }
 
-    async def _changed(self, change: Change) -> Change:
-        if change.changed:
+    async def _changed(self, change: Change, *, champion: bool = True) -> Change:
+        if not change.changed:
+            return change
+        if not champion:
             await asyncio.to_thread(self._models.refresh)
+            return change
+        try:
+            loaded = await asyncio.to_thread(self._models.reload, change.model)
+        except BundleError:
+            return change  # refused and logged by the registry; verified just before, so rare
+        # Its per-version series and baseline, as the model watcher does for a swap it sees.
+        self._publisher.publish(loaded)
         return change
 
     async def promote(
@@ -56,11 +75,13 @@ class ModelAdmin:
 
     async def start_shadow(self, name: str, version: str, actor: str) -> Change:
         """Score ``version`` in shadow (audited)."""
-        return await self._changed(await self._db.run(self._gov.start_shadow, name, version, actor))
+        change = await self._db.run(self._gov.start_shadow, name, version, actor)
+        return await self._changed(change, champion=False)
 
     async def stop_shadow(self, name: str, actor: str) -> Change:
         """Stop the challenger (audited)."""
-        return await self._changed(await self._db.run(self._gov.stop_shadow, name, actor))
+        change = await self._db.run(self._gov.stop_shadow, name, actor)
+        return await self._changed(change, champion=False)
 
     async def reports(self, name: str, limit: int) -> list[dict[str, Any]]:
         """The model's promotion reports, newest first."""

@@ -128,7 +128,9 @@ class Service:
         thresholds.on_change(lambda _new: job.reset())
         self.quality = QualityRunner(job, writer, db)
         self.governance = governance = Governance(model_path=settings.model_path, store=store)
-        self.model_admin = ModelAdmin(governance=governance, db=db, models=models)
+        self.model_admin = ModelAdmin(
+            governance=governance, db=db, models=models, publisher=self.publisher
+        )
         self.trainer = Trainer(
             db=db,
             models=models,
