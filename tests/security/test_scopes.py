@@ -53,6 +53,8 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{name}/promotion-reports"): "monitor",
     ("POST", "/api/v1/monitoring/drift/run"): "admin",
     ("PUT", "/api/v1/monitoring/config/thresholds"): "admin",
+    # Who did what, when: not a monitoring read (docs/security.md, "Audit").
+    ("GET", "/api/v1/monitoring/audit"): "admin",
     # Monitoring reads
     ("GET", "/api/v1/monitoring/health"): "monitor",
     ("GET", "/api/v1/monitoring/alerts"): "monitor",

@@ -20,6 +20,7 @@ from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
@@ -109,6 +110,11 @@ async def get_model_admin(request: Request) -> ModelAdmin:
     return _service(request).model_admin
 
 
+async def get_audit_views(request: Request) -> AuditViews:
+    """The audit log, paged."""
+    return _service(request).audit_views
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
@@ -124,6 +130,7 @@ OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
+AuditViewsDep = Annotated[AuditViews, Depends(get_audit_views)]
 
 
 def is_json_media_type(content_type: str) -> bool:

@@ -29,6 +29,7 @@ from nexus_ml.ml.bundle import (
     validate_name,
 )
 from nexus_ml.ml.errors import RefusalReason
+from nexus_ml.ml.fingerprint import profile_hash
 from nexus_ml.ml.metadata import BundleMetadata
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
@@ -59,6 +60,9 @@ class LoadedModel:
     metadata: dict[str, Any]
     # The checked metadata: operating point (never None), segments, baseline.
     info: BundleMetadata
+    # sha256 of the reference profile (ml.fingerprint), computed once at load: stored with
+    # every prediction of this version.
+    profile_hash: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def load_model(
         classes=predictor.classes,
         metadata=bundle.metadata,
         info=bundle.info,
+        profile_hash=profile_hash(bundle.metadata),
     )
 
 

@@ -34,6 +34,7 @@ from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
@@ -178,6 +179,7 @@ class Service:
             lifecycle=self.lifecycle,
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
+        self.audit_views = AuditViews(db)
         self._scheduler = Scheduler(m)
         for op in DB_OPERATIONS:
             m.db_operation_errors_total.labels(op, "connection")

@@ -1,7 +1,7 @@
 """Governance: promotion_reports, the evidence of each candidate-versus-champion evaluation.
 
 Revision ID: 0003
-Revises: 0001 (0002, i15-trace's, once both branches are merged)
+Revises: 0002
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
