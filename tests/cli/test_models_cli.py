@@ -142,3 +142,14 @@ def test_models_refusals_exit_2_and_change_nothing(
     assert message in result.output
     assert current_version(settings.model_path, "diagnostic") == champion
     assert audit(client) == []
+
+
+def test_serve_refuses_a_bad_promotion_policy_file_before_starting(
+    settings: Settings, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[models.diagnostic]\nmode = "whenever"\n')
+    env = {**env_of(settings), "ML_PROMOTION_POLICY_FILE": str(policy)}
+    result = CliRunner().invoke(app, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "promotion policy models.diagnostic.mode" in " ".join(result.output.split())

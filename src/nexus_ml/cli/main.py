@@ -44,6 +44,17 @@ def _thresholds(settings: Settings) -> Thresholds:
         raise typer.Exit(2) from None
 
 
+def _policies(settings: Settings) -> None:
+    """ML_PROMOTION_POLICY_FILE parses, or exit 2 naming the key and the rule."""
+    from nexus_ml.ml.promotion import PolicyError, load_policies
+
+    try:
+        load_policies(settings.promotion_policy_file)
+    except PolicyError as exc:
+        console.print(problem("promotion policy:", exc))
+        raise typer.Exit(2) from None
+
+
 def _ensure_models(settings: Settings) -> None:
     from nexus_ml.ml.training import ensure_bundled_models
 
@@ -75,6 +86,7 @@ def serve(
 
     settings = _settings()
     _thresholds(settings)  # a bad override stops the start here, before any worker exists
+    _policies(settings)
     configure_logging(settings.log_level, settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _ensure_models(settings)
@@ -264,7 +276,7 @@ def train(
 
     Column types are inferred (text is a category, an empty cell is missing) unless given.
     A name that exists gets a new champion version, refused if its schema differs from the
-    champion's (see --replace-incompatible); the change is audited as ``cli:<os user>``.
+    champion's (see --replace-incompatible); the change is audited as cli:<os user>.
     """
     from nexus_ml.cli.audit import cli_actor
     from nexus_ml.ml.bundle import BundleError
