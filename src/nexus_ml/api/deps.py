@@ -22,6 +22,7 @@ from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
 from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
+from nexus_ml.service.views.comparison import ComparisonViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -115,6 +116,11 @@ async def get_audit_views(request: Request) -> AuditViews:
     return _service(request).audit_views
 
 
+async def get_comparison_views(request: Request) -> ComparisonViews:
+    """Champion vs shadow challenger."""
+    return _service(request).comparison_views
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
@@ -131,6 +137,7 @@ ReportsDep = Annotated[Reports, Depends(get_reports)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 AuditViewsDep = Annotated[AuditViews, Depends(get_audit_views)]
+ComparisonViewsDep = Annotated[ComparisonViews, Depends(get_comparison_views)]
 
 
 def is_json_media_type(content_type: str) -> bool:

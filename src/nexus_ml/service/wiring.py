@@ -32,10 +32,12 @@ from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
+from nexus_ml.service.shadow import ShadowScorer
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.trainer import Trainer
 from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
+from nexus_ml.service.views.comparison import ComparisonViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -140,6 +142,9 @@ class Service:
             governance=governance,
             policies=load_policies(settings.promotion_policy_file),
         )
+        self.shadow = ShadowScorer(
+            models=models, writer=writer, metrics=m, max_pending=settings.shadow_queue_size
+        )
         self.serving = Serving(
             models=models,
             publisher=self.publisher,
@@ -147,6 +152,7 @@ class Service:
             db=db,
             metrics=m,
             max_batch=settings.max_batch,
+            shadow=self.shadow,
         )
         self.health = HealthCheck(
             db=db,
@@ -180,6 +186,7 @@ class Service:
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
         self.audit_views = AuditViews(db)
+        self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
         self._scheduler = Scheduler(m)
         for op in DB_OPERATIONS:
             m.db_operation_errors_total.labels(op, "connection")
@@ -201,6 +208,7 @@ class Service:
             self.publisher.publish(loaded)
         await self._restore_clinical_gauges()
         await self.writer.start()
+        await self.shadow.start()
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
@@ -239,6 +247,7 @@ class Service:
         except TimeoutError:
             pass
         await self.collector.stop()
+        await self.shadow.stop()  # before the writer: its last scores are drained with the rest
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})
