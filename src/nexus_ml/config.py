@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     thresholds_file: Path | None = Field(
         default=None, description="YAML/JSON thresholds overrides."
     )
+    promotion_policy_file: Path | None = Field(
+        default=None,
+        description="TOML promotion policy per model (docs/governance.md); absent: every "
+        "model manual, a retrain waits for a person's promote.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

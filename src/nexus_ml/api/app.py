@@ -26,6 +26,7 @@ from nexus_ml.api.routes import (
     comparison,
     dashboard,
     docs,
+    governance,
     health,
     models,
     monitoring,
@@ -88,6 +89,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.include_router(comparison.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)
     app.include_router(training.router, prefix=api_prefix)
+    app.include_router(governance.router, prefix=api_prefix)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)

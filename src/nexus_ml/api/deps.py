@@ -16,6 +16,7 @@ from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.service.database import Database
 from nexus_ml.service.families import Families
 from nexus_ml.service.health import HealthCheck
+from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
@@ -105,6 +106,11 @@ async def get_threshold_admin(request: Request) -> ThresholdAdmin:
     return _service(request).threshold_admin
 
 
+async def get_model_admin(request: Request) -> ModelAdmin:
+    """Versions, roles and their audited changes."""
+    return _service(request).model_admin
+
+
 async def get_audit_views(request: Request) -> AuditViews:
     """The audit log, paged."""
     return _service(request).audit_views
@@ -129,6 +135,7 @@ TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
 OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
+ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 AuditViewsDep = Annotated[AuditViews, Depends(get_audit_views)]
 ComparisonViewsDep = Annotated[ComparisonViews, Depends(get_comparison_views)]
 

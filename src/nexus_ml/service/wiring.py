@@ -15,6 +15,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from nexus_ml.config import Settings
+from nexus_ml.ml.promotion import load_policies
 from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.monitoring.alerting import AlertEvaluator
 from nexus_ml.monitoring.decorators import default_metrics
@@ -24,7 +25,9 @@ from nexus_ml.service.alerts import AlertLoop
 from nexus_ml.service.database import Database
 from nexus_ml.service.errors import Unavailable
 from nexus_ml.service.families import Families
+from nexus_ml.service.governance import Governance
 from nexus_ml.service.health import HealthCheck, Lifecycle
+from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
 from nexus_ml.service.scheduler import Scheduler
@@ -127,7 +130,18 @@ class Service:
         # Drift detectors hold the drift limit they were fitted with.
         thresholds.on_change(lambda _new: job.reset())
         self.quality = QualityRunner(job, writer, db)
-        self.trainer = Trainer(db=db, models=models, metrics=m, publisher=self.publisher)
+        self.governance = governance = Governance(model_path=settings.model_path, store=store)
+        self.model_admin = ModelAdmin(
+            governance=governance, db=db, models=models, publisher=self.publisher
+        )
+        self.trainer = Trainer(
+            db=db,
+            models=models,
+            metrics=m,
+            publisher=self.publisher,
+            governance=governance,
+            policies=load_policies(settings.promotion_policy_file),
+        )
         self.shadow = ShadowScorer(
             models=models, writer=writer, metrics=m, max_pending=settings.shadow_queue_size
         )

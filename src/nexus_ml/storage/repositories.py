@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, aliased
 
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
+from .governance import GovernanceRepository
 from .locks import try_advisory_lock
 from .models import Feedback, Prediction
 from .operations import OperationsRepository
@@ -36,7 +37,7 @@ MAX_WINDOW = 100_000
 
 
 @translating_errors
-class Store(OperationsRepository):
+class Store(OperationsRepository, GovernanceRepository):
     """All repositories over one engine; each method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
