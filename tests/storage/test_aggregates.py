@@ -16,8 +16,7 @@ from alembic import command
 from sqlalchemy import Engine, Integer, func, insert, select
 from sqlalchemy.orm import Session
 
-from nexus_ml.storage import PredictionRecord, Store, migrate, new_id
-from nexus_ml.storage import bins
+from nexus_ml.storage import PredictionRecord, Store, bins, migrate, new_id
 from nexus_ml.storage.aggregates import align
 from nexus_ml.storage.migrate import alembic_config
 from nexus_ml.storage.models import Feedback, Prediction

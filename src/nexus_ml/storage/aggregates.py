@@ -80,13 +80,14 @@ class WindowAggregate:
         self.confidence_sum += other.confidence_sum
         self.feedback += other.feedback
         self.correct += other.correct
+        for c, n in other.class_counts.items():
+            self.class_counts[c] = self.class_counts.get(c, 0) + n
         for mine, theirs in (
-            (self.class_counts, other.class_counts),
             (self.latency_bins, other.latency_bins),
             (self.confidence_bins, other.confidence_bins),
         ):
-            for k, n in theirs.items():
-                mine[k] = mine.get(k, 0) + n  # type: ignore[index]
+            for i, n in theirs.items():
+                mine[i] = mine.get(i, 0) + n
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -174,9 +175,7 @@ def add_records(session: Session, records: Sequence[PredictionRecord]) -> None:
         session.execute(bstmt, bin_rows[i : i + _CHUNK])
 
 
-def add_feedback(
-    session: Session, labels: Iterable[tuple[str, str, datetime, bool]]
-) -> None:
+def add_feedback(session: Session, labels: Iterable[tuple[str, str, datetime, bool]]) -> None:
     """Count labels, each ``(model, version, made_at, correct)`` of a prediction made at
     ``made_at``, in ``session``."""
     totals: dict[tuple[Any, ...], list[int]] = {}
@@ -202,13 +201,13 @@ def add_feedback(
         }
         for (span, model, start, version), (n, ok) in sorted(totals.items())
     ]
-    t = PredictionRollup.__table__
-    stmt = _insert(session)(t)
+    table = PredictionRollup.__table__
+    stmt = _insert(session)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["span_seconds", "model", "bucket_start", "version"],
         set_={
-            "feedback": t.c.feedback + stmt.excluded.feedback,
-            "correct": t.c.correct + stmt.excluded.correct,
+            "feedback": table.c.feedback + stmt.excluded.feedback,
+            "correct": table.c.correct + stmt.excluded.correct,
         },
     )
     for i in range(0, len(rows), _CHUNK):
@@ -300,9 +299,7 @@ def window_counts(
     if step_seconds % HOUR == 0:
         cond = _where(t, model, since, until)
     else:
-        cond = and_(
-            t.c.span_seconds == MINUTE, t.c.bucket_start >= since, t.c.bucket_start < until
-        )
+        cond = and_(t.c.span_seconds == MINUTE, t.c.bucket_start >= since, t.c.bucket_start < until)
         if model is not None:
             cond = and_(t.c.model == model, cond)
     stmt = (

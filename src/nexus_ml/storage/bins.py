@@ -98,7 +98,8 @@ def quantiles(
     out: list[float | None] = []
     for q in qs:
         rank = q * (total - 1)
-        lo, frac = int(math.floor(rank)), rank - math.floor(rank)
+        lo = math.floor(rank)
+        frac = rank - lo
         a = items[bisect.bisect_right(cumulative, lo)][0]
         b = items[bisect.bisect_right(cumulative, min(lo + 1, total - 1))][0]
         va, vb = value_of(a), value_of(b)

@@ -187,7 +187,9 @@ class PredictionRollup(Base):
     feedback: Mapped[int] = mapped_column(BigInteger)
     correct: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_prediction_rollups_span_seconds_bucket_start", "span_seconds", "bucket_start"),)
+    __table_args__ = (
+        Index("ix_prediction_rollups_span_seconds_bucket_start", "span_seconds", "bucket_start"),
+    )
 
 
 class PredictionRollupBin(Base):
@@ -209,5 +211,7 @@ class PredictionRollupBin(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (
-        Index("ix_prediction_rollup_bins_span_seconds_bucket_start", "span_seconds", "bucket_start"),
+        Index(
+            "ix_prediction_rollup_bins_span_seconds_bucket_start", "span_seconds", "bucket_start"
+        ),
     )

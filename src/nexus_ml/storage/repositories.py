@@ -125,10 +125,12 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [WindowRow(*row) for row in session.execute(stmt)]
 
-    def scored_rows(self, model: str, since: datetime, until: datetime) -> list[ScoredRow]:
+    def scored_rows(
+        self, model: str, since: datetime, until: datetime, limit: int = MAX_WINDOW
+    ) -> list[ScoredRow]:
         """Predictions of ``model`` made in [since, until), each with its label or None
-        (newest first, at most MAX_WINDOW): one read serves both the label-free and the
-        realised clinical metrics of a window."""
+        (newest first, at most ``limit`` ≤ MAX_WINDOW): one read serves both the label-free and
+        the realised clinical metrics of a window."""
         stmt = (
             select(
                 Prediction.features,
@@ -144,7 +146,7 @@ class Store(OperationsRepository):
                 Prediction.created_at < until,
             )
             .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-            .limit(MAX_WINDOW)
+            .limit(max(0, min(limit, MAX_WINDOW)))
         )
         with self._sessions() as session:
             return [ScoredRow(*row) for row in session.execute(stmt)]

@@ -108,8 +108,11 @@ def _backfill() -> None:
         aggregates.add_records(session, records)
         aggregates.add_feedback(
             session,
-            [(r.model, r.version, r.created_at, ok) for r, row in zip(records, chunk, strict=True)
-             if (ok := row[-1]) is not None],
+            [
+                (r.model, r.version, r.created_at, ok)
+                for r, row in zip(records, chunk, strict=True)
+                if (ok := row[-1]) is not None
+            ],
         )
     session.flush()
 
