@@ -84,8 +84,16 @@ class Prediction(Base):
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[dict[str, Any]]
     latency_seconds: Mapped[float] = mapped_column(Float)
+    # Traceability: the client's (or a generated) X-Request-ID, the sha256 of the version's
+    # reference profile, and whether the version answered (champion) or ran in shadow.
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    profile_hash: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), server_default="champion")
 
-    __table_args__ = (Index("ix_predictions_model_created_at", "model", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_model_created_at", "model", "created_at"),
+        CheckConstraint("role IN ('champion', 'challenger')", name="role"),
+    )
 
 
 class Feedback(Base):

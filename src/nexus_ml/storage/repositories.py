@@ -94,6 +94,9 @@ class Store(OperationsRepository):
                 confidence=row.confidence,
                 probabilities=row.probabilities,
                 latency_seconds=row.latency_seconds,
+                request_id=row.request_id,
+                profile_hash=row.profile_hash,
+                role=row.role,
             )
 
     def recent_predictions(
