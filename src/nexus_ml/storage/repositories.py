@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from . import aggregates
 from .aggregates import WindowAggregate
+from .copy_insert import copy_insert
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
 from .locks import try_advisory_lock
@@ -39,6 +40,10 @@ MAX_WINDOW = 100_000
 class Store(OperationsRepository):
     """All repositories over one engine; each method is one short transaction."""
 
+    # PostgreSQL inserts predictions with COPY (storage/copy_insert.py); False = INSERT VALUES
+    # (kept for the side-by-side benchmark).
+    use_copy = True
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
@@ -59,20 +64,23 @@ class Store(OperationsRepository):
     def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
         """Insert records, ignoring ids already stored; returns how many were new."""
         records = list({r.id: r for r in records}.values())
-        rows = [r.to_row() for r in records]
-        if not rows:
+        if not records:
             return 0
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = (
-            dialect.insert(Prediction)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(Prediction.id)
-        )
+        postgres = self.engine.dialect.name == "postgresql"
         with self._sessions.begin() as session:
             # RETURNING lists only the rows actually inserted (rowcount is unreliable for
             # executemany across drivers): exactly those are counted in the aggregates, in
             # the same transaction, so a replayed record is neither stored nor counted twice.
-            inserted = session.execute(stmt, rows).scalars().all()
+            if postgres and self.use_copy:
+                inserted: Sequence[str] = copy_insert(session, records)
+            else:
+                dialect = postgresql if postgres else sqlite
+                stmt = (
+                    dialect.insert(Prediction)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(Prediction.id)
+                )
+                inserted = session.execute(stmt, [r.to_row() for r in records]).scalars().all()
             if inserted:
                 new = set(inserted)
                 aggregates.add_records(session, [r for r in records if r.id in new])
