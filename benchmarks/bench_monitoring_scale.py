@@ -237,7 +237,8 @@ class Filler:
             lo = first + c * day
             with self.engine.begin() as conn:
                 for stmt in FILL_SQL.split(";\n"):
-                    conn.execute(text(stmt), {**params, "n": n, "lo": lo, "hi": lo + day})
+                    hi = min(lo + day, now)  # today's chunk ends now, not at midnight
+                    conn.execute(text(stmt), {**params, "n": n, "lo": lo, "hi": hi})
             done += n
             rate = done / (time.perf_counter() - t0)
             print(f"  filled {done:,} of {add:,} ({rate:,.0f} rows/s)", flush=True)

@@ -30,7 +30,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -84,30 +84,34 @@ def make_records(n: int, features: int, seed: int = 1) -> list[PredictionRecord]
     return out
 
 
-def server_cpu(engine: object) -> float:
-    """CPU seconds used so far by every PostgreSQL backend process (from /proc; 0 on SQLite)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if name.startswith("postgres"):
+def server_cpu(engine: Engine) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving this database (/proc; the
+    benchmark's own connections: other databases' work on the host is not counted)."""
+    if engine.dialect.name != "postgresql":
+        return 0.0
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
             fields = stat[stat.rindex(")") + 2 :].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
 def run(
-    url: str, records: list[PredictionRecord], batch: int, aggregates: bool
+    url: str, records: list[PredictionRecord], batch: int, aggregates: bool, copy: bool
 ) -> dict[str, float]:
     engine = make_engine(url)
     migrate(engine)
     store = Store(engine)
+    store.use_copy = copy
     patch = (
         contextlib.nullcontext()
         if aggregates
@@ -135,18 +139,21 @@ def main() -> None:
     ap.add_argument("--sqlite", action="store_true")
     args = ap.parse_args()
     records = make_records(args.records, args.features)
-    print(f"{'store':<10} {'batch':>6} {'aggregates':>10} {'records/s':>10} {'wall s':>7} "
-          f"{'client cpu s':>12} {'server cpu s':>12}")  # fmt: skip
+    print(f"{'store':<10} {'batch':>6} {'insert':>7} {'aggregates':>10} {'records/s':>10} "
+          f"{'wall s':>7} {'client µs/rec':>13} {'server µs/rec':>13}")  # fmt: skip
+    # Side by side, on the same data: INSERT VALUES vs COPY, with and without the aggregates.
+    modes = [(False, True), (True, True), (True, False)] if not args.sqlite else [(False, True)]
     with tempfile.TemporaryDirectory() as tmp:
         for batch in (int(b) for b in args.batches.split(",")):
-            # Side by side, on the same data: with and without the aggregates.
-            for aggregates in (True, False):
+            for copy, aggregates in modes:
                 with database(args.sqlite, Path(tmp)) as url:
-                    r = run(url, records, batch, aggregates)
+                    r = run(url, records, batch, aggregates, copy)
+                n = len(records) - batch
                 print(
                     f"{'sqlite' if args.sqlite else 'postgresql':<10} {batch:>6} "
-                    f"{'yes' if aggregates else 'no':>10} {r['rate']:>10,.0f} {r['wall']:>7.2f} "
-                    f"{r['client_cpu']:>12.2f} {r['server_cpu']:>12.2f}",
+                    f"{'copy' if copy else 'values':>7} {'yes' if aggregates else 'no':>10} "
+                    f"{r['rate']:>10,.0f} {r['wall']:>7.2f} {r['client_cpu'] / n * 1e6:>13.0f} "
+                    f"{r['server_cpu'] / n * 1e6:>13.0f}",
                     flush=True,
                 )
 
