@@ -219,3 +219,21 @@ def test_confidence_bins_follow_numpys_histogram_on_edges() -> None:
         fine[i] = fine.get(i, 0) + 1
     hist, _ = np.histogram(values, bins=20, range=(0.0, 1.0))
     assert bins.coarse_confidence(fine) == [int(c) for c in hist]
+
+
+def test_copy_and_values_paths_store_and_count_alike(store: Store) -> None:
+    # PostgreSQL inserts with COPY; the VALUES path (SQLite's, and PostgreSQL's with
+    # use_copy off) must agree with it: the same rows new, the same aggregates.
+    records = _records(600)
+    store.use_copy = True
+    assert store.insert_predictions(records[:400]) == 400
+    store.use_copy = False
+    assert store.insert_predictions(records[200:]) == 200  # 200 replayed, 200 new
+    store.use_copy = True
+    assert store.insert_predictions(records) == 0
+    since, until = T0, T0 + SPAN
+    aggs = store.window_aggregates(None, since, until)
+    for model in ("heart", "diabetes"):
+        raw = _raw(store, model, since, until)
+        assert aggs[model].count == raw["count"] == sum(r.model == model for r in records)
+        assert aggs[model].class_counts == raw["classes"]
