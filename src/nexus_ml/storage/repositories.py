@@ -162,25 +162,17 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [ScoredRow(*row) for row in session.execute(stmt)]
 
-    def prediction_times(
-        self, model: str | None, since: datetime, until: datetime
-    ) -> list[tuple[str, datetime]]:
-        """(model, created_at) of the predictions in [since, until): no feature values read."""
-        stmt = select(Prediction.model, Prediction.created_at).where(
-            Prediction.created_at >= since, Prediction.created_at < until
-        )
-        if model is not None:
-            stmt = stmt.where(Prediction.model == model)
-        with self._sessions() as session:
-            return [(m, t) for m, t in session.execute(stmt)]
-
     def prediction_stats(
         self,
         model: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> dict[str, ModelStats]:
-        """Raw latency/confidence arrays, counts and class counts per model in [since, until)."""
+        """Raw latency/confidence arrays, counts and class counts per model in [since, until).
+
+        Reads every row of the window: the reference computation the aggregates are checked
+        against (tests, benchmarks). No endpoint calls it; they read ``window_aggregates``.
+        """
         stmt = select(
             Prediction.model,
             Prediction.latency_seconds,
