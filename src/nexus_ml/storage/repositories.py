@@ -12,6 +12,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from . import aggregates
+from .aggregates import WindowAggregate
+from .copy_insert import copy_insert
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
 from .governance import GovernanceRepository
@@ -40,6 +43,10 @@ MAX_WINDOW = 100_000
 class Store(OperationsRepository, GovernanceRepository):
     """All repositories over one engine; each method is one short transaction."""
 
+    # PostgreSQL inserts predictions with COPY (storage/copy_insert.py); False = INSERT VALUES
+    # (kept for the side-by-side benchmark).
+    use_copy = True
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
@@ -59,19 +66,31 @@ class Store(OperationsRepository, GovernanceRepository):
 
     def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
         """Insert records, ignoring ids already stored; returns how many were new."""
-        rows = list({r.id: r.to_row() for r in records}.values())
-        if not rows:
+        records = list({r.id: r for r in records}.values())
+        if not records:
             return 0
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = (
-            dialect.insert(Prediction)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(Prediction.id)
-        )
+        postgres = self.engine.dialect.name == "postgresql"
         with self._sessions.begin() as session:
-            # RETURNING lists only the rows actually inserted; rowcount is unreliable for
-            # executemany across drivers.
-            return len(session.execute(stmt, rows).all())
+            # RETURNING lists only the rows actually inserted (rowcount is unreliable for
+            # executemany across drivers): exactly those are counted in the aggregates, in
+            # the same transaction, so a replayed record is neither stored nor counted twice.
+            if postgres and self.use_copy:
+                inserted: Sequence[str] = copy_insert(session, records)
+            else:
+                dialect = postgresql if postgres else sqlite
+                stmt = (
+                    dialect.insert(Prediction)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(Prediction.id)
+                )
+                inserted = session.execute(stmt, [r.to_row() for r in records]).scalars().all()
+            if inserted:
+                new = set(inserted)
+                # Champions only: the monitoring answers for what was served (a challenger's
+                # rows are read raw, by the comparison).
+                champions = [r for r in records if r.id in new and r.role == CHAMPION]
+                aggregates.add_records(session, champions)
+            return len(inserted)
 
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
         """The stored prediction ``prediction_id``; raises NotFound."""
@@ -123,10 +142,12 @@ class Store(OperationsRepository, GovernanceRepository):
         with self._sessions() as session:
             return [WindowRow(*row) for row in session.execute(stmt)]
 
-    def scored_rows(self, model: str, since: datetime, until: datetime) -> list[ScoredRow]:
+    def scored_rows(
+        self, model: str, since: datetime, until: datetime, limit: int = MAX_WINDOW
+    ) -> list[ScoredRow]:
         """Predictions of ``model`` made in [since, until), each with its label or None
-        (newest first, at most MAX_WINDOW): one read serves both the label-free and the
-        realised clinical metrics of a window."""
+        (newest first, at most ``limit`` ≤ MAX_WINDOW): one read serves both the label-free and
+        the realised clinical metrics of a window."""
         stmt = (
             select(
                 Prediction.features,
@@ -143,24 +164,10 @@ class Store(OperationsRepository, GovernanceRepository):
                 Prediction.created_at < until,
             )
             .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-            .limit(MAX_WINDOW)
+            .limit(max(0, min(limit, MAX_WINDOW)))
         )
         with self._sessions() as session:
             return [ScoredRow(*row) for row in session.execute(stmt)]
-
-    def prediction_times(
-        self, model: str | None, since: datetime, until: datetime
-    ) -> list[tuple[str, datetime]]:
-        """(model, created_at) of the predictions in [since, until): no feature values read."""
-        stmt = select(Prediction.model, Prediction.created_at).where(
-            Prediction.created_at >= since,
-            Prediction.created_at < until,
-            Prediction.role == CHAMPION,
-        )
-        if model is not None:
-            stmt = stmt.where(Prediction.model == model)
-        with self._sessions() as session:
-            return [(m, t) for m, t in session.execute(stmt)]
 
     def prediction_stats(
         self,
@@ -168,7 +175,11 @@ class Store(OperationsRepository, GovernanceRepository):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> dict[str, ModelStats]:
-        """Raw latency/confidence arrays, counts and class counts per model in [since, until)."""
+        """Raw latency/confidence arrays, counts and class counts per model in [since, until).
+
+        Reads every row of the window: the reference computation the aggregates are checked
+        against (tests, benchmarks). No endpoint calls it; they read ``window_aggregates``.
+        """
         stmt = select(
             Prediction.model,
             Prediction.latency_seconds,
@@ -192,6 +203,21 @@ class Store(OperationsRepository, GovernanceRepository):
                 s.confidences.append(confidence)
                 s.class_counts[predicted] = s.class_counts.get(predicted, 0) + 1
         return stats
+
+    def window_aggregates(
+        self, model: str | None, since: datetime, until: datetime
+    ) -> dict[str, WindowAggregate]:
+        """Per model: the aggregates of the predictions made in ``[since, until)`` widened to
+        whole minutes (see storage/aggregates.py); no prediction row is read."""
+        with self._sessions() as session:
+            return aggregates.window_aggregates(session, model, since, until)
+
+    def window_counts(
+        self, model: str | None, since: datetime, until: datetime, step_seconds: int
+    ) -> list[tuple[str, datetime, int]]:
+        """(model, bucket start, predictions) per minute (or hour) of the aligned window."""
+        with self._sessions() as session:
+            return aggregates.window_counts(session, model, since, until, step_seconds)
 
     def count_predictions(self, model: str | None = None, role: str = CHAMPION) -> int:
         """How many predictions of ``role`` are stored (for one model, or all)."""
@@ -243,6 +269,14 @@ class Store(OperationsRepository, GovernanceRepository):
                     )
                 )
             try:
+                # The label and its count in the aggregates commit together: the flush makes
+                # the unique constraint decide a race before the count is added.
+                session.flush()
+                # The aggregates count champions only (a challenger's label is read raw, by
+                # the comparison), as they count only champion predictions.
+                if prediction.role == CHAMPION:
+                    made = (prediction.model, prediction.version, prediction.created_at, correct)
+                    aggregates.add_feedback(session, [made])
                 session.commit()
             except IntegrityError as exc:
                 # The unique constraint decides races between two concurrent labels.
