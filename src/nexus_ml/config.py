@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     drift_interval_seconds: float = Field(
         default=300.0, gt=0, description="Model-quality job period (drift, quality, accuracy)."
     )
+    drift_first_run_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="First model-quality round this long after start; rounds keep this pace "
+        "until every model's drift window is decided (for one ML_DRIFT_INTERVAL_SECONDS at "
+        "most), then come every interval.",
+    )
     drift_window_size: int = Field(default=1000, ge=50, description="Count-based drift window.")
     drift_window_seconds: float | None = Field(
         default=None, gt=0, description="If set, a time-based window (last N seconds) instead."
