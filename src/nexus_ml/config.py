@@ -112,6 +112,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Refused-record files last written longer ago than this are deleted.",
     )
+    feedback_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="Feedback for a prediction minted in the last minute but not stored yet "
+        "(still queued in another worker's or replica's writer) is looked up again for this "
+        "long before 404; 0 turns the wait off.",
+    )
     shutdown_grace_seconds: float = Field(
         default=20.0,
         gt=0,
@@ -130,7 +138,8 @@ class Settings(BaseSettings):
         gt=0,
         description="First model-quality round this long after start; rounds keep this pace "
         "until every model's drift window is decided (for one ML_DRIFT_INTERVAL_SECONDS at "
-        "most), then come every interval.",
+        "most), then come every interval. Also how often every process re-exports the latest "
+        "stored results (one process of the cluster runs each round).",
     )
     drift_window_size: int = Field(default=1000, ge=50, description="Count-based drift window.")
     drift_window_seconds: float | None = Field(

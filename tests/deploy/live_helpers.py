@@ -49,6 +49,21 @@ def poll(check: Callable[[], T | None], *, timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """``nexus-ml *args`` in a subprocess with exactly ``env``."""
+    script = Path(sys.executable).with_name("nexus-ml")
+    cmd = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from nexus_ml.cli import app; app()"]
+    )
+    return subprocess.run(
+        [*cmd, *args], env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 # -- database proxy --------------------------------------------------------------------------
 
 

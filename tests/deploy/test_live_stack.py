@@ -17,7 +17,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from tests.deploy.live_helpers import (
     TcpProxy,
     free_port,
     poll,
+    run_cli,
 )
 from tests.helpers import KEYS, auth, postgres_schema_url, require_binary
 from typer.testing import CliRunner
@@ -73,18 +73,6 @@ OVERRIDES = {
     "ML_THRESHOLD_SERVICE_DOWN_FOR": "2s",
 }
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("nexus-ml")
-    cmd = (
-        [str(script)]
-        if script.exists()
-        else [sys.executable, "-c", "from nexus_ml.cli import app; app()"]
-    )
-    return subprocess.run(
-        [*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @dataclass
@@ -144,7 +132,7 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
         try:
             service.start()
             # The stack starts while the service boots: the first scrapes simply fail.
-            up = _cli(
+            up = run_cli(
                 "stack", "up", "--state-dir", str(state_dir),
                 "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
                 "--service-target", f"127.0.0.1:{service.port}",
@@ -351,18 +339,20 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
     live.service.wait_ready()
     hook.wait("MLServiceDown", "resolved", after=down.index, timeout=60)
 
-    down_cmd = _cli(
+    down_cmd = run_cli(
         "stack", "down", "--state-dir", str(live.state_dir), "--grace", "5", env=live.env
     )
     assert down_cmd.returncode == 0, down_cmd.stdout + down_cmd.stderr
     assert down_cmd.stderr.count(": stopped") == 3, down_cmd.stderr
-    assert _cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env).returncode == 1
+    assert (
+        run_cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env).returncode == 1
+    )
     elapsed = time.monotonic() - started
     assert elapsed < 240, f"the live phases took {elapsed:.0f}s"
 
 
 def _stack_is_ready_with_overridden_rules(live: Live) -> None:
-    status = _cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env)
+    status = run_cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stderr.count(": ready") == 3, status.stderr
     environ = {k: v for k, v in live.env.items() if k.startswith("ML_THRESHOLD_")}

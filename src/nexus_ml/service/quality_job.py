@@ -38,7 +38,7 @@ from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
 from nexus_ml.stats.quality import QualityChecker
 from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.storage.locks import try_advisory_lock
-from nexus_ml.storage.records import DriftResultRecord, LabelledPrediction, WindowRow, utcnow
+from nexus_ml.storage.records import DriftResultRecord, utcnow
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
 
@@ -171,9 +171,8 @@ class QualityJob:
             [p.predicted_class for p in labelled], [p.actual for p in labelled]
         )
         out["accuracy"] = {"accuracy": accuracy.accuracy, "n": accuracy.n}
-        export_result(m, name, out)
         try:
-            out["clinical"] = self._clinical(loaded, fitted, labelled, rows)
+            out["clinical"] = fitted.clinical.evaluate(labelled, rows)
         except DatabaseUnavailable:
             raise
         except Exception as exc:  # a bug here must not cost the model its drift and accuracy
@@ -184,6 +183,7 @@ class QualityJob:
                 extra={"model": name, "version": loaded.version, "error_type": error_type},
             )
             out["clinical_error"] = error_type
+        previous = store.latest_drift_result(name)  # what the last round exported, anywhere
         store.save_drift_result(
             name,
             loaded.version,
@@ -193,30 +193,24 @@ class QualityJob:
             window_start=rows[-1].created_at if rows else None,
             window_end=rows[0].created_at if rows else None,
         )
+        # Exported once stored: every other worker and replica re-exports the latest stored
+        # result (restore_gauges, every few seconds), and from now on that is this one.
+        export_result(m, name, out)
+        if "clinical" in out:
+            known = self._exported.get(name, set()) | _stored_samples(name, previous)
+            self._exported[name] = export(m, clinical_samples(name, out["clinical"]), known)
         return out
 
-    def _clinical(
-        self,
-        loaded: LoadedModel,
-        fitted: _Fitted,
-        labelled: list[LabelledPrediction],
-        window: list[WindowRow],
-    ) -> dict[str, Any]:
-        """Clinical metrics per segment, exported; NaN for what the previous result had."""
-        name = loaded.name
-        clinical = fitted.clinical.evaluate(labelled, window)
-        previous = self._store.latest_drift_result(name)
-        known = self._exported.get(name, set()) | _stored_samples(name, previous)
-        self._exported[name] = export(self._metrics, clinical_samples(name, clinical), known)
-        return clinical
-
     def restore_gauges(self) -> int:
-        """Export each loaded model's latest stored result for its version (blocking; at start).
+        """Export each loaded model's latest stored result for its version (blocking).
 
-        Every gauge a round exports comes back: drift (window size, scores, verdicts, share),
-        estimated and realised accuracy, and the clinical gauges; without this they would be
-        absent until the next round, which also resets the ``for`` timers of Prometheus alerts
-        waiting on them. Returns how many models had a stored result.
+        At start, every gauge a round exports comes back: drift (window size, scores,
+        verdicts, share), estimated and realised accuracy, and the clinical gauges; without
+        this they would be absent until the next round, which also resets the ``for`` timers
+        of Prometheus alerts waiting on them. Then every few seconds (``QualitySync``): one
+        worker of one replica runs each round, and this is how every other process exports
+        the same values, so any aggregation over instances in Prometheus sees one answer.
+        Returns how many models had a stored result.
         """
         restored = 0
         for loaded in self._models.all():
@@ -227,7 +221,10 @@ class QualityJob:
             export_result(self._metrics, name, latest.results)
             clinical = latest.results.get("clinical")
             if clinical:
-                self._exported[name] = export(self._metrics, clinical_samples(name, clinical))
+                known = self._exported.get(name, set())
+                self._exported[name] = export(
+                    self._metrics, clinical_samples(name, clinical), known
+                )
             restored += 1
         return restored
 

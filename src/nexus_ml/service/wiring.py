@@ -7,6 +7,7 @@ reaches the parts it needs through narrow dependencies (``api/deps.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -138,6 +139,7 @@ class Service:
             db=db,
             metrics=m,
             max_batch=settings.max_batch,
+            feedback_wait_seconds=settings.feedback_wait_seconds,
         )
         self.health = HealthCheck(
             db=db,
@@ -197,6 +199,9 @@ class Service:
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         q = self.quality
         self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
+        # One process of the cluster runs each round; every process re-exports the latest
+        # stored results at the same pace, so each instance's /metrics tells the same values.
+        every(q.first, self._sync_quality_gauges, "model-quality-sync", delay=True)
 
     async def _restore_quality_gauges(self) -> None:
         """Export the latest stored quality results, so they are not absent until the next run.
@@ -213,6 +218,12 @@ class Service:
             log.warning(
                 "model-quality gauges not restored", extra={"error_type": type(exc).__name__}
             )
+
+    async def _sync_quality_gauges(self) -> None:
+        # A database outage is counted where it happens and logged once by whoever needs the
+        # database; the sync has nothing to add every few seconds.
+        with contextlib.suppress(Unavailable):
+            await self.db.run(self.quality.job.restore_gauges)
 
     async def stop(self) -> None:
         """Stop jobs, then drain the writer within its half of the grace period.
