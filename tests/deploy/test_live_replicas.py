@@ -5,6 +5,7 @@ machines) share one database; ``nexus-ml stack up`` scrapes all three. Proven, w
 against deadlines and bounded traffic:
 
 - every prediction is stored exactly once, whichever instance made it;
+- the monitoring API of every instance answers for the whole cluster (the aggregates);
 - feedback sent at once to another instance than the one that made the prediction is
   accepted (its record still waits in the other's writer: the bounded look-again);
 - the model-quality job runs in one process cluster-wide (a PostgreSQL advisory lock held
@@ -164,6 +165,17 @@ def test_three_replicas_store_once_share_labels_and_one_job(cluster: Cluster) ->
 
     # Every prediction stored exactly once, every label once.
     poll(lambda: _stored(cluster.db_url) == (N, N, N), timeout=30, what="stored once each")
+
+    # The monitoring API of any instance answers for the whole cluster (shared aggregates),
+    # not for the third of the traffic it served itself.
+    for client in clients:
+        r = client.get("/api/v1/monitoring/metrics/predictions", params={"hours": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["total"] == N, r.text
+        r = client.get("/api/v1/monitoring/performance/models", params={"hours": 1})
+        assert r.status_code == 200, r.text
+        model = next(m for m in r.json()["models"] if m["model"] == MODEL)
+        assert model["predictions"] == N and model["accuracy"] == {"value": 1.0, "n": N}
 
     # Prometheus: each instance counted what it served and the sum is the whole.
     poll(lambda: prom.query(f"{SUM} == {N}"), timeout=30, what=f"sum over instances = {N}")

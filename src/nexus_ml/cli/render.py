@@ -106,8 +106,8 @@ def render(
 ) -> None:
     """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code.
 
-    Alertmanager's receivers come from ``ML_ALERT_*`` (docs/operations.md); ``--defaults``
-    and an unset environment deliver to the local receiver of ``nexus-ml stack up``.
+    Alertmanager's receivers come from ML_ALERT_* (docs/operations.md); --defaults and an
+    unset environment deliver to the local receiver of 'nexus-ml stack up'.
     """
     from nexus_ml.render.alertmanager_config import Receivers
     from nexus_ml.render.files import render_all

@@ -304,7 +304,7 @@ def down(
         STOP_GRACE_SECONDS
     ),
 ) -> None:
-    """Stop the Prometheus, Alertmanager and receiver that ``stack up`` started."""
+    """Stop the Prometheus, Alertmanager and receiver that 'stack up' started."""
     for component, outcome in stop_stack(_state_dir(state_dir), grace).items():
         console.print(f"{component}: {outcome}")
 
