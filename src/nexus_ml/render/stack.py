@@ -3,7 +3,8 @@
 ``nexus-ml stack up`` (``cli/stack.py``) and the live end-to-end test both call these
 helpers, so the stack a developer runs and the stack CI proves are the same one: the
 rendered ``prometheus.yml``, rule file and ``alertmanager.yml`` plus the exact flags each
-Debian binary is started with. Starting, waiting and stopping live in the cli layer.
+Debian binary (and the local alert receiver, ``cli/alert_receiver.py``) is started with.
+Starting, waiting and stopping live in the cli layer.
 """
 
 from __future__ import annotations
