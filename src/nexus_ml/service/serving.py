@@ -6,6 +6,7 @@ visible in one place (see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +22,18 @@ from nexus_ml.service.publishing import ModelPublisher
 from nexus_ml.service.recording import prediction_record
 from nexus_ml.service.shadow import ShadowScorer
 from nexus_ml.storage import errors as storage
-from nexus_ml.storage.records import CHAMPION, PredictionRecord, challenger_id, utcnow
+from nexus_ml.storage.records import (
+    CHAMPION,
+    PredictionRecord,
+    challenger_id,
+    minted_within,
+    utcnow,
+)
 from nexus_ml.storage.writer import RecordWriter
 
 _perf = time.perf_counter
+# A label for a prediction minted this recently may find its record still queued elsewhere.
+RECENT_ID_SECONDS = 60.0
 # Names no value: which one overflowed is not knowable, and the values are patient data.
 NOT_EVALUABLE = (
     "values are outside what the model can evaluate (its arithmetic overflows); "
@@ -63,6 +72,7 @@ class Serving:
         metrics: Metrics,
         max_batch: int,
         shadow: ShadowScorer | None = None,
+        feedback_wait_seconds: float = 0.0,
     ) -> None:
         self.models = models
         self.shadow = shadow
@@ -71,6 +81,7 @@ class Serving:
         self._db = db
         self._metrics = metrics
         self._max_batch = max_batch
+        self._feedback_wait = feedback_wait_seconds
 
     def model(self, name: str) -> LoadedModel:
         """The loaded model called ``name``, or NotFound."""
@@ -192,7 +203,7 @@ class Serving:
                 # The label may arrive while its prediction still waits in the
                 # writer's queue: flush once and look again.
                 await self.writer.flush(timeout=5.0)
-                stored = await db.run(store.get_prediction, prediction_id)
+                stored = await self._look_again(prediction_id)
         except storage.NotFound:
             raise NotFound("unknown prediction id", "prediction_id") from None
         if stored.role != CHAMPION:
@@ -225,6 +236,38 @@ class Serving:
         return Feedback(
             prediction_id=prediction_id, model=stored.model, actual=actual, correct=correct
         )
+
+    async def _look_again(self, prediction_id: str) -> PredictionRecord:
+        """After our own flush: the record, waiting a bounded time if another process has it.
+
+        With several workers or replicas the prediction may have been made by another
+        process, whose writer still holds it (a hostile read found 66 of 100 labels sent at
+        once refused with 404 under two workers). Only an id minted in the last
+        ``RECENT_ID_SECONDS`` is waited for, up to ``ML_FEEDBACK_WAIT_SECONDS``: an unknown
+        or old id is answered 404 at once.
+        """
+        if self._feedback_wait > 0 and minted_within(prediction_id, RECENT_ID_SECONDS):
+            return await _wait_for_prediction(self._db, prediction_id, self._feedback_wait)
+        return await self._db.run(self._db.store.get_prediction, prediction_id)
+
+
+async def _wait_for_prediction(db: Database, prediction_id: str, wait: float) -> PredictionRecord:
+    """``prediction_id``'s stored record, looked up again for up to ``wait`` seconds.
+
+    Polls with a growing pause (50 ms doubling to 500 ms): the writer of the worker or replica
+    that made the prediction commits its queue every ``ML_WRITER_FLUSH_SECONDS``.
+    """
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        try:
+            return await db.run(db.store.get_prediction, prediction_id)
+        except storage.NotFound:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
 
 
 def _answer(record: PredictionRecord, warnings: list[Issue]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ reaches the parts it needs through narrow dependencies (``api/deps.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -129,7 +130,13 @@ class Service:
         )
         # Drift detectors hold the drift limit they were fitted with.
         thresholds.on_change(lambda _new: job.reset())
-        self.quality = QualityRunner(job, writer, db)
+        self.quality = QualityRunner(
+            job,
+            writer,
+            db,
+            interval=settings.drift_interval_seconds,
+            first=settings.drift_first_run_seconds,
+        )
         self.governance = governance = Governance(model_path=settings.model_path, store=store)
         self.model_admin = ModelAdmin(
             governance=governance, db=db, models=models, publisher=self.publisher
@@ -153,6 +160,7 @@ class Service:
             metrics=m,
             max_batch=settings.max_batch,
             shadow=self.shadow,
+            feedback_wait_seconds=settings.feedback_wait_seconds,
         )
         self.health = HealthCheck(
             db=db,
@@ -206,17 +214,21 @@ class Service:
         await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.publisher.publish(loaded)
-        await self._restore_clinical_gauges()
+        await self._restore_quality_gauges()
         await self.writer.start()
         await self.shadow.start()
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
-        every(s.drift_interval_seconds, self.quality.run, "model-quality", delay=True)
+        q = self.quality
+        self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
+        # One process of the cluster runs each round; every process re-exports the latest
+        # stored results at the same pace, so each instance's /metrics tells the same values.
+        every(q.first, self._sync_quality_gauges, "model-quality-sync", delay=True)
 
-    async def _restore_clinical_gauges(self) -> None:
-        """Export the latest stored clinical results, so they are not absent until the next run.
+    async def _restore_quality_gauges(self) -> None:
+        """Export the latest stored quality results, so they are not absent until the next run.
 
         A database down at start is already counted by the database layer; the next job round
         exports the gauges then.
@@ -224,10 +236,18 @@ class Service:
         try:
             await self.db.run(self.quality.job.restore_gauges)
         except Unavailable:
-            log.warning("clinical gauges not restored: database unavailable")
+            log.warning("model-quality gauges not restored: database unavailable")
         except Exception as exc:  # a stored result this version cannot read: not worth a crash
             self.metrics.errors_total.labels("quality", type(exc).__name__).inc()
-            log.warning("clinical gauges not restored", extra={"error_type": type(exc).__name__})
+            log.warning(
+                "model-quality gauges not restored", extra={"error_type": type(exc).__name__}
+            )
+
+    async def _sync_quality_gauges(self) -> None:
+        # A database outage is counted where it happens and logged once by whoever needs the
+        # database; the sync has nothing to add every few seconds.
+        with contextlib.suppress(Unavailable):
+            await self.db.run(self.quality.job.restore_gauges)
 
     async def stop(self) -> None:
         """Stop jobs, then drain the writer within its half of the grace period.
