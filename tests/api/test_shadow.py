@@ -131,6 +131,12 @@ def test_feedback_on_the_answer_labels_the_challengers_score_too(
         headers=auth("predict"),
     )
     assert r.status_code == 201, r.text
+    again = client.post(
+        f"/api/v1/predictions/{a['id']}/feedback",
+        json={"actual": "malignant"},
+        headers=auth("predict"),
+    )
+    assert again.status_code == 409  # one label per prediction, the challenger's included
     since = answer_time = store.get_prediction(a["id"]).created_at
     (mine,) = store.labelled_predictions(MODEL, since)
     (theirs,) = store.labelled_predictions(MODEL, answer_time, role="challenger")

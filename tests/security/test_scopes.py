@@ -41,6 +41,8 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models"): "predict",
     ("GET", "/api/v1/models/{name}"): "predict",
     ("POST", "/api/v1/models/{name}/predict"): "predict",
+    # Champion vs shadow challenger: a monitoring read of aggregates.
+    ("GET", "/api/v1/models/{name}/comparison"): "monitor",
     ("POST", "/api/v1/predictions/{prediction_id}/feedback"): "predict",
     # Changing the service
     ("POST", "/api/v1/models/{name}/train"): "admin",

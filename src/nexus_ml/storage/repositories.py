@@ -224,12 +224,14 @@ class Store(OperationsRepository, GovernanceRepository):
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
                 correct = actual == prediction.predicted_class
+            # Read before adding the label: a read after it would flush it early, outside the
+            # commit that turns a second label into Conflict.
+            shadow = None if challenger is None else session.get(Prediction, challenger)
             now = utcnow()
             row = Feedback(
                 prediction_id=prediction_id, actual=actual, correct=correct, received_at=now
             )
             session.add(row)
-            shadow = None if challenger is None else session.get(Prediction, challenger)
             # A challenger with other classes cannot be scored against this label.
             if shadow is not None and actual in shadow.probabilities:
                 session.add(
