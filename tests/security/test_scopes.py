@@ -53,7 +53,6 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/models/{name}/shadow"): "admin",
     ("GET", "/api/v1/models/{name}/versions"): "monitor",
     ("GET", "/api/v1/models/{name}/promotion-reports"): "monitor",
-    ("GET", "/api/v1/models/{name}/comparison"): "monitor",
     ("POST", "/api/v1/monitoring/drift/run"): "admin",
     ("PUT", "/api/v1/monitoring/config/thresholds"): "admin",
     # Who did what, when: not a monitoring read (docs/security.md, "Audit").
