@@ -269,3 +269,17 @@ def test_a_retrain_whose_schema_changed_fails_and_saves_nothing(
     assert "features removed: alcohol" in run["error"]
     after = sorted(p.name for p in (settings.model_path / "diagnostic").iterdir() if p.is_dir())
     assert after == before
+
+
+def test_changes_are_read_back_from_the_audit_endpoint(
+    client: TestClient, settings: Settings
+) -> None:
+    champion = current_version(settings.model_path, "diagnostic")
+    candidate = save_candidate(settings.model_path, "diagnostic")
+    for path in (f"{API}/versions/{candidate}/shadow", f"{API}/versions/{candidate}/promote"):
+        assert client.post(path, headers=auth("admin")).status_code == 200
+    body = client.get("/api/v1/monitoring/audit?target=diagnostic", headers=auth("admin")).json()
+    assert [(e["actor"], e["action"], e["details"]) for e in body["entries"]] == [
+        (ADMIN, "promote", {"before": champion, "after": candidate}),
+        (ADMIN, "shadow_start", {"before": None, "after": candidate}),
+    ]

@@ -131,14 +131,6 @@ class Governance:
                 raise NotFound("unknown version", "version") from None
             raise Conflict(f"version cannot be read: {exc}", "version") from None
 
-    def role(self, name: str, version: str) -> str:
-        """``champion``, ``challenger`` or ``retired``."""
-        if version == current_version(self.model_path, name):
-            return "champion"
-        if version == shadow_version(self.model_path, name):
-            return "challenger"
-        return "retired"
-
     def versions(self, name: str) -> list[dict[str, Any]]:
         """Every version of ``name`` on disk, newest first, with its role and evidence."""
         versions = self._versions_on_disk(name)
@@ -226,13 +218,6 @@ class Governance:
         self._history(name, before, after, actor, action)
         self._audit(actor, action, name, before, after, differences)
         return Change(name, before, after, True, action, differences)
-
-    def record_candidate(self, name: str, version: str, actor: str, action: str) -> None:
-        """Audit a version saved without becoming champion (a retrain under a policy)."""
-        champion = current_version(self.model_path, name)
-        self._store.audit(
-            actor, action, name, {"before": champion, "after": champion, "candidate": version}
-        )
 
     def start_shadow(self, name: str, version: str, actor: str) -> Change:
         """Score ``version`` in shadow beside the champion (it must take the same features)."""
