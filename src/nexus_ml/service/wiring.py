@@ -27,6 +27,7 @@ from nexus_ml.service.families import Families
 from nexus_ml.service.health import HealthCheck, Lifecycle
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
+from nexus_ml.service.retention_job import CHECK_SECONDS, RetentionJob
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.threshold_state import ThresholdState
@@ -39,6 +40,7 @@ from nexus_ml.service.views.thresholds import ThresholdAdmin
 from nexus_ml.service.views.training import TrainingViews
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.migrate import migrate
+from nexus_ml.storage.partitions import ensure_partitions
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
 from nexus_ml.thresholds import load_thresholds
@@ -124,6 +126,7 @@ class Service:
         # Drift detectors hold the drift limit they were fitted with.
         thresholds.on_change(lambda _new: job.reset())
         self.quality = QualityRunner(job, writer, db)
+        self.retention = RetentionJob(settings=settings, store=store, metrics=m)
         self.trainer = Trainer(db=db, models=models, metrics=m, publisher=self.publisher)
         self.serving = Serving(
             models=models,
@@ -174,6 +177,7 @@ class Service:
         try:
             await asyncio.to_thread(migrate, self.store.engine)
             await asyncio.to_thread(self.thresholds.refresh)
+            await asyncio.to_thread(ensure_partitions, self.store.engine)
         except Exception as exc:  # the DB may be down at start: serve anyway, records spill
             self.metrics.errors_total.labels("database", type(exc).__name__).inc()
             log.warning(
@@ -190,6 +194,9 @@ class Service:
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         every(s.drift_interval_seconds, self.quality.run, "model-quality", delay=True)
+        # Hourly, first an hour after start: a test app or a short-lived process never
+        # purges; partitions for the coming days were made just above.
+        every(CHECK_SECONDS, self._retention, "retention", delay=True)
 
     async def _restore_clinical_gauges(self) -> None:
         """Export the latest stored clinical results, so they are not absent until the next run.
@@ -230,6 +237,9 @@ class Service:
         # (within the grace) before the pool is disposed of.
         await self.db.close(timeout=deadline - loop.time())
         self.store.engine.dispose()
+
+    async def _retention(self) -> None:
+        await self.db.run(self.retention.check)
 
     async def _watch_models(self) -> None:
         before = {m.name: m.version for m in self.models.all()}

@@ -60,9 +60,12 @@ class Store(OperationsRepository):
         if not rows:
             return 0
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        # PostgreSQL: the partitioned table's key (migration 0005); a replayed record has the
+        # same time as when it was first written, so (id, created_at) recognises it.
+        key = ["id", "created_at"] if dialect is postgresql else ["id"]
         stmt = (
             dialect.insert(Prediction)
-            .on_conflict_do_nothing(index_elements=["id"])
+            .on_conflict_do_nothing(index_elements=key)
             .returning(Prediction.id)
         )
         with self._sessions.begin() as session:
@@ -208,7 +211,11 @@ class Store(OperationsRepository):
             if correct is None:
                 correct = actual == prediction.predicted_class
             row = Feedback(
-                prediction_id=prediction_id, actual=actual, correct=correct, received_at=utcnow()
+                prediction_id=prediction_id,
+                prediction_created_at=prediction.created_at,
+                actual=actual,
+                correct=correct,
+                received_at=utcnow(),
             )
             session.add(row)
             try:

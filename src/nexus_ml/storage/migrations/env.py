@@ -6,6 +6,7 @@ from alembic import context
 
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.models import Base
+from nexus_ml.storage.partitions import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -46,6 +47,7 @@ def _run(connection: object) -> None:
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
         render_as_batch=True,
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
