@@ -80,7 +80,7 @@ def test_server_errors_count_and_client_errors_stay_out_of_the_ratio(
     def down(*args: object, **kwargs: object) -> object:
         raise DatabaseUnavailable("down")
 
-    monkeypatch.setattr(store, "prediction_stats", down)
+    monkeypatch.setattr(store, "window_aggregates", down)
     assert client.get(M + "/metrics/predictions", headers=auth("monitor")).status_code == 503
     monkeypatch.undo()
 

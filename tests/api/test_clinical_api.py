@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -422,3 +422,27 @@ def test_a_failing_clinical_evaluation_keeps_drift_and_accuracy(
     m = scrape(client)
     errors = gauge(m, "ml_errors_total", component="quality", error_type="ZeroDivisionError")
     assert errors == 2  # each of the two models' rounds, counted, and the round went on
+
+
+def test_without_a_window_the_answer_is_the_jobs_stored_result(client: TestClient) -> None:
+    traffic(client)
+    # Before the job's first result: computed now, over the default window, capped.
+    before = client.get(CLINICAL, params={"model": MODEL}, headers=auth("monitor")).json()
+    assert before["source"] == "on_demand"
+    assert before["rows_read"] == N_PREDICTIONS and before["rows_limit"] >= N_PREDICTIONS
+    job = run_job(client)
+    r = client.get(CLINICAL, params={"model": MODEL}, headers=auth("monitor"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "quality_job" and body["rows_read"] is None
+    latest = service(client).store.latest_drift_result(MODEL)
+    assert latest.results["clinical"] == job["clinical"]
+    assert body["segments"] == job["clinical"]["segments"]
+    until = datetime.fromisoformat(body["until"])
+    assert until == latest.computed_at
+    assert (until - datetime.fromisoformat(body["since"])).total_seconds() == 7 * 86400
+    # An explicit window is computed on demand, and says how many rows it read.
+    windowed = client.get(
+        CLINICAL, params={"model": MODEL, "hours": 1}, headers=auth("monitor")
+    ).json()
+    assert windowed["source"] == "on_demand" and windowed["rows_read"] == N_PREDICTIONS

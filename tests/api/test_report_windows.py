@@ -1,6 +1,7 @@
 """The period report and the predictions timeline count exactly the stored predictions of the
-asked model inside the asked window, in buckets aligned to the epoch, and say since when the
-availability was counted (in UTC)."""
+asked model inside the asked window widened to whole minutes (what the aggregates hold, and
+what the answer echoes), in buckets aligned to the epoch, and say since when the availability
+was counted (in UTC)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ M = "/api/v1/monitoring"
 # A window start that is no multiple of any step below: buckets must snap back to the epoch.
 SINCE = datetime(2026, 3, 4, 10, 7, 30, tzinfo=UTC)
 UNTIL = SINCE + timedelta(minutes=30)
+# The window the answers cover: [since, until) widened to whole minutes.
+ALIGNED_SINCE = datetime(2026, 3, 4, 10, 7, tzinfo=UTC)
+ALIGNED_UNTIL = datetime(2026, 3, 4, 10, 38, tzinfo=UTC)
 
 
 def _record(model: str, at: datetime) -> PredictionRecord:
@@ -43,16 +47,16 @@ def _window(**extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def stored(client: TestClient) -> TestClient:
-    """diagnostic: one just before the window, one at its first instant, two inside, one at
-    its (excluded) end; diabetes_risk: one inside."""
+    """diagnostic: one just before the aligned window, one at the asked start, two inside, one
+    at the aligned (excluded) end; diabetes_risk: one inside."""
     second = timedelta(microseconds=1)
     _store(
         client,
-        _record("diagnostic", SINCE - second),
+        _record("diagnostic", ALIGNED_SINCE - second),
         _record("diagnostic", SINCE),
         _record("diagnostic", SINCE + timedelta(minutes=1)),
         _record("diagnostic", UNTIL - second),
-        _record("diagnostic", UNTIL),
+        _record("diagnostic", ALIGNED_UNTIL),
         _record("diabetes_risk", SINCE + timedelta(minutes=12)),
     )
     return client
@@ -69,6 +73,8 @@ def test_the_timeline_counts_the_window_half_open_in_epoch_aligned_buckets(
     ]
     assert body["step_seconds"] == 600
     assert body["series"] == {"diabetes_risk": [0, 1, 0, 0], "diagnostic": [2, 0, 0, 1]}
+    assert body["window"]["since"] == ALIGNED_SINCE.isoformat().replace("+00:00", "Z")
+    assert body["window"]["until"] == ALIGNED_UNTIL.isoformat().replace("+00:00", "Z")
 
 
 def test_the_timeline_of_one_model_counts_only_that_model(stored: TestClient) -> None:
@@ -115,12 +121,22 @@ def test_availability_is_counted_since_the_service_started_in_utc(client: TestCl
 
 
 def test_buckets_are_aligned_to_the_unix_epoch_for_any_step(stored: TestClient) -> None:
-    # 11 s divides neither a day nor a year: only the epoch itself gives this alignment.
-    body = _get(stored, "/metrics/predictions/timeline", **_window(step_seconds=11))
+    # 420 s divides neither an hour nor a day: only the epoch itself gives this alignment.
+    body = _get(stored, "/metrics/predictions/timeline", **_window(step_seconds=420))
     first = datetime.fromisoformat(body["buckets"][0])
-    assert first.timestamp() % 11 == 0
-    assert first <= SINCE < first + timedelta(seconds=11)
+    assert first.timestamp() % 420 == 0
+    assert first <= SINCE < first + timedelta(seconds=420)
     assert sum(body["series"]["diagnostic"]) == 3
+
+
+def test_a_step_of_no_whole_minutes_is_refused(stored: TestClient) -> None:
+    # The aggregates hold minutes: an 11-second bucket could not be counted exactly.
+    r = stored.get(
+        M + "/metrics/predictions/timeline",
+        params=_window(step_seconds=11),
+        headers=auth("monitor"),
+    )
+    assert r.status_code == 422 and r.json()["field"] == "step_seconds"
 
 
 def test_predictions_of_a_model_no_longer_loaded_still_count_in_the_timeline(

@@ -20,6 +20,8 @@ from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.errors import ErrorResponse, install_error_handlers
 from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
+from nexus_ml.api.request_id import HEADER as REQUEST_ID_HEADER
+from nexus_ml.api.request_id import RequestIdMiddleware
 from nexus_ml.api.routes import (
     dashboard,
     docs,
@@ -97,7 +99,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
+            # A browser client can read the id it is told to quote in a support request.
+            expose_headers=[REQUEST_ID_HEADER],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Outermost of ours: every response below carries the id, the limits' refusals included.
+    app.add_middleware(RequestIdMiddleware)
     return app

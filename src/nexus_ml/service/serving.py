@@ -75,8 +75,10 @@ class Serving:
         """The loaded model called ``name``, or NotFound."""
         return find_model(self.models, name)
 
-    def predict_one(self, loaded: LoadedModel, features: Any) -> dict[str, Any]:
-        """One instance: the answer as a JSON-ready dict."""
+    def predict_one(
+        self, loaded: LoadedModel, features: Any, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """One instance: the answer as a JSON-ready dict (``request_id`` is stored with it)."""
         try:
             row, warnings = check_instance(loaded.schema, features)
             start = _perf()
@@ -95,6 +97,7 @@ class Serving:
             probabilities=probabilities,
             latency=latency,
             at=utcnow(),
+            request_id=request_id,
         )
         self._submit((record,))
         # Observed only once the record is safely accepted: a refused prediction
@@ -104,7 +107,9 @@ class Serving:
         )
         return {"model": loaded.name, "version": loaded.version, **_answer(record, warnings)}
 
-    def predict_many(self, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
+    def predict_many(
+        self, loaded: LoadedModel, instances: Any, request_id: str | None = None
+    ) -> dict[str, Any]:
         """A batch, all or nothing: one bad instance and nothing is predicted, stored, observed."""
         try:
             X, warnings = check_batch(loaded.schema, instances, max_instances=self._max_batch)
@@ -128,6 +133,7 @@ class Serving:
                 probabilities=proba[i],
                 latency=latency,
                 at=now,
+                request_id=request_id,
             )
             for i in range(len(X))
         ]
@@ -211,6 +217,7 @@ def _record(
     probabilities: np.ndarray,
     latency: float,
     at: datetime,
+    request_id: str | None,
 ) -> PredictionRecord:
     """The record of one answered instance: the features as the client ``sent`` them."""
     classes = loaded.classes
@@ -224,6 +231,8 @@ def _record(
         confidence=float(probabilities[index]),
         probabilities=dict(zip(classes, map(float, probabilities), strict=True)),
         latency_seconds=latency,
+        request_id=request_id,
+        profile_hash=loaded.profile_hash,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -87,8 +88,16 @@ class Prediction(Base):
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[dict[str, Any]]
     latency_seconds: Mapped[float] = mapped_column(Float)
+    # Traceability: the client's (or a generated) X-Request-ID, the sha256 of the version's
+    # reference profile, and whether the version answered (champion) or ran in shadow.
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    profile_hash: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), server_default="champion")
 
-    __table_args__ = (Index("ix_predictions_model_created_at", "model", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_model_created_at", "model", "created_at"),
+        CheckConstraint("role IN ('champion', 'challenger')", name="role"),
+    )
 
 
 class Feedback(Base):
@@ -172,3 +181,54 @@ class ThresholdOverride(Base):
     value: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class PredictionRollup(Base):
+    """Per model, version and bucket (a minute or an hour): the stored predictions' totals.
+
+    Maintained by the record writer in the transaction that inserts the predictions (and by
+    ``add_feedback`` in the one that stores a label), so it always equals a count of the rows.
+    Never purged by retention: it is what the monitoring reads once the rows are gone.
+    """
+
+    __tablename__ = "prediction_rollups"
+
+    span_seconds: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    predictions: Mapped[int] = mapped_column(BigInteger)
+    latency_sum: Mapped[float] = mapped_column(Float)
+    latency_max: Mapped[float] = mapped_column(Float)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+    feedback: Mapped[int] = mapped_column(BigInteger)
+    correct: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_prediction_rollups_span_seconds_bucket_start", "span_seconds", "bucket_start"),
+    )
+
+
+class PredictionRollupBin(Base):
+    """Per model, version and bucket: one bin's count of one distribution.
+
+    ``kind`` is ``class`` (``key`` = the predicted class), ``latency`` or ``confidence``
+    (``key`` = the bin index of storage/bins.py). One row per bin, so that concurrent writers
+    add to it with a plain additive upsert (a JSON histogram cannot be added to atomically).
+    """
+
+    __tablename__ = "prediction_rollup_bins"
+
+    span_seconds: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_prediction_rollup_bins_span_seconds_bucket_start", "span_seconds", "bucket_start"
+        ),
+    )

@@ -10,6 +10,10 @@ from typing import Any
 
 # The states of a training run, in order.
 TRAINING_STATUSES = ("queued", "running", "succeeded", "failed")
+# Who made a prediction: the version that answered, or the one scoring in its shadow.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREDICTION_ROLES = (CHAMPION, CHALLENGER)
 
 _ID = re.compile(r"[0-9a-f]{32}")
 
@@ -42,6 +46,11 @@ class PredictionRecord:
     confidence: float
     probabilities: dict[str, Any]
     latency_seconds: float
+    # Traceability (migration 0002): the request's X-Request-ID, the sha256 of the version's
+    # reference profile, and the version's role when it answered (champion or challenger).
+    request_id: str | None = None
+    profile_hash: str | None = None
+    role: str = CHAMPION
 
     def to_row(self) -> dict[str, Any]:
         """The record as a column -> value mapping for an INSERT."""
@@ -55,6 +64,9 @@ class PredictionRecord:
             "confidence": self.confidence,
             "probabilities": self.probabilities,
             "latency_seconds": self.latency_seconds,
+            "request_id": self.request_id,
+            "profile_hash": self.profile_hash,
+            "role": self.role,
         }
 
 

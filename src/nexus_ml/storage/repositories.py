@@ -12,6 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import aggregates
+from .aggregates import WindowAggregate
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
 from .locks import try_advisory_lock
@@ -56,7 +58,8 @@ class Store(OperationsRepository):
 
     def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
         """Insert records, ignoring ids already stored; returns how many were new."""
-        rows = list({r.id: r.to_row() for r in records}.values())
+        records = list({r.id: r for r in records}.values())
+        rows = [r.to_row() for r in records]
         if not rows:
             return 0
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -69,9 +72,14 @@ class Store(OperationsRepository):
             .returning(Prediction.id)
         )
         with self._sessions.begin() as session:
-            # RETURNING lists only the rows actually inserted; rowcount is unreliable for
-            # executemany across drivers.
-            return len(session.execute(stmt, rows).all())
+            # RETURNING lists only the rows actually inserted (rowcount is unreliable for
+            # executemany across drivers): exactly those are counted in the aggregates, in
+            # the same transaction, so a replayed record is neither stored nor counted twice.
+            inserted = session.execute(stmt, rows).scalars().all()
+            if inserted:
+                new = set(inserted)
+                aggregates.add_records(session, [r for r in records if r.id in new])
+            return len(inserted)
 
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
         """The stored prediction ``prediction_id``; raises NotFound."""
@@ -89,6 +97,9 @@ class Store(OperationsRepository):
                 confidence=row.confidence,
                 probabilities=row.probabilities,
                 latency_seconds=row.latency_seconds,
+                request_id=row.request_id,
+                profile_hash=row.profile_hash,
+                role=row.role,
             )
 
     def recent_predictions(
@@ -120,10 +131,12 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [WindowRow(*row) for row in session.execute(stmt)]
 
-    def scored_rows(self, model: str, since: datetime, until: datetime) -> list[ScoredRow]:
+    def scored_rows(
+        self, model: str, since: datetime, until: datetime, limit: int = MAX_WINDOW
+    ) -> list[ScoredRow]:
         """Predictions of ``model`` made in [since, until), each with its label or None
-        (newest first, at most MAX_WINDOW): one read serves both the label-free and the
-        realised clinical metrics of a window."""
+        (newest first, at most ``limit`` ≤ MAX_WINDOW): one read serves both the label-free and
+        the realised clinical metrics of a window."""
         stmt = (
             select(
                 Prediction.features,
@@ -139,7 +152,7 @@ class Store(OperationsRepository):
                 Prediction.created_at < until,
             )
             .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-            .limit(MAX_WINDOW)
+            .limit(max(0, min(limit, MAX_WINDOW)))
         )
         with self._sessions() as session:
             return [ScoredRow(*row) for row in session.execute(stmt)]
@@ -187,6 +200,21 @@ class Store(OperationsRepository):
                 s.class_counts[predicted] = s.class_counts.get(predicted, 0) + 1
         return stats
 
+    def window_aggregates(
+        self, model: str | None, since: datetime, until: datetime
+    ) -> dict[str, WindowAggregate]:
+        """Per model: the aggregates of the predictions made in ``[since, until)`` widened to
+        whole minutes (see storage/aggregates.py); no prediction row is read."""
+        with self._sessions() as session:
+            return aggregates.window_aggregates(session, model, since, until)
+
+    def window_counts(
+        self, model: str | None, since: datetime, until: datetime, step_seconds: int
+    ) -> list[tuple[str, datetime, int]]:
+        """(model, bucket start, predictions) per minute (or hour) of the aligned window."""
+        with self._sessions() as session:
+            return aggregates.window_counts(session, model, since, until, step_seconds)
+
     def count_predictions(self, model: str | None = None) -> int:
         """How many predictions are stored (for one model, or all)."""
         stmt = select(func.count()).select_from(Prediction)
@@ -219,6 +247,11 @@ class Store(OperationsRepository):
             )
             session.add(row)
             try:
+                # The label and its count in the aggregates commit together: the flush makes
+                # the unique constraint decide a race before the count is added.
+                session.flush()
+                made = (prediction.model, prediction.version, prediction.created_at, correct)
+                aggregates.add_feedback(session, [made])
                 session.commit()
             except IntegrityError as exc:
                 # The unique constraint decides races between two concurrent labels.

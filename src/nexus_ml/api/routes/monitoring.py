@@ -170,7 +170,14 @@ async def performance_clinical(
     model: Annotated[str, Query(pattern=MODEL_PATTERN, description="A loaded model.")],
 ) -> ClinicalPerformance:
     """Recall, precision, AUC, calibration per segment and class: realised with 95 % intervals
-    and counts, estimated without labels (CBPE), positive rate, reliability curve, baseline."""
+    and counts, estimated without labels (CBPE), positive rate, reliability curve, baseline.
+
+    Without since/until/hours: the model-quality job's stored result (``source``), else
+    computed now over at most ``rows_limit`` predictions of the window."""
+    if window.since is None and window.until is None and window.hours is None:
+        stored = await views.stored(model)
+        if stored is not None:
+            return stored
     return await views.clinical(model, window.resolve(settings.accuracy_window_seconds))
 
 

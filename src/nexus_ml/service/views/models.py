@@ -1,7 +1,9 @@
-"""Model-facing monitoring answers, computed from the stored predictions, labels and runs.
+"""Model-facing monitoring answers, read from the stored aggregates, results and runs.
 
-Percentiles and histograms are computed here with numpy on the rows the store returns, so
-they are exact for the window (unlike ``histogram_quantile`` on Prometheus buckets).
+Counts, class counts, means, maxima, label counts and the 20-bin confidence histogram are
+exact for the (minute-aligned) window; percentiles come from the aggregates' fixed bins within
+the bound each answer states (storage/bins.py). No prediction row is read: an answer costs the
+same whatever the table holds.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.monitoring.alerts.model import accuracy_limit_of
 from nexus_ml.service.database import Database
 from nexus_ml.service.families import Families
 from nexus_ml.service.threshold_state import ThresholdState
-from nexus_ml.service.views.query import check_model, finite, gauge_max, percentiles
+from nexus_ml.service.views.query import binned_percentiles, check_model, finite, gauge_max
 from nexus_ml.service.views.results import (
     Accuracy,
     ConfidenceStats,
@@ -33,42 +33,47 @@ from nexus_ml.service.views.results import (
     TimeWindow,
     WindowQuality,
 )
-from nexus_ml.stats.performance import realised_accuracy
-from nexus_ml.storage.records import DriftResultRecord, ModelStats
+from nexus_ml.storage import bins
+from nexus_ml.storage.aggregates import WindowAggregate, align
+from nexus_ml.storage.records import DriftResultRecord
 
-CONFIDENCE_BINS = 20
 
-
-def confidence_histogram(values: list[float]) -> Histogram:
-    """Counts of ``values`` over twenty equal bins on [0, 1] (numpy's histogram)."""
-    counts, edges = np.histogram(
-        np.asarray(values, dtype=np.float64), bins=CONFIDENCE_BINS, range=(0.0, 1.0)
+def confidence_histogram(agg: WindowAggregate) -> Histogram:
+    """Counts over twenty equal bins on [0, 1], as numpy's histogram gives them (exact)."""
+    return Histogram(
+        edges=bins.coarse_confidence_edges(), counts=bins.coarse_confidence(agg.confidence_bins)
     )
-    return Histogram(edges=[round(float(e), 10) for e in edges], counts=[int(c) for c in counts])
 
 
-def model_prediction_stats(name: str, stats: ModelStats | None) -> ModelPredictionStats:
+def model_prediction_stats(name: str, agg: WindowAggregate | None) -> ModelPredictionStats:
     """Counts, latency percentiles, confidence distribution and classes of one model."""
-    stats = stats or ModelStats()
-    conf = np.asarray(stats.confidences, dtype=np.float64)
+    agg = agg or WindowAggregate()
+    p50 = bins.quantiles(agg.confidence_bins, (0.5,), bins.confidence_value)[0]
     return ModelPredictionStats(
         model=name,
-        count=stats.count,
-        latency_seconds=percentiles(stats.latencies),
+        count=agg.count,
+        latency_seconds=binned_percentiles(agg),
         confidence=ConfidenceStats(
-            mean=float(conf.mean()) if conf.size else None,
-            p50=float(np.percentile(conf, 50, method="linear")) if conf.size else None,
-            histogram=confidence_histogram(stats.confidences),
+            mean=agg.confidence_sum / agg.count if agg.count else None,
+            p50=p50,
+            p50_absolute_error=bins.CONFIDENCE_ERROR,
+            histogram=confidence_histogram(agg),
         ),
-        class_counts=dict(sorted(stats.class_counts.items())),
+        class_counts=dict(sorted(agg.class_counts.items())),
     )
 
 
-async def model_accuracy(db: Database, name: str, window: TimeWindow) -> Accuracy:
-    """Realised accuracy from the labels of predictions made in the window."""
-    labelled = await db.run(db.store.labelled_predictions, name, window.since, window.until)
-    result = realised_accuracy([p.predicted_class for p in labelled], [p.actual for p in labelled])
-    return Accuracy(value=result.accuracy, n=result.n)
+def aggregate_accuracy(agg: WindowAggregate | None) -> Accuracy:
+    """Realised accuracy from the label counts of predictions made in the window."""
+    if agg is None or agg.feedback == 0:
+        return Accuracy(value=None, n=0)
+    return Accuracy(value=agg.correct / agg.feedback, n=agg.feedback)
+
+
+def aligned(window: TimeWindow) -> TimeWindow:
+    """``window`` widened to whole minutes: the windows the aggregates answer for exactly."""
+    since, until = align(window.since, window.until)
+    return TimeWindow(since=since, until=until, seconds=(until - since).total_seconds())
 
 
 def baseline_accuracy(loaded: LoadedModel) -> float | None:
@@ -168,10 +173,11 @@ class ModelViews:
         self._families = families
 
     async def prediction_metrics(self, window: TimeWindow, model: str | None) -> PredictionMetrics:
-        """Per model: stored predictions in the window, with numpy percentiles."""
+        """Per model: stored predictions in the (minute-aligned) window, from the aggregates."""
         names = check_model(self._models, model)
         db = self._db
-        stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        window = aligned(window)
+        stats = await db.run(db.store.window_aggregates, model, window.since, window.until)
         # Loaded models appear even without predictions; stored ones of unloaded models too.
         every = sorted(set(names) | (set(stats) if model is None else set()))
         rows = [model_prediction_stats(n, stats.get(n)) for n in every]
@@ -181,23 +187,24 @@ class ModelViews:
         """Accuracy from feedback, estimated accuracy, holdout accuracy and latency per model."""
         names = check_model(self._models, model)
         db = self._db
-        stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        window = aligned(window)
+        stats = await db.run(db.store.window_aggregates, model, window.since, window.until)
         t = self._thresholds.current
         out = []
         for name in names:
             loaded = self._models.get(name)
             latest = await db.run(db.store.latest_drift_result, name)
-            s = stats.get(name) or ModelStats()
+            s = stats.get(name) or WindowAggregate()
             out.append(
                 ModelPerformance(
                     model=name,
                     version=loaded.version,
                     holdout_accuracy=holdout_accuracy(loaded),
                     accuracy_limit=accuracy_limit_of(t, baseline_accuracy(loaded)),
-                    accuracy=await model_accuracy(db, name, window),
+                    accuracy=aggregate_accuracy(s),
                     estimated_accuracy=estimated_accuracy(latest),
                     predictions=s.count,
-                    latency_seconds=percentiles(s.latencies),
+                    latency_seconds=binned_percentiles(s),
                 )
             )
         return ModelsPerformance(

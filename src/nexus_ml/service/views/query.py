@@ -12,6 +12,8 @@ from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.monitoring.measurements import bucket_quantile
 from nexus_ml.service.errors import Invalid
 from nexus_ml.service.views.results import Percentiles
+from nexus_ml.storage import bins
+from nexus_ml.storage.aggregates import WindowAggregate
 
 
 def check_model(models: ModelRegistry, model: str | None) -> list[str]:
@@ -40,6 +42,22 @@ def percentiles(values: Iterable[float]) -> Percentiles:
     p50, p95, p99 = np.percentile(arr, [50, 95, 99], method="linear")
     return Percentiles(
         p50=float(p50), p95=float(p95), p99=float(p99), mean=float(arr.mean()), max=float(arr.max())
+    )
+
+
+def binned_percentiles(agg: WindowAggregate | None) -> Percentiles:
+    """Latency P50/P95/P99 from the aggregates' bins (within ``bins.ALPHA``), exact mean/max."""
+    if agg is None or agg.count == 0:
+        return Percentiles(method="bins", relative_error=bins.ALPHA)
+    p50, p95, p99 = bins.quantiles(agg.latency_bins, (0.5, 0.95, 0.99), bins.latency_value)
+    return Percentiles(
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        mean=finite(agg.latency_sum / agg.count),
+        max=finite(agg.latency_max),
+        method="bins",
+        relative_error=bins.ALPHA,
     )
 
 
@@ -82,7 +100,13 @@ def histogram_percentiles(
         if n <= 0:
             continue
         p50, p95, p99 = (finite(bucket_quantile(q, pairs)) for q in (0.5, 0.95, 0.99))
-        out[key] = Percentiles(p50=p50, p95=p95, p99=p99, mean=finite(sums.get(key, 0.0) / n))
+        out[key] = Percentiles(
+            p50=p50,
+            p95=p95,
+            p99=p99,
+            mean=finite(sums.get(key, 0.0) / n),
+            method="histogram_quantile",
+        )
     return out
 
 

@@ -18,11 +18,17 @@ from nexus_ml.service.errors import Invalid
 from nexus_ml.service.families import Families
 from nexus_ml.service.health import Lifecycle
 from nexus_ml.service.threshold_state import ThresholdState
-from nexus_ml.service.views.models import model_accuracy
+from nexus_ml.service.views.models import aggregate_accuracy, aligned
 from nexus_ml.service.views.ops_results import Availability, ReportModel, ReportSummary
 from nexus_ml.service.views.query import availability as availability_of
-from nexus_ml.service.views.query import check_model, percentiles, sample_sums, status_classes
+from nexus_ml.service.views.query import (
+    binned_percentiles,
+    check_model,
+    sample_sums,
+    status_classes,
+)
 from nexus_ml.service.views.results import PredictionTimeline, TimeWindow
+from nexus_ml.storage.aggregates import WindowAggregate
 from nexus_ml.storage.records import utcnow
 
 AVAILABILITY_DEFINITION = (
@@ -74,7 +80,8 @@ class Reports:
         """Volume, latency, errors, accuracy, drift, alerts and availability for the period."""
         names = check_model(self._models, model)
         db = self._db
-        stats = await db.run(db.store.prediction_stats, model, window.since, window.until)
+        window = aligned(window)
+        stats = await db.run(db.store.window_aggregates, model, window.since, window.until)
         families = await asyncio.to_thread(self._families.collect)
         classes = status_classes(families)
         models = []
@@ -86,14 +93,16 @@ class Reports:
                 ReportModel(
                     model=name,
                     predictions=s.count if s else 0,
-                    latency_seconds=percentiles(s.latencies if s else []),
-                    accuracy=await model_accuracy(db, name, window),
+                    latency_seconds=binned_percentiles(s),
+                    accuracy=aggregate_accuracy(s),
                     drift_share=latest.drift_share if latest is not None else None,
                     drifted_features=[str(f) for f in drift.get("drifted_features") or []],
                     drift_computed_at=latest.computed_at if latest is not None else None,
                 )
             )
-        every = [x for s in stats.values() for x in s.latencies]
+        every = WindowAggregate()
+        for s in stats.values():
+            every.merge(s)
         errors = {
             "responses_5xx": classes.get("5xx", 0),
             "responses_4xx": classes.get("4xx", 0),
@@ -107,7 +116,7 @@ class Reports:
             window=window,
             generated_at=utcnow(),
             predictions_total=sum(s.count for s in stats.values()),
-            latency_seconds=percentiles(every),
+            latency_seconds=binned_percentiles(every),
             errors=errors,
             models=models,
             alerts={
@@ -121,8 +130,14 @@ class Reports:
     async def timeline(
         self, window: TimeWindow, model: str | None, step_seconds: int
     ) -> PredictionTimeline:
-        """Stored predictions per ``step_seconds`` bucket (aligned to the epoch) and model."""
+        """Stored predictions per ``step_seconds`` bucket (aligned to the epoch) and model,
+        from the per-minute (or, for whole-hour steps, per-hour) aggregates."""
         names = check_model(self._models, model)
+        if step_seconds % 60:
+            raise Invalid(
+                "step_seconds: must be a whole number of minutes (60, 120, ...)", "step_seconds"
+            )
+        window = aligned(window)
         step = timedelta(seconds=step_seconds)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         first = epoch + ((window.since - epoch) // step) * step
@@ -133,11 +148,11 @@ class Reports:
                 "step_seconds",
             )
         db = self._db
-        rows = await db.run(db.store.prediction_times, model, window.since, window.until)
+        rows = await db.run(db.store.window_counts, model, window.since, window.until, step_seconds)
         series = {name: [0] * n for name in names}
-        for name, at in rows:
+        for name, at, count in rows:
             counts = series.setdefault(name, [0] * n)
-            counts[(at - first) // step] += 1
+            counts[(at - first) // step] += count
         return PredictionTimeline(
             window=window,
             step_seconds=step_seconds,

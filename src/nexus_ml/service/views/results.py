@@ -21,14 +21,30 @@ class TimeWindow(BaseModel):
     seconds: float
 
 
+PercentileMethod = Literal["exact", "bins", "histogram_quantile"]
+
+
 class Percentiles(BaseModel):
-    """Linear-interpolated percentiles (numpy ``method="linear"``) of the stored values."""
+    """Percentiles of numpy's ``method="linear"`` definition; ``method`` says how they were had."""
 
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
     mean: float | None = None
     max: float | None = None
+    method: PercentileMethod = Field(
+        default="exact",
+        description=(
+            "exact: numpy on every value; bins: estimated from the stored aggregates' fixed "
+            "logarithmic bins, each percentile within relative_error of the exact one (mean "
+            "and max exact); histogram_quantile: Prometheus buckets, linear within a bucket "
+            "(only as fine as the buckets, no stated bound)."
+        ),
+    )
+    relative_error: float | None = Field(
+        default=None,
+        description="method=bins: bound on |estimate - exact| / exact of p50, p95 and p99.",
+    )
 
 
 class Histogram(BaseModel):
@@ -43,6 +59,10 @@ class ConfidenceStats(BaseModel):
 
     mean: float | None = None
     p50: float | None = None
+    p50_absolute_error: float | None = Field(
+        default=None,
+        description="Bound on |p50 - exact median|: half a bin of the stored aggregates (0.005).",
+    )
     histogram: Histogram
 
 
@@ -327,6 +347,23 @@ class ClinicalPerformance(BaseModel):
     since: datetime
     until: datetime
     hours: float
+    source: Literal["quality_job", "on_demand"] = Field(
+        default="on_demand",
+        description=(
+            "quality_job: the model-quality job's stored result (no window given: its window "
+            "ends at computed_at); on_demand: computed now from at most rows_limit predictions."
+        ),
+    )
+    computed_at: datetime | None = Field(
+        default=None, description="When the answer was computed (the job's run, or now)."
+    )
+    rows_read: int | None = Field(
+        default=None, description="on_demand: predictions read (the newest of the window)."
+    )
+    rows_limit: int | None = Field(
+        default=None,
+        description="on_demand: the most predictions read; a fuller window is truncated.",
+    )
     positive_class: str | None = Field(
         description="Binary models: the class whose recall is the sensitivity; null otherwise."
     )

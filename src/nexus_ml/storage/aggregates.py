@@ -1,0 +1,310 @@
+"""Aggregates of the stored predictions, kept by the writer, read by the monitoring.
+
+Two tables (models.py): ``prediction_rollups`` (fixed columns: count, latency sum and max,
+confidence sum, labels and correct labels) and ``prediction_rollup_bins`` (one row per class,
+latency bin and confidence bin), each per model, version and bucket. Every prediction is counted
+twice: in its minute (``span_seconds=60``) and in its hour (``3600``). A window is read as its
+whole hours from the hourly rows and its edges from the minute rows, so a read touches at most
+``hours + 2 × 59`` buckets per model and version whatever the table holds: a 24-hour answer
+costs the same on day 300 as on day 1.
+
+Windows are whole minutes: :func:`align` widens ``[since, until)`` to the minutes that hold it,
+and the answers echo the aligned window.
+
+Writes are additive upserts (``INSERT … ON CONFLICT … DO UPDATE SET n = n + excluded.n``), the
+same statement on SQLite and PostgreSQL, issued in key order so that two writers adding to the
+same rows lock them in one order (no deadlock). The caller passes only the records its INSERT
+actually stored (``RETURNING id``): a replayed record is not counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from . import bins
+from .models import PredictionRollup, PredictionRollupBin
+from .records import PredictionRecord
+
+MINUTE, HOUR = 60, 3600
+SPANS = (MINUTE, HOUR)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Rows per upsert statement: bounded so that one batch of 10,000 records does not build one
+# statement with hundreds of thousands of parameters (SQLite allows 32,766 per statement).
+_CHUNK = 500
+
+
+def floor_to(at: datetime, seconds: int) -> datetime:
+    """The start of the ``seconds``-long bucket (aligned to the epoch) holding ``at``."""
+    return _EPOCH + timedelta(seconds=seconds * ((at - _EPOCH) // timedelta(seconds=seconds)))
+
+
+def ceil_to(at: datetime, seconds: int) -> datetime:
+    """The first bucket start at or after ``at``."""
+    start = floor_to(at, seconds)
+    return start if start == at else start + timedelta(seconds=seconds)
+
+
+def align(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """``[since, until)`` widened to whole minutes."""
+    return floor_to(since, MINUTE), ceil_to(until, MINUTE)
+
+
+@dataclass(slots=True)
+class WindowAggregate:
+    """One model's predictions in a window, read from the aggregates."""
+
+    count: int = 0
+    latency_sum: float = 0.0
+    latency_max: float | None = None
+    confidence_sum: float = 0.0
+    feedback: int = 0
+    correct: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    latency_bins: dict[int, int] = field(default_factory=dict)
+    confidence_bins: dict[int, int] = field(default_factory=dict)
+
+    def merge(self, other: WindowAggregate) -> None:
+        """Add ``other`` into this one (for totals over several models)."""
+        self.count += other.count
+        self.latency_sum += other.latency_sum
+        if other.latency_max is not None:
+            self.latency_max = max(self.latency_max or 0.0, other.latency_max)
+        self.confidence_sum += other.confidence_sum
+        self.feedback += other.feedback
+        self.correct += other.correct
+        for c, n in other.class_counts.items():
+            self.class_counts[c] = self.class_counts.get(c, 0) + n
+        for mine, theirs in (
+            (self.latency_bins, other.latency_bins),
+            (self.confidence_bins, other.confidence_bins),
+        ):
+            for i, n in theirs.items():
+                mine[i] = mine.get(i, 0) + n
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def rollup_rows(
+    records: Iterable[PredictionRecord],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The (summary, bin) increments of ``records``, one row per key, in key order."""
+    summary: dict[tuple[Any, ...], list[float]] = {}
+    counts: dict[tuple[Any, ...], int] = {}
+    for r in records:
+        lat_bin = str(bins.latency_bin(r.latency_seconds))
+        conf_bin = str(bins.confidence_bin(r.confidence))
+        for span in SPANS:
+            key = (span, r.model, floor_to(r.created_at, span), r.version)
+            s = summary.get(key)
+            if s is None:
+                summary[key] = [1, r.latency_seconds, r.latency_seconds, r.confidence]
+            else:
+                s[0] += 1
+                s[1] += r.latency_seconds
+                s[2] = max(s[2], r.latency_seconds)
+                s[3] += r.confidence
+            for kind, value in (
+                ("class", r.predicted_class),
+                ("latency", lat_bin),
+                ("confidence", conf_bin),
+            ):
+                k = (*key, kind, value)
+                counts[k] = counts.get(k, 0) + 1
+    names = ("span_seconds", "model", "bucket_start", "version")
+    summary_rows = [
+        {
+            **dict(zip(names, key, strict=True)),
+            "predictions": int(s[0]),
+            "latency_sum": s[1],
+            "latency_max": s[2],
+            "confidence_sum": s[3],
+            "feedback": 0,
+            "correct": 0,
+        }
+        for key, s in sorted(summary.items())
+    ]
+    bin_rows = [
+        {**dict(zip((*names, "kind", "key"), key, strict=True)), "count": n}
+        for key, n in sorted(counts.items())
+    ]
+    return summary_rows, bin_rows
+
+
+def _insert(session: Session) -> Any:
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+def add_records(session: Session, records: Sequence[PredictionRecord]) -> None:
+    """Count ``records`` (already inserted, each once) in the aggregates, in ``session``."""
+    if not records:
+        return
+    summary_rows, bin_rows = rollup_rows(records)
+    insert = _insert(session)
+    t = PredictionRollup.__table__
+    stmt = insert(t)
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["span_seconds", "model", "bucket_start", "version"],
+        set_={
+            "predictions": t.c.predictions + ex.predictions,
+            "latency_sum": t.c.latency_sum + ex.latency_sum,
+            "latency_max": case(
+                (ex.latency_max > t.c.latency_max, ex.latency_max), else_=t.c.latency_max
+            ),
+            "confidence_sum": t.c.confidence_sum + ex.confidence_sum,
+        },
+    )
+    for i in range(0, len(summary_rows), _CHUNK):
+        session.execute(stmt, summary_rows[i : i + _CHUNK])
+    b = PredictionRollupBin.__table__
+    bstmt = insert(b)
+    bstmt = bstmt.on_conflict_do_update(
+        index_elements=["span_seconds", "model", "bucket_start", "version", "kind", "key"],
+        set_={"count": b.c.count + bstmt.excluded.count},
+    )
+    for i in range(0, len(bin_rows), _CHUNK):
+        session.execute(bstmt, bin_rows[i : i + _CHUNK])
+
+
+def add_feedback(session: Session, labels: Iterable[tuple[str, str, datetime, bool]]) -> None:
+    """Count labels, each ``(model, version, made_at, correct)`` of a prediction made at
+    ``made_at``, in ``session``."""
+    totals: dict[tuple[Any, ...], list[int]] = {}
+    for model, version, made_at, correct in labels:
+        for span in SPANS:
+            t = totals.setdefault((span, model, floor_to(made_at, span), version), [0, 0])
+            t[0] += 1
+            t[1] += int(correct)
+    if not totals:
+        return
+    rows = [
+        {
+            "span_seconds": span,
+            "model": model,
+            "bucket_start": start,
+            "version": version,
+            "predictions": 0,
+            "latency_sum": 0.0,
+            "latency_max": 0.0,
+            "confidence_sum": 0.0,
+            "feedback": n,
+            "correct": ok,
+        }
+        for (span, model, start, version), (n, ok) in sorted(totals.items())
+    ]
+    table = PredictionRollup.__table__
+    stmt = _insert(session)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["span_seconds", "model", "bucket_start", "version"],
+        set_={
+            "feedback": table.c.feedback + stmt.excluded.feedback,
+            "correct": table.c.correct + stmt.excluded.correct,
+        },
+    )
+    for i in range(0, len(rows), _CHUNK):
+        session.execute(stmt, rows[i : i + _CHUNK])
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _ranges(since: datetime, until: datetime) -> list[tuple[int, datetime, datetime]]:
+    """(span, from, to) pieces covering the minute-aligned ``[since, until)``: whole hours
+    from the hourly rows, the edges from the minute rows."""
+    h1, h2 = ceil_to(since, HOUR), floor_to(until, HOUR)
+    if h1 >= h2:
+        return [(MINUTE, since, until)]
+    out = [(HOUR, h1, h2)]
+    if since < h1:
+        out.append((MINUTE, since, h1))
+    if h2 < until:
+        out.append((MINUTE, h2, until))
+    return out
+
+
+def _where(table: Any, model: str | None, since: datetime, until: datetime) -> ColumnElement[bool]:
+    pieces = [
+        and_(
+            table.c.span_seconds == span,
+            table.c.bucket_start >= lo,
+            table.c.bucket_start < hi,
+        )
+        for span, lo, hi in _ranges(since, until)
+    ]
+    cond = or_(*pieces)
+    return cond if model is None else and_(table.c.model == model, cond)
+
+
+def window_aggregates(
+    session: Session, model: str | None, since: datetime, until: datetime
+) -> dict[str, WindowAggregate]:
+    """Per model: the aggregates of the predictions made in the minute-aligned window."""
+    since, until = align(since, until)
+    t, b = PredictionRollup.__table__, PredictionRollupBin.__table__
+    out: dict[str, WindowAggregate] = {}
+    summary = (
+        select(
+            t.c.model,
+            func.sum(t.c.predictions),
+            func.sum(t.c.latency_sum),
+            func.max(case((t.c.predictions > 0, t.c.latency_max))),
+            func.sum(t.c.confidence_sum),
+            func.sum(t.c.feedback),
+            func.sum(t.c.correct),
+        )
+        .where(_where(t, model, since, until))
+        .group_by(t.c.model)
+    )
+    for name, n, lat_sum, lat_max, conf_sum, fb, ok in session.execute(summary):
+        out[name] = WindowAggregate(
+            count=int(n or 0),
+            latency_sum=float(lat_sum or 0.0),
+            latency_max=None if lat_max is None else float(lat_max),
+            confidence_sum=float(conf_sum or 0.0),
+            feedback=int(fb or 0),
+            correct=int(ok or 0),
+        )
+    dist = (
+        select(b.c.model, b.c.kind, b.c.key, func.sum(b.c.count))
+        .where(_where(b, model, since, until))
+        .group_by(b.c.model, b.c.kind, b.c.key)
+    )
+    for name, kind, key, n in session.execute(dist):
+        agg = out.setdefault(name, WindowAggregate())
+        if kind == "class":
+            agg.class_counts[key] = int(n)
+        elif kind == "latency":
+            agg.latency_bins[int(key)] = int(n)
+        elif kind == "confidence":
+            agg.confidence_bins[int(key)] = int(n)
+    return out
+
+
+def window_counts(
+    session: Session, model: str | None, since: datetime, until: datetime, step_seconds: int
+) -> list[tuple[str, datetime, int]]:
+    """(model, bucket start, predictions) of the minute-aligned window, read from hourly rows
+    where ``step_seconds`` is a whole number of hours, else from minute rows."""
+    since, until = align(since, until)
+    t = PredictionRollup.__table__
+    if step_seconds % HOUR == 0:
+        cond = _where(t, model, since, until)
+    else:
+        cond = and_(t.c.span_seconds == MINUTE, t.c.bucket_start >= since, t.c.bucket_start < until)
+        if model is not None:
+            cond = and_(t.c.model == model, cond)
+    stmt = (
+        select(t.c.model, t.c.bucket_start, func.sum(t.c.predictions))
+        .where(cond, t.c.predictions > 0)
+        .group_by(t.c.model, t.c.bucket_start)
+    )
+    return [(m, at, int(n)) for m, at, n in session.execute(stmt)]
