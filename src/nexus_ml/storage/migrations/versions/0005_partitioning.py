@@ -1,7 +1,7 @@
 """PostgreSQL: predictions partitioned by day; feedback keyed by its prediction's time.
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 Create Date: 2026-12-02
 
 Both dialects: ``feedback.prediction_created_at`` (filled from its prediction) replaces the
@@ -28,7 +28,7 @@ from alembic import op
 from nexus_ml.storage.partitions import DAYS_AHEAD, DEFAULT_PARTITION, create_days
 
 revision: str = "0005"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
