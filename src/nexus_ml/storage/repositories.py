@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
@@ -33,6 +33,8 @@ __all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
 
 # Drift and quality windows are read into memory; cap them whatever the caller asks for.
 MAX_WINDOW = 100_000
+# Where a look-up by id looks first (PostgreSQL's day partitions; see _find_prediction).
+RECENT_LOOKUP = timedelta(days=8)
 
 
 @translating_errors
@@ -81,10 +83,27 @@ class Store(OperationsRepository):
                 aggregates.add_records(session, [r for r in records if r.id in new])
             return len(inserted)
 
+    def _find_prediction(self, session: Session, prediction_id: str) -> Prediction | None:
+        """The prediction ``prediction_id``: on PostgreSQL first among the recent partitions.
+
+        An id says nothing of its time, so a look-up by id alone probes every day partition
+        (about 190 at the default retention; benchmarks/bench_partition_lookup.py). Labels
+        mostly come within days: look there first (pruned), then everywhere.
+        """
+        if self.engine.dialect.name == "postgresql":
+            recent = select(Prediction).where(
+                Prediction.id == prediction_id,
+                Prediction.created_at >= utcnow() - RECENT_LOOKUP,
+            )
+            row = session.scalars(recent).first()
+            if row is not None:
+                return row
+        return session.get(Prediction, prediction_id)
+
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
         """The stored prediction ``prediction_id``; raises NotFound."""
         with self._sessions() as session:
-            row = session.get(Prediction, prediction_id)
+            row = self._find_prediction(session, prediction_id)
             if row is None:
                 raise NotFound(f"prediction {prediction_id}")
             return PredictionRecord(
@@ -233,7 +252,7 @@ class Store(OperationsRepository):
         Raises NotFound for an unknown prediction and Conflict if it is already labelled.
         """
         with self._sessions() as session:
-            prediction = session.get(Prediction, prediction_id)
+            prediction = self._find_prediction(session, prediction_id)
             if prediction is None:
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
