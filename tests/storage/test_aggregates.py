@@ -23,6 +23,8 @@ from nexus_ml.storage.models import Feedback, Prediction
 
 T0 = datetime(2026, 11, 30, 21, 37, 13, tzinfo=UTC)
 QS = (0.5, 0.95, 0.99)
+# The records span two day boundaries (UTC), so windows read daily, hourly and minute rows.
+SPAN = timedelta(hours=60)
 
 
 def _records(n: int, seed: int = 7) -> list[PredictionRecord]:
@@ -38,7 +40,7 @@ def _records(n: int, seed: int = 7) -> list[PredictionRecord]:
                 id=new_id(),
                 model=rng.choice(["heart", "heart", "diabetes"]),
                 version=rng.choice(["v1", "v2"]),
-                created_at=T0 + timedelta(seconds=rng.uniform(0, 4 * 3600)),
+                created_at=T0 + timedelta(seconds=rng.uniform(0, SPAN.total_seconds())),
                 features={"age": 50},
                 predicted_class=rng.choice(["disease", "healthy", "other"]),
                 confidence=conf,
@@ -92,10 +94,11 @@ def _raw(store: Store, model: str, since: datetime, until: datetime) -> dict[str
 
 
 WINDOWS = [
-    (T0, T0 + timedelta(hours=4)),  # all of it
+    (T0, T0 + SPAN),  # all of it
+    (T0 + timedelta(minutes=7, seconds=20), T0 + timedelta(hours=55, minutes=3)),  # days + edges
     (T0 + timedelta(minutes=7, seconds=20), T0 + timedelta(hours=2, minutes=3)),  # hours + edges
     (T0 + timedelta(minutes=30), T0 + timedelta(minutes=50)),  # minutes only
-    (T0 + timedelta(hours=5), T0 + timedelta(hours=6)),  # empty
+    (T0 + SPAN + timedelta(hours=5), T0 + SPAN + timedelta(hours=6)),  # empty
 ]
 
 
@@ -141,7 +144,7 @@ def _check_window(store: Store, window: tuple[datetime, datetime]) -> None:
 def test_one_model_filter_reads_only_that_model(store: Store) -> None:
     records = _records(400)
     store.insert_predictions(records)
-    aggs = store.window_aggregates("heart", T0, T0 + timedelta(hours=4))
+    aggs = store.window_aggregates("heart", T0, T0 + SPAN)
     assert set(aggs) == {"heart"}
     assert aggs["heart"].count == sum(r.model == "heart" for r in records)
 
@@ -149,8 +152,8 @@ def test_one_model_filter_reads_only_that_model(store: Store) -> None:
 def test_timeline_counts_equal_the_rows_per_bucket(store: Store) -> None:
     records = _records(1000)
     store.insert_predictions(records)
-    since, until = T0, T0 + timedelta(hours=4)
-    for step in (60, 600, 3600):
+    since, until = T0, T0 + SPAN
+    for step in (60, 600, 3600, 86400):
         got: dict[tuple[str, datetime], int] = {}
         for model, at, n in store.window_counts(None, since, until, step):
             key = (model, at - timedelta(seconds=(at.timestamp() % step)))
@@ -171,7 +174,7 @@ def test_a_label_conflict_adds_nothing_to_the_aggregates(store: Store) -> None:
     store.add_feedback(record.id, "disease", True)
     with pytest.raises(Exception, match="already has feedback"):
         store.add_feedback(record.id, "healthy", False)
-    agg = store.window_aggregates(record.model, T0, T0 + timedelta(hours=4))[record.model]
+    agg = store.window_aggregates(record.model, T0, T0 + SPAN)[record.model]
     assert (agg.feedback, agg.correct) == (1, 1)
 
 
@@ -193,7 +196,7 @@ def test_the_migration_backfills_what_was_stored_before_it(engine: Engine) -> No
         )
     migrate(engine)
     store = Store(engine)
-    since, until = T0, T0 + timedelta(hours=4)
+    since, until = T0, T0 + SPAN
     aggs = store.window_aggregates(None, since, until)
     for model in ("heart", "diabetes"):
         raw = _raw(store, model, since, until)
@@ -216,3 +219,21 @@ def test_confidence_bins_follow_numpys_histogram_on_edges() -> None:
         fine[i] = fine.get(i, 0) + 1
     hist, _ = np.histogram(values, bins=20, range=(0.0, 1.0))
     assert bins.coarse_confidence(fine) == [int(c) for c in hist]
+
+
+def test_copy_and_values_paths_store_and_count_alike(store: Store) -> None:
+    # PostgreSQL inserts with COPY; the VALUES path (SQLite's, and PostgreSQL's with
+    # use_copy off) must agree with it: the same rows new, the same aggregates.
+    records = _records(600)
+    store.use_copy = True
+    assert store.insert_predictions(records[:400]) == 400
+    store.use_copy = False
+    assert store.insert_predictions(records[200:]) == 200  # 200 replayed, 200 new
+    store.use_copy = True
+    assert store.insert_predictions(records) == 0
+    since, until = T0, T0 + SPAN
+    aggs = store.window_aggregates(None, since, until)
+    for model in ("heart", "diabetes"):
+        raw = _raw(store, model, since, until)
+        assert aggs[model].count == raw["count"] == sum(r.model == model for r in records)
+        assert aggs[model].class_counts == raw["classes"]

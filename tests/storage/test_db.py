@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,8 @@ def _calls() -> dict[str, Callable[[Store], object]]:
         ),
         "get_prediction": lambda s: s.get_prediction("0" * 32),
         "recent_predictions": lambda s: s.recent_predictions("heart"),
-        "prediction_times": lambda s: s.prediction_times(None, t0, t0),
+        "window_aggregates": lambda s: s.window_aggregates(None, t0, t0 + timedelta(hours=1)),
+        "window_counts": lambda s: s.window_counts(None, t0, t0 + timedelta(hours=1), 60),
         "prediction_stats": lambda s: s.prediction_stats(),
         "count_predictions": lambda s: s.count_predictions(),
         "add_feedback": lambda s: s.add_feedback("0" * 32, "a"),

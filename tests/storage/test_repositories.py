@@ -310,6 +310,10 @@ def test_audit_log(store: Store) -> None:
     assert [e.actor for e in store.list_audit(action="threshold.set")] == ["fp:2"]
     assert store.list_audit(since=utcnow() + timedelta(minutes=1)) == []
     assert len(store.list_audit(limit=1)) == 1
+    assert [e.id for e in store.list_audit(before=second)] == [first]
+    assert store.list_audit(before=first) == []
+    assert [e.id for e in store.list_audit(target="heart")] == [first]
+    assert store.list_audit(target="heart", action="threshold.set") == []
 
 
 def test_drift_results(store: Store) -> None:
@@ -347,7 +351,7 @@ def test_threshold_overrides(store: Store) -> None:
 # -- every window: a row exactly at each bound, just inside and just outside -------------------
 
 
-def test_prediction_times_are_half_open_and_per_model(
+def test_window_counts_are_half_open_and_per_model(
     store: Store, make_record: RecordFactory
 ) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -358,15 +362,19 @@ def test_prediction_times_are_half_open_and_per_model(
     store.insert_predictions([*heart, at_until, other])
 
     until = t0 + timedelta(hours=1)
-    assert sorted(store.prediction_times("heart", t0, until)) == [
-        ("heart", heart[1].created_at),
-        ("heart", heart[2].created_at),
+    last = t0 + timedelta(minutes=59)
+    assert sorted(store.window_counts("heart", t0, until, 60)) == [
+        ("heart", t0, 1),
+        ("heart", last, 1),
     ]
-    assert sorted(store.prediction_times(None, t0, until)) == [
-        ("heart", heart[1].created_at),
-        ("heart", heart[2].created_at),
-        ("m2", other.created_at),
+    assert sorted(store.window_counts(None, t0, until, 60)) == [
+        ("heart", t0, 1),
+        ("heart", last, 1),
+        ("m2", t0 + timedelta(minutes=5), 1),
     ]
+    # A challenger's rows are stored but not counted: the aggregates answer for champions.
+    store.insert_predictions([make_record(created_at=t0, role="challenger")])
+    assert sorted(store.window_counts("heart", t0, until, 60))[0] == ("heart", t0, 1)
 
 
 def test_windows_are_capped_at_max_window_exactly(

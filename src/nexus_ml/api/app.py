@@ -23,8 +23,10 @@ from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.api.request_id import HEADER as REQUEST_ID_HEADER
 from nexus_ml.api.request_id import RequestIdMiddleware
 from nexus_ml.api.routes import (
+    comparison,
     dashboard,
     docs,
+    governance,
     health,
     models,
     monitoring,
@@ -84,8 +86,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
 
     api_prefix = "/api/v1"
     app.include_router(models.router, prefix=api_prefix)
+    app.include_router(comparison.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)
     app.include_router(training.router, prefix=api_prefix)
+    app.include_router(governance.router, prefix=api_prefix)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)

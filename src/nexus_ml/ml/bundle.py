@@ -127,6 +127,7 @@ def save_bundle(
     segments: Sequence[Mapping[str, Any]] = (),
     baseline: Mapping[str, Any] | None = None,
     activate: bool = True,
+    created_by: str | None = None,
 ) -> str:
     """Write a new version of ``name`` atomically and (by default) make it CURRENT; return it.
 
@@ -156,6 +157,8 @@ def save_bundle(
         "segments": [dict(s) for s in segments],
         "baseline": None if baseline is None else dict(baseline),
     }
+    if created_by:
+        metadata["created_by"] = created_by[:128]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
         _write_bytes(tmp / MODEL_FILE, artifact)

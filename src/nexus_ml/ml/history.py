@@ -23,6 +23,9 @@ from nexus_ml.ml.bundle import VERSION_RE, validate_name
 HISTORY_FILE = "HISTORY"
 LOCK_FILE = ".lock"
 ROLLBACK = "rollback"
+# The champion found in CURRENT but not at the end of HISTORY (made before HISTORY existed, or
+# set by hand), recorded just before the change that replaces it.
+IN_FORCE = "in_force"
 # Line budget: a valid entry is ~150 bytes; anything far larger is not one of ours.
 _MAX_LINE = 4096
 

@@ -3,9 +3,10 @@
 Two tables (models.py): ``prediction_rollups`` (fixed columns: count, latency sum and max,
 confidence sum, labels and correct labels) and ``prediction_rollup_bins`` (one row per class,
 latency bin and confidence bin), each per model, version and bucket. Every prediction is counted
-twice: in its minute (``span_seconds=60``) and in its hour (``3600``). A window is read as its
-whole hours from the hourly rows and its edges from the minute rows, so a read touches at most
-``hours + 2 × 59`` buckets per model and version whatever the table holds: a 24-hour answer
+three times: in its minute (``span_seconds=60``), its hour (``3600``) and its day (``86400``,
+UTC). A window is read as its whole days from the daily rows, the hours at its edges from the
+hourly rows and the minutes at their edges from the minute rows, so a read touches at most
+``days + 2 × 23 + 2 × 59`` buckets per model and version whatever the table holds: an answer
 costs the same on day 300 as on day 1.
 
 Windows are whole minutes: :func:`align` widens ``[since, until)`` to the minutes that hold it,
@@ -32,8 +33,8 @@ from . import bins
 from .models import PredictionRollup, PredictionRollupBin
 from .records import PredictionRecord
 
-MINUTE, HOUR = 60, 3600
-SPANS = (MINUTE, HOUR)
+MINUTE, HOUR, DAY = 60, 3600, 86400
+SPANS = (MINUTE, HOUR, DAY)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Rows per upsert statement: bounded so that one batch of 10,000 records does not build one
@@ -217,28 +218,38 @@ def add_feedback(session: Session, labels: Iterable[tuple[str, str, datetime, bo
 # -- reading -----------------------------------------------------------------------------------
 
 
-def _ranges(since: datetime, until: datetime) -> list[tuple[int, datetime, datetime]]:
-    """(span, from, to) pieces covering the minute-aligned ``[since, until)``: whole hours
-    from the hourly rows, the edges from the minute rows."""
-    h1, h2 = ceil_to(since, HOUR), floor_to(until, HOUR)
-    if h1 >= h2:
-        return [(MINUTE, since, until)]
-    out = [(HOUR, h1, h2)]
-    if since < h1:
-        out.append((MINUTE, since, h1))
-    if h2 < until:
-        out.append((MINUTE, h2, until))
-    return out
+def _ranges(
+    since: datetime, until: datetime, spans: tuple[int, ...] = (DAY, HOUR, MINUTE)
+) -> list[tuple[int, datetime, datetime]]:
+    """(span, from, to) pieces covering the minute-aligned ``[since, until)``: the whole
+    buckets of the longest span inside it, the edges by the shorter spans."""
+    span, *shorter = spans
+    if not shorter:
+        return [(span, since, until)] if since < until else []
+    lo, hi = ceil_to(since, span), floor_to(until, span)
+    if lo >= hi:
+        return _ranges(since, until, tuple(shorter))
+    return [
+        (span, lo, hi),
+        *_ranges(since, lo, tuple(shorter)),
+        *_ranges(hi, until, tuple(shorter)),
+    ]
 
 
-def _where(table: Any, model: str | None, since: datetime, until: datetime) -> ColumnElement[bool]:
+def _where(
+    table: Any,
+    model: str | None,
+    since: datetime,
+    until: datetime,
+    spans: tuple[int, ...] = (DAY, HOUR, MINUTE),
+) -> ColumnElement[bool]:
     pieces = [
         and_(
             table.c.span_seconds == span,
             table.c.bucket_start >= lo,
             table.c.bucket_start < hi,
         )
-        for span, lo, hi in _ranges(since, until)
+        for span, lo, hi in _ranges(since, until, spans)
     ]
     cond = or_(*pieces)
     return cond if model is None else and_(table.c.model == model, cond)
@@ -297,7 +308,7 @@ def window_counts(
     since, until = align(since, until)
     t = PredictionRollup.__table__
     if step_seconds % HOUR == 0:
-        cond = _where(t, model, since, until)
+        cond = _where(t, model, since, until, (HOUR, MINUTE))
     else:
         cond = and_(t.c.span_seconds == MINUTE, t.c.bucket_start >= since, t.c.bucket_start < until)
         if model is not None:

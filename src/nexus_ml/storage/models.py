@@ -154,6 +154,29 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any] | None]
 
 
+class PromotionReport(Base):
+    """One evaluation of a candidate version against the champion (migration 0003)."""
+
+    __tablename__ = "promotion_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(100))
+    candidate_version: Mapped[str] = mapped_column(String(64))
+    champion_version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(16))
+    # promoted: the policy accepted it and it became champion; rejected: it failed a criterion;
+    # held: the policy is manual, so it waits for a person's promote.
+    decision: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        CheckConstraint("decision IN ('promoted', 'rejected', 'held')", name="decision"),
+        Index("ix_promotion_reports_model_created_at", "model", "created_at"),
+    )
+
+
 class DriftResult(Base):
     """One drift computation over a window of recent predictions."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ _ID = re.compile(r"[0-9a-f]{32}")
 def new_id() -> str:
     """A fresh 32-character id (uuid4 hex)."""
     return uuid.uuid4().hex
+
+
+def challenger_id(prediction_id: str) -> str:
+    """The id of the shadow challenger's score of the champion's prediction ``prediction_id``.
+
+    Derived, not random: feedback on the champion's prediction finds its challenger's by
+    primary key, with no link column and no search (a SHADOW names one version at a time, so
+    a prediction has at most one challenger score). It has the shape of :func:`new_id`.
+    """
+    return hashlib.sha256(b"challenger:" + prediction_id.encode()).hexdigest()[:32]
 
 
 def is_id(text: str) -> bool:

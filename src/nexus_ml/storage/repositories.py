@@ -10,16 +10,20 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from . import aggregates
 from .aggregates import WindowAggregate
+from .copy_insert import copy_insert
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
+from .governance import GovernanceRepository
 from .locks import try_advisory_lock
 from .models import Feedback, Prediction
 from .operations import OperationsRepository
 from .records import (
+    CHALLENGER,
+    CHAMPION,
     FeedbackRecord,
     LabelledPrediction,
     ModelStats,
@@ -38,8 +42,12 @@ RECENT_LOOKUP = timedelta(days=8)
 
 
 @translating_errors
-class Store(OperationsRepository):
+class Store(OperationsRepository, GovernanceRepository):
     """All repositories over one engine; each method is one short transaction."""
+
+    # PostgreSQL inserts predictions with COPY (storage/copy_insert.py); False = INSERT VALUES
+    # (kept for the side-by-side benchmark).
+    use_copy = True
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -61,26 +69,33 @@ class Store(OperationsRepository):
     def insert_predictions(self, records: Iterable[PredictionRecord]) -> int:
         """Insert records, ignoring ids already stored; returns how many were new."""
         records = list({r.id: r for r in records}.values())
-        rows = [r.to_row() for r in records]
-        if not rows:
+        if not records:
             return 0
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        # PostgreSQL: the partitioned table's key (migration 0005); a replayed record has the
-        # same time as when it was first written, so (id, created_at) recognises it.
-        key = ["id", "created_at"] if dialect is postgresql else ["id"]
-        stmt = (
-            dialect.insert(Prediction)
-            .on_conflict_do_nothing(index_elements=key)
-            .returning(Prediction.id)
-        )
+        postgres = self.engine.dialect.name == "postgresql"
         with self._sessions.begin() as session:
             # RETURNING lists only the rows actually inserted (rowcount is unreliable for
             # executemany across drivers): exactly those are counted in the aggregates, in
             # the same transaction, so a replayed record is neither stored nor counted twice.
-            inserted = session.execute(stmt, rows).scalars().all()
+            if postgres and self.use_copy:
+                inserted: Sequence[str] = copy_insert(session, records)
+            else:
+                dialect = postgresql if postgres else sqlite
+                stmt = (
+                    dialect.insert(Prediction)
+                    # PostgreSQL: the partitioned table's key (migration 0005); a replayed
+                    # record repeats its time, so (id, created_at) recognises it.
+                    .on_conflict_do_nothing(
+                        index_elements=["id", "created_at"] if postgres else ["id"]
+                    )
+                    .returning(Prediction.id)
+                )
+                inserted = session.execute(stmt, [r.to_row() for r in records]).scalars().all()
             if inserted:
                 new = set(inserted)
-                aggregates.add_records(session, [r for r in records if r.id in new])
+                # Champions only: the monitoring answers for what was served (a challenger's
+                # rows are read raw, by the comparison).
+                champions = [r for r in records if r.id in new and r.role == CHAMPION]
+                aggregates.add_records(session, champions)
             return len(inserted)
 
     def _find_prediction(self, session: Session, prediction_id: str) -> Prediction | None:
@@ -139,7 +154,7 @@ class Store(OperationsRepository):
             Prediction.predicted_class,
             Prediction.created_at,
             Prediction.probabilities,
-        ).where(Prediction.model == model)
+        ).where(Prediction.model == model, Prediction.role == CHAMPION)
         if since is not None:
             stmt = stmt.where(Prediction.created_at >= since)
         if until is not None:
@@ -167,6 +182,7 @@ class Store(OperationsRepository):
             .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
             .where(
                 Prediction.model == model,
+                Prediction.role == CHAMPION,
                 Prediction.created_at >= since,
                 Prediction.created_at < until,
             )
@@ -176,31 +192,23 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return [ScoredRow(*row) for row in session.execute(stmt)]
 
-    def prediction_times(
-        self, model: str | None, since: datetime, until: datetime
-    ) -> list[tuple[str, datetime]]:
-        """(model, created_at) of the predictions in [since, until): no feature values read."""
-        stmt = select(Prediction.model, Prediction.created_at).where(
-            Prediction.created_at >= since, Prediction.created_at < until
-        )
-        if model is not None:
-            stmt = stmt.where(Prediction.model == model)
-        with self._sessions() as session:
-            return [(m, t) for m, t in session.execute(stmt)]
-
     def prediction_stats(
         self,
         model: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> dict[str, ModelStats]:
-        """Raw latency/confidence arrays, counts and class counts per model in [since, until)."""
+        """Raw latency/confidence arrays, counts and class counts per model in [since, until).
+
+        Reads every row of the window: the reference computation the aggregates are checked
+        against (tests, benchmarks). No endpoint calls it; they read ``window_aggregates``.
+        """
         stmt = select(
             Prediction.model,
             Prediction.latency_seconds,
             Prediction.confidence,
             Prediction.predicted_class,
-        )
+        ).where(Prediction.role == CHAMPION)
         if model is not None:
             stmt = stmt.where(Prediction.model == model)
         if since is not None:
@@ -234,9 +242,9 @@ class Store(OperationsRepository):
         with self._sessions() as session:
             return aggregates.window_counts(session, model, since, until, step_seconds)
 
-    def count_predictions(self, model: str | None = None) -> int:
-        """How many predictions are stored (for one model, or all)."""
-        stmt = select(func.count()).select_from(Prediction)
+    def count_predictions(self, model: str | None = None, role: str = CHAMPION) -> int:
+        """How many predictions of ``role`` are stored (for one model, or all)."""
+        stmt = select(func.count()).select_from(Prediction).where(Prediction.role == role)
         if model is not None:
             stmt = stmt.where(Prediction.model == model)
         with self._sessions() as session:
@@ -245,11 +253,19 @@ class Store(OperationsRepository):
     # -- feedback -----------------------------------------------------------------------------
 
     def add_feedback(
-        self, prediction_id: str, actual: str, correct: bool | None = None
+        self,
+        prediction_id: str,
+        actual: str,
+        correct: bool | None = None,
+        *,
+        challenger: str | None = None,
     ) -> FeedbackRecord:
         """Label a prediction; ``correct`` defaults to actual == predicted class.
 
-        Raises NotFound for an unknown prediction and Conflict if it is already labelled.
+        ``challenger``: the id of a shadow challenger's score of the same instance
+        (``challenger_id``); if it is stored and ``actual`` is one of its classes, it gets
+        the same label in the same transaction. Raises NotFound for an unknown prediction
+        and Conflict if it is already labelled.
         """
         with self._sessions() as session:
             prediction = self._find_prediction(session, prediction_id)
@@ -257,20 +273,36 @@ class Store(OperationsRepository):
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
                 correct = actual == prediction.predicted_class
+            now = utcnow()
             row = Feedback(
                 prediction_id=prediction_id,
                 prediction_created_at=prediction.created_at,
                 actual=actual,
                 correct=correct,
-                received_at=utcnow(),
+                received_at=now,
             )
             session.add(row)
+            shadow = None if challenger is None else self._find_prediction(session, challenger)
+            # A challenger with other classes cannot be scored against this label.
+            if shadow is not None and actual in shadow.probabilities:
+                session.add(
+                    Feedback(
+                        prediction_id=challenger,
+                        prediction_created_at=shadow.created_at,
+                        actual=actual,
+                        correct=actual == shadow.predicted_class,
+                        received_at=now,
+                    )
+                )
             try:
                 # The label and its count in the aggregates commit together: the flush makes
                 # the unique constraint decide a race before the count is added.
                 session.flush()
-                made = (prediction.model, prediction.version, prediction.created_at, correct)
-                aggregates.add_feedback(session, [made])
+                # The aggregates count champions only (a challenger's label is read raw, by
+                # the comparison), as they count only champion predictions.
+                if prediction.role == CHAMPION:
+                    made = (prediction.model, prediction.version, prediction.created_at, correct)
+                    aggregates.add_feedback(session, [made])
                 session.commit()
             except IntegrityError as exc:
                 # The unique constraint decides races between two concurrent labels.
@@ -287,11 +319,16 @@ class Store(OperationsRepository):
         until: datetime | None = None,
         *,
         with_features: bool = False,
+        role: str = CHAMPION,
+        version: str | None = None,
+        scored_by: str | None = None,
     ) -> list[LabelledPrediction]:
         """Labelled predictions of ``model`` MADE in [since, until), oldest first.
 
         ``with_features`` also reads each prediction's features and probabilities (for the
-        per-segment clinical metrics).
+        per-segment clinical metrics). ``role``: the answers (champion, the default) or a
+        shadow challenger's scores; ``version``: only that version's; ``scored_by``: only
+        the requests that challenger version also scored in the window (the same patients).
         """
         columns: list[Any] = [
             Prediction.id,
@@ -308,10 +345,28 @@ class Store(OperationsRepository):
         stmt = (
             select(*columns)
             .join(Feedback, Feedback.prediction_id == Prediction.id)
-            .where(Prediction.model == model, Prediction.created_at >= since)
+            .where(
+                Prediction.model == model,
+                Prediction.role == role,
+                Prediction.created_at >= since,
+            )
         )
         if until is not None:
             stmt = stmt.where(Prediction.created_at < until)
+        if version is not None:
+            stmt = stmt.where(Prediction.version == version)
+        if scored_by is not None:
+            shadow = aliased(Prediction)
+            # Within the same window: both scores of a request share its created_at.
+            scored = select(shadow.request_id).where(
+                shadow.model == model,
+                shadow.role == CHALLENGER,
+                shadow.version == scored_by,
+                shadow.created_at >= since,
+            )
+            if until is not None:
+                scored = scored.where(shadow.created_at < until)
+            stmt = stmt.where(Prediction.request_id.in_(scored))
         stmt = stmt.order_by(Prediction.created_at, Prediction.id).limit(MAX_WINDOW)
         with self._sessions() as session:
             return [LabelledPrediction(*row) for row in session.execute(stmt)]

@@ -1,7 +1,7 @@
 """Aggregates of the stored predictions (prediction_rollups, prediction_rollup_bins), backfilled.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-02
 
 The backfill counts the predictions and labels already stored, so the monitoring answers the
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.orm import Session
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -88,6 +88,8 @@ def _backfill() -> None:
             Feedback.correct,
         )
         .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
+        # Champions only, as the writer counts them (a challenger's rows are read raw).
+        .where(Prediction.role == "champion")
         .execution_options(yield_per=_BACKFILL_CHUNK)
     )
     for chunk in session.execute(stmt).partitions():
