@@ -281,8 +281,10 @@ class Store(OperationsRepository, GovernanceRepository):
                 correct=correct,
                 received_at=now,
             )
-            session.add(row)
+            # Looked up before the label is added: the query would autoflush it, and a second
+            # label's unique violation would escape the Conflict handling below (a 500).
             shadow = None if challenger is None else self._find_prediction(session, challenger)
+            session.add(row)
             # A challenger with other classes cannot be scored against this label.
             if shadow is not None and actual in shadow.probabilities:
                 session.add(
