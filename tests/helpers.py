@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from nexus_ml.config import Settings
     from nexus_ml.service.wiring import Service
+    from nexus_ml.storage.records import PredictionRecord
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -196,6 +197,26 @@ def cli_env(model_path: Path, tmp_path: Path) -> dict[str, str]:
         "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
         "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
     }
+
+
+def aged_record(days_ago: float, features: dict[str, Any] | None = None) -> PredictionRecord:
+    """A 'heart' prediction record made ``days_ago`` days ago (retention tests)."""
+    from datetime import timedelta
+
+    from nexus_ml.storage.records import PredictionRecord as Record
+    from nexus_ml.storage.records import new_id, utcnow
+
+    return Record(
+        id=new_id(),
+        model="heart",
+        version="v1",
+        created_at=utcnow() - timedelta(days=days_ago),
+        features=features if features is not None else {"age": 61},
+        predicted_class="healthy",
+        confidence=0.9,
+        probabilities={"healthy": 0.9, "disease": 0.1},
+        latency_seconds=0.01,
+    )
 
 
 def write_wine_csv(path: Path) -> Path:

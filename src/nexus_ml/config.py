@@ -135,6 +135,16 @@ class Settings(BaseSettings):
         description="SIGTERM: half to finish requests, half to write queued records.",
     )
 
+    # Retention of patient data (docs/operations.md, "Retention")
+    retention_days: int = Field(
+        default=180,
+        ge=0,
+        le=36_500,
+        description="Raw predictions, their feedback and spilled records older than this many "
+        "days are purged daily; 0 keeps them forever. Aggregates, drift results and the audit "
+        "log are kept.",
+    )
+
     # Monitoring
     system_interval_seconds: float = Field(
         default=30.0, gt=0, description="System collector period (one collector per host)."

@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 from nexus_ml.storage import make_engine, migrate
 from nexus_ml.storage.migrate import alembic_config
 from nexus_ml.storage.models import Base
+from nexus_ml.storage.partitions import include_name
 
 TABLES = {
     "predictions",
@@ -27,7 +28,8 @@ def _diff(url: str) -> list[object]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_name": include_name}
+            ctx = MigrationContext.configure(conn, opts=opts)
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         engine.dispose()

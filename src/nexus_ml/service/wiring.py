@@ -31,6 +31,7 @@ from nexus_ml.service.health import HealthCheck, Lifecycle
 from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
+from nexus_ml.service.retention_job import CHECK_SECONDS, RetentionJob
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.shadow import ShadowScorer
@@ -46,6 +47,7 @@ from nexus_ml.service.views.thresholds import ThresholdAdmin
 from nexus_ml.service.views.training import TrainingViews
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.migrate import migrate
+from nexus_ml.storage.partitions import ensure_partitions
 from nexus_ml.storage.repositories import Store
 from nexus_ml.storage.writer import RecordWriter
 from nexus_ml.thresholds import load_thresholds
@@ -137,6 +139,7 @@ class Service:
             interval=settings.drift_interval_seconds,
             first=settings.drift_first_run_seconds,
         )
+        self.retention = RetentionJob(settings=settings, store=store, metrics=m)
         self.governance = governance = Governance(model_path=settings.model_path, store=store)
         self.model_admin = ModelAdmin(
             governance=governance, db=db, models=models, publisher=self.publisher
@@ -205,6 +208,7 @@ class Service:
         try:
             await asyncio.to_thread(migrate, self.store.engine)
             await asyncio.to_thread(self.thresholds.refresh)
+            await asyncio.to_thread(ensure_partitions, self.store.engine)
         except Exception as exc:  # the DB may be down at start: serve anyway, records spill
             self.metrics.errors_total.labels("database", type(exc).__name__).inc()
             log.warning(
@@ -226,6 +230,9 @@ class Service:
         # One process of the cluster runs each round; every process re-exports the latest
         # stored results at the same pace, so each instance's /metrics tells the same values.
         every(q.first, self._sync_quality_gauges, "model-quality-sync", delay=True)
+        # Hourly, first an hour after start: a test app or a short-lived process never
+        # purges; partitions for the coming days were made just above.
+        every(CHECK_SECONDS, self._retention, "retention", delay=True)
 
     async def _restore_quality_gauges(self) -> None:
         """Export the latest stored quality results, so they are not absent until the next run.
@@ -275,6 +282,9 @@ class Service:
         # (within the grace) before the pool is disposed of.
         await self.db.close(timeout=deadline - loop.time())
         self.store.engine.dispose()
+
+    async def _retention(self) -> None:
+        await self.db.run(self.retention.check)
 
     async def _watch_models(self) -> None:
         before = {m.name: m.version for m in self.models.all()}

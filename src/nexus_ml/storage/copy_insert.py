@@ -4,7 +4,8 @@
 processing of twelve columns, two of them JSON); ``COPY`` streams the rows with psycopg's
 adapters instead (measured side by side in benchmarks/bench_writer_rate.py). The rows go to a
 temporary table of this connection (emptied at each commit) and from there into
-``predictions`` with ``ON CONFLICT (id) DO NOTHING RETURNING id``: the same idempotence and the
+``predictions`` with ``ON CONFLICT (id, created_at) DO NOTHING RETURNING id`` (the partitioned
+table's key, migration 0005; a replayed record repeats its time): the same idempotence and the
 same "which were new" answer as the plain INSERT, in the caller's transaction (so the
 aggregates of exactly those rows commit with them). psycopg's errors are raised wrapped as
 SQLAlchemy's (``IntegrityError``, ``DataError``), so the writer and callers see the same errors
@@ -66,7 +67,7 @@ def _copy_insert(session: Session, records: Sequence[PredictionRecord]) -> list[
         cur.execute(
             sql.SQL(
                 "INSERT INTO predictions ({names}) SELECT {names} FROM {stage} "
-                "ON CONFLICT (id) DO NOTHING RETURNING id"
+                "ON CONFLICT (id, created_at) DO NOTHING RETURNING id"
             ).format(names=names, stage=stage)
         )
         inserted = [r[0] for r in cur.fetchall()]

@@ -46,6 +46,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # With WAL, NORMAL is crash-safe for the database; only the last commits may roll back
         # on power loss, and the writer's journal covers those.
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten with zeros instead of left readable in free pages:
+        # retention must remove patient data from the file, not only from query results.
+        cursor.execute("PRAGMA secure_delete=ON")
     finally:
         cursor.close()
 

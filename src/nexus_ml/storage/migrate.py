@@ -39,6 +39,9 @@ def migrate(target: str | URL | Engine, revision: str = "head") -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             conn.commit()
+            if conn.dialect.name == "sqlite":
+                # env.py turned it off for the table rebuilds; this pooled connection goes on.
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     finally:
         if engine is not target:
             engine.dispose()

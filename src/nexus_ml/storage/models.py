@@ -13,7 +13,6 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -71,7 +70,12 @@ class Base(DeclarativeBase):
 
 
 class Prediction(Base):
-    """One served prediction (the PredictionRecord contract)."""
+    """One served prediction (the PredictionRecord contract).
+
+    On PostgreSQL the table is partitioned by ``created_at`` (migration 0005, partitions.py),
+    so its key there is (id, created_at): a partitioned table's unique keys must hold the
+    partition key. The ORM still identifies a row by ``id`` alone (ids are unique uuid4s).
+    """
 
     __tablename__ = "predictions"
 
@@ -97,14 +101,19 @@ class Prediction(Base):
 
 
 class Feedback(Base):
-    """The ground-truth label for one prediction (at most one per prediction)."""
+    """The ground-truth label for one prediction (at most one per prediction).
+
+    No foreign key (migration 0005): PostgreSQL's partitioned ``predictions`` has no unique
+    key on ``id`` alone, and a key on (id, created_at) would make dropping a day partition
+    scan feedback. ``Store.add_feedback`` checks the prediction exists; retention deletes
+    feedback by ``prediction_created_at`` (its prediction's time), with its predictions.
+    """
 
     __tablename__ = "feedback"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    prediction_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("predictions.id", ondelete="CASCADE"), unique=True
-    )
+    prediction_id: Mapped[str] = mapped_column(String(32), unique=True)
+    prediction_created_at: Mapped[datetime] = mapped_column(index=True)
     actual: Mapped[str] = mapped_column(String(200))
     correct: Mapped[bool] = mapped_column(Boolean)
     received_at: Mapped[datetime]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
@@ -37,6 +37,8 @@ __all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
 
 # Drift and quality windows are read into memory; cap them whatever the caller asks for.
 MAX_WINDOW = 100_000
+# Where a look-up by id looks first (PostgreSQL's day partitions; see _find_prediction).
+RECENT_LOOKUP = timedelta(days=8)
 
 
 @translating_errors
@@ -80,7 +82,11 @@ class Store(OperationsRepository, GovernanceRepository):
                 dialect = postgresql if postgres else sqlite
                 stmt = (
                     dialect.insert(Prediction)
-                    .on_conflict_do_nothing(index_elements=["id"])
+                    # PostgreSQL: the partitioned table's key (migration 0005); a replayed
+                    # record repeats its time, so (id, created_at) recognises it.
+                    .on_conflict_do_nothing(
+                        index_elements=["id", "created_at"] if postgres else ["id"]
+                    )
                     .returning(Prediction.id)
                 )
                 inserted = session.execute(stmt, [r.to_row() for r in records]).scalars().all()
@@ -92,10 +98,27 @@ class Store(OperationsRepository, GovernanceRepository):
                 aggregates.add_records(session, champions)
             return len(inserted)
 
+    def _find_prediction(self, session: Session, prediction_id: str) -> Prediction | None:
+        """The prediction ``prediction_id``: on PostgreSQL first among the recent partitions.
+
+        An id says nothing of its time, so a look-up by id alone probes every day partition
+        (about 190 at the default retention; benchmarks/bench_partition_lookup.py). Labels
+        mostly come within days: look there first (pruned), then everywhere.
+        """
+        if self.engine.dialect.name == "postgresql":
+            recent = select(Prediction).where(
+                Prediction.id == prediction_id,
+                Prediction.created_at >= utcnow() - RECENT_LOOKUP,
+            )
+            row = session.scalars(recent).first()
+            if row is not None:
+                return row
+        return session.get(Prediction, prediction_id)
+
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
         """The stored prediction ``prediction_id``; raises NotFound."""
         with self._sessions() as session:
-            row = session.get(Prediction, prediction_id)
+            row = self._find_prediction(session, prediction_id)
             if row is None:
                 raise NotFound(f"prediction {prediction_id}")
             return PredictionRecord(
@@ -245,7 +268,7 @@ class Store(OperationsRepository, GovernanceRepository):
         and Conflict if it is already labelled.
         """
         with self._sessions() as session:
-            prediction = session.get(Prediction, prediction_id)
+            prediction = self._find_prediction(session, prediction_id)
             if prediction is None:
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
@@ -255,14 +278,22 @@ class Store(OperationsRepository, GovernanceRepository):
             shadow = None if challenger is None else session.get(Prediction, challenger)
             now = utcnow()
             row = Feedback(
-                prediction_id=prediction_id, actual=actual, correct=correct, received_at=now
+                prediction_id=prediction_id,
+                prediction_created_at=prediction.created_at,
+                actual=actual,
+                correct=correct,
+                received_at=now,
             )
+            # Looked up before the label is added: the query would autoflush it, and a second
+            # label's unique violation would escape the Conflict handling below (a 500).
+            shadow = None if challenger is None else self._find_prediction(session, challenger)
             session.add(row)
             # A challenger with other classes cannot be scored against this label.
             if shadow is not None and actual in shadow.probabilities:
                 session.add(
                     Feedback(
                         prediction_id=challenger,
+                        prediction_created_at=shadow.created_at,
                         actual=actual,
                         correct=actual == shadow.predicted_class,
                         received_at=now,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.models import Base
+from nexus_ml.storage.partitions import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -39,13 +41,25 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch mode rebuilds a table by copy, drop and rename; with foreign keys on, dropping
+        # the old predictions would delete every label (ON DELETE CASCADE). SQLite ignores
+        # this inside a transaction: it runs before the first write. migrate() turns it back on.
+        # On the driver's connection: through SQLAlchemy it would open a transaction that
+        # alembic then leaves to the caller to commit.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=OFF")
+        finally:
+            cursor.close()
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
         render_as_batch=True,
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
