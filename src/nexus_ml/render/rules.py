@@ -89,8 +89,10 @@ def recording_rules(t: Thresholds, job: str = JOB) -> list[dict[str, str]]:
             {"record": f"job:ml_api_requests:rate{w}", "expr": req},
             {
                 "record": f"job:ml_api_request_errors:ratio_rate{w}",
-                "expr": f'sum by (job) (rate(ml_api_requests_total{{{j},status=~"5.."}}[{w}]))\n'
-                f"/\n{req}",
+                # No 5xx series at all is a 0 ratio (the dashboards' burn rates show it).
+                "expr": "(\n  sum by (job) "
+                f'(rate(ml_api_requests_total{{{j},status=~"5.."}}[{w}]))\n'
+                f"  or 0 * {req}\n)\n/\n{req}",
             },
             {"record": f"job:ml_model_prediction_calls:rate{w}", "expr": calls},
             {
