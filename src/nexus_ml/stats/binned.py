@@ -2,8 +2,8 @@
 
 The rules (``render/drift_rules.py``) see only ``ml_feature_bin_total`` per bin and the
 reference shares per bin; these functions compute the same four numbers from the same counts,
-so a test can hold the two side by side (docs/metrics.md, "PromQL drift"). PSI is
-:func:`~nexus_ml.stats.drift_methods.psi` itself (with its 1e-4 floor on empty bins).
+so a test can hold the two side by side (docs/metrics.md, "PromQL drift"). PSI and
+Jensen–Shannon are the drift job's own ``psi`` (1e-4 floor on empty bins) and ``js_distance``.
 
 * PSI and Jensen–Shannon run over every bin, ``missing`` (and ``unseen``) included: a change of
   the missing rate moves them like any other share.
@@ -19,21 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nexus_ml.stats.drift_methods import psi
+from nexus_ml.stats.drift_methods import js_distance, psi
 
 __all__ = ["binned_ks", "binned_wasserstein", "js_distance", "psi"]
-
-
-def js_distance(reference: ArrayLike, window: ArrayLike) -> float:
-    """Jensen–Shannon distance, base 2 (0 identical .. 1 disjoint), of two count vectors."""
-    p = np.asarray(reference, dtype=np.float64)
-    q = np.asarray(window, dtype=np.float64)
-    p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
-    # 0 * log 0 = 0: empty bins of either side contribute nothing.
-    terms = [x[x > 0] * np.log(x[x > 0] / m[x > 0]) for x in (p, q)]
-    js = 0.5 * (terms[0].sum() + terms[1].sum()) / np.log(2.0)
-    return float(np.sqrt(max(js, 0.0)))
 
 
 def _cdf_gaps(reference: ArrayLike, window: ArrayLike) -> np.ndarray:
