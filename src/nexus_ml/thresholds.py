@@ -222,7 +222,9 @@ class Thresholds(BaseModel):
         "accuracy_baseline_tolerance, whichever is lower).",
         default=0.8,
     )
-    data_drift_high: Score = _unit("score", "DataDriftDetected above this PSI.", default=0.1)
+    data_drift_high: Score = _unit(
+        "score", "DataDriftDetected and FeatureDriftPromQL above this PSI.", default=0.1
+    )
     error_rate_high: Ratio = _unit("ratio", "HighErrorRate above this 5xx share.", default=0.05)
     # The alert rules' own limits.
     cpu_usage_critical: Percent = _unit(
@@ -301,6 +303,18 @@ class Thresholds(BaseModel):
         "(in the segment).",
         default=100,
     )
+    feature_drift_range: Window = _unit(
+        "seconds",
+        "The PromQL drift rules (ml:feature_psi, ...) compare the inputs counted over this "
+        "range with the reference.",
+        default=3600,
+    )
+    feature_drift_min_count: Count = _unit(
+        "count",
+        "The PromQL drift rules need this many instances of a model version in their range "
+        "(PSI on ten bins reads ~0.02 from noise alone at 500).",
+        default=500,
+    )
     calibration_min_samples: Count = _unit(
         "count",
         "CalibrationDrift needs this many labelled predictions (ECE reads high on few).",
@@ -324,6 +338,7 @@ class Thresholds(BaseModel):
     )
     model_confidence_low_for: ForDuration = _unit("seconds", "LowModelConfidence for.", default=900)
     data_drift_high_for: ForDuration = _unit("seconds", "DataDriftDetected for.", default=600)
+    feature_drift_for: ForDuration = _unit("seconds", "FeatureDriftPromQL for.", default=600)
     no_recent_training_for: ForDuration = _unit("seconds", "NoRecentTraining for.", default=3600)
     prediction_volume_low_for: ForDuration = _unit(
         "seconds", "LowPredictionVolume for.", default=1800

@@ -249,7 +249,8 @@ def test_only_known_metric_names_in_rules() -> None:
             names = re.findall(r"(?<![:\w])(ml_[a-z_]+)\b", rule["expr"])
             # Every rule reads a metric of ours, a recording rule, or the scrape's `up`:
             # a rule where the pattern finds nothing would be checked vacuously.
-            recorded = re.search(r"\b\w+:\w+:\w+", rule["expr"])
+            # (level:metric:op, or the feature-drift group's ml:<name>).
+            recorded = re.search(r"\b\w+:\w+:\w+|\bml:feature_\w+", rule["expr"])
             assert names or recorded or "up{" in rule["expr"], rule["expr"]
             for name in names:
                 assert name in exported, (name, rule["expr"])
@@ -266,7 +267,7 @@ def test_rule_tests_name_the_rule_file_and_runbooks_they_are_given() -> None:
     urls = {
         a["exp_annotations"]["runbook_url"]
         for test in document["tests"]
-        for check in test["alert_rule_test"]
+        for check in test.get("alert_rule_test", [])
         for a in check["exp_alerts"]
     }
     assert urls == {f"{base}#{alert.name.lower()}" for alert in ALERTS}

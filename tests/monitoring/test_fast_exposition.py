@@ -451,3 +451,45 @@ def test_real_workers_match_the_collector(
         for proc, _, _ in workers:
             proc.terminate()
             proc.join(30)
+
+
+BINS, SHARE = "ml_feature_bin", "ml_feature_reference_share"
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_bin_counters_of_an_unserved_version_are_left_out(
+    tmp_path: Path, accept: str | None
+) -> None:
+    # Worker a swapped v1 -> v2: v1's bin counters (files cannot forget them) and its
+    # reference shares leave /metrics with it; v2's and every other counter stay.
+    a, b = live_pids()
+    write(
+        tmp_path,
+        f"gauge_livemax_{a}.db",
+        (INFO, INFO, version_of("diag", "v1"), 0.0, 0.0),
+        (INFO, INFO, version_of("diag", "v2"), 1.0, 0.0),
+    )
+    bin_labels = {"feature": "age", "bin": "0"}
+    write(
+        tmp_path,
+        f"counter_{a}.db",
+        (BINS, f"{BINS}_total", {**version_of("diag", "v1"), **bin_labels}, 7.0, 0.0),
+        (BINS, f"{BINS}_total", {**version_of("diag", "v2"), **bin_labels}, 3.0, 0.0),
+        ("jobs", "jobs_total", version_of("diag", "v1"), 2.0, 0.0),
+    )
+    write(
+        tmp_path,
+        f"counter_{b}.db",
+        (BINS, f"{BINS}_total", {**version_of("diag", "v2"), **bin_labels}, 4.0, 0.0),
+    )
+    write(
+        tmp_path,
+        f"gauge_mostrecent_{a}.db",
+        (SHARE, SHARE, {**version_of("diag", "v1"), **bin_labels}, 0.1, 1.0),
+        (SHARE, SHARE, {**version_of("diag", "v2"), **bin_labels}, 0.2, 1.0),
+    )
+    body, _ = render_metrics(CollectorRegistry(), accept, tmp_path)
+    assert body == served_reference(tmp_path, accept)
+    assert series(body, accept, BINS) == [("diag", "v2", 7.0)]  # both workers added
+    assert series(body, accept, SHARE) == [("diag", "v2", 0.2)]
+    assert series(body, accept, "jobs") == [("diag", "v1", 2.0)]  # not a per-version metric

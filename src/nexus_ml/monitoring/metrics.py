@@ -43,7 +43,16 @@ DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 # process removes the label sets, and in multiprocess mode, where prometheus_client cannot,
 # /metrics leaves them out (nexus_ml.monitoring.exposition.drop_unserved).
 SERVING_GAUGE = "ml_model_info"
-VERSIONED_GAUGES = ("ml_model_info", "ml_model_holdout_accuracy")
+VERSIONED_GAUGES = (
+    "ml_model_info",
+    "ml_model_holdout_accuracy",
+    "ml_feature_reference_share",
+    "ml_feature_bin_width",
+)
+# Per-version counters dropped the same way: a retired version's bins would otherwise stay
+# (their cardinality is features x bins, see docs/metrics.md). Family names (no _total).
+VERSIONED_COUNTERS = ("ml_feature_bin",)
+_BIN = ("model", "version", "feature", "bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,10 @@ class Metrics:
     data_drift_detected: Gauge
     data_drift_share: Gauge
     data_drift_window_size: Gauge
+    # Inputs per reference bin (PromQL drift: render/drift_rules.py)
+    feature_bin_total: Counter
+    feature_reference_share: Gauge
+    feature_bin_width: Gauge
     # Errors
     errors_total: Counter
     # Database
@@ -448,6 +461,27 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "ml_data_drift_window_size",
             "Predictions in the last drift window.",
             ["model"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        ),
+        "feature_bin_total": Counter(
+            "ml_feature_bin",
+            "Answered instances by feature and reference bin (index, missing, unseen).",
+            _BIN,
+            registry=r,
+        ),
+        "feature_reference_share": Gauge(
+            "ml_feature_reference_share",
+            "Share of the version's reference rows in each bin of ml_feature_bin_total, 0-1.",
+            _BIN,
+            registry=r,
+            multiprocess_mode="mostrecent",
+        ),
+        "feature_bin_width": Gauge(
+            "ml_feature_bin_width",
+            "Distance from a numeric bin's upper edge to the next edge, in reference "
+            "standard deviations (weights of the binned Wasserstein distance).",
+            _BIN,
             registry=r,
             multiprocess_mode="mostrecent",
         ),

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from nexus_ml.monitoring.alerts import ALERTS, Alert, Case
+from nexus_ml.render.drift_rules import drift_rule_tests
 from nexus_ml.render.rules import GROUPS, to_yaml
 from nexus_ml.thresholds import RUNBOOK_BASE, Thresholds, format_duration
 
@@ -72,6 +73,7 @@ def render_rule_tests(
         for alert in ALERTS
         for case in alert.promtool_cases(t)
     ]
+    tests += drift_rule_tests(t)
     return {
         "rule_files": [rules_file],
         "evaluation_interval": "1m",

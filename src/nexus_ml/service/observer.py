@@ -14,6 +14,7 @@ from typing import Any
 
 from nexus_ml.ml.registry import LoadedModel
 from nexus_ml.ml.schema import Issue
+from nexus_ml.monitoring.feature_bins import HOLD_ROWS, BinCounter, feature_bins
 from nexus_ml.monitoring.metrics import Metrics
 
 # The quality score is over the last this-many requests of this worker.
@@ -24,7 +25,8 @@ _INF, _NEG_INF = float("inf"), float("-inf")
 class ModelObserver:
     """Records one model version's predictions into metrics."""
 
-    def __init__(self, metrics: Metrics, loaded: LoadedModel) -> None:
+    def __init__(self, metrics: Metrics, loaded: LoadedModel, *, hold: int = HOLD_ROWS) -> None:
+        """``hold``: rows kept before they are binned (1 for an observer that is not kept)."""
         name, version = loaded.name, loaded.version
         self._metrics = metrics
         self._name = name
@@ -42,6 +44,17 @@ class ModelObserver:
         # Ring of per-request issue counts; the running sum avoids re-adding the ring.
         self._ring: deque[int] = deque(maxlen=QUALITY_WINDOW)
         self._ring_issues = 0
+        # Inputs per reference bin: the bins and their counter children resolved once, here.
+        self.bin_layout = feature_bins(loaded.metadata.get("profile"), loaded.schema.names)
+        counter = metrics.feature_bin_total
+        self.bins = BinCounter(
+            self.bin_layout,
+            [
+                [counter.labels(name, version, fb.feature, b).inc for b in fb.labels]
+                for fb in self.bin_layout
+            ],
+            hold=hold,
+        )
 
     def observe(
         self, issues: Sequence[Issue], predicted: str, confidence: float, latency: float

@@ -41,17 +41,19 @@ class ModelPublisher:
         obs = self._observers.get(loaded.name)
         if obs is not None and obs.version == loaded.version:
             return obs
-        fresh = ModelObserver(self._metrics, loaded)
         if obs is None:
-            self._observers[loaded.name] = fresh
-        return fresh
+            fresh = self._observers[loaded.name] = ModelObserver(self._metrics, loaded)
+            return fresh
+        # Not kept, so nothing may wait in it: it counts each row's bins at once.
+        return ModelObserver(self._metrics, loaded, hold=1)
 
     def publish(self, loaded: LoadedModel) -> None:
         """Publish a (newly) loaded version's static metrics; retire the one it replaces."""
         m = self._metrics
         old = self._observers.get(loaded.name)
         if old is not None and old.version != loaded.version:
-            self._retire_version(loaded.name, old.version)
+            old.bins.flush()
+            self._retire_version(loaded.name, old)
             old = None
         m.model_info.labels(loaded.name, loaded.version).set(1)
         md = loaded.metadata
@@ -72,7 +74,21 @@ class ModelPublisher:
             m.db_records_rejected_total.labels(loaded.name, reason)
         self._publish_baseline(loaded)
         if old is None:
-            self._observers[loaded.name] = ModelObserver(m, loaded)
+            old = self._observers[loaded.name] = ModelObserver(m, loaded)
+        for fb in old.bin_layout:
+            for label, share in zip(fb.labels, fb.reference, strict=True):
+                m.feature_reference_share.labels(
+                    loaded.name, loaded.version, fb.feature, label
+                ).set(share)
+            for label, width in zip(fb.labels, fb.widths, strict=False):
+                m.feature_bin_width.labels(loaded.name, loaded.version, fb.feature, label).set(
+                    width
+                )
+
+    def flush_bins(self) -> None:
+        """Count the bins of every row the kept observers hold (the service's flush job)."""
+        for obs in list(self._observers.values()):
+            obs.bins.flush()
 
     def _publish_baseline(self, loaded: LoadedModel) -> None:
         """ml_model_baseline (the alerts' reference) and ml_model_positive_class of a version."""
@@ -89,20 +105,27 @@ class ModelPublisher:
         """Drop the observers of models no longer served (their counters stay, as before)."""
         keep = set(served)
         for name in [n for n in self._observers if n not in keep]:
-            del self._observers[name]
+            self._observers.pop(name).bins.flush()
 
-    def _retire_version(self, name: str, version: str) -> None:
+    def _retire_version(self, name: str, old: ModelObserver) -> None:
         """Stop exporting the per-version series of a version this worker no longer serves."""
-        m = self._metrics
+        m, version = self._metrics, old.version
         if self._multiproc_dir:
             # prometheus_client cannot delete a label set from the worker files: 0 tells the
             # exposition that this worker stopped serving it, and a version no live worker
-            # serves is left out of /metrics with every per-version gauge (VERSIONED_GAUGES).
+            # serves is left out of /metrics with every per-version gauge (VERSIONED_GAUGES)
+            # and its bin counters (VERSIONED_COUNTERS).
             m.model_info.labels(name, version).set(0)
             return
         for gauge in (m.model_info, m.model_holdout_accuracy):
             with contextlib.suppress(KeyError):
                 gauge.remove(name, version)
+        # The bins: features x bins series per version (docs/metrics.md, cardinality).
+        for fb in old.bin_layout:
+            for label in fb.labels:
+                for metric in (m.feature_bin_total, m.feature_reference_share, m.feature_bin_width):
+                    with contextlib.suppress(KeyError):
+                        metric.remove(name, version, fb.feature, label)
 
 
 def count_refusals(metrics: Metrics) -> Callable[[Refusal], None]:

@@ -114,9 +114,9 @@ class Serving:
         self._submit((record,))
         # Observed only once the record is safely accepted: a refused prediction
         # (503 in _submit) was never served and must not be counted as one.
-        self.publisher.observer(loaded).observe(
-            warnings, record.predicted_class, record.confidence, latency
-        )
+        observer = self.publisher.observer(loaded)
+        observer.observe(warnings, record.predicted_class, record.confidence, latency)
+        observer.bins.add(row)
         if self.shadow is not None:
             self.shadow.offer(loaded, (record,))
         return {"model": loaded.name, "version": loaded.version, **_answer(record, warnings)}
@@ -152,9 +152,11 @@ class Serving:
             for i in range(len(X))
         ]
         self._submit(records)
-        observe = self.publisher.observer(loaded).observe
+        observer = self.publisher.observer(loaded)
+        observe = observer.observe
         for record, row_warnings in zip(records, warnings, strict=True):
             observe(row_warnings, record.predicted_class, record.confidence, latency)
+        observer.bins.add_many(X)
         if self.shadow is not None:
             self.shadow.offer(loaded, records)
         return {

@@ -20,6 +20,7 @@ from nexus_ml.ml.promotion import load_policies
 from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.monitoring.alerting import AlertEvaluator
 from nexus_ml.monitoring.decorators import default_metrics
+from nexus_ml.monitoring.feature_bins import FLUSH_SECONDS
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.service.alerts import AlertLoop
@@ -224,6 +225,7 @@ class Service:
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
+        every(FLUSH_SECONDS, self._flush_bins, "feature-bins", delay=True)
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         q = self.quality
         self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
@@ -266,6 +268,7 @@ class Service:
         deadline = loop.time() + max(0.5, self.settings.shutdown_grace_seconds / 2 - 0.25)
         self.lifecycle.draining = True
         await self._scheduler.stop()
+        self.publisher.flush_bins()  # the last second's rows
         try:
             async with asyncio.timeout_at(deadline):
                 # A training run is not worth a late exit: its run row stays
@@ -285,6 +288,9 @@ class Service:
 
     async def _retention(self) -> None:
         await self.db.run(self.retention.check)
+
+    async def _flush_bins(self) -> None:
+        self.publisher.flush_bins()
 
     async def _watch_models(self) -> None:
         before = {m.name: m.version for m in self.models.all()}

@@ -164,6 +164,17 @@ def chi2_homogeneity(a: FloatArray, b: FloatArray) -> tuple[float, float, int]:
     return stat, float(stats.chi2.sf(stat, dof)), dof
 
 
+def js_distance(p_counts: ArrayLike, q_counts: ArrayLike) -> float:
+    """Jensen–Shannon distance, base 2 (0 identical .. 1 disjoint), of two count vectors."""
+    p = np.asarray(p_counts, dtype=np.float64)
+    q = np.asarray(q_counts, dtype=np.float64)
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+    # rel_entr gives 0 * log 0 = 0, so empty bins need no epsilon here.
+    js = 0.5 * (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / np.log(2.0)
+    return float(np.sqrt(max(js, 0.0)))
+
+
 def psi(p_counts: FloatArray, q_counts: FloatArray, eps: float = PSI_EPS) -> float:
     """Population stability index between two count vectors on the same bins."""
     p = np.maximum(p_counts / p_counts.sum(), eps)
@@ -240,12 +251,7 @@ class JensenShannon(_Binned, DriftMethod):
         counts = self.window_counts(window)
         if counts.sum() == 0:
             return MethodResult(float("nan"), None)
-        p = self.ref_counts_ / self.ref_counts_.sum()
-        q = counts / counts.sum()
-        m = 0.5 * (p + q)
-        # rel_entr gives 0 * log 0 = 0, so empty bins need no epsilon here.
-        js = 0.5 * (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / np.log(2.0)
-        return MethodResult(float(np.sqrt(max(js, 0.0))))
+        return MethodResult(js_distance(self.ref_counts_, counts))
 
 
 @register("categorical")

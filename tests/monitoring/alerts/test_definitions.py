@@ -12,6 +12,7 @@ from nexus_ml.monitoring.alerts import (
     Alert,
     clinical,
     database,
+    feature_drift,
     host,
     http,
     model,
@@ -53,8 +54,9 @@ PROMETHEUS_ONLY = [
     "AvailabilitySLOSlowBurn",
     "LatencySLOFastBurn",
     "LatencySLOSlowBurn",
+    "FeatureDriftPromQL",  # every replica's per-bin counters: only Prometheus adds them up
 ]
-FAMILIES = (clinical, database, host, http, model, slo, target, usage)
+FAMILIES = (clinical, database, feature_drift, host, http, model, slo, target, usage)
 _FOR_KEYS = sorted({a.for_key for a in ALERTS})
 # Defaults, and every `for` the same non-zero length (TrainingFailure's default is 0).
 THRESHOLDS = {

@@ -9,7 +9,17 @@ each of these). Adding an alert is one definition, its place in ``ALERTS`` and i
 
 from __future__ import annotations
 
-from nexus_ml.monitoring.alerts import clinical, database, host, http, model, slo, target, usage
+from nexus_ml.monitoring.alerts import (
+    clinical,
+    database,
+    feature_drift,
+    host,
+    http,
+    model,
+    slo,
+    target,
+    usage,
+)
 from nexus_ml.monitoring.alerts.cases import Case
 from nexus_ml.monitoring.alerts.definition import Alert, Severity, format_number
 from nexus_ml.monitoring.alerts.snapshot import Bounded, DriftReading, Measurements
@@ -49,8 +59,9 @@ ALERTS: tuple[Alert, ...] = (
     # Business: informational e-mail.
     usage.LOW_VOLUME,
     usage.UNBALANCED,
-    # Prometheus-only: need the scrape itself or days of history.
+    # Prometheus-only: need the scrape itself, days of history or every replica's counters.
     target.TARGET_MISSING,
+    feature_drift.FEATURE_DRIFT,
     slo.AVAILABILITY_FAST_BURN,
     slo.AVAILABILITY_SLOW_BURN,
     slo.LATENCY_FAST_BURN,

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from nexus_ml.monitoring.exposition.merged import MultiprocRenderer
 from nexus_ml.monitoring.exposition.mmap_files import CorruptFile
 from nexus_ml.monitoring.exposition.text import Format, RegistryEncoder, Unsupported
-from nexus_ml.monitoring.metrics import SERVING_GAUGE, VERSIONED_GAUGES
+from nexus_ml.monitoring.metrics import SERVING_GAUGE, VERSIONED_COUNTERS, VERSIONED_GAUGES
 from nexus_ml.monitoring.multiproc import mark_dead_workers
 
 __all__ = [
@@ -68,7 +68,10 @@ def multiproc_renderer(path: str | os.PathLike[str]) -> MultiprocRenderer:
         renderer = _RENDERERS.get(key)
         if renderer is None:
             renderer = _RENDERERS[key] = MultiprocRenderer(
-                key, serving=SERVING_GAUGE, versioned=VERSIONED_GAUGES
+                key,
+                serving=SERVING_GAUGE,
+                versioned=VERSIONED_GAUGES,
+                versioned_counters=VERSIONED_COUNTERS,
             )
             while len(_RENDERERS) > _RENDERERS_LIMIT:
                 _RENDERERS.popitem(last=False)
@@ -78,7 +81,7 @@ def multiproc_renderer(path: str | os.PathLike[str]) -> MultiprocRenderer:
 
 
 def drop_unserved(families: list[Metric]) -> list[Metric]:
-    """Leave out per-version gauge samples of versions no live worker serves.
+    """Leave out per-version gauge (and bin counter) samples of versions no live worker serves.
 
     prometheus_client cannot delete a label set from the worker files, so a version replaced
     by a hot swap would otherwise stay exported forever. A worker sets ``ml_model_info`` of a
@@ -93,7 +96,9 @@ def drop_unserved(families: list[Metric]) -> list[Metric]:
         if s.value > 0
     }
     for f in families:
-        if f.name in VERSIONED_GAUGES and f.type == "gauge":
+        if (f.name in VERSIONED_GAUGES and f.type == "gauge") or (
+            f.name in VERSIONED_COUNTERS and f.type == "counter"
+        ):
             f.samples = [
                 s for s in f.samples if (s.labels.get("model"), s.labels.get("version")) in served
             ]

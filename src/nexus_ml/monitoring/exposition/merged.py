@@ -142,12 +142,14 @@ class MultiprocRenderer:
         *,
         serving: str | None = None,
         versioned: Collection[str] = (),
+        versioned_counters: Collection[str] = (),
         version_labels: Sequence[str] = ("model", "version"),
     ) -> None:
         """``serving``/``versioned``: see :func:`~nexus_ml.monitoring.exposition.drop_unserved`."""
         self.path = os.fspath(path)
         self._serving = serving
         self._versioned = frozenset(versioned)
+        self._versioned_counters = frozenset(versioned_counters)
         self._version_labels = tuple(version_labels)
         self._files: dict[str, DbFile] = {}
         self._keys: dict[bytes, tuple[str, str, Labels, str]] = {}
@@ -281,8 +283,9 @@ class MultiprocRenderer:
         return plan
 
     def _gate(self, plan: _Plan, families: dict[str, _Family]) -> None:
-        """Tie each series of a versioned gauge to the serving gauge's series of its version."""
-        if self._serving is None or not self._versioned:
+        """Tie each series of a versioned gauge (or counter) to the serving gauge's series of its
+        version."""
+        if self._serving is None or not (self._versioned or self._versioned_counters):
             return
         keys = self._version_labels
 
@@ -297,7 +300,9 @@ class MultiprocRenderer:
                 if self._serving in names:
                     gate_slots[version_of(group)] = names[self._serving]
         for family, series in plan.series:
-            if family.name in self._versioned and family.kind == "gauge":
+            if (family.name in self._versioned and family.kind == "gauge") or (
+                family.name in self._versioned_counters and family.kind == "counter"
+            ):
                 for _, labels, slot in series:
                     plan.gates[slot] = gate_slots.get(version_of(labels), _NO_GATE)
 

@@ -61,6 +61,23 @@ def dashboard_queries() -> list[str]:
     return list(seen)
 
 
+def dashboard_panels() -> list[tuple[str, list[str], str]]:
+    """Every panel as (title, its queries with variables expanded, its ``noValue`` text).
+
+    A panel whose queries may rightly return nothing on a healthy service (no feedback yet, no
+    alert firing) says why in words (``noValue``, "" when it has none); every other panel must
+    show a value there: one of its queries returns data.
+    """
+    out: dict[tuple[str, str], tuple[str, list[str], str]] = {}
+    for uid, dashboard in build_dashboards().items():
+        for panel, target in iter_targets(dashboard):
+            text = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue") or ""
+            key = (uid, str(panel.get("title")))
+            entry = out.setdefault(key, (key[1], [], text))
+            entry[1].append(expand(target["expr"]))
+    return list(out.values())
+
+
 def dashboard_json(dashboard: dict[str, Any]) -> str:
     """Deterministic JSON text for a dashboard file (sorted keys, two-space indent)."""
     return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

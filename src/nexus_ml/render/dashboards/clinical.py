@@ -15,6 +15,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 from nexus_ml.monitoring.alerts.definition import num
 from nexus_ml.render.dashboards.common import (
     MODEL,
+    NO_FEEDBACK,
+    NOT_YET_RUN,
     PROMETHEUS,
     low_is_bad,
     q,
@@ -96,6 +98,7 @@ def _with_interval(metric: str, title: str, description: str, t: Thresholds) -> 
         unit="percentunit",
         min_val=0,
         max_val=1,
+        no_value=NO_FEEDBACK,
         description=description,
         span=12,
     )
@@ -125,6 +128,7 @@ def _positive_now() -> Builder[dm.Panel]:
         min_val=0,
         max_val=1,
         thresholds=steps_above("blue"),
+        no_value=NO_FEEDBACK,
         description="Binary models: recall and precision of the class the model screens for "
         "(ml_model_positive_class), realised from feedback labels over the accuracy window.",
         span=24,
@@ -151,6 +155,7 @@ def _table() -> Builder[dm.Panel]:
         rename={f"Value #{ref}": name for (_, name), ref in zip(columns, refs, strict=True)},
         hide_columns=("Time", "__name__"),
         unit="percentunit",
+        no_value=NO_FEEDBACK,
         description="One row per model, class and segment: realised values from feedback labels "
         "with their Wilson 95 % bounds. Empty where the segment has fewer labelled rows than "
         "the minimum count.",
@@ -170,6 +175,7 @@ def _alert_rate() -> Builder[dm.Panel]:
         unit="percentunit",
         min_val=0,
         max_val=1,
+        no_value=NOT_YET_RUN,
         description="How often the model raises each class (the clinicians' alert burden), "
         "against the share of labelled cases that really are of that class (dashed).",
         span=12,
@@ -194,6 +200,7 @@ def _estimated() -> Builder[dm.Panel]:
         unit="percentunit",
         min_val=0,
         max_val=1,
+        no_value=NOT_YET_RUN,
         description="Segment all. The estimate (CBPE, from calibrated confidence) needs no "
         "labels: it is there before feedback arrives.",
         span=12,
@@ -214,6 +221,7 @@ def _reliability() -> Builder[dm.Panel]:
         max_val=1,
         rename={"Value #A": "mean predicted", "Value #B": "observed"},
         hide_columns=("Time", "__name__", "model"),
+        no_value=NO_FEEDBACK,
         description="Per probability bin (labelled by its upper edge): the mean predicted "
         "probability and the observed share. Calibrated: the two bars match. Choose one model.",
     )
@@ -233,6 +241,7 @@ def _calibration(tolerance: float) -> Builder[dm.Panel]:
         ],
         unit="none",
         min_val=0,
+        no_value=NO_FEEDBACK,
         description="Lower is better; dashed: the holdout's values and the ECE above which "
         "CalibrationDrift fires (baseline + calibration_error_tolerance).",
         span=8,
@@ -252,6 +261,7 @@ def _auc() -> Builder[dm.Panel]:
         unit="none",
         min_val=0,
         max_val=1,
+        no_value=NO_FEEDBACK,
         description="Binary models: of the positive class; multiclass: macro one-vs-rest.",
         span=8,
     )
@@ -265,6 +275,7 @@ def _labelled(min_samples: float) -> Builder[dm.Panel]:
         unit="short",
         min_val=0,
         thresholds=low_is_bad(min_samples),
+        no_value=NO_FEEDBACK,
         description="Feedback labels behind the realised values; dashed line: below it "
         "SensitivityDrop and SubgroupPerformanceGap stay silent (clinical_min_samples). Below "
         "ML_CLINICAL_MIN_COUNT a segment reports its count and no value.",

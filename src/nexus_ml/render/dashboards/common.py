@@ -121,3 +121,18 @@ def expand(expr: str) -> str:
     for name, value in VARIABLE_DEFAULTS.items():
         expr = expr.replace(name, value)
     return expr
+
+
+# What a panel says when its queries rightly return nothing on a healthy service (Grafana's
+# noValue); every other query must return data there (the live tests check both).
+NO_FEEDBACK = (
+    "No labelled predictions yet: realised metrics need feedback "
+    "(POST /api/v1/predictions/{id}/feedback) and a model-quality job run"
+)
+NOT_YET_RUN = (
+    "Not computed yet: the model-quality job sets this every ML_DRIFT_INTERVAL_SECONDS "
+    "once ML_DRIFT_MIN_WINDOW predictions are stored"
+)
+NO_ALERT_FIRING = "No alert firing"
+NO_ISSUES = "No data-quality issue in the last hour"
+NO_ERRORS = "No error since the service started"

@@ -10,6 +10,7 @@ from nexus_ml.monitoring.alerts.slo import FAST_BURNS, SLOW_BURNS
 from nexus_ml.render.dashboards.common import (
     CRITICAL,
     JOB,
+    NO_ALERT_FIRING,
     OK,
     add_rows,
     dashboard,
@@ -39,7 +40,8 @@ SLOW_FACTOR = min(rate for _, _, rate in SLOW_BURNS)
 def availability_good_ratio(window: str) -> str:
     """Share of requests not answered 5xx over ``window`` (30 days exceeds the recorded windows)."""
     return (
-        f'1 - sum(rate(ml_api_requests_total{{status=~"5.."}}[{window}])) '
+        # No 5xx series at all is no error: 0, not an empty answer.
+        f'1 - (sum(rate(ml_api_requests_total{{status=~"5.."}}[{window}])) or vector(0)) '
         f"/ sum(rate(ml_api_requests_total[{window}]))"
     )
 
@@ -168,6 +170,7 @@ def _alerts_row() -> list[Builder[dm.Panel]]:
         table_panel(
             "Active alerts",
             [table_q('ALERTS{alertstate="firing"}')],
+            no_value=NO_ALERT_FIRING,
             description="Every alert Prometheus holds firing, with its labels.",
             span=12,
         ),

@@ -11,6 +11,8 @@ from nexus_ml.render.dashboards.common import (
     DRIFT_METHOD,
     JOB,
     MODEL,
+    NO_FEEDBACK,
+    NOT_YET_RUN,
     OK,
     add_rows,
     dashboard,
@@ -122,6 +124,7 @@ def _model_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             min_val=0,
             max_val=1,
             thresholds=low_is_bad(t.training_accuracy_low),
+            no_value=NO_FEEDBACK,
             description="Realised accuracy from feedback labels; dashed line at LowModelAccuracy.",
             span=8,
         ),
@@ -160,7 +163,8 @@ def _errors_row(t: Thresholds) -> list[Builder[dm.Panel]]:
     error_rate = timeseries_panel(
         "Error Rate",
         [
-            q(f"sum({errors}) / sum({requests})", "5xx share", "A"),
+            # No 5xx series at all is a 0 share, not an empty answer.
+            q(f"(sum({errors}) or vector(0)) / sum({requests})", "5xx share", "A"),
             q("sum by (component) (rate(ml_errors_total[5m]))", "errors/s {{component}}", "B"),
         ],
         unit="percentunit",
@@ -208,6 +212,7 @@ def _errors_row(t: Thresholds) -> list[Builder[dm.Panel]]:
         unit="none",
         min_val=0,
         thresholds=high_is_bad(t.data_drift_high),
+        no_value=NOT_YET_RUN,
         description=(
             f"{DRIFT_METHOD.upper()} of each feature's recent window against the training "
             "reference; dashed line at DataDriftDetected."

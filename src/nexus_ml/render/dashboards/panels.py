@@ -27,14 +27,28 @@ class _Panel(Protocol):
     def description(self, description: str) -> Self: ...
     def datasource(self, datasource: dm.DataSourceRef) -> Self: ...
     def targets(self, targets: list[Builder[cogvariants.Dataquery]]) -> Self: ...
+    def no_value(self, no_value: str) -> Self: ...
 
 
 P = TypeVar("P", bound=_Panel)
 
 
-def _titled(panel: P, title: str, description: str, targets: Sequence[prom.Dataquery]) -> P:
-    """``panel`` with its title, description, the Prometheus datasource and ``targets``."""
-    return panel.title(title).description(description).datasource(PROMETHEUS).targets(list(targets))
+def _titled(
+    panel: P,
+    title: str,
+    description: str,
+    targets: Sequence[prom.Dataquery],
+    no_value: str = "",
+) -> P:
+    """``panel`` with its title, description, the Prometheus datasource and ``targets``.
+
+    ``no_value``: what the panel says, in words, when its queries rightly return nothing on a
+    healthy service (no feedback yet, no alert firing); Grafana shows it instead of "No data".
+    """
+    panel = panel.title(title).description(description).datasource(PROMETHEUS)
+    if no_value:
+        panel = panel.no_value(no_value)
+    return panel.targets(list(targets))
 
 
 def _legend(*, table_mode: bool = False) -> cb.VizLegendOptions:
@@ -56,6 +70,7 @@ def timeseries_panel(
     unit: str,
     thresholds: db.ThresholdsConfig | None = None,
     description: str = "",
+    no_value: str = "",
     span: int = 12,
     height: int = 8,
     min_val: float | None = None,
@@ -64,7 +79,7 @@ def timeseries_panel(
 ) -> timeseries.Panel:
     """A time series; with ``thresholds`` they are drawn as dashed lines at the alert limits."""
     panel = (
-        _titled(timeseries.Panel(), title, description, targets)
+        _titled(timeseries.Panel(), title, description, targets, no_value)
         .unit(unit)
         .span(span)
         .height(height)
@@ -111,6 +126,7 @@ def stat_panel(
     unit: str,
     thresholds: db.ThresholdsConfig,
     description: str = "",
+    no_value: str = "",
     span: int = 4,
     height: int = 8,
     mappings: Sequence[dm.ValueMapping] = (),
@@ -118,7 +134,7 @@ def stat_panel(
 ) -> stat.Panel:
     """A single big number (last value), coloured by ``thresholds``."""
     panel = (
-        _titled(stat.Panel(), title, description, targets)
+        _titled(stat.Panel(), title, description, targets, no_value)
         .unit(unit)
         .span(span)
         .height(height)
@@ -141,6 +157,7 @@ def bar_gauge_panel(
     unit: str,
     thresholds: db.ThresholdsConfig,
     description: str = "",
+    no_value: str = "",
     span: int = 8,
     height: int = 8,
     min_val: float | None = None,
@@ -148,7 +165,7 @@ def bar_gauge_panel(
 ) -> bargauge.Panel:
     """Horizontal bars, one per series (per feature, per bucket), coloured by ``thresholds``."""
     panel = (
-        _titled(bargauge.Panel(), title, description, targets)
+        _titled(bargauge.Panel(), title, description, targets, no_value)
         .unit(unit)
         .span(span)
         .height(height)
@@ -170,12 +187,13 @@ def heatmap_panel(
     *,
     y_unit: str,
     description: str = "",
+    no_value: str = "",
     span: int = 8,
     height: int = 8,
 ) -> heatmap.Panel:
     """A heatmap of pre-bucketed histogram data (Prometheus ``le`` buckets, no recalculation)."""
     return (
-        _titled(heatmap.Panel(), title, description, targets)
+        _titled(heatmap.Panel(), title, description, targets, no_value)
         .span(span)
         .height(height)
         .calculate(False)
@@ -195,6 +213,7 @@ def table_panel(
     targets: Sequence[prom.Dataquery],
     *,
     description: str = "",
+    no_value: str = "",
     span: int = 12,
     height: int = 8,
     hide_columns: Sequence[str] = ("Time", "__name__", "alertstate", "Value"),
@@ -206,7 +225,7 @@ def table_panel(
     With several targets, their rows are merged on equal labels (Grafana's ``merge``): each
     query's value becomes a column ``Value #<ref>``, which ``rename`` can name.
     """
-    panel = _titled(table.Panel(), title, description, targets).span(span).height(height)
+    panel = _titled(table.Panel(), title, description, targets, no_value).span(span).height(height)
     if len(targets) > 1:
         panel = panel.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
     if unit is not None:
@@ -229,6 +248,7 @@ def bar_chart_panel(
     x_field: str,
     unit: str,
     description: str = "",
+    no_value: str = "",
     span: int = 8,
     height: int = 8,
     rename: Mapping[str, str] | None = None,
@@ -239,7 +259,7 @@ def bar_chart_panel(
     """Grouped bars of instant ``format=table`` targets merged on equal labels, one group per
     value of the label ``x_field`` (a histogram bin, say), one bar per query."""
     panel = (
-        _titled(barchart.Panel(), title, description, targets)
+        _titled(barchart.Panel(), title, description, targets, no_value)
         .span(span)
         .height(height)
         .unit(unit)

@@ -15,6 +15,9 @@ from nexus_ml.render.dashboards.clinical import (
 from nexus_ml.render.dashboards.common import (
     DRIFT_METHOD,
     MODEL,
+    NO_FEEDBACK,
+    NO_ISSUES,
+    NOT_YET_RUN,
     OK,
     WARNING,
     add_rows,
@@ -31,6 +34,7 @@ from nexus_ml.render.dashboards.panels import (
     stat_panel,
     timeseries_panel,
 )
+from nexus_ml.render.dashboards.promql_drift import promql_drift_row
 from nexus_ml.thresholds import Thresholds
 
 UID = "nexus-ml-data-science"
@@ -48,6 +52,7 @@ def _accuracy_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             unit="percentunit",
             max_val=1,
             thresholds=accuracy,
+            no_value=NO_FEEDBACK,
             description="Accuracy from feedback labels; dashed line at LowModelAccuracy.",
             span=8,
         ),
@@ -61,6 +66,7 @@ def _accuracy_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             unit="percentunit",
             max_val=1,
             thresholds=accuracy,
+            no_value=NOT_YET_RUN,
             description="Estimated from confidence without labels, one standard error either side.",
             span=8,
         ),
@@ -81,6 +87,7 @@ def _accuracy_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             min_val=0,
             # Below this LowModelAccuracy stays silent: too few labels to judge.
             thresholds=low_is_bad(t.accuracy_min_samples),
+            no_value=NO_FEEDBACK,
             description="Feedback labels in the accuracy window; dashed line at the alert minimum.",
             span=12,
         ),
@@ -150,6 +157,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             [q(f"ml_data_drift_score{{{MODEL}}}", "{{model}} {{feature}} {{method}}")],
             unit="none",
             min_val=0,
+            no_value=NOT_YET_RUN,
             description="Every drift method's score per feature (scales differ between methods).",
             span=12,
         ),
@@ -165,6 +173,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             unit="none",
             min_val=0,
             thresholds=high_is_bad(t.data_drift_high),
+            no_value=NOT_YET_RUN,
             description="Orange from DataDriftDetected's limit.",
             span=12,
         ),
@@ -174,6 +183,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             unit="percentunit",
             min_val=0,
             max_val=1,
+            no_value=NOT_YET_RUN,
             description="Share of each model's features judged drifted in the last window.",
             span=8,
         ),
@@ -184,6 +194,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             min_val=0,
             max_val=1,
             thresholds=steps_above(OK, (1, WARNING)),
+            no_value=NOT_YET_RUN,
             description="1 where the drift test flags the feature in the last window.",
             span=8,
         ),
@@ -192,6 +203,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             [q(f"ml_data_drift_window_size{{{MODEL}}}", "{{model}}")],
             unit="short",
             min_val=0,
+            no_value=NOT_YET_RUN,
             description="Predictions behind the last drift decision.",
             span=8,
         ),
@@ -221,6 +233,7 @@ def _quality_row() -> list[Builder[dm.Panel]]:
             unit="short",
             min_val=0,
             bars=True,
+            no_value=NO_ISSUES,
             description="Feature values with a quality issue in the preceding hour.",
             span=12,
         ),
@@ -246,6 +259,7 @@ def data_science_dashboard(thresholds: Thresholds) -> db.Dashboard:
             *clinical_rows(thresholds),
             ("Confidence", _confidence_row(thresholds)),
             ("Drift", _drift_row(thresholds)),
+            ("PromQL drift (all replicas)", promql_drift_row(thresholds)),
             ("Data quality", _quality_row()),
         ),
     )
