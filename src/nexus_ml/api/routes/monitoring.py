@@ -53,6 +53,10 @@ _DB: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
+AUDIT_ID_MAX = 2**31 - 1
+# Printable text without control characters (PostgreSQL refuses NUL in text: a 500 otherwise).
+AUDIT_TEXT = r"^[^\x00-\x1f\x7f]+$"
+
 
 @router.post(
     "/drift/run",
@@ -75,10 +79,13 @@ async def audit(
     views: AuditViewsDep,
     _key: AdminKey,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last page")] = None,
-    action: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    target: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    actor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    before: Annotated[
+        # The audit id is a 32-bit integer on PostgreSQL: a larger one is a 422, not a 500.
+        int | None, Query(ge=1, le=AUDIT_ID_MAX, description="next_before of the last page")
+    ] = None,
+    action: Annotated[str | None, Query(pattern=AUDIT_TEXT, max_length=64)] = None,
+    target: Annotated[str | None, Query(pattern=AUDIT_TEXT, max_length=200)] = None,
+    actor: Annotated[str | None, Query(pattern=AUDIT_TEXT, max_length=64)] = None,
 ) -> AuditPage:
     """Who changed which model or setting, when, with the before/after versions."""
     return await views.page(limit=limit, before=before, action=action, target=target, actor=actor)
