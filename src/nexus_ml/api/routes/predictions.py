@@ -23,6 +23,8 @@ from nexus_ml.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.service.serving import Serving
 
 router = APIRouter(tags=["predictions"])
 
@@ -58,8 +60,16 @@ async def predict(
     name: str, request: Request, serving: ServingDep, _key: PredictKey, _json: JsonBody
 ) -> Response:
     """Validate, predict, record; answers identical to the model's predict_proba."""
+    # Served by api/hot_path.py in the running service; this declaration is what OpenAPI
+    # documents, and the route FastAPI resolves when the hot path is off.
     loaded = serving.model(name)
-    payload = _parse_json(await request.body())
+    content = prediction_answer(serving, loaded, await request.body())
+    return Response(content, media_type="application/json")
+
+
+def prediction_answer(serving: Serving, loaded: LoadedModel, body: bytes) -> bytes:
+    """The answer to a prediction request's ``body`` (raises the 400/422/503 to answer)."""
+    payload = _parse_json(body)
     if type(payload) is not dict:
         raise ApiError(422, "body must be a JSON object", "body")
     features = payload.get("features")
@@ -76,7 +86,7 @@ async def predict(
         answer = serving.predict_many(loaded, instances)
     # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
     # should one slip through, a 500 is better than a 200 that strict parsers reject.
-    return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
+    return json.dumps(answer, allow_nan=False).encode()
 
 
 @router.post(
