@@ -196,3 +196,38 @@ def cli_env(model_path: Path, tmp_path: Path) -> dict[str, str]:
         "ML_DATABASE_URL": f"sqlite:///{tmp_path / 'nexus.db'}",
         "ML_API_KEYS": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
     }
+
+
+def write_wine_csv(path: Path) -> Path:
+    """scikit-learn's wine data (13 features, 3 cultivars) as a CSV with target ``cultivar``:
+    a schema nothing like the bundled diagnostic model's."""
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    names = [n.replace("/", "_") for n in data.feature_names]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*names, "cultivar"])
+        for row, label in zip(data.data, data.target, strict=True):
+            writer.writerow([*map(float, row), f"c{label}"])
+    return path
+
+
+def save_candidate(
+    model_path: Path,
+    name: str,
+    *,
+    seed: int = 3,
+    csv_path: Path | None = None,
+    target: str = "cultivar",
+) -> str:
+    """A new version of ``name`` saved beside the champion without becoming it: a retrain of
+    its bundled dataset, or (with ``csv_path``) a model trained on that CSV."""
+    from nexus_ml.ml.training import bundled_candidate, csv_candidate, save_result
+
+    result, source = (
+        bundled_candidate(name, seed=seed)
+        if csv_path is None
+        else csv_candidate(csv_path, target, seed=seed)
+    )
+    return save_result(model_path, name, result, source, activate=False).version

@@ -89,6 +89,15 @@ class Settings(BaseSettings):
         "is closed (an idle new connection is closed silently).",
     )
 
+    # Shadow challengers (service/shadow.py)
+    shadow_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Instances waiting to be scored by a shadow challenger; beyond, they are "
+        "dropped and counted (the champion never waits).",
+    )
+
     # Prediction record writer
     writer_batch_size: int = Field(default=200, ge=1, description="Records per database insert.")
     writer_flush_seconds: float = Field(
@@ -159,6 +168,11 @@ class Settings(BaseSettings):
     )
     thresholds_file: Path | None = Field(
         default=None, description="YAML/JSON thresholds overrides."
+    )
+    promotion_policy_file: Path | None = Field(
+        default=None,
+        description="TOML promotion policy per model (docs/governance.md); absent: every "
+        "model manual, a retrain waits for a person's promote.",
     )
 
     @field_validator("cors_origins", mode="before")

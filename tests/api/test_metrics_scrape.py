@@ -165,6 +165,11 @@ def test_every_guide_metric_is_scraped_with_sensible_values(
         bad = c.post(PREDICT, json={"features": {"mean_radius": 1.0}}, headers=auth("predict"))
         assert bad.status_code == 422
         run = train_and_wait(c)
+        # Every model is manual by default: the new version serves once promoted.
+        promoted = c.post(
+            f"/api/v1/models/diagnostic/versions/{run['version']}/promote", headers=auth("admin")
+        )
+        assert promoted.status_code == 200, promoted.text
 
         # The system collector publishes 0.2 s after start (test settings); its unlabelled
         # gauges exist at 0 before that, so wait for a real reading, not for the name.

@@ -28,7 +28,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.samples import Sample
 from tests.api.test_metrics_scrape import PREDICT, PREDICT_ROUTE, one, parse, total
 from tests.api.test_predictions import diagnostic_row
-from tests.helpers import KEYS, auth
+from tests.helpers import KEYS, auth, save_candidate
 
 from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.storage.db import make_engine
@@ -67,6 +67,7 @@ class Service:
     mp_dir: Path
     log: Path
     db_url: str
+    models: Path
 
     def workers(self) -> set[int]:
         """Live worker pids: children of the master that own multiprocess files."""
@@ -159,7 +160,7 @@ def service(db_url: str, bundled_models: Path, tmp_path: Path) -> Iterator[Servi
         proc = subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    svc = Service(proc, f"http://127.0.0.1:{port}", mp_dir, log, db_url)
+    svc = Service(proc, f"http://127.0.0.1:{port}", mp_dir, log, db_url, models)
     try:
         wait_for(lambda: len(svc.workers()) == 2, START_TIMEOUT, "waiting for 2 workers", svc)
         wait_for(lambda: _ready(svc.base), 10, "waiting for /health/ready", svc)
@@ -286,6 +287,14 @@ def test_a_retrain_drops_the_old_versions_series_once_every_worker_swapped(
     wait_for(finished, 60, "the training run", service)
     assert run["status"] == "succeeded", run
     new = str(run["version"])
+    # Manual policy (the default): the retrain waits as a retired version until promoted.
+    assert diagnostic_series() == {(name, old) for name in versioned}
+    r = httpx.post(
+        f"{service.base}/api/v1/models/diagnostic/versions/{new}/promote",
+        headers=auth("admin"),
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["changed"], r.text
     # One worker swapped at once, the other within its watcher's 5 s; until both have, the
     # old version is still served somewhere and stays exported.
     wait_for(
@@ -298,3 +307,51 @@ def test_a_retrain_drops_the_old_versions_series_once_every_worker_swapped(
         with httpx.Client(base_url=service.base, timeout=10) as c:
             p = c.post(PREDICT, json={"features": diagnostic_row(0)}, headers=auth("predict"))
             assert p.json()["version"] == new
+
+
+LOAD_CLIENTS = 4
+LOAD_MAX = 150  # requests per client at most: bounded whatever happens
+SETTLED = 15  # answers in a row from the new version, per client, to call it switched
+
+
+def test_a_promote_under_load_switches_every_worker_without_a_failed_request(
+    service: Service,
+) -> None:
+    candidate = save_candidate(service.models, "diagnostic")
+    old = httpx.post(
+        f"{service.base}{PREDICT}", json={"features": diagnostic_row(0)}, headers=auth("predict")
+    ).json()["version"]
+    assert old != candidate
+    answers: list[list[tuple[int, str | None]]] = [[] for _ in range(LOAD_CLIENTS)]
+    promoted_at: list[int] = []
+
+    def client(i: int) -> None:
+        mine = answers[i]
+        for batch in range(LOAD_MAX // PER_CONNECTION):
+            # A new connection every few requests: they land on either worker.
+            with httpx.Client(base_url=service.base, timeout=10, headers=auth("predict")) as c:
+                for n in range(PER_CONNECTION):
+                    row = diagnostic_row((batch * PER_CONNECTION + n) % 50)
+                    r = c.post(PREDICT, json={"features": row})
+                    mine.append((r.status_code, r.json().get("version")))
+            settled = [v for _, v in mine[-SETTLED:]]
+            if promoted_at and settled == [candidate] * SETTLED:
+                return
+
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        futures = [pool.submit(client, i) for i in range(LOAD_CLIENTS)]
+        wait_for(lambda: min(map(len, answers)) >= 20, 60, "load before the promote", service)
+        r = httpx.post(
+            f"{service.base}/api/v1/models/diagnostic/versions/{candidate}/promote",
+            headers=auth("admin"),
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.json()["changed"], r.text
+        promoted_at.append(1)
+        for f in futures:
+            f.result()
+    flat = [a for per in answers for a in per]
+    assert {status for status, _ in flat} == {200}, "a request failed across the promote"
+    assert {version for _, version in flat} == {old, candidate}
+    for per in answers:  # every client ended on the new version, whichever worker it hit
+        assert [v for _, v in per[-SETTLED:]] == [candidate] * SETTLED, per[-SETTLED:]

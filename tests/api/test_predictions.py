@@ -219,7 +219,7 @@ def test_models_listing_and_detail(client: TestClient) -> None:
     assert client.get("/api/v1/models/NOPE", headers=auth("predict")).status_code == 404
 
 
-def test_training_run_hot_swaps_and_keeps_previous(client: TestClient) -> None:
+def test_a_training_run_waits_for_a_promote_then_hot_swaps(client: TestClient) -> None:
     before = client.get("/api/v1/models/diagnostic", headers=auth("admin")).json()["version"]
     r = client.post("/api/v1/models/diagnostic/train", json={"seed": 7}, headers=auth("admin"))
     assert r.status_code == 202, r.text
@@ -236,9 +236,18 @@ def test_training_run_hot_swaps_and_keeps_previous(client: TestClient) -> None:
         assert p.status_code == 200
     assert status == "succeeded", run
     assert run["metrics"]["holdout_accuracy"] > 0.9
+    # Manual policy (the default): saved beside the champion, which keeps serving.
     detail = client.get("/api/v1/models/diagnostic", headers=auth("admin")).json()
-    assert detail["version"] == run["version"] != before
+    assert detail["version"] == before != run["version"]
     assert detail["versions"] == sorted([before, run["version"]])
+    [report] = client.get(
+        "/api/v1/models/diagnostic/promotion-reports", headers=auth("monitor")
+    ).json()
+    assert (report["decision"], report["candidate_version"]) == ("held", run["version"])
+    promote = f"/api/v1/models/diagnostic/versions/{run['version']}/promote"
+    assert client.post(promote, headers=auth("admin")).status_code == 200
+    detail = client.get("/api/v1/models/diagnostic", headers=auth("admin")).json()
+    assert detail["version"] == run["version"]
     p = client.post(PREDICT, json={"features": diagnostic_row()}, headers=auth("predict")).json()
     assert p["version"] == run["version"]
     assert client.get(f"/api/v1/training/runs/{'f' * 32}", headers=auth("admin")).status_code == 404

@@ -24,10 +24,11 @@ class Outcome:
     seconds: float  # from the first byte sent to the answer or the close
     sent: int  # bytes of the request the server let us send
     body: bytes = b""
+    head: bytes = b""  # status line and headers
 
 
-def _read_response(sock: socket.socket, deadline: float) -> tuple[int | None, bytes]:
-    """Status and body of the response on ``sock`` (None when closed without one)."""
+def _read_response(sock: socket.socket, deadline: float) -> tuple[int | None, bytes, bytes]:
+    """Status, head and body of the response on ``sock`` (None when closed without one)."""
     data = b""
     while time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -44,9 +45,9 @@ def _read_response(sock: socket.socket, deadline: float) -> tuple[int | None, by
         if sep and _complete(head, body):
             break
     if not data.startswith(b"HTTP/"):
-        return None, b""
+        return None, b"", b""
     head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+    return int(head.split(b" ", 2)[1]), head, body
 
 
 def _complete(head: bytes, body: bytes) -> bool:
@@ -80,8 +81,8 @@ def send_request(port: int, head: bytes, *, body: bytes = b"", timeout: float = 
                         break  # the server closed or reset: read what it said
         finally:
             sel.close()
-        status, answer = _read_response(sock, deadline)
-    return Outcome(status, time.monotonic() - start, sent, answer)
+        status, head, answer = _read_response(sock, deadline)
+    return Outcome(status, time.monotonic() - start, sent, answer, head)
 
 
 def big_header_request(path: str, header_bytes: int) -> bytes:
@@ -218,7 +219,7 @@ class LivenessProbe:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as s:
                     s.sendall(request)
-                    status, _ = _read_response(s, start + self.timeout)
+                    status, _, _ = _read_response(s, start + self.timeout)
             except OSError:
                 status = None
             elapsed = time.monotonic() - start

@@ -11,6 +11,7 @@ seconds), not speed claims; the figures are in docs/reliability.md (``benchmarks
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,8 @@ def test_oversized_heads_are_refused_without_stalling(
         outcome = send_request(service.port, request_bytes, timeout=60)
     assert outcome.status == status, (name, outcome)
     assert json.loads(outcome.body)["field"] is None and json.loads(outcome.body)["detail"]
+    # Even a refusal made before there is a request carries an id (a fresh one: none was sent).
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", outcome.head + b"\r\n"), outcome.head
     if len(request_bytes) > 4 * MiB:
         # Refused while it arrived: the rest was never read (only kernel buffers took some).
         assert outcome.sent < len(request_bytes), (name, outcome.sent)

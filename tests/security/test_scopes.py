@@ -41,12 +41,22 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models"): "predict",
     ("GET", "/api/v1/models/{name}"): "predict",
     ("POST", "/api/v1/models/{name}/predict"): "predict",
+    # Champion vs shadow challenger: a monitoring read of aggregates.
+    ("GET", "/api/v1/models/{name}/comparison"): "monitor",
     ("POST", "/api/v1/predictions/{prediction_id}/feedback"): "predict",
     # Changing the service
     ("POST", "/api/v1/models/{name}/train"): "admin",
     ("GET", "/api/v1/training/runs/{run_id}"): "admin",
+    ("POST", "/api/v1/models/{name}/versions/{version}/promote"): "admin",
+    ("POST", "/api/v1/models/{name}/rollback"): "admin",
+    ("POST", "/api/v1/models/{name}/versions/{version}/shadow"): "admin",
+    ("DELETE", "/api/v1/models/{name}/shadow"): "admin",
+    ("GET", "/api/v1/models/{name}/versions"): "monitor",
+    ("GET", "/api/v1/models/{name}/promotion-reports"): "monitor",
     ("POST", "/api/v1/monitoring/drift/run"): "admin",
     ("PUT", "/api/v1/monitoring/config/thresholds"): "admin",
+    # Who did what, when: not a monitoring read (docs/security.md, "Audit").
+    ("GET", "/api/v1/monitoring/audit"): "admin",
     # Monitoring reads
     ("GET", "/api/v1/monitoring/health"): "monitor",
     ("GET", "/api/v1/monitoring/alerts"): "monitor",
@@ -75,6 +85,8 @@ PATH_VALUES = {
     "prediction_id": "0" * 32,
     "run_id": "0" * 32,
     "path": "dashboard.css",
+    # A version that does not exist: an admin call must not change the champion here.
+    "version": "20990101T000000Z-0123abcd",
 }
 TRAIN = ("POST", "/api/v1/models/{name}/train")
 

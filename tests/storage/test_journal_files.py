@@ -9,6 +9,7 @@ lines without stopping at them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -27,6 +28,7 @@ from nexus_ml.storage.journal import (
     CORRUPT_SUFFIX,
     Segment,
     claim,
+    decode,
     encode,
     list_segments,
     read_chunks,
@@ -359,3 +361,26 @@ def test_rejected_records_are_kept_one_readable_line_each(
     records = [make_record(features={"note": "São Paulo", "i": i}) for i in range(3)]
     path = write_rejected(tmp_path, records)
     assert [journal_module.decode(line) for line in path.read_bytes().splitlines()] == records
+
+
+def test_traceability_fields_survive_the_journal(make_record: RecordFactory) -> None:
+    record = make_record(request_id="req-1", profile_hash="ab" * 32, role="challenger")
+    assert decode(encode(record)) == record
+
+
+def test_a_line_written_before_the_traceability_fields_is_a_champion_without_trace(
+    make_record: RecordFactory,
+) -> None:
+    record = make_record()
+    old = json.dumps(json.loads(encode(record))[:9]).encode()
+    decoded = decode(old)
+    assert (decoded.request_id, decoded.profile_hash, decoded.role) == (None, None, "champion")
+    assert decoded.features == record.features and decoded.id == record.id
+
+
+@pytest.mark.parametrize("n", [8, 10, 11, 13])
+def test_a_line_of_another_length_is_damaged(make_record: RecordFactory, n: int) -> None:
+    fields = json.loads(encode(make_record()))
+    line = json.dumps((fields * 2)[:n]).encode()
+    with pytest.raises(ValueError, match="damaged"):
+        decode(line)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from nexus_ml.storage import (
     Conflict,
@@ -32,6 +33,23 @@ def test_insert_is_idempotent_on_id(store: Store, make_record: RecordFactory) ->
     assert store.insert_predictions([records[0], records[0]]) == 0
     assert store.insert_predictions([]) == 0
     assert store.count_predictions() == 6
+
+
+def test_traceability_columns_round_trip(store: Store, make_record: RecordFactory) -> None:
+    traced = make_record(request_id="req:1", profile_hash="c" * 64, role="challenger")
+    plain = make_record()
+    store.insert_predictions([traced, plain])
+    assert store.get_prediction(traced.id) == traced
+    got = store.get_prediction(plain.id)
+    assert (got.request_id, got.profile_hash, got.role) == (None, None, "champion")
+
+
+def test_a_role_outside_champion_and_challenger_is_refused(
+    store: Store, make_record: RecordFactory
+) -> None:
+    with pytest.raises(IntegrityError):
+        store.insert_predictions([make_record(role="boss")])
+    assert store.count_predictions() == 0
 
 
 def test_insert_many_large_batch(engine: Engine, make_record: RecordFactory) -> None:
@@ -292,6 +310,10 @@ def test_audit_log(store: Store) -> None:
     assert [e.actor for e in store.list_audit(action="threshold.set")] == ["fp:2"]
     assert store.list_audit(since=utcnow() + timedelta(minutes=1)) == []
     assert len(store.list_audit(limit=1)) == 1
+    assert [e.id for e in store.list_audit(before=second)] == [first]
+    assert store.list_audit(before=first) == []
+    assert [e.id for e in store.list_audit(target="heart")] == [first]
+    assert store.list_audit(target="heart", action="threshold.set") == []
 
 
 def test_drift_results(store: Store) -> None:

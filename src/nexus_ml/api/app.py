@@ -21,9 +21,13 @@ from nexus_ml.api.errors import ErrorResponse, install_error_handlers
 from nexus_ml.api.hot_path import hot_routes
 from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
+from nexus_ml.api.request_id import HEADER as REQUEST_ID_HEADER
+from nexus_ml.api.request_id import RequestIdMiddleware
 from nexus_ml.api.routes import (
+    comparison,
     dashboard,
     docs,
+    governance,
     health,
     models,
     monitoring,
@@ -92,8 +96,10 @@ def create_app(
         # Before the routers they answer for, so they are matched first.
         app.router.routes.extend(hot_routes(api_prefix, service.serving, keys))
     app.include_router(models.router, prefix=api_prefix)
+    app.include_router(comparison.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)
     app.include_router(training.router, prefix=api_prefix)
+    app.include_router(governance.router, prefix=api_prefix)
     app.include_router(monitoring.router, prefix=api_prefix)
     app.include_router(health.router)
     app.include_router(dashboard.router)
@@ -107,7 +113,11 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
+            # A browser client can read the id it is told to quote in a support request.
+            expose_headers=[REQUEST_ID_HEADER],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Outermost of ours: every response below carries the id, the limits' refusals included.
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -16,10 +16,13 @@ from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.service.database import Database
 from nexus_ml.service.families import Families
 from nexus_ml.service.health import HealthCheck
+from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
+from nexus_ml.service.views.comparison import ComparisonViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -103,6 +106,21 @@ async def get_threshold_admin(request: Request) -> ThresholdAdmin:
     return _service(request).threshold_admin
 
 
+async def get_model_admin(request: Request) -> ModelAdmin:
+    """Versions, roles and their audited changes."""
+    return _service(request).model_admin
+
+
+async def get_audit_views(request: Request) -> AuditViews:
+    """The audit log, paged."""
+    return _service(request).audit_views
+
+
+async def get_comparison_views(request: Request) -> ComparisonViews:
+    """Champion vs shadow challenger."""
+    return _service(request).comparison_views
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
@@ -117,6 +135,9 @@ TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
 OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
+ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
+AuditViewsDep = Annotated[AuditViews, Depends(get_audit_views)]
+ComparisonViewsDep = Annotated[ComparisonViews, Depends(get_comparison_views)]
 
 
 def is_json_media_type(content_type: str) -> bool:

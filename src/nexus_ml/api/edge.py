@@ -15,7 +15,7 @@ This subclass adds, per connection:
   first byte (or of the connection opening) gets 408 and the connection is closed; a
   connection that sent nothing is closed silently;
 * the service's JSON error shape for these answers and for malformed requests (uvicorn's 400
-  is plain text).
+  is plain text), with an ``X-Request-ID`` like every other answer.
 
 Finer limits (URL length, header count) and everything about bodies are the application's
 (``api/limits.py``), so they hold under any server and are counted in the request metrics.
@@ -36,6 +36,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from nexus_ml.api.limits import RequestLimits, head_bytes
+from nexus_ml.api.request_id import request_id_from
 from nexus_ml.config import Settings
 
 __all__ = ["PROTOCOL", "BoundedHttpToolsProtocol"]
@@ -173,7 +174,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
+        # The client's id when its header was parsed before the refusal and is acceptable.
+        rid = request_id_from(self.headers or ())
         head += [
+            b"x-request-id: %s\r\n" % rid.encode("ascii"),
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pydantic_core.core_schema import ErrorType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nexus_ml.api.request_id import HEADER, request_id_of
 from nexus_ml.ml.schema import MAX_PROBLEMS
 from nexus_ml.service.errors import (
     Conflict,
@@ -176,5 +177,7 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         # Counted by MetricsMiddleware, which sees the exception first (this handler
         # runs in Starlette's outermost ServerErrorMiddleware).
-        log.error("unhandled error", extra={"error_type": type(exc).__name__})
-        return error_response(500, "internal error")
+        # Outside RequestIdMiddleware: the id comes from the request's state, not the context.
+        rid = request_id_of(request.scope)
+        log.error("unhandled error", extra={"error_type": type(exc).__name__, "request_id": rid})
+        return error_response(500, "internal error", headers=None if rid is None else {HEADER: rid})

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+from nexus_ml.api.request_id import RequestIdFilter
+
 _SAFE_EXTRAS = (
     "model",
     "version",
@@ -37,6 +39,9 @@ _SAFE_EXTRAS = (
     "workers",
     "url",
     "reason",
+    # Opaque by construction (api/request_id.py): a client's id is kept only if it fits
+    # [A-Za-z0-9._:-]{1,64}.
+    "request_id",
 )
 
 
@@ -77,6 +82,8 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Configure the root and uvicorn loggers once."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    # On the handler, not a logger: every line of a request carries its id, whoever logs it.
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

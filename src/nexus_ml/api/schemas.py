@@ -153,3 +153,58 @@ class TrainingRun(BaseModel):
     version: str | None = None
     metrics: dict[str, Any] | None = None
     error: str | None = None
+
+
+class PromoteRequest(BaseModel):
+    """Options of a promote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replace_incompatible: bool = Field(
+        default=False,
+        description="Promote a version whose features, types or classes differ from the "
+        "champion's (clients of the old schema will fail); audited as breaking_replace.",
+    )
+
+
+class ModelChange(BaseModel):
+    """What a promote, rollback or shadow change did."""
+
+    model: str
+    before: str | None
+    after: str | None
+    changed: bool = Field(description="False when the state asked for was already in force.")
+    action: str
+    differences: list[str] = Field(default_factory=list)
+
+
+class VersionEntry(BaseModel):
+    """One version: role, provenance, holdout evidence and fingerprints."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    role: Literal["champion", "challenger", "retired"]
+
+
+class ModelVersions(BaseModel):
+    """Every version of a model on disk, newest first."""
+
+    model: str
+    champion: str | None
+    challenger: str | None
+    versions: list[VersionEntry]
+
+
+class PromotionReportEntry(BaseModel):
+    """One stored evaluation of a candidate against the champion."""
+
+    id: int
+    model: str
+    candidate_version: str
+    champion_version: str | None
+    created_at: datetime
+    actor: str
+    policy: str
+    decision: Literal["promoted", "rejected", "held"]
+    report: dict[str, Any]

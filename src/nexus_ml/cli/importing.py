@@ -14,13 +14,16 @@ import typer
 from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import (
     PositiveClassOption,
+    ReplaceIncompatibleOption,
     SegmentsOption,
     ThresholdOption,
     _column_list,
     _settings,
     app,
+    champion_before,
     console,
     declarations,
+    record_change,
 )
 
 
@@ -47,13 +50,17 @@ def import_model(
     segments: SegmentsOption = "",
     positive_class: PositiveClassOption = None,
     threshold: ThresholdOption = None,
+    replace_incompatible: ReplaceIncompatibleOption = False,
 ) -> None:
     """Import a scikit-learn pipeline fitted elsewhere (on a pandas DataFrame) as a bundle."""
+    from nexus_ml.cli.audit import cli_actor
     from nexus_ml.ml.bundle import BundleError
+    from nexus_ml.ml.compat import IncompatibleVersion
     from nexus_ml.ml.importing import ImportRefused, import_pipeline
     from nexus_ml.ml.tables import TrainingDataError
 
     settings = _settings()
+    before = champion_before(settings, name)
     try:
         version, metrics = import_pipeline(
             model,
@@ -64,10 +71,13 @@ def import_model(
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
             declared=declarations(settings, segments, positive_class, threshold),
+            replace_incompatible=replace_incompatible,
+            created_by=cli_actor(),
         )
-    except (ImportRefused, BundleError, TrainingDataError) as exc:
+    except (ImportRefused, BundleError, TrainingDataError, IncompatibleVersion) as exc:
         console.print(problem("cannot import:", exc))
         raise typer.Exit(2) from None
+    record_change(settings, name, before, version, "import")
     console.print(
         f"saved model {name!r} version {version}: accuracy "
         f"{metrics['holdout_accuracy']:.3f} on the {metrics['n_holdout']} reference rows "

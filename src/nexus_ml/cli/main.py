@@ -44,6 +44,17 @@ def _thresholds(settings: Settings) -> Thresholds:
         raise typer.Exit(2) from None
 
 
+def _policies(settings: Settings) -> None:
+    """ML_PROMOTION_POLICY_FILE parses, or exit 2 naming the key and the rule."""
+    from nexus_ml.ml.promotion import PolicyError, load_policies
+
+    try:
+        load_policies(settings.promotion_policy_file)
+    except PolicyError as exc:
+        console.print(problem("promotion policy:", exc))
+        raise typer.Exit(2) from None
+
+
 def _ensure_models(settings: Settings) -> None:
     from nexus_ml.ml.training import ensure_bundled_models
 
@@ -75,6 +86,7 @@ def serve(
 
     settings = _settings()
     _thresholds(settings)  # a bad override stops the start here, before any worker exists
+    _policies(settings)
     configure_logging(settings.log_level, settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _ensure_models(settings)
@@ -140,6 +152,46 @@ def _request_drain_seconds(settings: Settings) -> int:
     return max(1, int(settings.shutdown_grace_seconds / 2))
 
 
+def champion_before(settings: Settings, name: str) -> str | None:
+    """The champion of ``name`` before a change (None: none, or an unreadable CURRENT)."""
+    from nexus_ml.ml.bundle import BundleError, current_version
+
+    try:
+        return current_version(settings.model_path, name)
+    except BundleError:
+        return None
+
+
+def record_change(
+    settings: Settings, name: str, before: str | None, version: str, action: str
+) -> None:
+    """HISTORY and the audit log for a version a command made champion.
+
+    The version is already serving-ready on disk; a database outage loses only the audit row
+    (HISTORY holds the change), and says so.
+    """
+    from nexus_ml.cli.audit import cli_actor, governance
+    from nexus_ml.storage.errors import DatabaseUnavailable
+
+    try:
+        with governance(settings) as gov:
+            change = gov.record_new_champion(name, before, version, cli_actor(), action)
+    except DatabaseUnavailable:
+        console.print(
+            problem(
+                "warning:",
+                "database unavailable: the audit entry was not written "
+                "(the model's HISTORY file records the change)",
+                style="yellow",
+            )
+        )
+        return
+    if change.action == "breaking_replace":
+        console.print(
+            f"breaking replacement of '{name}' recorded: " + "; ".join(change.differences)
+        )
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -164,6 +216,14 @@ PositiveClassOption = Annotated[
     typer.Option(
         help="Binary models: the class whose recall is the sensitivity (default: 1, true, yes "
         "or positive if the classes are such a pair, else the rarer class)."
+    ),
+]
+ReplaceIncompatibleOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace-incompatible",
+        help="Replace a champion whose features, types or classes differ (clients of the old "
+        "schema will fail); audited as breaking_replace. Without it such a change is refused.",
     ),
 ]
 ThresholdOption = Annotated[
@@ -210,15 +270,20 @@ def train(
     segments: SegmentsOption = "",
     positive_class: PositiveClassOption = None,
     threshold: ThresholdOption = None,
+    replace_incompatible: ReplaceIncompatibleOption = False,
 ) -> None:
     """Train your own scikit-learn model from a CSV and save it as a bundle.
 
     Column types are inferred (text is a category, an empty cell is missing) unless given.
+    A name that exists gets a new champion version, refused if its schema differs from the
+    champion's (see --replace-incompatible); the change is audited as cli:<os user>.
     """
+    from nexus_ml.cli.audit import cli_actor
     from nexus_ml.ml.bundle import BundleError
     from nexus_ml.ml.training import TrainingDataError, train_from_csv
 
     settings = _settings()
+    before = champion_before(settings, name)
     try:
         version, metrics = train_from_csv(
             data,
@@ -229,10 +294,13 @@ def train(
             categorical=_column_list(categorical),
             nullable=_column_list(nullable),
             declared=declarations(settings, segments, positive_class, threshold),
+            replace_incompatible=replace_incompatible,
+            created_by=cli_actor(),
         )
     except (TrainingDataError, BundleError, ValueError) as exc:
         console.print(problem("cannot train:", exc))
         raise typer.Exit(2) from None
+    record_change(settings, name, before, version, "train")
     console.print(
         f"saved model '{name}' version {version}: holdout accuracy "
         f"{metrics['holdout_accuracy']:.3f} on {metrics['n_holdout']} rows "

@@ -1,7 +1,9 @@
 """Model bundles on disk: ``<model_path>/<name>/<version>/{model.skops, metadata.json,
 manifest.json}``.
 
-``<model_path>/<name>/CURRENT`` names the active version; older versions stay on disk.
+``<model_path>/<name>/CURRENT`` names the active version (the champion); older versions stay
+on disk. ``<name>/SHADOW`` names the challenger scored in shadow (absent: none); ``<name>/HISTORY``
+records champion changes (``ml.history``).
 Writes are atomic (temp folder + rename, temp file + replace). Loading trusts nothing on disk:
 names are checked, paths must stay inside ``model_path``; the manifest holds the sha256 of every
 file of the bundle and the folder holds nothing else; skops may only build the estimator types
@@ -53,6 +55,7 @@ from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.trusted import audit_schema
 
 CURRENT_FILE = "CURRENT"
+SHADOW_FILE = "SHADOW"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -80,6 +83,9 @@ class BundleInfo:
     current: str | None
     # Why CURRENT could not be read (None when it is fine or absent).
     problem: BundleError | None = None
+    # The challenger SHADOW names (None: none, or unreadable: see shadow_problem).
+    shadow: str | None = None
+    shadow_problem: BundleError | None = None
 
 
 def validate_name(name: str) -> str:
@@ -121,6 +127,7 @@ def save_bundle(
     segments: Sequence[Mapping[str, Any]] = (),
     baseline: Mapping[str, Any] | None = None,
     activate: bool = True,
+    created_by: str | None = None,
 ) -> str:
     """Write a new version of ``name`` atomically and (by default) make it CURRENT; return it.
 
@@ -150,6 +157,8 @@ def save_bundle(
         "segments": [dict(s) for s in segments],
         "baseline": None if baseline is None else dict(baseline),
     }
+    if created_by:
+        metadata["created_by"] = created_by[:128]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
         _write_bytes(tmp / MODEL_FILE, artifact)
@@ -253,14 +262,39 @@ def _replace(target: Path, data: bytes, *, tmp_dir: Path) -> None:
     _fsync_dir(target.parent)
 
 
-def current_version(model_path: str | os.PathLike[str], name: str) -> str | None:
-    """The version ``<name>/CURRENT`` names, or None if there is none."""
+def set_shadow(model_path: str | os.PathLike[str], name: str, version: str | None) -> None:
+    """Point ``<name>/SHADOW`` at an existing ``version`` atomically; None removes it."""
     validate_name(name)
     root = _root(model_path)
-    current = root / name / CURRENT_FILE
-    if not current.exists():
+    model_dir = _inside(root, root / name)
+    if version is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(model_dir / SHADOW_FILE)
+            _fsync_dir(model_dir)
+        return
+    _validate_version(version)
+    if not (_inside(root, model_dir / version) / METADATA_FILE).is_file():
+        raise BundleError(f"model {name!r} has no version {version!r}", "not_found")
+    _replace(model_dir / SHADOW_FILE, (version + "\n").encode("ascii"), tmp_dir=model_dir)
+
+
+def current_version(model_path: str | os.PathLike[str], name: str) -> str | None:
+    """The version ``<name>/CURRENT`` names, or None if there is none."""
+    return _pointer(model_path, name, CURRENT_FILE)
+
+
+def shadow_version(model_path: str | os.PathLike[str], name: str) -> str | None:
+    """The version ``<name>/SHADOW`` names, or None if there is none."""
+    return _pointer(model_path, name, SHADOW_FILE)
+
+
+def _pointer(model_path: str | os.PathLike[str], name: str, file: str) -> str | None:
+    validate_name(name)
+    root = _root(model_path)
+    pointer = root / name / file
+    if not pointer.exists():
         return None
-    text = _inside(root, current).read_text(encoding="ascii", errors="replace").strip()
+    text = _inside(root, pointer).read_text(encoding="ascii", errors="replace").strip()
     return _validate_version(text)
 
 
@@ -290,7 +324,21 @@ def list_bundles(model_path: str | os.PathLike[str]) -> list[BundleInfo]:
             current = current_version(root, child.name)
         except BundleError as exc:
             problem = exc
-        infos.append(BundleInfo(child.name, tuple(sorted(_versions(child))), current, problem))
+        shadow, shadow_problem = None, None
+        try:
+            shadow = shadow_version(root, child.name)
+        except BundleError as exc:
+            shadow_problem = exc
+        infos.append(
+            BundleInfo(
+                child.name,
+                tuple(sorted(_versions(child))),
+                current,
+                problem,
+                shadow=shadow,
+                shadow_problem=shadow_problem,
+            )
+        )
     return infos
 
 

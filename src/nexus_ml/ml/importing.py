@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from nexus_ml.ml.bundle import load_trusted, save_bundle, validate_name
+from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.ml.operating import NOTHING_DECLARED, Declarations
 from nexus_ml.ml.schema import FeatureSchema
@@ -52,8 +53,13 @@ def import_pipeline(
     categorical: Sequence[str] = (),
     nullable: Sequence[str] = (),
     declared: Declarations = NOTHING_DECLARED,
+    replace_incompatible: bool = False,
+    created_by: str | None = None,
 ) -> TrainedModel:
     """Check ``model_file`` against ``reference`` and save it as the CURRENT version of ``name``.
+
+    Refused (``IncompatibleVersion``) if its schema differs from the champion's, unless
+    ``replace_incompatible``.
 
     ``declared`` gives its segments, positive class and threshold, as ``nexus-ml train`` takes
     them; the reference rows are scored at that operating point.
@@ -63,7 +69,7 @@ def import_pipeline(
     """
     validate_name(name)  # before reading anything
     if name in BUNDLED_MODELS:
-        # A retrain of a bundled name trains the bundled dataset again, over the import.
+        # Bundled names stay the bundled datasets': `serve` trains them when they are missing.
         raise ImportRefused(f"{name!r} is a bundled model's name: choose another")
     pipeline = load_trusted(_read_artifact(model_file))
     table = read_table(reference, target, categorical=categorical, nullable=nullable)
@@ -99,6 +105,12 @@ def import_pipeline(
         source["categorical"] = sorted(categorical)
     if nullable:
         source["nullable"] = sorted(nullable)
+    check_replacement(
+        model_path,
+        name,
+        {"features": table.schema.to_list(), "classes": list(classes)},
+        allow=replace_incompatible,
+    )
     version = save_bundle(
         model_path,
         name,
@@ -111,6 +123,7 @@ def import_pipeline(
         operating_point=point.to_dict(),
         segments=segments,
         baseline=scored.baseline,
+        created_by=created_by,
     )
     return TrainedModel(version, metrics)
 

@@ -309,6 +309,8 @@ class BundleMetadata(_Strict):
     operating_point: OperatingPoint | None = None
     segments: list[SegmentEntry] = Field(default_factory=list, max_length=MAX_STORED_SEGMENT_GROUPS)
     baseline: Baseline | None = None
+    # Who made this version: an API key's fingerprint, ``cli:<os user>`` or ``service``.
+    created_by: Name | None = None
 
     @property
     def feature_names(self) -> list[str]:

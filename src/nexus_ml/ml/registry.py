@@ -4,6 +4,9 @@ A bundle that fails verification is refused alone: the other models load, a mode
 serving keeps its old version, and the refusal is logged at ERROR with the model, version and
 reason, reported once through ``on_refused`` and kept for the health report. The same version is
 not tried again every poll; it is retried only once its files change.
+
+Beside each champion (``CURRENT``) the registry holds its challenger (``SHADOW``), loaded and
+refreshed the same way; a refused challenger never touches the champion or its health.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from nexus_ml.ml.bundle import (
     BundleError,
+    BundleInfo,
     bundle_stamp,
     current_version,
     list_bundles,
@@ -25,6 +29,7 @@ from nexus_ml.ml.bundle import (
     validate_name,
 )
 from nexus_ml.ml.errors import RefusalReason
+from nexus_ml.ml.fingerprint import profile_hash
 from nexus_ml.ml.metadata import BundleMetadata
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
@@ -55,6 +60,9 @@ class LoadedModel:
     metadata: dict[str, Any]
     # The checked metadata: operating point (never None), segments, baseline.
     info: BundleMetadata
+    # sha256 of the reference profile (ml.fingerprint), computed once at load: stored with
+    # every prediction of this version.
+    profile_hash: str
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ def load_model(
         classes=predictor.classes,
         metadata=bundle.metadata,
         info=bundle.info,
+        profile_hash=profile_hash(bundle.metadata),
     )
 
 
@@ -108,6 +117,10 @@ class ModelRegistry:
         # request in flight finishes on the model it started with while a reload swaps in another.
         self._models: dict[str, LoadedModel] = {}
         self._refused: dict[str, Refusal] = {}
+        # Challengers, copy-on-write like ``_models``; their refusals are kept apart so a bad
+        # challenger never reads as an unhealthy champion.
+        self._shadows: dict[str, LoadedModel] = {}
+        self._shadow_refused: dict[str, Refusal] = {}
         self._lock = threading.Lock()
         self._on_refused = on_refused
 
@@ -133,6 +146,15 @@ class ModelRegistry:
         """Every loaded model, sorted by name."""
         models = self._models
         return [models[n] for n in sorted(models)]
+
+    def shadow(self, name: str) -> LoadedModel | None:
+        """The challenger of ``name`` scored in shadow (its ``SHADOW`` version), or None."""
+        return self._shadows.get(name)
+
+    def shadow_refused(self) -> list[Refusal]:
+        """Challenger versions refused and not since replaced."""
+        refused = self._shadow_refused
+        return [refused[n] for n in sorted(refused)]
 
     def refused(self) -> list[Refusal]:
         """Bundles refused and not since replaced (a model may serve an older version)."""
@@ -181,41 +203,104 @@ class ModelRegistry:
         Returns name -> refusal for the bundles refused in this call.
         """
         new: dict[str, Refusal] = {}
-        models = self._models
-        for info in list_bundles(self.model_path):
-            name, version = info.name, info.current
-            served = models.get(name)
-            if version is None or (served is not None and served.version == version):
-                if info.problem is None:
-                    self._clear(name)  # back on the served version, or no model any more
-                elif self._refuse(name, None, info.problem):
-                    new[name] = self._refused[name]
-                continue
-            known = self._refused.get(name)
-            if (
-                known is not None
-                and known.version == version
-                and known.stamp == bundle_stamp(self.model_path, name, version)
-            ):
-                continue
-            try:
-                self._load(name, version)
-            except BundleError:
-                refusal = self._refused.get(name)
-                if refusal is not None and refusal is not known:
-                    new[name] = refusal
+        infos = list_bundles(self.model_path)
+        for info in infos:
+            self._refresh_champion(info, new)
+            self._refresh_shadow(info)
+        listed = {info.name for info in infos if info.shadow is not None}
+        if any(name not in listed for name in self._shadows):
+            with self._lock:
+                self._shadows = {k: v for k, v in self._shadows.items() if k in listed}
         return new
+
+    def _refresh_champion(self, info: BundleInfo, new: dict[str, Refusal]) -> None:
+        name, version = info.name, info.current
+        served = self._models.get(name)
+        if version is None or (served is not None and served.version == version):
+            if info.problem is None:
+                self._clear(name)  # back on the served version, or no model any more
+            elif self._refuse(name, None, info.problem):
+                new[name] = self._refused[name]
+            return
+        known = self._refused.get(name)
+        if (
+            known is not None
+            and known.version == version
+            and known.stamp == bundle_stamp(self.model_path, name, version)
+        ):
+            return
+        try:
+            self._load(name, version)
+        except BundleError:
+            refusal = self._refused.get(name)
+            if refusal is not None and refusal is not known:
+                new[name] = refusal
+
+    def _refresh_shadow(self, info: BundleInfo) -> None:
+        """Load, swap or drop ``info.name``'s challenger to match its SHADOW file."""
+        name, version = info.name, info.shadow
+        served = self._shadows.get(name)
+        if info.shadow_problem is not None:
+            self._refuse_shadow(name, None, info.shadow_problem)
+            return
+        if version is None:
+            self._set_shadow(name, None)
+            return
+        if served is not None and served.version == version:
+            return
+        known = self._shadow_refused.get(name)
+        stamp = bundle_stamp(self.model_path, name, version)
+        if known is not None and known.version == version and known.stamp == stamp:
+            return
+        champion = self._models.get(name)
+        try:
+            if champion is not None and champion.version == version:
+                loaded = champion  # the same files: no second load
+            else:
+                loaded = load_model(self.model_path, name, version)
+        except BundleError as exc:
+            self._refuse_shadow(name, version, exc)
+            return
+        except Exception as exc:  # a bad bundle must never take the service down
+            error = f"unexpected {type(exc).__name__} while loading the bundle"
+            self._refuse_shadow(name, version, BundleError(error, "internal"))
+            return
+        self._set_shadow(name, loaded)
+
+    def _set_shadow(self, name: str, loaded: LoadedModel | None) -> None:
+        if loaded is None and name not in self._shadows and name not in self._shadow_refused:
+            return
+        with self._lock:
+            shadows = dict(self._shadows)
+            if loaded is None:
+                shadows.pop(name, None)
+            else:
+                shadows[name] = loaded
+            self._shadows = shadows
+            self._shadow_refused = {k: v for k, v in self._shadow_refused.items() if k != name}
+
+    def _refuse_shadow(self, name: str, version: str | None, exc: BundleError) -> None:
+        """Drop the challenger and record why; log and report only a new refusal."""
+        with self._lock:
+            self._shadows = {k: v for k, v in self._shadows.items() if k != name}
+        self._record(name, version, exc, shadow=True)
 
     def _refuse(self, name: str, version: str | None, exc: BundleError) -> bool:
         """Record a refusal; log and report it unless it is the one already recorded."""
+        return self._record(name, version, exc, shadow=False)
+
+    def _record(self, name: str, version: str | None, exc: BundleError, *, shadow: bool) -> bool:
         stamp = bundle_stamp(self.model_path, name, version) if version else ()
         refusal = Refusal(name, version, exc.reason, str(exc), stamp)
+        attr = "_shadow_refused" if shadow else "_refused"
         with self._lock:
-            if self._refused.get(name) == refusal:
+            known: dict[str, Refusal] = getattr(self, attr)
+            if known.get(name) == refusal:
                 return False
-            self._refused = {**self._refused, name: refusal}
+            setattr(self, attr, {**known, name: refusal})
         log.error(
-            "model bundle refused: %s",
+            "%s bundle refused: %s",
+            "challenger" if shadow else "model",
             refusal.message,
             extra={"model": name, "version": version, "reason": refusal.reason},
         )

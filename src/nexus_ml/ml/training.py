@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
+from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.datasets import (
     BUNDLED_DECLARATIONS,
     BUNDLED_MODELS,
@@ -71,6 +72,14 @@ class OperatingPoint:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The rows a model was scored on (in memory only: never saved, never logged)."""
+
+    X: Any
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """A fitted pipeline with what its bundle needs."""
 
@@ -83,6 +92,12 @@ class TrainResult:
     operating_point: OperatingPoint
     segments: list[dict[str, Any]]
     baseline: dict[str, Any]
+    # The holdout, so a promotion policy can score the champion on the very same rows.
+    holdout: Holdout | None = None
+
+    def schema_view(self) -> dict[str, Any]:
+        """The metadata fields a compatibility check reads (``ml.compat``)."""
+        return {"features": self.schema.to_list(), "classes": list(self.classes)}
 
 
 class TrainedModel(NamedTuple):
@@ -235,6 +250,7 @@ class _Fitted:
     metrics: dict[str, Any]
     scored: Scored
     point: OperatingPoint
+    holdout: Holdout
 
     @property
     def confidence(self) -> np.ndarray:
@@ -257,6 +273,7 @@ class _Fitted:
             operating_point=self.point,
             segments=segments,
             baseline=self.scored.baseline,
+            holdout=self.holdout,
         )
 
 
@@ -283,6 +300,7 @@ def _fit(pipeline: Pipeline, X: Any, y: np.ndarray, seed: int, point: OperatingP
         metrics=metrics,
         scored=scored,
         point=point,
+        holdout=Holdout(X_hold, np.asarray(y_hold)),
     )
 
 
@@ -346,9 +364,45 @@ def train_from_csv(
     categorical: Sequence[str] = (),
     nullable: Sequence[str] = (),
     declared: Declarations = NOTHING_DECLARED,
+    replace_incompatible: bool = False,
+    created_by: str | None = None,
 ) -> TrainedModel:
-    """Train a user model from a CSV file and save it as the CURRENT version of ``name``."""
+    """Train a user model from a CSV file and save it as the CURRENT version of ``name``.
+
+    Refused (IncompatibleVersion, nothing saved) if its schema differs from the champion's,
+    unless ``replace_incompatible``.
+    """
     validate_name(name)  # fail before reading or training anything
+    result, source = csv_candidate(
+        path,
+        target,
+        seed=seed,
+        estimator=estimator,
+        categorical=categorical,
+        nullable=nullable,
+        declared=declared,
+    )
+    return save_result(
+        model_path,
+        name,
+        result,
+        source,
+        replace_incompatible=replace_incompatible,
+        created_by=created_by,
+    )
+
+
+def csv_candidate(
+    path: str | os.PathLike[str],
+    target: str,
+    *,
+    seed: int = 42,
+    estimator: Estimator = "logistic",
+    categorical: Sequence[str] = (),
+    nullable: Sequence[str] = (),
+    declared: Declarations = NOTHING_DECLARED,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train from a CSV without saving: the result and the source its bundle records."""
     if estimator not in ESTIMATORS:
         raise TrainingDataError(f"estimator must be one of {', '.join(ESTIMATORS)}")
     table = read_table(path, target, categorical=categorical, nullable=nullable)
@@ -365,11 +419,16 @@ def train_from_csv(
         source["categorical"] = sorted(categorical)
     if nullable:
         source["nullable"] = sorted(nullable)
-    return _save(model_path, name, result, source)
+    return result, source
 
 
 def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 42) -> TrainedModel:
     """Train one bundled dataset's model and save it as its CURRENT version."""
+    return save_result(model_path, name, *bundled_candidate(name, seed=seed))
+
+
+def bundled_candidate(name: str, *, seed: int = 42) -> tuple[TrainResult, dict[str, Any]]:
+    """Train a bundled dataset's model without saving: the result and its source."""
     declared = BUNDLED_DECLARATIONS.get(name, NOTHING_DECLARED)
     if name in TABLE_DATASETS:
         # Through the CSV path a user's file takes: same inference, same frame, same checks.
@@ -385,26 +444,36 @@ def train_bundled(name: str, model_path: str | os.PathLike[str], *, seed: int = 
     else:
         data = load_dataset(name)
         result = train_pipeline(data.X, data.y, data.feature_names, seed=seed, declared=declared)
-    return _save(model_path, name, result, {"kind": "bundled", "dataset": name})
+    return result, {"kind": "bundled", "dataset": name}
 
 
 def retrain_model(model_path: str | os.PathLike[str], name: str, *, seed: int = 42) -> TrainedModel:
-    """Train a new version of ``name`` from the source its CURRENT version was trained on."""
-    if name in BUNDLED_MODELS:
-        return train_bundled(name, model_path, seed=seed)
+    """Train a new version of ``name`` from its CURRENT version's source and make it CURRENT."""
+    return save_result(model_path, name, *retrain_candidate(model_path, name, seed=seed))
+
+
+def retrain_candidate(
+    model_path: str | os.PathLike[str], name: str, *, seed: int = 42
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train (without saving) from the source the CURRENT version of ``name`` records.
+
+    The recorded source decides, never the name: a CSV-trained model that took a bundled
+    model's name retrains from its CSV, not from the bundled dataset.
+    """
     metadata = load_metadata(model_path, name)
     source = metadata.get("source") or {}
-    if source.get("kind") == "import":
+    kind = source.get("kind")
+    if kind == "bundled" and source.get("dataset") in BUNDLED_MODELS:
+        return bundled_candidate(source["dataset"], seed=seed)
+    if kind == "import":
         raise TrainingDataError(
             f"model {name!r} was imported (fitted elsewhere): import a new version instead"
         )
-    if source.get("kind") != "csv":
+    if kind != "csv":
         raise TrainingDataError(f"model {name!r} records no training source to retrain from")
-    return train_from_csv(
+    return csv_candidate(
         source["path"],
         source["target"],
-        name,
-        model_path,
         seed=seed,
         estimator=source.get("estimator", "logistic"),
         categorical=source.get("categorical", ()),
@@ -427,12 +496,23 @@ def declared_by(metadata: dict[str, Any]) -> Declarations:
     )
 
 
-def _save(
+def save_result(
     model_path: str | os.PathLike[str],
     name: str,
     result: TrainResult,
     source: dict[str, Any],
+    *,
+    replace_incompatible: bool = False,
+    activate: bool = True,
+    created_by: str | None = None,
 ) -> TrainedModel:
+    """Save a trained result as a new version of ``name`` (CURRENT unless ``activate`` is false).
+
+    An active save whose schema differs from the champion's raises IncompatibleVersion unless
+    ``replace_incompatible``; an inactive one (a candidate) is saved as it is.
+    """
+    if activate:
+        check_replacement(model_path, name, result.schema_view(), allow=replace_incompatible)
     version = save_bundle(
         model_path,
         name,
@@ -445,6 +525,8 @@ def _save(
         operating_point=result.operating_point.to_dict(),
         segments=result.segments,
         baseline=result.baseline,
+        activate=activate,
+        created_by=created_by,
     )
     return TrainedModel(version, result.metrics)
 

@@ -119,6 +119,11 @@ class Metrics:
     db_records_rejected_total: Counter
     # Alerts evaluated in-process (same names as the Prometheus rules)
     alerts_active: Gauge
+    # Shadow challengers (service/shadow.py): scored off the answer path, by version
+    shadow_predictions_total: Counter
+    shadow_prediction_duration_seconds: Histogram
+    shadow_dropped_total: Counter
+    shadow_refused_total: Counter
 
 
 _CLASS = ("model", "class", "segment")
@@ -493,6 +498,33 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             ["alertname", "severity"],
             registry=r,
             multiprocess_mode="livemostrecent",
+        ),
+        "shadow_predictions_total": Counter(
+            "ml_shadow_predictions",
+            "Instances a shadow challenger scored (stored with role challenger).",
+            ["model", "version"],
+            registry=r,
+        ),
+        "shadow_prediction_duration_seconds": Histogram(
+            "ml_shadow_prediction_duration_seconds",
+            "Time a shadow challenger spent computing one prediction (off the answer path).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        "shadow_dropped_total": Counter(
+            "ml_shadow_dropped",
+            "Instances not scored in shadow because its queue was full (the champion "
+            "never waits for the challenger).",
+            ["model", "version"],
+            registry=r,
+        ),
+        "shadow_refused_total": Counter(
+            "ml_shadow_refused",
+            "Instances the champion answered that the challenger's schema refuses or that "
+            "it cannot evaluate.",
+            ["model", "version"],
+            registry=r,
         ),
     }
     names = {f.name for f in fields(Metrics)}

@@ -9,10 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-
-import numpy as np
 
 from nexus_ml.ml.predictor import NotEvaluable
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, UnknownModel
@@ -21,8 +18,10 @@ from nexus_ml.monitoring.metrics import Metrics
 from nexus_ml.service.database import Database
 from nexus_ml.service.errors import Conflict, Failed, Invalid, NotFound, Unavailable, require_id
 from nexus_ml.service.publishing import ModelPublisher
+from nexus_ml.service.recording import prediction_record
+from nexus_ml.service.shadow import ShadowScorer
 from nexus_ml.storage import errors as storage
-from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
+from nexus_ml.storage.records import CHAMPION, PredictionRecord, challenger_id, utcnow
 from nexus_ml.storage.writer import RecordWriter
 
 _perf = time.perf_counter
@@ -63,8 +62,10 @@ class Serving:
         db: Database,
         metrics: Metrics,
         max_batch: int,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self.models = models
+        self.shadow = shadow
         self.publisher = publisher
         self.writer = writer
         self._db = db
@@ -75,8 +76,10 @@ class Serving:
         """The loaded model called ``name``, or NotFound."""
         return find_model(self.models, name)
 
-    def predict_one(self, loaded: LoadedModel, features: Any) -> dict[str, Any]:
-        """One instance: the answer as a JSON-ready dict."""
+    def predict_one(
+        self, loaded: LoadedModel, features: Any, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """One instance: the answer as a JSON-ready dict (``request_id`` is stored with it)."""
         try:
             row, warnings = check_instance(loaded.schema, features)
             start = _perf()
@@ -88,13 +91,14 @@ class Serving:
         except ValidationProblem as problem:
             raise self._refused(loaded, problem) from None
         latency = _perf() - start
-        record = _record(
+        record = prediction_record(
             loaded,
             sent=features,
             index=index,
             probabilities=probabilities,
             latency=latency,
             at=utcnow(),
+            request_id=request_id,
         )
         self._submit((record,))
         # Observed only once the record is safely accepted: a refused prediction
@@ -102,9 +106,13 @@ class Serving:
         self.publisher.observer(loaded).observe(
             warnings, record.predicted_class, record.confidence, latency
         )
+        if self.shadow is not None:
+            self.shadow.offer(loaded, (record,))
         return {"model": loaded.name, "version": loaded.version, **_answer(record, warnings)}
 
-    def predict_many(self, loaded: LoadedModel, instances: Any) -> dict[str, Any]:
+    def predict_many(
+        self, loaded: LoadedModel, instances: Any, request_id: str | None = None
+    ) -> dict[str, Any]:
         """A batch, all or nothing: one bad instance and nothing is predicted, stored, observed."""
         try:
             X, warnings = check_batch(loaded.schema, instances, max_instances=self._max_batch)
@@ -121,13 +129,14 @@ class Serving:
         latency = (_perf() - start) / len(X)
         now = utcnow()
         records = [
-            _record(
+            prediction_record(
                 loaded,
                 sent=instances[i],
                 index=int(indices[i]),
                 probabilities=proba[i],
                 latency=latency,
                 at=now,
+                request_id=request_id,
             )
             for i in range(len(X))
         ]
@@ -135,6 +144,8 @@ class Serving:
         observe = self.publisher.observer(loaded).observe
         for record, row_warnings in zip(records, warnings, strict=True):
             observe(row_warnings, record.predicted_class, record.confidence, latency)
+        if self.shadow is not None:
+            self.shadow.offer(loaded, records)
         return {
             "model": loaded.name,
             "version": loaded.version,
@@ -184,13 +195,26 @@ class Serving:
                 stored = await db.run(store.get_prediction, prediction_id)
         except storage.NotFound:
             raise NotFound("unknown prediction id", "prediction_id") from None
-        loaded = self.models.get_or_none(stored.model)
-        classes = loaded.classes if loaded is not None else list(stored.probabilities)
+        if stored.role != CHAMPION:
+            # A challenger's score was never an answer: its label comes with the champion's.
+            raise NotFound("unknown prediction id", "prediction_id")
+        # The classes of the version that MADE the prediction, not of the one serving now (a
+        # new champion may name its classes differently). Its stored probabilities name every
+        # class of that version (``_record``), so no bundle is read, and a version since
+        # deleted from disk still takes its labels.
+        classes = list(stored.probabilities)
         if actual not in classes:
             raise Invalid(f"actual must be one of {sorted(classes)}", "actual")
         correct = actual == stored.predicted_class
         try:
-            await db.run(store.add_feedback, prediction_id, actual, correct)
+            # The challenger's score of the same instance, if any, is labelled with it.
+            await db.run(
+                store.add_feedback,
+                prediction_id,
+                actual,
+                correct,
+                challenger=challenger_id(prediction_id),
+            )
         except storage.NotFound:
             raise NotFound("unknown prediction id", "prediction_id") from None
         except storage.Conflict:
@@ -201,30 +225,6 @@ class Serving:
         return Feedback(
             prediction_id=prediction_id, model=stored.model, actual=actual, correct=correct
         )
-
-
-def _record(
-    loaded: LoadedModel,
-    *,
-    sent: dict[str, Any],
-    index: int,
-    probabilities: np.ndarray,
-    latency: float,
-    at: datetime,
-) -> PredictionRecord:
-    """The record of one answered instance: the features as the client ``sent`` them."""
-    classes = loaded.classes
-    return PredictionRecord(
-        id=new_id(),
-        model=loaded.name,
-        version=loaded.version,
-        created_at=at,
-        features=sent,
-        predicted_class=classes[index],
-        confidence=float(probabilities[index]),
-        probabilities=dict(zip(classes, map(float, probabilities), strict=True)),
-        latency_seconds=latency,
-    )
 
 
 def _answer(record: PredictionRecord, warnings: list[Issue]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from nexus_ml.config import Settings
+from nexus_ml.ml.promotion import load_policies
 from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.monitoring.alerting import AlertEvaluator
 from nexus_ml.monitoring.decorators import default_metrics
@@ -24,14 +25,19 @@ from nexus_ml.service.alerts import AlertLoop
 from nexus_ml.service.database import Database
 from nexus_ml.service.errors import Unavailable
 from nexus_ml.service.families import Families
+from nexus_ml.service.governance import Governance
 from nexus_ml.service.health import HealthCheck, Lifecycle
+from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
+from nexus_ml.service.shadow import ShadowScorer
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
+from nexus_ml.service.views.comparison import ComparisonViews
 from nexus_ml.service.views.models import ModelViews
 from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
@@ -124,7 +130,21 @@ class Service:
         # Drift detectors hold the drift limit they were fitted with.
         thresholds.on_change(lambda _new: job.reset())
         self.quality = QualityRunner(job, writer, db)
-        self.trainer = Trainer(db=db, models=models, metrics=m, publisher=self.publisher)
+        self.governance = governance = Governance(model_path=settings.model_path, store=store)
+        self.model_admin = ModelAdmin(
+            governance=governance, db=db, models=models, publisher=self.publisher
+        )
+        self.trainer = Trainer(
+            db=db,
+            models=models,
+            metrics=m,
+            publisher=self.publisher,
+            governance=governance,
+            policies=load_policies(settings.promotion_policy_file),
+        )
+        self.shadow = ShadowScorer(
+            models=models, writer=writer, metrics=m, max_pending=settings.shadow_queue_size
+        )
         self.serving = Serving(
             models=models,
             publisher=self.publisher,
@@ -132,6 +152,7 @@ class Service:
             db=db,
             metrics=m,
             max_batch=settings.max_batch,
+            shadow=self.shadow,
         )
         self.health = HealthCheck(
             db=db,
@@ -164,6 +185,8 @@ class Service:
             lifecycle=self.lifecycle,
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
+        self.audit_views = AuditViews(db)
+        self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
         self._scheduler = Scheduler(m)
         for op in DB_OPERATIONS:
             m.db_operation_errors_total.labels(op, "connection")
@@ -185,6 +208,7 @@ class Service:
             self.publisher.publish(loaded)
         await self._restore_clinical_gauges()
         await self.writer.start()
+        await self.shadow.start()
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
@@ -223,6 +247,7 @@ class Service:
         except TimeoutError:
             pass
         await self.collector.stop()
+        await self.shadow.stop()  # before the writer: its last scores are drained with the rest
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})

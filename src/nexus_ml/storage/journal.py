@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .records import PredictionRecord
+from .records import CHAMPION, PredictionRecord
 
 PREFIX = "seg-"
 SUFFIX = ".jsonl"
@@ -32,6 +32,8 @@ _MICROSECOND = timedelta(microseconds=1)
 _encode_strict = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 # Lenient (records already refused, kept for a human): anything a record holds, ASCII-escaped.
 _encode_lenient = json.JSONEncoder(separators=(",", ":")).encode
+# Fields of a journal line written before the traceability fields (migration 0002) existed.
+_FIELDS_BEFORE_TRACE = 9
 
 
 def encode(record: PredictionRecord, *, strict: bool = True) -> bytes:
@@ -53,6 +55,9 @@ def encode(record: PredictionRecord, *, strict: bool = True) -> bytes:
                 record.confidence,
                 record.probabilities,
                 record.latency_seconds,
+                record.request_id,
+                record.profile_hash,
+                record.role,
             ]
         )
         + "\n"
@@ -62,7 +67,12 @@ def encode(record: PredictionRecord, *, strict: bool = True) -> bytes:
 def decode(line: bytes) -> PredictionRecord:
     """The record stored in one journal line; raises ValueError if the line is damaged."""
     try:
-        (rid, model, version, created, features, predicted, conf, probs, latency) = json.loads(line)
+        fields = json.loads(line)
+        if len(fields) == _FIELDS_BEFORE_TRACE:
+            # A line written before migration 0002, replayed after an upgrade.
+            fields = [*fields, None, None, CHAMPION]
+        (rid, model, version, created, features, predicted, conf, probs, latency, *trace) = fields
+        request_id, profile_hash, role = trace
         created_at = _EPOCH + int(created) * _MICROSECOND
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError("damaged journal line") from exc
@@ -76,6 +86,9 @@ def decode(line: bytes) -> PredictionRecord:
         float(conf),
         probs,
         float(latency),
+        request_id=request_id,
+        profile_hash=profile_hash,
+        role=str(role),
     )
 
 

@@ -83,8 +83,16 @@ class Prediction(Base):
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[dict[str, Any]]
     latency_seconds: Mapped[float] = mapped_column(Float)
+    # Traceability: the client's (or a generated) X-Request-ID, the sha256 of the version's
+    # reference profile, and whether the version answered (champion) or ran in shadow.
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    profile_hash: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), server_default="champion")
 
-    __table_args__ = (Index("ix_predictions_model_created_at", "model", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_model_created_at", "model", "created_at"),
+        CheckConstraint("role IN ('champion', 'challenger')", name="role"),
+    )
 
 
 class Feedback(Base):
@@ -134,6 +142,29 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any] | None]
+
+
+class PromotionReport(Base):
+    """One evaluation of a candidate version against the champion (migration 0003)."""
+
+    __tablename__ = "promotion_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(100))
+    candidate_version: Mapped[str] = mapped_column(String(64))
+    champion_version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(16))
+    # promoted: the policy accepted it and it became champion; rejected: it failed a criterion;
+    # held: the policy is manual, so it waits for a person's promote.
+    decision: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        CheckConstraint("decision IN ('promoted', 'rejected', 'held')", name="decision"),
+        Index("ix_promotion_reports_model_created_at", "model", "created_at"),
+    )
 
 
 class DriftResult(Base):

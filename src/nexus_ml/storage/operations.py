@@ -20,6 +20,10 @@ from .records import (
     utcnow,
 )
 
+# The most audit entries one read returns (the API's page is at most 500; one more tells it
+# whether a next page exists).
+MAX_AUDIT_PAGE = 500
+
 # Allowed training-run transitions; anything else is a Conflict (e.g. succeeded -> running).
 _TRANSITIONS = {
     "queued": {"running", "failed"},
@@ -152,17 +156,29 @@ class OperationsRepository:
         limit: int = 100,
         actor: str | None = None,
         action: str | None = None,
+        target: str | None = None,
         since: datetime | None = None,
+        before: int | None = None,
     ) -> list[AuditRecord]:
-        """Audit entries, newest first."""
+        """Audit entries, newest (highest id) first; ``before``: only ids below it (a page).
+
+        Keyset by id, not by ``at``: ids only grow, while two replicas' clocks may disagree,
+        and a page boundary must neither skip nor repeat an entry. Reads at most ``limit``
+        rows (capped at MAX_AUDIT_PAGE + 1) walking the primary key down.
+        """
         stmt = select(AuditEntry)
         if actor is not None:
             stmt = stmt.where(AuditEntry.actor == actor)
         if action is not None:
             stmt = stmt.where(AuditEntry.action == action)
+        if target is not None:
+            stmt = stmt.where(AuditEntry.target == target)
         if since is not None:
             stmt = stmt.where(AuditEntry.at >= since)
-        stmt = stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+        if before is not None:
+            stmt = stmt.where(AuditEntry.id < before)
+        cap = max(0, min(limit, MAX_AUDIT_PAGE + 1))
+        stmt = stmt.order_by(AuditEntry.id.desc()).limit(cap)
         with self._sessions() as session:
             return [
                 AuditRecord(r.id, r.at, r.actor, r.action, r.target, r.details)

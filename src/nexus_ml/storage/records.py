@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -10,6 +11,10 @@ from typing import Any
 
 # The states of a training run, in order.
 TRAINING_STATUSES = ("queued", "running", "succeeded", "failed")
+# Who made a prediction: the version that answered, or the one scoring in its shadow.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREDICTION_ROLES = (CHAMPION, CHALLENGER)
 
 _ID = re.compile(r"[0-9a-f]{32}")
 
@@ -17,6 +22,16 @@ _ID = re.compile(r"[0-9a-f]{32}")
 def new_id() -> str:
     """A fresh 32-character id (uuid4 hex)."""
     return uuid.uuid4().hex
+
+
+def challenger_id(prediction_id: str) -> str:
+    """The id of the shadow challenger's score of the champion's prediction ``prediction_id``.
+
+    Derived, not random: feedback on the champion's prediction finds its challenger's by
+    primary key, with no link column and no search (a SHADOW names one version at a time, so
+    a prediction has at most one challenger score). It has the shape of :func:`new_id`.
+    """
+    return hashlib.sha256(b"challenger:" + prediction_id.encode()).hexdigest()[:32]
 
 
 def is_id(text: str) -> bool:
@@ -42,6 +57,11 @@ class PredictionRecord:
     confidence: float
     probabilities: dict[str, Any]
     latency_seconds: float
+    # Traceability (migration 0002): the request's X-Request-ID, the sha256 of the version's
+    # reference profile, and the version's role when it answered (champion or challenger).
+    request_id: str | None = None
+    profile_hash: str | None = None
+    role: str = CHAMPION
 
     def to_row(self) -> dict[str, Any]:
         """The record as a column -> value mapping for an INSERT."""
@@ -55,6 +75,9 @@ class PredictionRecord:
             "confidence": self.confidence,
             "probabilities": self.probabilities,
             "latency_seconds": self.latency_seconds,
+            "request_id": self.request_id,
+            "profile_hash": self.profile_hash,
+            "role": self.role,
         }
 
 

@@ -10,14 +10,17 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .db import session_factory
 from .errors import Conflict, NotFound, translating_errors
+from .governance import GovernanceRepository
 from .locks import try_advisory_lock
 from .models import Feedback, Prediction
 from .operations import OperationsRepository
 from .records import (
+    CHALLENGER,
+    CHAMPION,
     FeedbackRecord,
     LabelledPrediction,
     ModelStats,
@@ -34,7 +37,7 @@ MAX_WINDOW = 100_000
 
 
 @translating_errors
-class Store(OperationsRepository):
+class Store(OperationsRepository, GovernanceRepository):
     """All repositories over one engine; each method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
@@ -86,6 +89,9 @@ class Store(OperationsRepository):
                 confidence=row.confidence,
                 probabilities=row.probabilities,
                 latency_seconds=row.latency_seconds,
+                request_id=row.request_id,
+                profile_hash=row.profile_hash,
+                role=row.role,
             )
 
     def recent_predictions(
@@ -106,7 +112,7 @@ class Store(OperationsRepository):
             Prediction.predicted_class,
             Prediction.created_at,
             Prediction.probabilities,
-        ).where(Prediction.model == model)
+        ).where(Prediction.model == model, Prediction.role == CHAMPION)
         if since is not None:
             stmt = stmt.where(Prediction.created_at >= since)
         if until is not None:
@@ -132,6 +138,7 @@ class Store(OperationsRepository):
             .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
             .where(
                 Prediction.model == model,
+                Prediction.role == CHAMPION,
                 Prediction.created_at >= since,
                 Prediction.created_at < until,
             )
@@ -146,7 +153,9 @@ class Store(OperationsRepository):
     ) -> list[tuple[str, datetime]]:
         """(model, created_at) of the predictions in [since, until): no feature values read."""
         stmt = select(Prediction.model, Prediction.created_at).where(
-            Prediction.created_at >= since, Prediction.created_at < until
+            Prediction.created_at >= since,
+            Prediction.created_at < until,
+            Prediction.role == CHAMPION,
         )
         if model is not None:
             stmt = stmt.where(Prediction.model == model)
@@ -165,7 +174,7 @@ class Store(OperationsRepository):
             Prediction.latency_seconds,
             Prediction.confidence,
             Prediction.predicted_class,
-        )
+        ).where(Prediction.role == CHAMPION)
         if model is not None:
             stmt = stmt.where(Prediction.model == model)
         if since is not None:
@@ -184,9 +193,9 @@ class Store(OperationsRepository):
                 s.class_counts[predicted] = s.class_counts.get(predicted, 0) + 1
         return stats
 
-    def count_predictions(self, model: str | None = None) -> int:
-        """How many predictions are stored (for one model, or all)."""
-        stmt = select(func.count()).select_from(Prediction)
+    def count_predictions(self, model: str | None = None, role: str = CHAMPION) -> int:
+        """How many predictions of ``role`` are stored (for one model, or all)."""
+        stmt = select(func.count()).select_from(Prediction).where(Prediction.role == role)
         if model is not None:
             stmt = stmt.where(Prediction.model == model)
         with self._sessions() as session:
@@ -195,11 +204,19 @@ class Store(OperationsRepository):
     # -- feedback -----------------------------------------------------------------------------
 
     def add_feedback(
-        self, prediction_id: str, actual: str, correct: bool | None = None
+        self,
+        prediction_id: str,
+        actual: str,
+        correct: bool | None = None,
+        *,
+        challenger: str | None = None,
     ) -> FeedbackRecord:
         """Label a prediction; ``correct`` defaults to actual == predicted class.
 
-        Raises NotFound for an unknown prediction and Conflict if it is already labelled.
+        ``challenger``: the id of a shadow challenger's score of the same instance
+        (``challenger_id``); if it is stored and ``actual`` is one of its classes, it gets
+        the same label in the same transaction. Raises NotFound for an unknown prediction
+        and Conflict if it is already labelled.
         """
         with self._sessions() as session:
             prediction = session.get(Prediction, prediction_id)
@@ -207,10 +224,24 @@ class Store(OperationsRepository):
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
                 correct = actual == prediction.predicted_class
+            # Read before adding the label: a read after it would flush it early, outside the
+            # commit that turns a second label into Conflict.
+            shadow = None if challenger is None else session.get(Prediction, challenger)
+            now = utcnow()
             row = Feedback(
-                prediction_id=prediction_id, actual=actual, correct=correct, received_at=utcnow()
+                prediction_id=prediction_id, actual=actual, correct=correct, received_at=now
             )
             session.add(row)
+            # A challenger with other classes cannot be scored against this label.
+            if shadow is not None and actual in shadow.probabilities:
+                session.add(
+                    Feedback(
+                        prediction_id=challenger,
+                        actual=actual,
+                        correct=actual == shadow.predicted_class,
+                        received_at=now,
+                    )
+                )
             try:
                 session.commit()
             except IntegrityError as exc:
@@ -228,11 +259,16 @@ class Store(OperationsRepository):
         until: datetime | None = None,
         *,
         with_features: bool = False,
+        role: str = CHAMPION,
+        version: str | None = None,
+        scored_by: str | None = None,
     ) -> list[LabelledPrediction]:
         """Labelled predictions of ``model`` MADE in [since, until), oldest first.
 
         ``with_features`` also reads each prediction's features and probabilities (for the
-        per-segment clinical metrics).
+        per-segment clinical metrics). ``role``: the answers (champion, the default) or a
+        shadow challenger's scores; ``version``: only that version's; ``scored_by``: only
+        the requests that challenger version also scored in the window (the same patients).
         """
         columns: list[Any] = [
             Prediction.id,
@@ -249,10 +285,28 @@ class Store(OperationsRepository):
         stmt = (
             select(*columns)
             .join(Feedback, Feedback.prediction_id == Prediction.id)
-            .where(Prediction.model == model, Prediction.created_at >= since)
+            .where(
+                Prediction.model == model,
+                Prediction.role == role,
+                Prediction.created_at >= since,
+            )
         )
         if until is not None:
             stmt = stmt.where(Prediction.created_at < until)
+        if version is not None:
+            stmt = stmt.where(Prediction.version == version)
+        if scored_by is not None:
+            shadow = aliased(Prediction)
+            # Within the same window: both scores of a request share its created_at.
+            scored = select(shadow.request_id).where(
+                shadow.model == model,
+                shadow.role == CHALLENGER,
+                shadow.version == scored_by,
+                shadow.created_at >= since,
+            )
+            if until is not None:
+                scored = scored.where(shadow.created_at < until)
+            stmt = stmt.where(Prediction.request_id.in_(scored))
         stmt = stmt.order_by(Prediction.created_at, Prediction.id).limit(MAX_WINDOW)
         with self._sessions() as session:
             return [LabelledPrediction(*row) for row in session.execute(stmt)]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Query
 from nexus_ml.api.auth import AdminKey, MonitorKey
 from nexus_ml.api.deps import (
     JSON_BODY_RESPONSES,
+    AuditViewsDep,
     ClinicalViewsDep,
     DatabaseDep,
     JsonBody,
@@ -26,6 +27,7 @@ from nexus_ml.api.deps import (
 )
 from nexus_ml.api.errors import ErrorResponse
 from nexus_ml.api.params import MODEL_PATTERN, ModelParam, WindowDep
+from nexus_ml.service.views.audit import MAX_AUDIT_PAGE, AuditPage
 from nexus_ml.service.views.ops_results import (
     AlertsResponse,
     MetricsSummary,
@@ -61,6 +63,25 @@ async def run_drift(db: DatabaseDep, quality: QualityDep, principal: AdminKey) -
     """Run the model-quality job at once (skipped if another worker is running it); audited."""
     await db.run(db.store.audit, principal.fingerprint, "run_model_quality", "models", None)
     return await quality.run()
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    responses=_DB,
+    summary="The audit log, newest first, paged (scope admin)",
+)
+async def audit(
+    views: AuditViewsDep,
+    _key: AdminKey,
+    limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="next_before of the last page")] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    target: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    actor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> AuditPage:
+    """Who changed which model or setting, when, with the before/after versions."""
+    return await views.page(limit=limit, before=before, action=action, target=target, actor=actor)
 
 
 @router.get("/health", response_model=MonitoringHealth, summary="Health verdict (always 200)")

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from nexus_ml.api.auth import PredictKey
 from nexus_ml.api.deps import JSON_BODY_RESPONSES, JsonBody, ServingDep
 from nexus_ml.api.errors import ApiError, ErrorResponse
+from nexus_ml.api.request_id import request_id_of
 from nexus_ml.api.schemas import (
     BatchPredictResponse,
     FeedbackRequest,
@@ -80,10 +81,12 @@ def prediction_answer(serving: Serving, loaded: LoadedModel, body: bytes) -> byt
             field = str(extra[0])[:64]
             raise ApiError(422, f"{field}: unknown field; send 'features' or 'instances'", field)
         raise ApiError(422, "send exactly one of 'features' or 'instances'", "body")
+    # Every instance of a batch shares the request's id: one request, one trace.
+    rid = request_id_of(request.scope)
     if features is not None:
-        answer = serving.predict_one(loaded, features)
+        answer = serving.predict_one(loaded, features, rid)
     else:
-        answer = serving.predict_many(loaded, instances)
+        answer = serving.predict_many(loaded, instances, rid)
     # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
     # should one slip through, a 500 is better than a 200 that strict parsers reject.
     return json.dumps(answer, allow_nan=False).encode()
