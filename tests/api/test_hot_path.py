@@ -332,3 +332,18 @@ def test_same_metrics_and_openapi_document(pair: tuple[TestClient, TestClient, A
     }  # fmt: skip
     assert hot_counts == plain_counts
     assert hot.get("/openapi.json").json() == plain.get("/openapi.json").json()
+
+
+def test_the_request_id_is_echoed_and_stored_on_the_hot_path(
+    pair: tuple[TestClient, TestClient, Any, Any],
+) -> None:
+    hot = pair[0]
+    headers = {**PREDICT_KEY, "X-Request-ID": "trace-0001"}
+    r = hot.post(PREDICT, json={"instances": [ROW, _row(1)]}, headers=headers)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-0001"
+    service = hot.app.state.service  # type: ignore[attr-defined]
+    hot.portal.call(service.writer.flush)  # type: ignore[union-attr]
+    for answer in r.json()["predictions"]:
+        assert service.store.get_prediction(answer["id"]).request_id == "trace-0001"
+    r = hot.post(PREDICT, json={"features": ROW}, headers={**PREDICT_KEY, "X-Request-ID": "a b"})
+    assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32  # refused: a fresh one

@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from nexus_ml.api.auth import KeyStore, check_key, key_of
 from nexus_ml.api.deps import check_json_body
+from nexus_ml.api.request_id import request_id_of
 from nexus_ml.api.routes import predictions
 from nexus_ml.api.routes.predictions import prediction_answer
 from nexus_ml.service.serving import Serving
@@ -101,7 +102,8 @@ class PredictEndpoint:
             b"transfer-encoding" in headers or headers.get(b"content-length", "0") != "0",
         )
         loaded = self.serving.model(scope["path_params"]["name"])
-        content = prediction_answer(self.serving, loaded, await _body(receive))
+        body = await _body(receive)
+        content = prediction_answer(self.serving, loaded, body, request_id_of(scope))
         await send(
             {
                 "type": "http.response.start",
