@@ -32,12 +32,16 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Response
-from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from nexus_ml.api.app import create_app
 from nexus_ml.api.auth import PredictKey
 from nexus_ml.api.deps import ServingDep
+from nexus_ml.api.hot_path import HotRoute
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.predictor import Predictor
@@ -134,6 +138,15 @@ def bench_router() -> APIRouter:
         return answer(serving, name, payload)
 
     return router
+
+
+def bare_app() -> Any:
+    """A bare Starlette route answering a constant JSON body: the framework's floor."""
+
+    async def constant(request: Request) -> JSONResponse:
+        return JSONResponse({"predicted_class": "benign"})
+
+    return Starlette(routes=[Route(PATH, constant, methods=["POST"])])
 
 
 class NullObserver:
@@ -255,21 +268,30 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
         return lambda: delattr(service.publisher, "observer")
 
     def no_record() -> Callable[[], None]:
-        service.writer.submit = lambda _record: None
-        return lambda: delattr(service.writer, "submit")
+        service.writer.submit_many = lambda _records: None
+        return lambda: delattr(service.writer, "submit_many")
+
+    hot = [r for r in app.router.routes if isinstance(r, HotRoute)]
+
+    def no_hot_path() -> Callable[[], None]:
+        # The FastAPI route alone, as before api/hot_path.py (benchmark only: list surgery).
+        routes = app.router.routes
+        at = routes.index(hot[0])
+        del routes[at : at + len(hot)]
+        return lambda: routes.__setitem__(slice(at, at), hot)
 
     async def between() -> None:
         await service.writer.flush()
 
     candidates = {
-        "full request (compiled predictor)": requests(app),
+        "full request, hot path (as shipped)": requests(app),
+        "full request, FastAPI route (hot path off)": requests(app, setup=no_hot_path),
         "full request, sklearn predict_proba": requests(app, setup=swap_sklearn, k=max(n // 4, 50)),
-        # FastAPI's own exit-stack middleware is needed by the endpoint; everything else
-        # (error middleware, MetricsMiddleware, BodyDeadlineMiddleware, exception
-        # middleware) is left out.
-        "router only (no middleware)": requests(AsyncExitStackMiddleware(app.router)),
-        "full request, observe off": requests(app, setup=no_observe),
-        "full request, record submit off": requests(app, setup=no_record),
+        # No middleware at all (error, limits, metrics, exception): the router alone.
+        "hot path, router only (no middleware)": requests(app.router),
+        "hot path, observe off": requests(app, setup=no_observe),
+        "hot path, record submit off": requests(app, setup=no_record),
+        "bare Starlette route, constant JSON (no middleware)": requests(bare_app(), k=n),
         "async def endpoint, body via FastAPI": requests(app, f"/bench/async/{MODEL}"),
         "def endpoint (thread hop), body via FastAPI": requests(app, f"/bench/sync/{MODEL}"),
     }
@@ -336,9 +358,7 @@ async def stages_alone(
         "predict: pipeline.predict_proba (sklearn)": loop(
             lambda i: pipeline.predict_proba(X[i % 64].reshape(1, -1)), max(it // 50, 100)
         ),
-        "observe: ModelObserver.observe": loop(
-            lambda i: observer.observe(X[i % 64], "benign", 0.9, 1e-5)
-        ),
+        "observe: ModelObserver.observe": loop(lambda i: observer.observe((), "benign", 0.9, 1e-5)),
         "record: new_id + utcnow + PredictionRecord": loop(
             lambda i: PredictionRecord(
                 id=new_id(),

@@ -1,13 +1,24 @@
-"""HTTP throughput of one worker: uvloop + httptools (uvicorn's, and the bounded subclass
-``nexus-ml serve`` runs) against asyncio + h11, under wrk.
+"""HTTP throughput of one worker: the prediction route against a bare Starlette route answering
+a constant JSON body, on the same server, under wrk.
 
 Usage: python benchmarks/bench_predict_http.py [--rounds 3] [--seconds 10] [--connections 32]
+       [--variants bare,hot,fastapi] (add h11 for the asyncio + h11 stack)
 
-Each round starts ``uvicorn --factory nexus_ml.api.asgi:app_from_env`` (one worker, SQLite in a
-temporary folder, the bundled models) once per server stack, in a rotating order (A, B, B, A,
-...), warms it up for 2 s, then runs ``wrk -t1 -c32 -d10s --latency`` with a POST of one
-diagnostic row to ``/api/v1/models/diagnostic/predict``. wrk and the server share the host's
-cores, so the absolute figures depend on the host; compare the stacks within a run. p99 is
+Each round starts one server per variant, in a rotating order (A B C, C B A, ...), warms it up
+for 2 s, then runs ``wrk -t1 -c32 -d10s --latency`` POSTing one diagnostic row to
+``/api/v1/models/diagnostic/predict`` with the predict key. Every variant runs on the stack
+``nexus-ml serve`` runs (uvicorn, one worker, uvloop, the bounded httptools protocol of
+``api/edge.py``), SQLite in a temporary folder, access log off by level:
+
+* ``bare``: a Starlette app whose only route answers that POST with a constant JSON body,
+  without reading it (no middleware, no auth): the server's and framework's floor;
+* ``hot``: the service as shipped (``nexus_ml.api.asgi:app_from_env``: every middleware, the
+  key check, validation, the durable record, the metrics), predictions on api/hot_path.py;
+* ``fastapi``: the same service with the hot path off (``create_app(..., hot_path=False)``);
+* ``h11``: the service as shipped on asyncio + h11 instead.
+
+wrk and the server share the host's cores, so the absolute figures depend on the host;
+compare the variants within a run (the ratio to ``bare`` is the figure of issue 16). p99 is
 host noise on a shared 2-core machine: reported, not a target.
 """
 
@@ -28,17 +39,29 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from nexus_ml.api.app import create_app
 from nexus_ml.api.edge import PROTOCOL
+from nexus_ml.api.logs import configure_logging
+from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.training import ensure_bundled_models
 
+HERE = Path(__file__).resolve().parent
 KEY = "predict-key-0123456789abcdef"
 PATH = "/api/v1/models/diagnostic/predict"
-STACKS = {
-    "uvloop+httptools": ["--loop", "uvloop", "--http", "httptools"],
-    "uvloop+bounded httptools": ["--loop", "uvloop", "--http", PROTOCOL],
-    "asyncio+h11": ["--loop", "asyncio", "--http", "h11"],
+SERVE = ["--loop", "uvloop", "--http", PROTOCOL]  # what `nexus-ml serve` runs
+SERVICE = "nexus_ml.api.asgi:app_from_env"
+VARIANTS = {
+    "bare": ("bench_predict_http:bare_app", SERVE),
+    "hot": (SERVICE, SERVE),
+    "fastapi": ("bench_predict_http:fastapi_route_app", SERVE),
+    "h11": (SERVICE, ["--loop", "asyncio", "--http", "h11"]),
 }
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -52,12 +75,17 @@ def free_port() -> int:
         return port
 
 
-def lua_script(folder: Path) -> Path:
-    """A wrk script that POSTs one real diagnostic row with the predict key."""
+def request_body() -> str:
+    """One real diagnostic row, as the request body."""
     data = load_dataset("diagnostic")
-    body = json.dumps(
+    return json.dumps(
         {"features": dict(zip(data.feature_names, map(float, data.X[0]), strict=True))}
     )
+
+
+def lua_script(folder: Path) -> Path:
+    """A wrk script that POSTs one real diagnostic row with the predict key."""
+    body = request_body()
     path = folder / "predict.lua"
     path.write_text(
         'wrk.method = "POST"\n'
@@ -68,10 +96,27 @@ def lua_script(folder: Path) -> Path:
     return path
 
 
-def start_server(stack: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """uvicorn with ``stack``'s loop and HTTP flags; returns once /health/live answers."""
+def bare_app() -> Starlette:
+    """Factory: one route answering the predict POST with a constant JSON body."""
+
+    async def constant(request: Request) -> JSONResponse:
+        return JSONResponse({"model": "diagnostic", "predicted_class": "benign"})
+
+    return Starlette(routes=[Route(PATH, constant, methods=["POST"])])
+
+
+def fastapi_route_app() -> FastAPI:
+    """Factory: the service from the environment, predictions on the FastAPI route alone."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings, hot_path=False)
+
+
+def start_server(variant: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """uvicorn serving ``variant``; returns once the predict POST answers 200."""
+    factory, stack = VARIANTS[variant]
     cmd = [
-        sys.executable, "-m", "uvicorn", "--factory", "nexus_ml.api.asgi:app_from_env",
+        sys.executable, "-m", "uvicorn", "--factory", factory, "--app-dir", str(HERE),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *stack,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -82,7 +127,13 @@ def start_server(stack: list[str], port: int, env: dict[str, str]) -> subprocess
                 f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
             )
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}{PATH}",
+                content=request_body(),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+                timeout=1,
+            )
+            if r.status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -135,23 +186,31 @@ def _ms(text: str) -> float:
 
 
 def main() -> None:
-    """Round-robin the stacks and print one row per run and the medians."""
+    """Round-robin the variants and print one row per run, the medians and the ratios."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--variants", default="bare,hot,fastapi")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found (apt-get install wrk)")
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in STACKS}
+    names = args.variants.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         folder = Path(tmp)
         ensure_bundled_models(folder / "models")
         script = lua_script(folder)
-        names = list(STACKS)
-        print(f"{'round':>5} {'stack':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(
+            f"{'round':>5} {'variant':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        )
         for r in range(args.rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
+            shift = r % len(names)
+            order = names[shift:] + names[:shift]
+            for name in order if r % 2 == 0 else order[::-1]:
                 env = {
                     **os.environ,
                     "ML_MODEL_PATH": str(folder / "models"),
@@ -161,7 +220,7 @@ def main() -> None:
                 }
                 env.pop("PROMETHEUS_MULTIPROC_DIR", None)
                 port = free_port()
-                proc = start_server(STACKS[name], port, env)
+                proc = start_server(name, port, env)
                 try:
                     run_wrk(port, script, 2, args.connections)  # warm-up, not counted
                     res = run_wrk(port, script, args.seconds, args.connections)
@@ -169,7 +228,7 @@ def main() -> None:
                     stop_server(proc)
                 results[name].append(res)
                 print(
-                    f"{r + 1:>5} {name:<26} {res['rps']:>9.0f} {res['p50_ms']:>8.2f}"
+                    f"{r + 1:>5} {name:<10} {res['rps']:>9.0f} {res['p50_ms']:>8.2f}"
                     f" {res['p99_ms']:>8.2f} {res['non2xx']:>8.0f}",
                     flush=True,
                 )
@@ -180,11 +239,18 @@ def main() -> None:
     }
     for name, m in med.items():
         print(
-            f"{name:<26} {m['rps']:>9.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms"
+            f"{name:<10} {m['rps']:>9.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms"
         )
-    first = names[0]
-    for name in names[1:]:
-        print(f"{name} / {first} throughput: {med[name]['rps'] / med[first]['rps']:.2f}x")
+    if "bare" in results:
+        for name in names:
+            if name != "bare":
+                ratios = [
+                    x["rps"] / b["rps"] for x, b in zip(results[name], results["bare"], strict=True)
+                ]
+                print(
+                    f"{name} / bare: median {statistics.median(ratios):.2f}"
+                    f" (per round {', '.join(f'{q:.2f}' for q in ratios)})"
+                )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from nexus_ml import __version__
 from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.errors import ErrorResponse, install_error_handlers
+from nexus_ml.api.hot_path import hot_routes
 from nexus_ml.api.limits import RequestLimits, RequestLimitsMiddleware
 from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.api.request_id import HEADER as REQUEST_ID_HEADER
@@ -39,8 +40,14 @@ from nexus_ml.service.wiring import Service
 log = logging.getLogger("nexus_ml.api")
 
 
-def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
-    """Build the service. ``registry=None`` uses prometheus_client's default registry."""
+def create_app(
+    settings: Settings, *, registry: CollectorRegistry | None = None, hot_path: bool = True
+) -> FastAPI:
+    """Build the service. ``registry=None`` uses prometheus_client's default registry.
+
+    ``hot_path=False`` leaves predictions to the FastAPI route alone (api/hot_path.py): the
+    tests that compare both answers and the request benchmark build such an app.
+    """
     service = Service(settings, registry if registry is not None else REGISTRY)
 
     @asynccontextmanager
@@ -76,7 +83,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     # The routes reach the parts they use through api/deps.py; auth reads the keys.
     app.state.service = service
-    app.state.keys = KeyStore(settings.parsed_api_keys())
+    app.state.keys = keys = KeyStore(settings.parsed_api_keys())
     metrics = service.metrics
 
     def count_error(component: str, error_type: str) -> None:
@@ -85,6 +92,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     install_error_handlers(app, count_error)
 
     api_prefix = "/api/v1"
+    if hot_path:
+        # Before the routers they answer for, so they are matched first.
+        app.router.routes.extend(hot_routes(api_prefix, service.serving, keys))
     app.include_router(models.router, prefix=api_prefix)
     app.include_router(comparison.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)

@@ -91,9 +91,13 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def presented_key(request: Request) -> str | None:
     """The API key a request carries: its bearer token, else its ``X-API-Key`` header."""
-    return bearer_token(request.headers.get("authorization")) or (
-        request.headers.get("x-api-key") or None
-    )
+    headers = request.headers
+    return key_of(headers.get("authorization"), headers.get("x-api-key"))
+
+
+def key_of(authorization: str | None, api_key: str | None) -> str | None:
+    """The key of a request's ``Authorization`` and ``X-API-Key`` headers: bearer first."""
+    return bearer_token(authorization) or (api_key or None)
 
 
 def require(scope: str):
@@ -120,14 +124,22 @@ def authorize(request: Request, scope: str) -> Principal:
     A module-level function rather than the body of the closure ``require`` builds at import
     time: mutation testing swaps module-level functions, never a closure already built.
     """
-    key = presented_key(request)
+    return check_key(request.app.state.keys, presented_key(request), scope)
+
+
+def check_key(keys: KeyStore, key: str | None, scope: str) -> Principal:
+    """The principal of ``key`` if it grants ``scope``; else the 401 or 403 to answer.
+
+    The one decision, for the routes FastAPI resolves and for the prediction hot path
+    (``api/hot_path.py``), which reads the key from the raw headers itself.
+    """
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal: Principal | None = request.app.state.keys.authenticate(key)
+    principal = keys.authenticate(key)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

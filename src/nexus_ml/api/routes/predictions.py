@@ -24,6 +24,8 @@ from nexus_ml.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from nexus_ml.ml.registry import LoadedModel
+from nexus_ml.service.serving import Serving
 
 router = APIRouter(tags=["predictions"])
 
@@ -59,8 +61,18 @@ async def predict(
     name: str, request: Request, serving: ServingDep, _key: PredictKey, _json: JsonBody
 ) -> Response:
     """Validate, predict, record; answers identical to the model's predict_proba."""
+    # Served by api/hot_path.py in the running service; this declaration is what OpenAPI
+    # documents, and the route FastAPI resolves when the hot path is off.
     loaded = serving.model(name)
-    payload = _parse_json(await request.body())
+    content = prediction_answer(serving, loaded, await request.body(), request_id_of(request.scope))
+    return Response(content, media_type="application/json")
+
+
+def prediction_answer(
+    serving: Serving, loaded: LoadedModel, body: bytes, request_id: str | None
+) -> bytes:
+    """The answer to a prediction request's ``body`` (raises the 400/422/503 to answer)."""
+    payload = _parse_json(body)
     if type(payload) is not dict:
         raise ApiError(422, "body must be a JSON object", "body")
     features = payload.get("features")
@@ -72,14 +84,13 @@ async def predict(
             raise ApiError(422, f"{field}: unknown field; send 'features' or 'instances'", field)
         raise ApiError(422, "send exactly one of 'features' or 'instances'", "body")
     # Every instance of a batch shares the request's id: one request, one trace.
-    rid = request_id_of(request.scope)
     if features is not None:
-        answer = serving.predict_one(loaded, features, rid)
+        answer = serving.predict_one(loaded, features, request_id)
     else:
-        answer = serving.predict_many(loaded, instances, rid)
+        answer = serving.predict_many(loaded, instances, request_id)
     # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
     # should one slip through, a 500 is better than a 200 that strict parsers reject.
-    return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
+    return json.dumps(answer, allow_nan=False).encode()
 
 
 @router.post(
