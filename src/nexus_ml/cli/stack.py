@@ -281,7 +281,7 @@ def down(
         STOP_GRACE_SECONDS
     ),
 ) -> None:
-    """Stop the Prometheus and Alertmanager that ``stack up`` started."""
+    """Stop the Prometheus and Alertmanager that "nexus-ml stack up" started."""
     for component, outcome in stop_stack(_state_dir(state_dir), grace).items():
         console.print(f"{component}: {outcome}")
 
