@@ -143,6 +143,7 @@ def nexus_settings(root: Path, name: str, models: Path, *, manual_flush: bool = 
         system_interval_seconds=3600.0,
         alert_interval_seconds=3600.0,
         drift_interval_seconds=3600.0,
+        drift_first_run_seconds=3600.0,
     )
 
 

@@ -190,6 +190,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
         system_interval_seconds=3600.0,
         alert_interval_seconds=3600.0,
         drift_interval_seconds=3600.0,
+        drift_first_run_seconds=3600.0,
     )
     app = create_app(settings, registry=CollectorRegistry())
     app.include_router(bench_router())

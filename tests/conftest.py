@@ -103,6 +103,7 @@ def make_settings(db_url: str, model_dir: Path, tmp_path: Path) -> Callable[...,
             "system_interval_seconds": 0.2,
             "alert_interval_seconds": 3600.0,
             "drift_interval_seconds": 3600.0,
+            "drift_first_run_seconds": 3600.0,  # tests run the job when they mean to
             "drift_window_size": 1000,
             "shutdown_grace_seconds": 5.0,
         }

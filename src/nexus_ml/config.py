@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SCOPES = ("predict", "monitor", "admin")
@@ -124,6 +125,13 @@ class Settings(BaseSettings):
     drift_interval_seconds: float = Field(
         default=300.0, gt=0, description="Model-quality job period (drift, quality, accuracy)."
     )
+    drift_first_run_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="First model-quality round this long after start; rounds keep this pace "
+        "until every model's drift window is decided (for one ML_DRIFT_INTERVAL_SECONDS at "
+        "most), then come every interval.",
+    )
     drift_window_size: int = Field(default=1000, ge=50, description="Count-based drift window.")
     drift_window_seconds: float | None = Field(
         default=None, gt=0, description="If set, a time-based window (last N seconds) instead."
@@ -201,6 +209,104 @@ class Settings(BaseSettings):
     def parsed_api_keys(self) -> dict[str, Scope]:
         """Map key -> scope from ``ML_API_KEYS``; raises ValueError on a malformed entry."""
         return _parse_keys(self.api_keys.get_secret_value())
+
+
+class AlertReceiverSettings(BaseSettings):
+    """Where Alertmanager delivers, from ``ML_ALERT_*``; read by ``nexus-ml render`` only.
+
+    A class apart from ``Settings``: the service never delivers alerts itself, so a typo in a
+    mail host must stop a render, not the service. Secrets are never values here, only the
+    path of a file Alertmanager reads at send time (``*_FILE``), as seen by Alertmanager.
+    Every field empty (the default) means the local webhook receiver of ``nexus-ml stack``.
+    """
+
+    # hide_input_in_errors: a refused URL may hold the very credential it is refused for.
+    model_config = SettingsConfigDict(
+        env_prefix="ML_ALERT_", extra="ignore", hide_input_in_errors=True
+    )
+
+    webhook_url: str = Field(
+        default="",
+        description="Generic webhook (incident bridge) for critical alerts, and for any "
+        "severity whose own channel is not configured; empty: the local receiver.",
+    )
+    webhook_token_file: str = Field(
+        default="", description="File holding a bearer token sent to the webhook."
+    )
+    smtp_smarthost: str = Field(default="", description="SMTP host:port for e-mail receivers.")
+    smtp_from: str = Field(default="", description="Sender address of alert mail.")
+    smtp_auth_username: str = Field(default="", description="SMTP login, if the host wants one.")
+    smtp_auth_password_file: str = Field(default="", description="File holding the SMTP password.")
+    smtp_require_tls: bool = Field(default=True, description="Refuse to send mail without TLS.")
+    email_oncall: str = Field(default="", description="Address paged for critical alerts.")
+    email_business: str = Field(default="", description="Address for info (business) alerts.")
+    slack_api_url_file: str = Field(
+        default="", description="File holding the Slack incoming-webhook URL (a secret)."
+    )
+    slack_critical_channel: str = Field(default="#ml-critical", description="Critical alerts.")
+    slack_warning_channel: str = Field(default="#ml-alerts", description="Warnings (tickets).")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _safe_webhook(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("ML_ALERT_WEBHOOK_URL must be an http(s) URL with a host")
+        if parts.username or parts.password or parts.query:
+            # Alertmanager 0.25 has no url_file for webhooks: the URL is written into
+            # alertmanager.yml, so it must carry no secret. The token goes in a file instead.
+            raise ValueError(
+                "ML_ALERT_WEBHOOK_URL must not carry credentials or a query string (it is "
+                "written into alertmanager.yml); put a token in ML_ALERT_WEBHOOK_TOKEN_FILE"
+            )
+        return value
+
+    @field_validator("webhook_token_file", "smtp_auth_password_file", "slack_api_url_file")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("a secret file must be an absolute path (as Alertmanager sees it)")
+        return value
+
+    @field_validator("smtp_smarthost")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("ML_ALERT_SMTP_SMARTHOST must be host:port")
+        return value
+
+    @field_validator("smtp_from", "email_oncall", "email_business")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        local, at, domain = value.partition("@")
+        if value and not (at and local and "." in domain and not any(c.isspace() for c in value)):
+            raise ValueError("an alert e-mail address must look like name@domain.tld")
+        return value
+
+    @field_validator("slack_critical_channel", "slack_warning_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("a Slack channel is a non-empty name without spaces, e.g. #ml-alerts")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertReceiverSettings:
+        mail = self.email_oncall or self.email_business
+        if mail and not (self.smtp_smarthost and self.smtp_from):
+            raise ValueError(
+                "ML_ALERT_EMAIL_* needs ML_ALERT_SMTP_SMARTHOST and ML_ALERT_SMTP_FROM"
+            )
+        if (self.smtp_smarthost or self.smtp_from) and not mail:
+            raise ValueError("ML_ALERT_SMTP_* is set but no ML_ALERT_EMAIL_* address to send to")
+        if bool(self.smtp_auth_username) != bool(self.smtp_auth_password_file):
+            raise ValueError(
+                "ML_ALERT_SMTP_AUTH_USERNAME and ML_ALERT_SMTP_AUTH_PASSWORD_FILE go together"
+            )
+        return self
 
 
 def _sendable(secret: str) -> bool:

@@ -1,4 +1,4 @@
-"""Parts of the live stack test: a cuttable database proxy, a webhook, the service, Prometheus.
+"""Parts of the live stack test: a cuttable database proxy, the receiver, the service, Prometheus.
 
 Everything binds 127.0.0.1 only; every wait polls against a deadline.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -17,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -143,53 +141,24 @@ class Notification:
     receiver: str
 
 
-class WebhookReceiver:
-    """Alertmanager's webhook target: collects every POSTed payload."""
+class ReceiverClient:
+    """Reads what the stack's local alert receiver (``nexus-ml stack up``) has received."""
 
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver._lock:
-                    receiver.payloads.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep pytest output for failures
-
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Where Alertmanager posts."""
-        return f"http://{HOST}:{self._server.server_address[1]}/alerts"
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url
 
     def notifications(self) -> list[Notification]:
-        """Every alert received so far, flattened, oldest first."""
-        with self._lock:
-            payloads = list(self.payloads)
-        out: list[Notification] = []
-        for payload in payloads:
-            for alert in payload.get("alerts", []):
-                out.append(
-                    Notification(len(out), alert["status"], alert["labels"], payload["receiver"])
-                )
-        return out
+        """Every alert the receiver still keeps, oldest first; ``index`` is its sequence number."""
+        body = httpx.get(f"{self.url}/notifications", timeout=5).json()
+        return [
+            Notification(n["seq"], n["status"], n["labels"], n["receiver"])
+            for n in body["notifications"]
+        ]
+
+    def latest_index(self) -> int:
+        """The sequence number of the newest notification (-1 before the first)."""
+        found = self.notifications()
+        return found[-1].index if found else -1
 
     def find(
         self,

@@ -13,6 +13,7 @@ defaults.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,10 +30,11 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 from tests.deploy.live_helpers import (
+    Notification,
     PromClient,
+    ReceiverClient,
     ServiceProcess,
     TcpProxy,
-    WebhookReceiver,
     free_port,
     poll,
 )
@@ -40,6 +42,7 @@ from tests.helpers import KEYS, auth, postgres_schema_url, require_binary
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app
+from nexus_ml.cli.alert_receiver import KEPT_LABELS
 from nexus_ml.cli.stack import stop_stack
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.render.dashboards import dashboard_queries
@@ -48,6 +51,7 @@ from nexus_ml.render.stack import (
     StackOptions,
     alertmanager_command,
     prometheus_command,
+    receiver_command,
     render_stack,
 )
 from nexus_ml.thresholds import JOB, Thresholds, load_thresholds
@@ -91,7 +95,7 @@ class Live:
     client: httpx.Client
     prom: PromClient
     proxy: TcpProxy
-    webhook: WebhookReceiver
+    webhook: ReceiverClient
     state_dir: Path
     env: dict[str, str]
 
@@ -109,7 +113,7 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
     require_binary("prometheus-alertmanager")
     pg = make_url(pg_url)
     state_dir = tmp_path / "stack"
-    with TcpProxy(pg.host or "127.0.0.1", pg.port or 5432) as proxy, WebhookReceiver() as hook:
+    with TcpProxy(pg.host or "127.0.0.1", pg.port or 5432) as proxy:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ML_")},
             "DATABASE_URL": pg.set(host="127.0.0.1", port=proxy.port).render_as_string(
@@ -133,8 +137,10 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         service = ServiceProcess(env, free_port(), tmp_path / "service.log")
-        prom_port, am_port = free_port(), free_port()
+        prom_port, am_port, receiver_port = free_port(), free_port(), free_port()
         prom = PromClient(f"http://127.0.0.1:{prom_port}")
+        # The stack's own local receiver (no --webhook-url): what a newcomer gets.
+        hook = ReceiverClient(f"http://127.0.0.1:{receiver_port}")
         try:
             service.start()
             # The stack starts while the service boots: the first scrapes simply fail.
@@ -143,7 +149,7 @@ def live(tmp_path: Path, model_dir: Path, pg_url: str) -> Iterator[Live]:
                 "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
                 "--service-target", f"127.0.0.1:{service.port}",
                 "--scrape-interval", "1s", "--evaluation-interval", "1s",
-                "--webhook-url", hook.url, "--fast",
+                "--receiver-port", str(receiver_port), "--receiver-keep", "1000", "--fast",
                 env=env,
             )  # fmt: skip
             assert up.returncode == 0, up.stdout + up.stderr
@@ -257,6 +263,7 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
     poll(lambda: _drift_flag(client), timeout=30, what=f"{DRIFT_FEATURE} judged drifted")
     labels = {"model": DRIFT_MODEL, "feature": DRIFT_FEATURE}
     fired = hook.wait("DataDriftDetected", "firing", timeout=60, labels=labels)
+    _the_receiver_logged_and_kept(live.state_dir, fired)
     traffic.batch(DRIFT_MODEL, WINDOW)  # the window is normal traffic again
     poll(lambda: _drift_flag(client) is False, timeout=30, what=f"{DRIFT_FEATURE} back to normal")
     hook.wait("DataDriftDetected", "resolved", after=fired.index, timeout=60, labels=labels)
@@ -298,7 +305,7 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
         timeout=15,
         what=f"{DB_ALERT} still firing just before the database returns",
     )
-    outage_ended = len(hook.notifications()) - 1
+    outage_ended = hook.latest_index()
     live.proxy.restore()
     poll(
         lambda: prom.query("sum(ml_db_records_pending) == 0"),
@@ -348,7 +355,7 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
         "stack", "down", "--state-dir", str(live.state_dir), "--grace", "5", env=live.env
     )
     assert down_cmd.returncode == 0, down_cmd.stdout + down_cmd.stderr
-    assert down_cmd.stderr.count(": stopped") == 2, down_cmd.stderr
+    assert down_cmd.stderr.count(": stopped") == 3, down_cmd.stderr
     assert _cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env).returncode == 1
     elapsed = time.monotonic() - started
     assert elapsed < 240, f"the live phases took {elapsed:.0f}s"
@@ -357,7 +364,7 @@ def test_alerts_flow_from_real_breaches_to_the_webhook(live: Live) -> None:
 def _stack_is_ready_with_overridden_rules(live: Live) -> None:
     status = _cli("stack", "status", "--state-dir", str(live.state_dir), env=live.env)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert status.stderr.count(": ready") == 2, status.stderr
+    assert status.stderr.count(": ready") == 3, status.stderr
     environ = {k: v for k, v in live.env.items() if k.startswith("ML_THRESHOLD_")}
     rendered = (live.state_dir / "ml_alerts.yml").read_text(encoding="utf-8")
     assert rendered == render_rules_yaml(load_thresholds(None, environ=environ))
@@ -366,7 +373,18 @@ def _stack_is_ready_with_overridden_rules(live: Live) -> None:
     assert f"[{DB_WINDOW}]" in prom_queries(live.prom)[DB_ALERT]  # and the overridden range
 
 
-def _latest(hook: WebhookReceiver, alertname: str) -> str | None:
+def _the_receiver_logged_and_kept(state_dir: Path, fired: Notification) -> None:
+    """The local receiver printed the alert as a JSON line and wrote it to its file."""
+    lines = (state_dir / "receiver.log").read_text(encoding="utf-8").splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(e["seq"] == fired.index and e["labels"] == fired.labels for e in logged), lines
+    kept = json.loads((state_dir / "notifications.json").read_text(encoding="utf-8"))
+    assert any(e["seq"] == fired.index for e in kept["notifications"])
+    assert fired.labels["severity"] == "warning" and fired.receiver == "ml-tickets"
+    assert set(fired.labels) <= set(KEPT_LABELS)  # bounded labels only, no annotation
+
+
+def _latest(hook: ReceiverClient, alertname: str) -> str | None:
     """The status of the newest notification of ``alertname`` (None before the first)."""
     found = [n for n in hook.notifications() if n.labels.get("alertname") == alertname]
     return found[-1].status if found else None
@@ -467,6 +485,17 @@ def test_command_lines_bind_loopback_with_own_storage(tmp_path: Path) -> None:
     assert "--web.external-url=http://127.0.0.1:9093/" in am
     assert f"--storage.path={tmp_path / 'alertmanager-data'}" in am
     assert "--cluster.listen-address=" in am  # no gossip listener on 0.0.0.0:9094
+    # No --webhook-url: the local receiver starts, and every receiver of Alertmanager uses it.
+    assert options.components == ("prometheus", "alertmanager", "receiver")
+    receiver = receiver_command(options, paths, "python")
+    assert receiver[1:3] == ["-m", "nexus_ml.cli.alert_receiver"]
+    assert "--port=5001" in receiver and f"--file={tmp_path / 'notifications.json'}" in receiver
+    am_config = yaml.safe_load(paths.alertmanager_config.read_text(encoding="utf-8"))
+    urls = {c["url"] for r in am_config["receivers"] for c in r["webhook_configs"]}
+    assert urls == {"http://127.0.0.1:5001/"}
+    other = StackOptions(state_dir=tmp_path, webhook_url="http://127.0.0.1:7000/x")
+    assert other.components == ("prometheus", "alertmanager")
+    assert other.delivery_url == "http://127.0.0.1:7000/x"
 
 
 def test_stack_up_names_the_packages_when_a_binary_is_missing(

@@ -74,6 +74,7 @@ def service_env(
         "ML_SYSTEM_INTERVAL_SECONDS": "1",
         "ML_ALERT_INTERVAL_SECONDS": "3600",
         "ML_DRIFT_INTERVAL_SECONDS": "3600",
+        "ML_DRIFT_FIRST_RUN_SECONDS": "3600",
         "ML_SHUTDOWN_GRACE_SECONDS": "5",
         "ML_LOG_LEVEL": "INFO",
     }

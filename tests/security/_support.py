@@ -35,6 +35,7 @@ def sqlite_settings(bundled_models: Path, root: Path, **overrides: Any) -> Setti
         "system_interval_seconds": 0.2,
         "alert_interval_seconds": 3600.0,
         "drift_interval_seconds": 3600.0,
+        "drift_first_run_seconds": 3600.0,
         "shutdown_grace_seconds": 5.0,
     }
     values.update(overrides)

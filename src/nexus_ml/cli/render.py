@@ -10,16 +10,19 @@ the checked-in ``deploy/`` files are made (``make render``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import _settings, _thresholds, app, console
-from nexus_ml.config import Settings
+from nexus_ml.config import AlertReceiverSettings, Settings
 from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.thresholds import Thresholds, apply_valid_overrides
+
+if TYPE_CHECKING:
+    from nexus_ml.render.alertmanager_config import Receivers
 
 
 def stored_overrides(url: str) -> dict[str, object]:
@@ -71,6 +74,17 @@ def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
     return result
 
 
+def _receivers() -> Receivers:
+    """Alertmanager's receivers from ``ML_ALERT_*``, or exit 2 naming what is wrong."""
+    from nexus_ml.render.alertmanager_config import Receivers
+
+    try:
+        return Receivers.from_settings(AlertReceiverSettings())
+    except ValueError as exc:
+        console.print(problem("alert receivers (ML_ALERT_*):", exc))
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def render(
     out: Annotated[Path, typer.Argument(help="Folder to write (the repo's deploy/).")] = Path(
@@ -90,9 +104,15 @@ def render(
         ),
     ] = True,
 ) -> None:
-    """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code."""
+    """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code.
+
+    Alertmanager's receivers come from ``ML_ALERT_*`` (docs/operations.md); ``--defaults``
+    and an unset environment deliver to the local receiver of ``nexus-ml stack up``.
+    """
+    from nexus_ml.render.alertmanager_config import Receivers
     from nexus_ml.render.files import render_all
 
     thresholds = Thresholds() if defaults else thresholds_to_render(_settings(), database=database)
-    for path in render_all(out, thresholds):
+    receivers = Receivers() if defaults else _receivers()
+    for path in render_all(out, thresholds, receivers):
         console.print(f"wrote {path}")

@@ -1,10 +1,11 @@
-"""``nexus-ml stack up|down|status``: Prometheus and Alertmanager on loopback, from Debian.
+"""``nexus-ml stack up|down|status``: Prometheus, Alertmanager and a webhook receiver on loopback.
 
-The configs and command lines come from ``render/stack.py``; this module only runs
-the processes. They are started in their own session (a Ctrl-C in the terminal that ran
-``stack up`` does not kill them), with a pid file and a log each under the state folder,
-and ``stack down`` stops exactly those pids (after checking the pid still runs that binary,
-so a recycled pid is never signalled).
+Prometheus and Alertmanager are the Debian binaries; the receiver is ``cli/alert_receiver.py``
+(unless ``--webhook-url`` names another one). The configs and command lines come from
+``render/stack.py``; this module only runs the processes. They are started in their own
+session (a Ctrl-C in the terminal that ran ``stack up`` does not kill them), with a pid file
+and a log each under the state folder, and ``stack down`` stops exactly those pids (after
+checking the pid still runs that program, so a recycled pid is never signalled).
 """
 
 from __future__ import annotations
@@ -25,22 +26,24 @@ import typer
 from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import app, console
 from nexus_ml.config import Settings
+from nexus_ml.render.alertmanager_config import LOCAL_RECEIVER_PORT
 from nexus_ml.render.stack import (
     COMPONENTS,
-    DEFAULT_WEBHOOK_URL,
     HOST,
     INSTALL_HINT,
+    RECEIVER,
     StackOptions,
     StackPaths,
     binary_for,
     command_for,
+    is_component,
     missing_binaries,
     render_stack,
 )
 from nexus_ml.thresholds import ThresholdError, load_thresholds
 
 stack_app = typer.Typer(
-    help="Local Prometheus + Alertmanager (Debian binaries) on 127.0.0.1 against the service.",
+    help="Local Prometheus + Alertmanager (Debian binaries) and an alert receiver on 127.0.0.1.",
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
@@ -78,17 +81,18 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _runs(pid: int, binary: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and is running ``binary``."""
+def _runs(pid: int, component: str) -> bool:
+    """True if ``pid`` is alive (not a zombie) and is running ``component``."""
     proc = Path(f"/proc/{pid}")
     if proc.is_dir():
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            raw = (proc / "cmdline").read_bytes().split(b"\0")
+            args = [a.decode(errors="replace") for a in raw if a]
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return False
         # A zombie has an empty cmdline; a recycled pid runs something else.
-        return state != "Z" and Path(cmdline).name == binary
+        return state != "Z" and is_component(args, component)
     try:  # no /proc (not Linux): liveness is the best we can check
         os.kill(pid, 0)
     except OSError:
@@ -98,10 +102,10 @@ def _runs(pid: int, binary: str) -> bool:
 
 def _running_pid(paths: StackPaths, component: str) -> int | None:
     pid = _read_pid(paths.pid_file(component))
-    return pid if pid is not None and _runs(pid, binary_for(component)) else None
+    return pid if pid is not None and _runs(pid, component) else None
 
 
-def _stop(pid: int, binary: str, grace: float) -> str:
+def _stop(pid: int, component: str, grace: float) -> str:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; how it ended."""
     try:
         os.kill(pid, signal.SIGTERM)
@@ -109,7 +113,7 @@ def _stop(pid: int, binary: str, grace: float) -> str:
         return "already gone"
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _runs(pid, binary):
+        if not _runs(pid, component):
             return "stopped"
         time.sleep(POLL_SECONDS)
     try:
@@ -117,7 +121,7 @@ def _stop(pid: int, binary: str, grace: float) -> str:
     except ProcessLookupError:
         return "stopped"
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and _runs(pid, binary):
+    while time.monotonic() < deadline and _runs(pid, component):
         time.sleep(POLL_SECONDS)
     return "killed after the grace period"
 
@@ -126,11 +130,9 @@ def stop_stack(state_dir: Path, grace: float = STOP_GRACE_SECONDS) -> dict[str, 
     """Stop every component ``stack up`` started in ``state_dir``; component -> outcome."""
     paths = StackPaths(state_dir)
     outcome: dict[str, str] = {}
-    for component in COMPONENTS:  # Prometheus first: it would only complain about a dead AM
+    for component in COMPONENTS:  # in their stop order (render/stack.py)
         pid = _running_pid(paths, component)
-        outcome[component] = (
-            "not running" if pid is None else _stop(pid, binary_for(component), grace)
-        )
+        outcome[component] = "not running" if pid is None else _stop(pid, component, grace)
         paths.pid_file(component).unlink(missing_ok=True)
     return outcome
 
@@ -161,7 +163,8 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def _start(component: str, options: StackOptions, paths: StackPaths) -> subprocess.Popen[bytes]:
     binary = shutil.which(binary_for(component))
     assert binary is not None  # noqa: S101 - checked by missing_binaries() before
-    paths.storage(component).mkdir(parents=True, exist_ok=True)
+    if component != RECEIVER:  # the receiver has no storage folder: its file is in the root
+        paths.storage(component).mkdir(parents=True, exist_ok=True)
     with paths.log_file(component).open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built by us
             command_for(component, options, paths, binary),
@@ -207,8 +210,18 @@ def up(
     scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "15s",
     evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "15s",
     webhook_url: Annotated[
-        str, typer.Option(help="Every receiver delivers here (no mail, no Slack locally).")
-    ] = DEFAULT_WEBHOOK_URL,
+        str | None,
+        typer.Option(
+            help="Deliver every notification here instead of starting the local receiver "
+            "(no mail, no Slack locally)."
+        ),
+    ] = None,
+    receiver_port: Annotated[
+        int, typer.Option(help="Port of the local alert receiver.")
+    ] = LOCAL_RECEIVER_PORT,
+    receiver_keep: Annotated[
+        int, typer.Option(min=1, help="Notifications the local receiver keeps.")
+    ] = 100,
     fast: Annotated[
         bool, typer.Option(help="Group and send within seconds instead of the paging timings.")
     ] = False,
@@ -224,7 +237,7 @@ def up(
         READY_TIMEOUT_SECONDS
     ),
 ) -> None:
-    """Render the loopback configs and start Prometheus and Alertmanager; wait until ready."""
+    """Render the loopback configs, start Prometheus, Alertmanager and the receiver; wait."""
     missing = missing_binaries()
     if missing:
         console.print(problem("not installed:", ", ".join(missing)))
@@ -238,6 +251,8 @@ def up(
         scrape_interval=scrape_interval,
         evaluation_interval=evaluation_interval,
         webhook_url=webhook_url,
+        receiver_port=receiver_port,
+        receiver_keep=receiver_keep,
         fast=fast,
         metrics_token_file=metrics_token_file,
     )
@@ -246,7 +261,9 @@ def up(
     if running:
         console.print(problem("already running:", f"{', '.join(running)} — `nexus-ml stack down`"))
         raise typer.Exit(1)
-    taken = [p for p in (prometheus_port, alertmanager_port) if _port_taken(p)]
+    ports = [options.prometheus_port, options.alertmanager_port]
+    ports += [receiver_port] if RECEIVER in options.components else []
+    taken = [p for p in ports if _port_taken(p)]
     if taken:
         console.print(problem(f"port(s) in use on {HOST}:", ", ".join(map(str, taken))))
         raise typer.Exit(1)
@@ -258,18 +275,24 @@ def up(
         raise typer.Exit(2) from None
     render_stack(options, thresholds)
     _save_state(paths, options)
-    procs = {c: _start(c, options, paths) for c in COMPONENTS}
+    procs = {c: _start(c, options, paths) for c in options.components}
     failure = _wait_ready(procs, options, timeout)
     if failure:
         console.print(problem("stack did not start:", failure))
-        for component in COMPONENTS:
+        for component in options.components:
             console.print(f"--- {paths.log_file(component)} (last lines)")
             console.print(_log_tail(paths.log_file(component)))
         stop_stack(paths.root)
         raise typer.Exit(1)
     p, a = options.prometheus_url, options.alertmanager_url
     console.print(f"Prometheus:   {p}   (targets {p}/targets, alerts {p}/alerts)")
-    console.print(f"Alertmanager: {a}   (webhook → {options.webhook_url})")
+    console.print(f"Alertmanager: {a}   (every receiver delivers to {options.delivery_url})")
+    if RECEIVER in options.components:
+        r = options.receiver_url
+        console.print(
+            f"receiver:     {r}/   (last alerts: {r}/notifications, "
+            f"{paths.notifications}; one line each in {paths.log_file(RECEIVER)})"
+        )
     console.print(f"scraping:     {', '.join(options.service_targets)}")
     console.print(f"state, logs:  {paths.root}")
 
@@ -281,18 +304,19 @@ def down(
         STOP_GRACE_SECONDS
     ),
 ) -> None:
-    """Stop the Prometheus and Alertmanager that "nexus-ml stack up" started."""
+    """Stop the Prometheus, Alertmanager and receiver that "nexus-ml stack up" started."""
     for component, outcome in stop_stack(_state_dir(state_dir), grace).items():
         console.print(f"{component}: {outcome}")
 
 
 @stack_app.command()
 def status(state_dir: StateDir = None) -> None:
-    """Pid, readiness and URL of each component; exit code 1 unless both are ready."""
+    """Pid, readiness and URL of each component; exit code 1 unless all are ready."""
     paths = StackPaths(_state_dir(state_dir))
     state = _load_state(paths)
+    started = state.get("components")
     all_ready = True
-    for component in COMPONENTS:
+    for component in started if isinstance(started, list) else COMPONENTS[:2]:
         pid = _running_pid(paths, component)
         url = state.get(f"{component}_url")
         ready = pid is not None and isinstance(url, str) and _ready(url)
@@ -308,7 +332,9 @@ def _save_state(paths: StackPaths, options: StackOptions) -> None:
         "prometheus_url": options.prometheus_url,
         "alertmanager_url": options.alertmanager_url,
         "service_targets": list(options.service_targets),
-        "webhook_url": options.webhook_url,
+        "receiver_url": options.receiver_url if RECEIVER in options.components else None,
+        "webhook_url": options.delivery_url,
+        "components": list(options.components),
     }
     (paths.root / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 

@@ -1,19 +1,26 @@
 """Render ``alertmanager.yml``: severity routing, receivers and inhibitions.
 
-Critical alerts page (webhook to the incident bridge, e-mail and Slack), warnings open a
-ticket in Slack, ``info`` (business) alerts go by e-mail. Every secret is a file path
-mounted at run time (``*_file`` / ``credentials_file``); nothing secret is rendered.
+Critical alerts page (the generic webhook, plus e-mail and Slack when configured), warnings
+open a ticket in Slack, ``info`` (business) alerts go by e-mail. A receiver whose channel is
+not configured delivers to the webhook instead, so no alert is routed to a placeholder; with
+nothing configured, the webhook is the local receiver of ``nexus-ml stack up``. Every secret
+is a file path Alertmanager reads at send time (``*_file`` / ``credentials_file``); nothing
+secret is rendered (``ML_ALERT_*``, see ``config.AlertReceiverSettings``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from nexus_ml.config import AlertReceiverSettings
 from nexus_ml.render.rules import to_yaml
 
 PAGER, TICKETS, BUSINESS = "ml-pager", "ml-tickets", "ml-business"
 RECEIVERS: dict[str, str] = {"critical": PAGER, "warning": TICKETS, "info": BUSINESS}
-SECRETS_DIR = "/etc/alertmanager/secrets"
+# `nexus-ml stack up` runs a receiver here (Alertmanager's documentation uses this port).
+LOCAL_RECEIVER_PORT = 5001
+LOCAL_WEBHOOK_URL = f"http://127.0.0.1:{LOCAL_RECEIVER_PORT}/"
 GROUP_BY = ["alertname", "model", "severity"]
 # (group_wait, group_interval, repeat_interval): pages come fast and repeat hourly,
 # tickets every four hours, business mail once a day.
@@ -65,20 +72,55 @@ def inhibit_rules() -> list[dict[str, Any]]:
     ]
 
 
-def _receivers(
-    *,
-    webhook_url: str,
-    secrets_dir: str,
-    oncall_email: str,
-    business_email: str,
-    slack_critical_channel: str,
-    slack_warning_channel: str,
-    webhook_url_override: str | None,
-) -> list[dict[str, Any]]:
-    if webhook_url_override:
-        # Every receiver keeps its name (so routing is what is tested) but delivers locally.
-        hook = [{"url": webhook_url_override, "send_resolved": True}]
-        return [{"name": n, "webhook_configs": hook} for n in (PAGER, TICKETS, BUSINESS)]
+@dataclass(frozen=True, kw_only=True)
+class Receivers:
+    """Where each severity is delivered; secrets as file paths only. Default: local webhook."""
+
+    webhook_url: str = LOCAL_WEBHOOK_URL
+    webhook_token_file: str = ""
+    smtp_smarthost: str = ""
+    smtp_from: str = ""
+    smtp_auth_username: str = ""
+    smtp_auth_password_file: str = ""
+    smtp_require_tls: bool = True
+    email_oncall: str = ""
+    email_business: str = ""
+    slack_api_url_file: str = ""
+    slack_critical_channel: str = "#ml-critical"
+    slack_warning_channel: str = "#ml-alerts"
+
+    @classmethod
+    def from_settings(cls, settings: AlertReceiverSettings) -> Receivers:
+        """The receivers ``ML_ALERT_*`` describe (validated there)."""
+        fields = settings.model_dump()
+        fields["webhook_url"] = fields["webhook_url"] or LOCAL_WEBHOOK_URL
+        return cls(**fields)
+
+
+def _global(r: Receivers) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if r.smtp_smarthost:
+        config |= {"smtp_smarthost": r.smtp_smarthost, "smtp_from": r.smtp_from}
+        if r.smtp_auth_username:
+            config |= {
+                "smtp_auth_username": r.smtp_auth_username,
+                "smtp_auth_password_file": r.smtp_auth_password_file,
+            }
+        config["smtp_require_tls"] = r.smtp_require_tls
+    if r.slack_api_url_file:
+        # The incoming-webhook URL is itself the secret: only its file is named.
+        config["slack_api_url_file"] = r.slack_api_url_file
+    return config
+
+
+def _receivers(r: Receivers) -> list[dict[str, Any]]:
+    def hook() -> dict[str, Any]:  # a fresh dict each time: a shared one becomes a YAML alias
+        config: dict[str, Any] = {"url": r.webhook_url, "send_resolved": True}
+        if r.webhook_token_file:
+            config["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials_file": r.webhook_token_file}
+            }
+        return config
 
     def slack(channel: str) -> dict[str, Any]:
         return {
@@ -91,44 +133,31 @@ def _receivers(
     def email(to: str) -> dict[str, Any]:
         return {"to": to, "send_resolved": True}
 
-    return [
-        {
-            "name": PAGER,
-            "webhook_configs": [
-                {
-                    "url": webhook_url,
-                    "send_resolved": True,
-                    "http_config": {
-                        "authorization": {
-                            "type": "Bearer",
-                            "credentials_file": f"{secrets_dir}/webhook_token",
-                        }
-                    },
-                }
-            ],
-            "email_configs": [email(oncall_email)],
-            "slack_configs": [slack(slack_critical_channel)],
-        },
-        {"name": TICKETS, "slack_configs": [slack(slack_warning_channel)]},
-        {"name": BUSINESS, "email_configs": [email(business_email)]},
-    ]
+    # Critical always reaches the webhook (the incident bridge), plus mail and Slack if set;
+    # warning and info use their own channel when configured, else the webhook.
+    pager: dict[str, Any] = {"name": PAGER, "webhook_configs": [hook()]}
+    if r.email_oncall:
+        pager["email_configs"] = [email(r.email_oncall)]
+    if r.slack_api_url_file:
+        pager["slack_configs"] = [slack(r.slack_critical_channel)]
+    tickets: dict[str, Any] = {"name": TICKETS}
+    if r.slack_api_url_file:
+        tickets["slack_configs"] = [slack(r.slack_warning_channel)]
+    else:
+        tickets["webhook_configs"] = [hook()]
+    business: dict[str, Any] = {"name": BUSINESS}
+    if r.email_business:
+        business["email_configs"] = [email(r.email_business)]
+    else:
+        business["webhook_configs"] = [hook()]
+    return [pager, tickets, business]
 
 
 def render_alertmanager_config(
-    *,
-    webhook_url: str = "http://incident-bridge:8080/alertmanager",
-    webhook_url_override: str | None = None,
-    secrets_dir: str = SECRETS_DIR,
-    smtp_smarthost: str = "smtp.example.org:587",
-    smtp_from: str = "alertmanager@example.org",
-    smtp_auth_username: str = "alertmanager",
-    oncall_email: str = "ml-oncall@example.org",
-    business_email: str = "ml-business@example.org",
-    slack_critical_channel: str = "#ml-critical",
-    slack_warning_channel: str = "#ml-alerts",
-    fast: bool = False,
+    receivers: Receivers | None = None, *, fast: bool = False
 ) -> dict[str, Any]:
-    """``alertmanager.yml`` as a dict; ``webhook_url_override`` sends everything to one URL."""
+    """``alertmanager.yml`` as a dict; the default receivers deliver to the local webhook."""
+    r = receivers if receivers is not None else Receivers()
     timings = {k: FAST_TIMINGS for k in TIMINGS} if fast else TIMINGS
 
     def timing(kind: str) -> dict[str, str]:
@@ -136,15 +165,8 @@ def render_alertmanager_config(
         return {"group_wait": wait, "group_interval": interval, "repeat_interval": repeat}
 
     config: dict[str, Any] = {}
-    if not webhook_url_override:
-        config["global"] = {
-            "smtp_smarthost": smtp_smarthost,
-            "smtp_from": smtp_from,
-            "smtp_auth_username": smtp_auth_username,
-            "smtp_auth_password_file": f"{secrets_dir}/smtp_password",
-            "smtp_require_tls": True,
-            "slack_api_url_file": f"{secrets_dir}/slack_api_url",
-        }
+    if settings := _global(r):
+        config["global"] = settings
     config["route"] = {
         "receiver": TICKETS,
         "group_by": list(GROUP_BY),
@@ -156,18 +178,12 @@ def render_alertmanager_config(
         ],
     }
     config["inhibit_rules"] = inhibit_rules()
-    config["receivers"] = _receivers(
-        webhook_url=webhook_url,
-        secrets_dir=secrets_dir,
-        oncall_email=oncall_email,
-        business_email=business_email,
-        slack_critical_channel=slack_critical_channel,
-        slack_warning_channel=slack_warning_channel,
-        webhook_url_override=webhook_url_override,
-    )
+    config["receivers"] = _receivers(r)
     return config
 
 
-def render_alertmanager_config_yaml(**kwargs: Any) -> str:
-    """``deploy/alertmanager/alertmanager.yml`` as text (keyword arguments as above)."""
-    return to_yaml(render_alertmanager_config(**kwargs))
+def render_alertmanager_config_yaml(
+    receivers: Receivers | None = None, *, fast: bool = False
+) -> str:
+    """``deploy/alertmanager/alertmanager.yml`` as text."""
+    return to_yaml(render_alertmanager_config(receivers, fast=fast))

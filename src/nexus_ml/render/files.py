@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexus_ml.render.alertmanager_config import render_alertmanager_config_yaml
+from nexus_ml.render.alertmanager_config import Receivers, render_alertmanager_config_yaml
 from nexus_ml.render.dashboards import build_dashboards, dashboard_json
 from nexus_ml.render.dashboards.common import GENERATED
 from nexus_ml.render.dashboards.provisioning import dashboard_providers, datasources
@@ -26,7 +26,9 @@ def _yaml(document: dict[str, Any]) -> str:
     return to_yaml(document, header=HEADER)
 
 
-def generated_files(thresholds: Thresholds | None = None) -> dict[str, str]:
+def generated_files(
+    thresholds: Thresholds | None = None, receivers: Receivers | None = None
+) -> dict[str, str]:
     """Path relative to ``deploy/`` -> text, for every generated file."""
     t = thresholds if thresholds is not None else Thresholds()
     files = {
@@ -34,7 +36,7 @@ def generated_files(thresholds: Thresholds | None = None) -> dict[str, str]:
         "prometheus/prometheus.yml": render_prometheus_config_yaml(),
         "prometheus/ml_alerts.yml": render_rules_yaml(t),
         "prometheus/ml_alerts_test.yml": render_rule_tests_yaml(t),
-        "alertmanager/alertmanager.yml": render_alertmanager_config_yaml(),
+        "alertmanager/alertmanager.yml": render_alertmanager_config_yaml(receivers),
     }
     # JSON has no comments: the dashboards carry the header in their description instead.
     for name, dashboard in build_dashboards(t).items():
@@ -48,14 +50,16 @@ def generated_files(thresholds: Thresholds | None = None) -> dict[str, str]:
     return files
 
 
-def render_all(out_dir: Path, thresholds: Thresholds | None = None) -> list[Path]:
+def render_all(
+    out_dir: Path, thresholds: Thresholds | None = None, receivers: Receivers | None = None
+) -> list[Path]:
     """Write every generated file under ``out_dir``; return the paths.
 
-    ``thresholds`` default to the defaults, never to the environment: the checked-in
-    ``deploy/`` files are rendered (and tested) from the code alone.
+    ``thresholds`` and ``receivers`` default to the defaults, never to the environment: the
+    checked-in ``deploy/`` files are rendered (and tested) from the code alone.
     """
     written = []
-    for relative, text in generated_files(thresholds).items():
+    for relative, text in generated_files(thresholds, receivers).items():
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -9,10 +9,15 @@ Debian binary is started with. Starting, waiting and stopping live in the cli la
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus_ml.render.alertmanager_config import render_alertmanager_config_yaml
+from nexus_ml.render.alertmanager_config import (
+    LOCAL_RECEIVER_PORT,
+    Receivers,
+    render_alertmanager_config_yaml,
+)
 from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
 from nexus_ml.render.rules import render_rules_yaml
 from nexus_ml.thresholds import Thresholds, format_duration, parse_duration
@@ -21,9 +26,12 @@ HOST = "127.0.0.1"
 PROMETHEUS_BINARY = "prometheus"
 ALERTMANAGER_BINARY = "prometheus-alertmanager"
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
-# Alertmanager's own documentation uses this port for a local webhook receiver.
-DEFAULT_WEBHOOK_URL = "http://127.0.0.1:5001/"
-COMPONENTS = ("prometheus", "alertmanager")
+# The local webhook receiver runs as `python -m` this module (cli/alert_receiver.py).
+RECEIVER_MODULE = "nexus_ml.cli.alert_receiver"
+RECEIVER = "receiver"
+# Stop order: Prometheus first (it would only complain about a dead Alertmanager), the
+# receiver last (it still takes what Alertmanager sends while stopping).
+COMPONENTS = ("prometheus", "alertmanager", RECEIVER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +44,10 @@ class StackOptions:
     service_targets: tuple[str, ...] = ("127.0.0.1:8001",)
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
-    webhook_url: str = DEFAULT_WEBHOOK_URL
+    # None: deliver to the local receiver started on receiver_port; else to this URL only.
+    webhook_url: str | None = None
+    receiver_port: int = LOCAL_RECEIVER_PORT
+    receiver_keep: int = 100
     fast: bool = False
     # Set when the service runs with ML_METRICS_TOKEN: Prometheus reads the token per scrape.
     metrics_token_file: Path | None = None
@@ -51,9 +62,28 @@ class StackOptions:
         """Base URL of Alertmanager (also its ``--web.external-url``)."""
         return f"http://{HOST}:{self.alertmanager_port}"
 
+    @property
+    def receiver_url(self) -> str:
+        """Base URL of the local receiver (its webhook, ``/notifications``, ``/-/ready``)."""
+        return f"http://{HOST}:{self.receiver_port}"
+
+    @property
+    def delivery_url(self) -> str:
+        """Where Alertmanager delivers every notification."""
+        return self.webhook_url if self.webhook_url else f"{self.receiver_url}/"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """What ``stack up`` starts: the receiver only when no other webhook is given."""
+        return COMPONENTS if self.webhook_url is None else COMPONENTS[:2]
+
     def url(self, component: str) -> str:
-        """Base URL of ``prometheus`` or ``alertmanager``."""
-        return self.prometheus_url if component == "prometheus" else self.alertmanager_url
+        """Base URL of ``prometheus``, ``alertmanager`` or ``receiver``."""
+        return {
+            "prometheus": self.prometheus_url,
+            "alertmanager": self.alertmanager_url,
+            RECEIVER: self.receiver_url,
+        }[component]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +107,11 @@ class StackPaths:
         """The rendered ``alertmanager.yml``."""
         return self.root / "alertmanager.yml"
 
+    @property
+    def notifications(self) -> Path:
+        """The local receiver's last notifications (JSON, rewritten on each one)."""
+        return self.root / "notifications.json"
+
     def storage(self, component: str) -> Path:
         """The TSDB (Prometheus) or silences/notification log (Alertmanager) folder."""
         return self.root / f"{component}-data"
@@ -96,8 +131,19 @@ def missing_binaries() -> list[str]:
 
 
 def binary_for(component: str) -> str:
-    """The executable name of ``prometheus`` or ``alertmanager``."""
+    """The executable of a component (the receiver is this Python running a module)."""
+    if component == RECEIVER:
+        return sys.executable
     return PROMETHEUS_BINARY if component == "prometheus" else ALERTMANAGER_BINARY
+
+
+def is_component(args: list[str], component: str) -> bool:
+    """Whether a process's command line (``args``) is that of ``component``."""
+    if not args:
+        return False
+    if component == RECEIVER:
+        return RECEIVER_MODULE in args
+    return Path(args[0]).name == binary_for(component)
 
 
 def render_stack(options: StackOptions, thresholds: Thresholds) -> StackPaths:
@@ -127,8 +173,10 @@ def render_stack(options: StackOptions, thresholds: Thresholds) -> StackPaths:
         encoding="utf-8",
     )
     paths.alertmanager_config.write_text(
+        # Every receiver keeps its name (so routing is what is exercised) but delivers to
+        # the one webhook: no mail or Slack is ever sent from a laptop.
         render_alertmanager_config_yaml(
-            webhook_url_override=options.webhook_url, fast=options.fast
+            Receivers(webhook_url=options.delivery_url), fast=options.fast
         ),
         encoding="utf-8",
     )
@@ -170,7 +218,23 @@ def alertmanager_command(options: StackOptions, paths: StackPaths, binary: str) 
     ]
 
 
+def receiver_command(options: StackOptions, paths: StackPaths, binary: str) -> list[str]:
+    """The local receiver's command line: loopback only (the module binds 127.0.0.1)."""
+    return [
+        binary,
+        "-m",
+        RECEIVER_MODULE,
+        f"--port={options.receiver_port}",
+        f"--keep={options.receiver_keep}",
+        f"--file={paths.notifications}",
+    ]
+
+
 def command_for(component: str, options: StackOptions, paths: StackPaths, binary: str) -> list[str]:
-    """The command line of ``prometheus`` or ``alertmanager``."""
-    build = prometheus_command if component == "prometheus" else alertmanager_command
+    """The command line of ``prometheus``, ``alertmanager`` or ``receiver``."""
+    build = {
+        "prometheus": prometheus_command,
+        "alertmanager": alertmanager_command,
+        RECEIVER: receiver_command,
+    }[component]
     return build(options, paths, binary)

@@ -149,17 +149,8 @@ class QualityJob:
         names = list(loaded.schema.names)
         X = _window(loaded, [r.features for r in rows])
         out: dict[str, Any] = {"version": loaded.version, "window_size": len(rows)}
-        m.data_drift_window_size.labels(name).set(len(rows))
-
         report = fitted.detector.score(X, names)
         out["drift"] = report.to_dict()
-        if report.decided:
-            for feature, fd in report.features.items():
-                for method, score in fd.scores.items():
-                    if math.isfinite(score):
-                        m.data_drift_score.labels(name, feature, method).set(score)
-                m.data_drift_detected.labels(name, feature).set(1.0 if fd.drifted else 0.0)
-            m.data_drift_share.labels(name).set(report.share_drifted)
 
         quality = fitted.checker.check_window(X)
         out["quality"] = {
@@ -175,12 +166,12 @@ class QualityJob:
             "stderr": estimate.stderr,
             "n": estimate.n,
         }
-        if estimate.accuracy is not None:
-            m.model_estimated_accuracy.labels(name).set(estimate.accuracy)
-            m.model_estimated_accuracy_stderr.labels(name).set(estimate.stderr or 0.0)
-
         labelled = store.labelled_predictions(name, self._accuracy_since(), with_features=True)
-        out["accuracy"] = self._export_accuracy(name, labelled)
+        accuracy = realised_accuracy(
+            [p.predicted_class for p in labelled], [p.actual for p in labelled]
+        )
+        out["accuracy"] = {"accuracy": accuracy.accuracy, "n": accuracy.n}
+        export_result(m, name, out)
         try:
             out["clinical"] = self._clinical(loaded, fitted, labelled, rows)
         except DatabaseUnavailable:
@@ -220,32 +211,54 @@ class QualityJob:
         return clinical
 
     def restore_gauges(self) -> int:
-        """Export each loaded model's latest stored clinical result (blocking; at start).
+        """Export each loaded model's latest stored result for its version (blocking; at start).
 
-        Returns how many models had one.
+        Every gauge a round exports comes back: drift (window size, scores, verdicts, share),
+        estimated and realised accuracy, and the clinical gauges; without this they would be
+        absent until the next round, which also resets the ``for`` timers of Prometheus alerts
+        waiting on them. Returns how many models had a stored result.
         """
         restored = 0
         for loaded in self._models.all():
             name = loaded.name
-            latest = self._store.latest_drift_result(name)
-            clinical = None if latest is None else latest.results.get("clinical")
+            latest = self._store.latest_drift_result(name, loaded.version)
+            if latest is None:
+                continue
+            export_result(self._metrics, name, latest.results)
+            clinical = latest.results.get("clinical")
             if clinical:
                 self._exported[name] = export(self._metrics, clinical_samples(name, clinical))
-                restored += 1
+            restored += 1
         return restored
 
     def _accuracy_since(self) -> datetime:
         return utcnow() - timedelta(seconds=self._settings.accuracy_window_seconds)
 
-    def _export_accuracy(self, name: str, labelled: list[LabelledPrediction]) -> dict[str, Any]:
-        """Realised accuracy over the accuracy window (labels joined on prediction time)."""
-        result = realised_accuracy(
-            [p.predicted_class for p in labelled], [p.actual for p in labelled]
-        )
-        self._metrics.model_accuracy_samples.labels(name).set(result.n)
-        if result.accuracy is not None:
-            self._metrics.model_accuracy.labels(name).set(result.accuracy)
-        return {"accuracy": result.accuracy, "n": result.n}
+
+def export_result(m: Metrics, name: str, result: dict[str, Any]) -> None:
+    """Set the drift and accuracy gauges of one round's result (computed now, or stored).
+
+    One function for both paths, so a restart exports exactly what the round that stored the
+    result exported: drift only when its window was decided, accuracies only when known.
+    """
+    m.data_drift_window_size.labels(name).set(result.get("window_size", 0))
+    drift = result.get("drift") or {}
+    if drift.get("decided"):
+        for feature, fd in drift.get("features", {}).items():
+            for method, score in fd.get("scores", {}).items():
+                if score is not None and math.isfinite(score):  # stored NaN is None
+                    m.data_drift_score.labels(name, feature, method).set(score)
+            m.data_drift_detected.labels(name, feature).set(1.0 if fd.get("drifted") else 0.0)
+        m.data_drift_share.labels(name).set(drift.get("share_drifted", 0.0))
+    estimated = result.get("estimated_accuracy") or {}
+    if estimated.get("accuracy") is not None:
+        m.model_estimated_accuracy.labels(name).set(estimated["accuracy"])
+        m.model_estimated_accuracy_stderr.labels(name).set(estimated.get("stderr") or 0.0)
+    # Realised accuracy over the accuracy window (labels joined on prediction time).
+    accuracy = result.get("accuracy") or {}
+    m.model_accuracy_samples.labels(name).set(accuracy.get("n", 0))
+    if accuracy.get("accuracy") is not None:
+        m.model_accuracy.labels(name).set(accuracy["accuracy"])
 
 
 def _stored_samples(name: str, result: DriftResultRecord | None) -> set[Sample]:
@@ -282,12 +295,45 @@ def _num(value: Any) -> float:
 
 
 class QualityRunner:
-    """The job as the service runs it: on its schedule and on demand, off the event loop."""
+    """The job as the service runs it: on its schedule and on demand, off the event loop.
 
-    def __init__(self, job: QualityJob, writer: RecordWriter, db: Database) -> None:
+    Schedule: the first round ``first`` seconds after start (not a whole interval: a
+    newcomer would see no drift or accuracy for five minutes), then rounds at that pace while
+    some model's drift window cannot be decided yet — the first window that can be decided is
+    judged within ``first`` seconds — for one ``interval`` at most, then every ``interval``.
+    """
+
+    def __init__(
+        self,
+        job: QualityJob,
+        writer: RecordWriter,
+        db: Database,
+        *,
+        interval: float,
+        first: float,
+    ) -> None:
         self.job = job
         self._writer = writer
         self._db = db
+        self.interval = interval
+        self.first = min(first, interval)
+        self._warm_until = time.monotonic() + interval
+
+    async def scheduled(self) -> float:
+        """One scheduled round; the seconds until the next one."""
+        result = await self.run()
+        if self.first < self.interval and time.monotonic() < self._warm_until:
+            if not result.get("ran"):
+                return self.first  # another worker holds the lock: ask again soon
+            models = result.get("models", {})
+            if not all((r.get("drift") or {}).get("decided") for r in models.values()):
+                return self.first
+        self._warm_until = 0.0  # warm-up over: never again after the first decided round
+        return self.interval
+
+    def after_failure(self) -> float:
+        """Seconds until the next round after a failed one (a database down at start)."""
+        return self.first if time.monotonic() < self._warm_until else self.interval
 
     async def run(self) -> dict[str, Any]:
         """Drift, window quality and accuracy now (one worker at a time)."""

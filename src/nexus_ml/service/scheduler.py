@@ -34,14 +34,43 @@ class Scheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a job failing must not stop the service
-                    self._metrics.errors_total.labels("scheduler", type(exc).__name__).inc()
-                    log.warning(
-                        "background job failed",
-                        extra={"component": name, "error_type": type(exc).__name__},
-                    )
+                    self._count_failure(name, exc)
                 await asyncio.sleep(seconds)
 
         self._tasks.append(asyncio.create_task(loop(), name=name))
+
+    def paced(
+        self,
+        first: float,
+        job: Callable[[], Awaitable[float]],
+        name: str,
+        *,
+        on_error: Callable[[], float],
+    ) -> None:
+        """Run ``job`` after ``first`` seconds, then after the seconds each run returns.
+
+        A failing run is counted and the next one comes after ``on_error()`` seconds.
+        """
+
+        async def loop() -> None:
+            wait = first
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    wait = await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a job failing must not stop the service
+                    self._count_failure(name, exc)
+                    wait = on_error()
+
+        self._tasks.append(asyncio.create_task(loop(), name=name))
+
+    def _count_failure(self, name: str, exc: Exception) -> None:
+        self._metrics.errors_total.labels("scheduler", type(exc).__name__).inc()
+        log.warning(
+            "background job failed", extra={"component": name, "error_type": type(exc).__name__}
+        )
 
     async def stop(self) -> None:
         """Cancel every job and wait for it to end."""

@@ -123,7 +123,13 @@ class Service:
         )
         # Drift detectors hold the drift limit they were fitted with.
         thresholds.on_change(lambda _new: job.reset())
-        self.quality = QualityRunner(job, writer, db)
+        self.quality = QualityRunner(
+            job,
+            writer,
+            db,
+            interval=settings.drift_interval_seconds,
+            first=settings.drift_first_run_seconds,
+        )
         self.trainer = Trainer(db=db, models=models, metrics=m, publisher=self.publisher)
         self.serving = Serving(
             models=models,
@@ -183,16 +189,17 @@ class Service:
         await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.publisher.publish(loaded)
-        await self._restore_clinical_gauges()
+        await self._restore_quality_gauges()
         await self.writer.start()
         await self.collector.start()
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
-        every(s.drift_interval_seconds, self.quality.run, "model-quality", delay=True)
+        q = self.quality
+        self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
 
-    async def _restore_clinical_gauges(self) -> None:
-        """Export the latest stored clinical results, so they are not absent until the next run.
+    async def _restore_quality_gauges(self) -> None:
+        """Export the latest stored quality results, so they are not absent until the next run.
 
         A database down at start is already counted by the database layer; the next job round
         exports the gauges then.
@@ -200,10 +207,12 @@ class Service:
         try:
             await self.db.run(self.quality.job.restore_gauges)
         except Unavailable:
-            log.warning("clinical gauges not restored: database unavailable")
+            log.warning("model-quality gauges not restored: database unavailable")
         except Exception as exc:  # a stored result this version cannot read: not worth a crash
             self.metrics.errors_total.labels("quality", type(exc).__name__).inc()
-            log.warning("clinical gauges not restored", extra={"error_type": type(exc).__name__})
+            log.warning(
+                "model-quality gauges not restored", extra={"error_type": type(exc).__name__}
+            )
 
     async def stop(self) -> None:
         """Stop jobs, then drain the writer within its half of the grace period.
