@@ -44,8 +44,15 @@ def stored_overrides(url: str) -> dict[str, object]:
         engine.dispose()
 
 
-def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
-    """What the service would apply: file and environment, then (if asked) the database."""
+def thresholds_to_render(
+    settings: Settings, *, database: bool, database_required: bool = True
+) -> Thresholds:
+    """What the service would apply: file and environment, then (if asked) the database.
+
+    With ``database_required=False`` an unreadable database is a warning, and the file and
+    environment thresholds are used (``stack up`` must start even when the service's
+    database is down: that is when its alerts matter).
+    """
     thresholds = _thresholds(settings)
     if not database:
         return thresholds
@@ -53,6 +60,15 @@ def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
     try:
         overrides = stored_overrides(url)
     except (DatabaseUnavailable, SQLAlchemyError) as exc:  # the type says which (no URL)
+        if not database_required:
+            console.print(
+                problem(
+                    "threshold overrides not read from the database:",
+                    f"{type(exc).__name__}; the rules use the file and environment only",
+                    style="yellow",
+                )
+            )
+            return thresholds
         console.print(
             problem(
                 "cannot read the threshold overrides stored in the database:",
