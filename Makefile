@@ -3,17 +3,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What serving needs, and no more: the test and benchmark tools are extras of their own.
+SERVE_STAMP := $(VENV)/.serve
 
 .PHONY: run test test-fast lint bench stack render mutation clean
 
-$(STAMP): pyproject.toml
+# pip's own progress lines are the progress: a first install takes a minute or two.
+$(SERVE_STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing what the service needs (first start only)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar on -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): $(SERVE_STAMP)
+	@echo "==> installing the test tools (lint, types, browser, security scan)"
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
-## run: create .venv, train the bundled models if absent, serve on 127.0.0.1:8001 (SQLite)
-run: $(STAMP)
+## run: create .venv (service packages only), train the bundled models if absent, serve on 127.0.0.1:8001 (SQLite)
+run: $(SERVE_STAMP)
 	$(BIN)/nexus-ml serve --host 127.0.0.1 --port 8001
 
 ## test: the whole suite (SQLite and PostgreSQL; the live stack and browser tests when their binaries exist)
@@ -37,11 +46,11 @@ mutation: $(STAMP)
 	bash scripts/mutation.sh $(MODULES)
 
 ## stack: Prometheus and Alertmanager (Debian binaries) on loopback against a running service
-stack: $(STAMP)
+stack: $(SERVE_STAMP)
 	$(BIN)/nexus-ml stack up
 
 ## render: regenerate every file under deploy/ from the code
-render: $(STAMP)
+render: $(SERVE_STAMP)
 	$(BIN)/nexus-ml render deploy --defaults
 
 clean:

@@ -115,6 +115,28 @@ def test_an_unreachable_database_stops_the_render(tmp_path: Path) -> None:
     assert "nobody" not in result.output  # the URL (it may hold a password) is not printed
 
 
+def test_stack_renders_with_the_stored_overrides_and_starts_without_the_database(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `stack up` renders the rules Prometheus runs through this: the limits the service shows.
+    from nexus_ml.cli.render import thresholds_to_render
+    from nexus_ml.config import Settings
+
+    migrate(db_url)
+    engine = make_engine(db_url)
+    try:
+        Store(engine).set_threshold_override("data_drift_high_for", 30, "operator01")
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    settings = Settings()
+    applied = thresholds_to_render(settings, database=True, database_required=False)
+    assert applied.data_drift_high_for == 30
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    fallback = thresholds_to_render(Settings(), database=True, database_required=False)
+    assert fallback.data_drift_high_for == 600  # file and environment only, and no exit
+
+
 @pytest.mark.parametrize(
     ("env", "key"),
     [

@@ -15,7 +15,13 @@ from tests.helpers import KEYS, LiveService, free_port
 from typer.testing import CliRunner
 
 from nexus_ml.cli import app
-from nexus_ml.cli.simulate import SimulationConfig, SimulationResult, run_simulation
+from nexus_ml.cli import simulate as simulate_module
+from nexus_ml.cli.simulate import (
+    SimulationConfig,
+    SimulationResult,
+    live_counts,
+    run_simulation,
+)
 from nexus_ml.cli.traffic import RowSampler, Shift, parse_shift, percentiles
 from nexus_ml.ml.datasets import load_dataset
 
@@ -226,3 +232,24 @@ def test_cli_unreachable_service_exits_1() -> None:
     )
     assert r.exit_code == 1
     assert "no response" in r.output
+
+
+def test_live_counts_name_every_outcome_and_the_rate() -> None:
+    r = SimulationResult(sent=10)
+    r.by_class.update(ok=6, **{"4xx": 2, "5xx": 1, "error": 1})
+    assert live_counts(r, 4.0) == "sent 10 · ok 6 · 4xx 2 · 5xx 1 · errors 1 · 2.5/s"
+    assert live_counts(SimulationResult(), 0.0).endswith("0.0/s")
+
+
+def test_cli_prints_running_counts_when_not_on_a_terminal(
+    live: LiveService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A log or CI shows no redrawn bar: the counts come as lines while the run goes on.
+    monkeypatch.setattr(simulate_module, "PLAIN_PROGRESS_SECONDS", 0.0)
+    args = ["simulate", "--url", live.url, "--api-key", KEYS["predict"], "--count", "4"]
+    r = CliRunner().invoke(app, [*args, "--model", "diabetes_risk", "--concurrency", "1"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("sent ")]
+    # One line per answer here (then the bar's own last frame, which ends the run).
+    assert [ln.split(" · ")[0] for ln in lines[:4]] == ["sent 1", "sent 2", "sent 3", "sent 4"]
+    assert lines[3].startswith("sent 4 · ok 4 · 4xx 0 · 5xx 0 · errors 0 · ")

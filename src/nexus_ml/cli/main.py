@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import TaskID
 
 from nexus_ml.cli.console import make_console, problem, progress_bar
@@ -91,7 +92,9 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _ensure_models(settings)
     settings, new_key = ensure_first_start_key(settings)
+    key_file = None
     if not os.environ.get("ML_API_KEYS"):
+        key_file = settings.data_dir / "api_key"
         # Workers read their settings from the environment; the generated key
         # (stored 0600 under the data folder) reaches them this way.
         os.environ["ML_API_KEYS"] = settings.api_keys.get_secret_value()
@@ -104,6 +107,7 @@ def serve(
     console.print(f"metrics:    {base}/metrics")
     console.print(f"health:     {base}/health")
     console.print(f"database:   {_safe_url(settings.resolved_database_url)}")
+    _print_next_steps(console, base, key_file)
 
     if workers > 1:
         # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when a worker imports
@@ -144,6 +148,22 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=_request_drain_seconds(settings),
     )
+
+
+def _print_next_steps(out: Console, base: str, key_file: Path | None) -> None:
+    """What a newcomer does next: the README's quickstart in three lines."""
+    # The key itself is printed above only when it was generated; here it is referred to.
+    key = f"$(cat {key_file})" if key_file is not None else "$YOUR_KEY"
+    out.print("next:")
+    out.print(
+        f'  list models: curl -s {base}/api/v1/models -H "Authorization: Bearer {key}"',
+        soft_wrap=True,
+    )
+    out.print("  dashboard:   open the dashboard URL, paste the admin key (it has every scope)")
+    out.print(
+        "  traffic:     .venv/bin/nexus-ml simulate --rate 5 --feedback-rate 0.5", soft_wrap=True
+    )
+    out.print('  more:        README, "Quickstart"')
 
 
 def _request_drain_seconds(settings: Settings) -> int:

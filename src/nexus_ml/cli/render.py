@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import _settings, _thresholds, app, console
 from nexus_ml.config import AlertReceiverSettings, Settings
-from nexus_ml.storage.errors import DatabaseUnavailable
 from nexus_ml.thresholds import Thresholds, apply_valid_overrides
 
 if TYPE_CHECKING:
@@ -44,15 +42,36 @@ def stored_overrides(url: str) -> dict[str, object]:
         engine.dispose()
 
 
-def thresholds_to_render(settings: Settings, *, database: bool) -> Thresholds:
-    """What the service would apply: file and environment, then (if asked) the database."""
+def thresholds_to_render(
+    settings: Settings, *, database: bool, database_required: bool = True
+) -> Thresholds:
+    """What the service would apply: file and environment, then (if asked) the database.
+
+    With ``database_required=False`` an unreadable database is a warning, and the file and
+    environment thresholds are used (``stack up`` must start even when the service's
+    database is down: that is when its alerts matter).
+    """
     thresholds = _thresholds(settings)
     if not database:
         return thresholds
+    # Here, not at the top: every CLI command imports this module, few read a database.
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nexus_ml.storage.errors import DatabaseUnavailable
+
     url = settings.resolved_database_url
     try:
         overrides = stored_overrides(url)
     except (DatabaseUnavailable, SQLAlchemyError) as exc:  # the type says which (no URL)
+        if not database_required:
+            console.print(
+                problem(
+                    "threshold overrides not read from the database:",
+                    f"{type(exc).__name__}; the rules use the file and environment only",
+                    style="yellow",
+                )
+            )
+            return thresholds
         console.print(
             problem(
                 "cannot read the threshold overrides stored in the database:",
@@ -106,8 +125,8 @@ def render(
 ) -> None:
     """Regenerate alert rules, Alertmanager config, dashboards and manifests from the code.
 
-    Alertmanager's receivers come from ML_ALERT_* (docs/operations.md); --defaults and an
-    unset environment deliver to the local receiver of 'nexus-ml stack up'.
+    Alertmanager's receivers come from the ML_ALERT_* settings (docs/operations.md); with
+    --defaults, or none of them set, alerts go to the local receiver of "nexus-ml stack up".
     """
     from nexus_ml.render.alertmanager_config import Receivers
     from nexus_ml.render.files import render_all

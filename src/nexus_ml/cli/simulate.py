@@ -123,7 +123,7 @@ class _Run:
         client: httpx.AsyncClient,
         config: SimulationConfig,
         samplers: Mapping[str, Sampler] | None,
-        progress: Callable[[int], None] | None,
+        progress: Callable[[SimulationResult], None] | None,
     ) -> None:
         self.client = client
         self.config = config
@@ -149,11 +149,13 @@ class _Run:
             response = await self.client.post(f"/api/v1/models/{model}/predict", json=body)
         except httpx.HTTPError:
             r.by_class["error"] += 1
+            if self.progress:
+                self.progress(r)
             return
         r.latencies.append(time.perf_counter() - start)
         r.by_class[status_class(response.status_code)] += 1
         if self.progress:
-            self.progress(r.sent)
+            self.progress(r)
         if response.status_code != 200:
             return
         answer = response.json()
@@ -184,16 +186,30 @@ class _Run:
             r.feedback_failed += 1
 
 
+# How often a run whose output is not a terminal prints its counts.
+PLAIN_PROGRESS_SECONDS = 5.0
+
+
+def live_counts(r: SimulationResult, elapsed: float) -> str:
+    """The running counts of a simulation in one line: sent, how answered, how fast."""
+    c = r.by_class
+    rate = r.sent / elapsed if elapsed > 0 else 0.0
+    return (
+        f"sent {r.sent} · ok {c['ok']} · 4xx {c['4xx']} · 5xx {c['5xx']} · "
+        f"errors {c['error']} · {rate:.1f}/s"
+    )
+
+
 async def run_simulation(
     client: httpx.AsyncClient,
     config: SimulationConfig,
     samplers: Mapping[str, Sampler] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[SimulationResult], None] | None = None,
 ) -> SimulationResult:
     """Send the configured traffic through ``client`` (its base URL and auth already set).
 
     ``samplers`` (default: the bundled datasets' rows) make each model's rows; ``progress``
-    is called with the number of requests answered so far.
+    is called with the running counts after each answer (or transport error).
     """
     run = _Run(client, config, samplers, progress)
     interval = interval_for(config.rate)
@@ -401,10 +417,17 @@ def simulate(
                 # By requests when --count bounds the run, else by seconds of --duration.
                 task = bar.add_task("requests", total=count or duration)
                 started = time.perf_counter()
+                # A bar redraws only on a terminal: elsewhere (a log, CI) a line now and then.
+                last_line = [started]
 
-                def advance(sent: int) -> None:
-                    done = sent if count is not None else time.perf_counter() - started
-                    bar.update(task, completed=done)
+                def advance(r: SimulationResult) -> None:
+                    now = time.perf_counter()
+                    done = r.sent if count is not None else now - started
+                    line = live_counts(r, now - started)
+                    bar.update(task, completed=done, description=line)
+                    if not console.is_terminal and now - last_line[0] >= PLAIN_PROGRESS_SECONDS:
+                        last_line[0] = now
+                        console.print(line)
 
                 return await run_simulation(client, config, samplers, advance)
 

@@ -25,6 +25,7 @@ import typer
 
 from nexus_ml.cli.console import problem
 from nexus_ml.cli.main import app, console
+from nexus_ml.cli.render import thresholds_to_render
 from nexus_ml.config import Settings
 from nexus_ml.render.alertmanager_config import LOCAL_RECEIVER_PORT
 from nexus_ml.render.stack import (
@@ -40,7 +41,6 @@ from nexus_ml.render.stack import (
     missing_binaries,
     render_stack,
 )
-from nexus_ml.thresholds import ThresholdError, load_thresholds
 
 stack_app = typer.Typer(
     help="Local Prometheus + Alertmanager (Debian binaries) and an alert receiver on 127.0.0.1.",
@@ -268,11 +268,13 @@ def up(
         console.print(problem(f"port(s) in use on {HOST}:", ", ".join(map(str, taken))))
         raise typer.Exit(1)
     try:
-        # The same thresholds the service loads: file from Settings, then ML_THRESHOLD_*.
-        thresholds = load_thresholds(Settings())
-    except (ThresholdError, ValueError) as exc:
-        console.print(problem("thresholds:", exc))
+        settings = Settings()
+    except ValueError as exc:
+        console.print(problem("configuration error:", exc))
         raise typer.Exit(2) from None
+    # The thresholds the service applies: file, ML_THRESHOLD_*, then the overrides saved
+    # through PUT /config/thresholds, so Prometheus alerts on the limits the service shows.
+    thresholds = thresholds_to_render(settings, database=True, database_required=False)
     render_stack(options, thresholds)
     _save_state(paths, options)
     procs = {c: _start(c, options, paths) for c in options.components}
@@ -304,7 +306,7 @@ def down(
         STOP_GRACE_SECONDS
     ),
 ) -> None:
-    """Stop the Prometheus, Alertmanager and receiver that 'stack up' started."""
+    """Stop the Prometheus, Alertmanager and receiver that "nexus-ml stack up" started."""
     for component, outcome in stop_stack(_state_dir(state_dir), grace).items():
         console.print(f"{component}: {outcome}")
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from nexus_ml.ml.operating import Declarations
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Number arrays, trained as StandardScaler + LogisticRegression (the first two models).
 BUNDLED_DATASETS = ("diagnostic", "diabetes_risk")
@@ -112,6 +114,8 @@ def readmission_frame(n_rows: int = READMISSION_ROWS, seed: int = READMISSION_SE
     admission, length of stay, low albumin, high creatinine, low hemoglobin, high HbA1c,
     discharge to a facility, and with the site.
     """
+    import pandas as pd  # lazy: every CLI command imports this module's names
+
     rng = np.random.default_rng(seed)
     n = int(n_rows)
     age = np.clip(rng.normal(64, 16, n), 18, 98).round().astype(np.int64)
