@@ -1,0 +1,204 @@
+"""Robust anomaly bands for monitoring series: the reference both evaluators follow.
+
+A series (request rate, error ratio, predictions per model, latency p95, mean confidence, a
+class's share) is compared with a baseline of its own past, never with a fixed limit:
+
+- **centre** = the median of the baseline window, **spread** = its inter-quartile range / 1.349
+  (a robust standard deviation: the IQR of a normal distribution is 1.349 σ). The IQR rather than
+  the MAD because Prometheus 2.42 computes it exactly with ``quantile_over_time`` (the MAD needs a
+  median of deviations from a median, which PromQL can only approximate with a subquery), and the
+  Prometheus rules must give the numbers this module gives.
+- **baselines**: one per season — by default one, two and three weeks back (hour-of-week
+  seasonality). With a full season of history, that baseline's window is centred on the same
+  moment one season earlier (``[W] offset (season - W/2)``); before that, it is the trailing
+  window ending now (``[W]``), which follows a level change after about W/2. A step is anomalous
+  when a **majority** of the baselines put it beyond ``k`` **on the same side**: last week's
+  incident is outvoted by the two weeks before it (no echo a week later), a Monday morning is
+  compared with Mondays (a one-day baseline made every Monday after a quiet weekend look like a
+  surge, and failed the offline evaluation for that reason), and a slow drift away from all of
+  them is caught once the weeks of history exist.
+- **floors**: the spread is at least ``rel_floor × |centre|`` and ``abs_floor``: a quiet series
+  (an error ratio of 0) must not alert on its first error.
+- **score** ``z = (x - centre) / spread``; a step is *outside* when ``z > k`` (``direction`` up),
+  ``z < -k`` (down) or ``|z| > k`` (both), and an alert fires after ``for_steps`` consecutive
+  steps outside — Prometheus's ``for``.
+
+Quantiles are numpy's ``linear`` method, which is Prometheus's ``quantile_over_time``
+(rank φ·(n−1), linear interpolation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+# IQR of a standard normal distribution: IQR / 1.349 estimates σ.
+IQR_TO_SIGMA = 1.349
+
+Direction = Literal["up", "down", "both"]
+
+
+@dataclass(kw_only=True, frozen=True)
+class BandSpec:
+    """How one signal's band is made (window and season in steps of the series)."""
+
+    window: int
+    seasons: tuple[int, ...]
+    k: float
+    rel_floor: float
+    abs_floor: float
+    for_steps: int
+    # Prometheus's keep_firing_for (2.42+): a firing alert stays firing this many steps after
+    # its condition ends, so a series hovering at the band's edge does not page again and again.
+    keep_steps: int = 0
+    direction: Direction = "both"
+
+    def __post_init__(self) -> None:
+        if self.window < 4:
+            raise ValueError("window: at least 4 steps (a quartile of fewer is meaningless)")
+        if any(season <= self.window for season in self.seasons):
+            raise ValueError("seasons: each longer than the window")
+        if self.k <= 0 or self.for_steps < 1 or self.keep_steps < 0:
+            raise ValueError("k > 0, for_steps >= 1 and keep_steps >= 0")
+        if self.rel_floor < 0 or self.abs_floor < 0:
+            raise ValueError("floors are not negative")
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Per step: the centre, the spread used, and the score (NaN where undecided)."""
+
+    centre: np.ndarray
+    spread: np.ndarray
+    score: np.ndarray
+
+    def lower(self, k: float) -> np.ndarray:
+        return self.centre - k * self.spread
+
+    def upper(self, k: float) -> np.ndarray:
+        return self.centre + k * self.spread
+
+
+def _window_quantiles(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """Quartiles (3 × n) of ``x[end - window + 1 : end + 1]`` for each end (NaN if incomplete)."""
+    n = len(ends)
+    out = np.full((3, n), np.nan)
+    ok = ends >= window - 1
+    if not ok.any():
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(x, window)
+    rows = windows[ends[ok] - window + 1]
+    # NaN samples (a scrape missed) are left out, as Prometheus has no sample there.
+    out[:, ok] = np.nanquantile(rows, [0.25, 0.5, 0.75], axis=1, method="linear")
+    return out
+
+
+def _band(x: np.ndarray, q: np.ndarray, spec: BandSpec) -> Bands:
+    centre = q[1]
+    spread = np.maximum.reduce(
+        [
+            (q[2] - q[0]) / IQR_TO_SIGMA,
+            spec.rel_floor * np.abs(centre),
+            np.full_like(centre, spec.abs_floor),
+        ]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = (x - centre) / spread
+    return Bands(centre=centre, spread=spread, score=score)
+
+
+def bands(x: np.ndarray, spec: BandSpec) -> list[Bands]:
+    """One band per baseline (per season; the trailing window alone without seasons)."""
+    x = np.asarray(x, dtype=np.float64)
+    steps = np.arange(len(x))
+    trailing = _window_quantiles(x, steps, spec.window)
+    if not spec.seasons:
+        return [_band(x, trailing, spec)]
+    out = []
+    for season in spec.seasons:
+        # The window centred on the same moment one season ago: ends W/2 steps after it.
+        ends = steps - season + spec.window // 2
+        seasonal = _window_quantiles(x, np.where(ends < len(x), ends, -1), spec.window)
+        have = ~np.isnan(seasonal[1])
+        out.append(_band(x, np.where(have, seasonal, trailing), spec))
+    return out
+
+
+def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
+    """True where a majority of the baselines put a step beyond ``k`` on the same side."""
+    scores = [np.nan_to_num(b.score, nan=0.0) for b in bands(x, spec)]
+    need = len(scores) // 2 + 1
+    up = np.sum([z > spec.k for z in scores], axis=0) >= need
+    down = np.sum([z < -spec.k for z in scores], axis=0) >= need
+    if spec.direction == "up":
+        return up
+    if spec.direction == "down":
+        return down
+    return up | down
+
+
+def firing(x: np.ndarray, spec: BandSpec) -> np.ndarray:
+    """True at each step where the alert fires: anomalous ``for_steps`` steps in a row, then
+    held ``keep_steps`` steps after the condition ends."""
+    out = anomalous(x, spec)
+    fire = np.zeros(len(out), dtype=bool)
+    run = 0
+    held = -1  # the last step at which the condition held while firing
+    for i, v in enumerate(out):  # a recurrence: a loop is the clear way (series of ~10^4 steps)
+        run = run + 1 if v else 0
+        if run >= spec.for_steps:
+            held = i
+        fire[i] = held >= 0 and i - held <= spec.keep_steps
+    return fire
+
+
+@dataclass(kw_only=True, frozen=True)
+class Signal:
+    """What is fixed by the signal itself: which way is bad, and its smallest meaningful spread."""
+
+    direction: Direction
+    rel_floor: float
+    abs_floor: float
+
+
+# The six monitored signals. Floors: a rate's own Poisson noise is a few per cent; an error
+# ratio of 0 must see more than one error; confidence and shares move in hundredths.
+SIGNALS: dict[str, Signal] = {
+    "request_rate": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
+    "predictions": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
+    "error_ratio": Signal(direction="up", rel_floor=0.25, abs_floor=0.002),
+    "latency_p95": Signal(direction="up", rel_floor=0.05, abs_floor=0.002),
+    "confidence": Signal(direction="down", rel_floor=0.0, abs_floor=0.01),
+    "class_share": Signal(direction="both", rel_floor=0.0, abs_floor=0.02),
+}
+
+
+def band_specs(
+    *,
+    step_seconds: float,
+    window_seconds: float,
+    season_seconds: tuple[float, ...],
+    k: float,
+    for_seconds: float,
+    keep_seconds: float = 0.0,
+) -> dict[str, BandSpec]:
+    """Each signal's band at a series resolution of ``step_seconds``."""
+
+    def steps(seconds: float) -> int:
+        return max(1, round(seconds / step_seconds))
+
+    return {
+        name: BandSpec(
+            window=steps(window_seconds),
+            seasons=tuple(steps(season) for season in season_seconds),
+            k=k,
+            rel_floor=s.rel_floor,
+            abs_floor=s.abs_floor,
+            for_steps=steps(for_seconds),
+            keep_steps=round(keep_seconds / step_seconds),
+            direction=s.direction,
+        )
+        for name, s in SIGNALS.items()
+    }
