@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -117,6 +118,8 @@ def test_wilson_equals_scipy() -> None:
     for (k, n), a, b in zip(cases, lo, hi, strict=True):
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        # At no success (every success) the bound is exactly 0 (1), as scipy's.
+        assert (a == 0.0) == (k == 0) and (b == 1.0) == (k == n)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
     assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
     with pytest.raises(ValueError, match="successes"):
@@ -338,6 +341,44 @@ def test_auc_interval_holds_coverage_near_one_and_at_perfect_separation() -> Non
     assert auc1 == 1.0 and se1 == 0.0
     lo1, hi1 = auc_interval(auc1, se1, 2, 2)
     assert hi1 == 1.0 and lo1 < 0.5  # two cases a side prove little
+
+
+def test_auc_interval_at_perfect_separation_is_wilson_of_the_smaller_class() -> None:
+    """AUC 1 (positives all above) and AUC 0 (all below): DeLong's variance is 0 there, so the
+    bounds are the Wilson interval of a proportion seen at 1 (or 0) in as many trials as the
+    smaller class has rows; between the two the logit interval applies."""
+    scores = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 0.95]
+    above = [False, False, False, True, True, True, True]  # 4 positives, 3 negatives
+    below = [not y for y in above]  # 3 positives, 4 negatives
+    auc, se = auc_delong(np.array([scores, scores]), np.array([above, below]))
+    assert auc.tolist() == [1.0, 0.0] and se.tolist() == [0.0, 0.0]
+    lo, hi = auc_interval(auc, se, [4, 3], [3, 4])
+    w_lo, w_hi = wilson_interval([3, 0], [3, 3])
+    assert lo.tolist() == w_lo.tolist() and hi.tolist() == w_hi.tolist()
+    assert hi[0] == 1.0 and 0.0 < lo[0] < 0.5
+    assert lo[1] == 0.0 and 0.5 < hi[1] < 1.0
+    assert lo[1] == pytest.approx(1.0 - hi[0]) and hi[1] == pytest.approx(1.0 - lo[0])
+
+
+def test_one_positive_has_no_spread_of_its_own_the_negatives_give_the_error() -> None:
+    # The positive outscores 2 of 3 negatives: AUC 2/3. Its own component is 0 (one row has
+    # no sample variance); the negatives' shares of positives above them are 1, 1, 0, so
+    # var = ((1/3)² + (1/3)² + (2/3)²) / (3 · 2) = 1/9.
+    for labels in ([True, False, False, False], [False, True, True, True]):
+        scores = [0.9, 0.1, 0.5, 0.95] if labels[0] else [0.1, 0.9, 0.5, 0.05]
+        auc, se = auc_delong(scores, labels)
+        assert float(auc) == pytest.approx(2 / 3)
+        assert float(se) == pytest.approx(1 / 3)
+
+
+def test_an_undefined_auc_and_its_error_are_float_nan() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a window without positives is normal, not a warning
+        auc, se = auc_delong(np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]]), [[1, 1, 1], [0, 0, 0]])
+    assert auc.dtype == se.dtype == np.float64
+    assert np.isnan(auc).all() and np.isnan(se).all()
+    with pytest.raises(ValueError, match=r"^scores and labels differ in shape: \(3,\) vs \(2,\)$"):
+        auc_delong([0.1, 0.2, 0.3], [True, False])
 
 
 # --- estimation without labels ---------------------------------------------------------------
