@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest, norm, rankdata
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import confidence_profile
 from nexus_ml.ml.training import train_pipeline
-from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc, standard_errors
 from nexus_ml.stats.clinical import (
     Estimate,
     Interval,
@@ -440,6 +440,38 @@ def test_estimates_and_their_stderr_match_labels_drawn_from_calibrated_probabili
         assert 0.93 <= inside <= 0.97, (name, inside)
 
 
+def test_auc_stderr_is_the_delta_method_of_the_mann_whitney_form() -> None:
+    """The AUC's error linearises (S − m(m+1)/2) / (m(N − m)) — S the rank sum of the m
+    positives — in each row's label: checked against a numerical gradient of that formula,
+    with the classes far from balanced (m ≠ N/2, where the AUC's own term in the gradient
+    counts), for a binary model and a three-class macro mean."""
+    rng = np.random.default_rng(3)
+    n = 40
+
+    def mann_whitney(y: np.ndarray, r: np.ndarray) -> float:
+        m = y.sum()
+        return float((np.dot(y, r) - m * (m + 1) / 2) / (m * (n - m)))
+
+    for k in (2, 3):
+        q = rng.dirichlet(np.r_[3.5, np.full(k - 1, 0.5)], size=n)  # class 0 the common one
+        cols = [1] if k == 2 else list(range(k))
+        ranks = {c: rankdata(rng.normal(size=n)) for c in cols}
+        got = standard_errors(q, q.argmax(axis=1), ranks).auc
+        g = np.zeros((n, k))
+        h = 1e-6
+        for c in cols:
+            for i in range(n):
+                up, down = q[:, c].copy(), q[:, c].copy()
+                up[i] += h
+                down[i] -= h
+                slope = (mann_whitney(up, ranks[c]) - mann_whitney(down, ranks[c])) / (2 * h)
+                g[i, c] = slope / len(cols)
+        # Each row's label is one draw from q: the variance of Σ_c g_ic·[label = c].
+        var = np.sum(np.sum(g * g * q, axis=1) - np.square(np.sum(g * q, axis=1)))
+        assert abs(q[:, 1].sum() - n / 2) > 5
+        assert got == pytest.approx(math.sqrt(var), rel=1e-6), k
+
+
 def test_estimated_multiclass_matches_drawn_labels() -> None:
     rng = np.random.default_rng(8)
     logits = rng.normal(size=(1500, 3)) * 1.5
@@ -506,6 +538,20 @@ def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
     above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
     pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
     assert expected_auc(s, q) == pytest.approx(pairwise)
+    # Defined with less than one expected positive in all, none of it on the top-scored row.
+    s, q = np.array([0.9, 0.5, 0.2]), np.array([0.0, 0.6, 0.1])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0])
+def test_expected_auc_without_expected_positives_or_negatives_is_nan_quietly(q: float) -> None:
+    s = np.array([0.9, 0.5, 0.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 behind the NaN
+        assert math.isnan(expected_auc(s, np.full(3, q)))
+    assert math.isnan(expected_auc(np.empty(0), np.empty(0)))
 
 
 def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:
