@@ -16,6 +16,7 @@ from nexus_ml.stats.drift_methods import (
     Wasserstein,
     bin_counts_sorted,
     methods_for,
+    sorted_finite,
 )
 
 N_REF = 50_000
@@ -175,3 +176,28 @@ def test_raw_fit_drops_non_finite_reference_values(ref: np.ndarray) -> None:
     w = np.sort(np.random.default_rng(2).normal(10.0, 2.0, size=1_000))
     assert KolmogorovSmirnov().fit(dirty).score(w) == KolmogorovSmirnov().fit(ref).score(w)
     assert PSI().fit(dirty).ref_counts_.sum() == N_REF
+
+
+def test_a_sorted_finite_float_column_is_shared_not_copied() -> None:
+    # The detector sorts a column once and every method reads that one array.
+    col = np.sort(np.random.default_rng(4).normal(size=1_000))
+    assert sorted_finite(col) is col
+    tied = np.sort(np.round(col))  # ties are still sorted
+    assert sorted_finite(tied) is tied
+    # Anything else is sorted, without its non-finite values.
+    assert sorted_finite(np.array([1.0, 3.0, 2.0])).tolist() == [1.0, 2.0, 3.0]
+    assert sorted_finite(np.array([2.0, 1.0, np.nan])).tolist() == [1.0, 2.0]
+    assert sorted_finite(np.array([1.0, 2.0, np.inf])).tolist() == [1.0, 2.0]
+    assert sorted_finite(np.array([-np.inf, 1.0, 2.0])).tolist() == [1.0, 2.0]
+
+
+def test_a_small_integer_column_is_measured_as_numbers_not_wrapped_around() -> None:
+    # int8 values 200 apart: their difference overflows int8, not float64.
+    rng = np.random.default_rng(6)
+    ref = rng.choice(np.array([-100, 100], dtype=np.int8), size=600, p=[0.7, 0.3])
+    win = rng.choice(np.array([-100, 100], dtype=np.int8), size=300, p=[0.3, 0.7])
+    ref_sorted, win_sorted = sorted_finite(ref), sorted_finite(win)
+    assert ref_sorted.dtype == win_sorted.dtype == np.float64
+    got = Wasserstein().fit(ref).score(win_sorted).score
+    expected = stats.wasserstein_distance(ref.astype(float), win.astype(float))
+    assert got == pytest.approx(expected / ref.astype(float).std(), rel=1e-12)
