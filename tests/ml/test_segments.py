@@ -20,6 +20,7 @@ from nexus_ml.ml.segments import (
     SegmentIndex,
     check_segments,
     declaration_text,
+    number_label,
     parse_segments,
 )
 
@@ -87,6 +88,7 @@ def test_a_stored_declaration_reads_back_as_the_same_segments() -> None:
         ("age:0-1e999", ["age", "finite"]),
         ("site:0-1", ["site", "no bin edges"]),
         ("sex,,age:0-1", ["empty item"]),
+        ("age:0-40x", ["age", "numbers joined by '-'"]),
     ],
 )
 def test_bad_declarations_are_refused_naming_the_feature(text: str, words: list[str]) -> None:
@@ -127,22 +129,120 @@ def test_a_category_that_is_free_text_cannot_be_a_group() -> None:
 
 
 @pytest.mark.parametrize(
-    "segment",
+    ("segment", "words"),
     [
-        Segment("age", ("0-40", "other"), (0.0, 40.0)),  # lacks "missing" (nullable)
-        Segment("age", ("0-40", "40-30", "missing", "other"), (0.0, 40.0, 30.0)),
-        Segment("sex", ("2", "1", "other")),
-        Segment("sex", ("1.0", "other")),  # not canonical
-        Segment("sex", ("7", "other")),  # outside the training range
-        Segment("sex", ("x", "other")),
-        Segment("site", ("east", "north", "other", "missing"), (0.0, 1.0)),
-        Segment("site", ("east", "missing", "other")),
-        Segment("weight", ("other",)),
+        # lacks "missing" (nullable)
+        (Segment("age", ("0-40", "other"), (0.0, 40.0)), ["closed list of groups"]),
+        (
+            Segment("age", ("0-40", "40-30", "missing", "other"), (0.0, 40.0, 30.0)),
+            ["edges must be strictly increasing"],
+        ),
+        (Segment("sex", ("2", "1", "other")), ["value groups must be strictly increasing"]),
+        (Segment("sex", ("1", "1", "other")), ["value groups must be strictly increasing"]),
+        (Segment("sex", ("1.0", "other")), ["canonical form"]),
+        (Segment("sex", ("7", "other")), ["outside the training range"]),
+        (Segment("sex", ("x", "other")), ["a value group is not a number"]),
+        (
+            Segment("sex", ("1", *(f"1.{i}" for i in range(1, 10)), "2", "other")),
+            [f"more than {MAX_DISTINCT_VALUES} value groups"],
+        ),
+        (Segment("age", ("20", "20.5", "missing", "other")), ["must be whole"]),
+        (
+            Segment("site", ("east", "north", "other", "missing"), (0.0, 1.0)),
+            ["a category feature has no edges"],
+        ),
+        (Segment("site", ("east", "missing", "other")), ["closed list of groups"]),
     ],
 )
-def test_stored_segments_must_be_closed_lists(segment: Segment) -> None:
-    with pytest.raises(SegmentError):
+def test_stored_segments_must_be_closed_lists(segment: Segment, words: list[str]) -> None:
+    with pytest.raises(SegmentError) as refused:
         check_segments(SCHEMA, [segment], max_groups=64)
+    message = str(refused.value)
+    # Each refusal names the stored feature and says which rule the segment breaks.
+    assert message.startswith(f"segment {segment.feature}: "), message
+    for word in words:
+        assert word in message
+
+
+def test_a_stored_segment_of_an_unknown_feature_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SegmentError) as refused:
+        check_segments(SCHEMA, [Segment("weight", ("other",))], max_groups=64)
+    assert str(refused.value) == "a segment names a feature the model does not have"
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        Segment("age", ("20", "45", "70", "missing", "other")),  # an integer's whole values
+        Segment("sex", ("1", "1.5", "2", "other")),  # a number's values need not be whole
+        Segment("sex", (*(f"1.{i}" for i in range(1, 10)), "2", "other")),  # exactly the maximum
+        Segment("age", ("18-98", "missing", "other"), (18.0, 98.0)),
+        Segment("site", ("east", "north", "other", "missing")),
+    ],
+)
+def test_stored_segments_that_are_closed_lists_are_accepted(segment: Segment) -> None:
+    check_segments(SCHEMA, [segment], max_groups=64)
+
+
+def test_a_stored_category_segment_whose_categories_cannot_be_labels_is_refused() -> None:
+    schema = FeatureSchema((FeatureSpec("note", "category", categories=("a" * 65, "b")),))
+    with pytest.raises(SegmentError) as refused:
+        check_segments(schema, [Segment("note", ("a" * 65, "b", "other"))], max_groups=64)
+    assert str(refused.value) == "segment note: a category cannot be a group name"
+
+
+def test_a_category_of_exactly_the_longest_group_name_is_a_group() -> None:
+    schema = FeatureSchema((FeatureSpec("note", "category", categories=("a" * 64, "b")),))
+    (segment,) = parse_segments("note", schema)
+    assert segment.groups == ("a" * 64, "b", "other")
+    check_segments(schema, [segment], max_groups=64)
+
+
+def test_whole_numbers_are_labelled_as_integers_below_1e15_and_as_python_writes_them_from_it() -> (
+    None
+):
+    assert number_label(1e15 - 1) == "999999999999999"
+    assert number_label(-(1e15 - 1)) == "-999999999999999"
+    assert number_label(1e15) == repr(1e15) == "1000000000000000.0"
+    assert number_label(-1e15) == "-1000000000000000.0"
+    assert number_label(40.0) == "40" and number_label(0.5) == "0.5"
+    for value in (1e15 - 1, 1e15, -1e15, 0.5, 40.0):
+        assert float(number_label(value)) == value
+
+
+def test_refusals_of_a_declaration_are_exact() -> None:
+    with pytest.raises(SegmentError) as refused:
+        parse_segments("sex,,age:0-1", SCHEMA, FRAME)
+    assert str(refused.value) == "segments: an empty item (two commas, or a trailing comma)"
+    with pytest.raises(SegmentError) as refused:
+        parse_segments("age:0-40x", SCHEMA, FRAME)
+    assert str(refused.value) == (
+        "segment age: bin edges must be numbers joined by '-' (0-40-65-120)"
+    )
+
+
+def test_an_unknown_feature_is_echoed_bounded_and_printable() -> None:
+    with pytest.raises(SegmentError) as refused:
+        parse_segments("w" * 100, SCHEMA, FRAME)
+    assert str(refused.value) == f"segment {'w' * 64!r}: not a feature of the model"
+    with pytest.raises(SegmentError) as refused:
+        parse_segments("we\x00i\nght", SCHEMA, FRAME)
+    assert str(refused.value) == "segment 'we?i?ght': not a feature of the model"
+
+
+def test_a_feature_whose_name_holds_a_colon_takes_edges_after_the_last_colon() -> None:
+    schema = FeatureSchema((FeatureSpec("lab:crp", "number", 0.0, 100.0),))
+    (segment,) = parse_segments("lab:crp:0-10-100", schema)
+    assert segment.feature == "lab:crp"
+    assert segment.edges == (0.0, 10.0, 100.0)
+    (whole,) = parse_segments("lab:crp", schema, {"lab:crp": [1.0, 2.0]})
+    assert whole.groups == ("1", "2", "other")
+
+
+def test_value_groups_come_from_a_plain_list_column_with_gaps() -> None:
+    # A training frame given as a mapping of lists: a missing value is None, not NaN.
+    (segment,) = parse_segments("sex", SCHEMA, {"sex": [2, None, 1, 2, None]})
+    assert segment.groups == ("1", "2", "other")
 
 
 def _expected_group(segment: Segment, value: Any) -> str:
@@ -224,3 +324,18 @@ def test_the_deployment_setting_agrees_with_the_bundle_bounds() -> None:
     field = Settings.model_fields["segment_max_groups"]
     assert field.default == MAX_SEGMENT_GROUPS
     assert [m.le for m in field.metadata if hasattr(m, "le")] == [MAX_STORED_SEGMENT_GROUPS]
+
+
+def test_masks_select_rows_and_take_anything_that_is_not_a_value_as_missing_or_other() -> None:
+    index = SegmentIndex(parse_segments("age:0-40-120,site", SCHEMA, FRAME), SCHEMA)
+    # A stored row that is not a mapping holds no value; a category value that is not a
+    # string (even one that cannot be hashed) is no category.
+    rows: list[Any] = [None, {"age": 50, "site": ["east"]}, {"age": 10, "site": {"a": 1}}]
+    masks = index.masks(rows)
+    ids = np.arange(len(rows))
+    assert ids[masks[ALL]].tolist() == [0, 1, 2]  # boolean masks: they select rows
+    assert ids[masks["age=missing"]].tolist() == [0]
+    assert ids[masks["site=missing"]].tolist() == [0]
+    assert ids[masks["site=other"]].tolist() == [1, 2]
+    assert ids[masks["age=40-120"]].tolist() == [1]
+    assert all(mask.dtype == bool for mask in masks.values())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest, norm, rankdata
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -21,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.profile import confidence_profile
 from nexus_ml.ml.training import train_pipeline
-from nexus_ml.stats.cbpe import calibrated_proba, expected_auc
+from nexus_ml.stats.cbpe import calibrated_proba, expected_auc, standard_errors
 from nexus_ml.stats.clinical import (
     Estimate,
     Interval,
@@ -117,6 +118,8 @@ def test_wilson_equals_scipy() -> None:
     for (k, n), a, b in zip(cases, lo, hi, strict=True):
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (a, b) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        # At no success (every success) the bound is exactly 0 (1), as scipy's.
+        assert (a == 0.0) == (k == 0) and (b == 1.0) == (k == n)
     assert proportion(7, 40) == Interval(7 / 40, lo[4], hi[4], 40)
     assert proportion(3, 20, min_count=30) == Interval(None, None, None, 20)
     with pytest.raises(ValueError, match="successes"):
@@ -340,6 +343,44 @@ def test_auc_interval_holds_coverage_near_one_and_at_perfect_separation() -> Non
     assert hi1 == 1.0 and lo1 < 0.5  # two cases a side prove little
 
 
+def test_auc_interval_at_perfect_separation_is_wilson_of_the_smaller_class() -> None:
+    """AUC 1 (positives all above) and AUC 0 (all below): DeLong's variance is 0 there, so the
+    bounds are the Wilson interval of a proportion seen at 1 (or 0) in as many trials as the
+    smaller class has rows; between the two the logit interval applies."""
+    scores = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 0.95]
+    above = [False, False, False, True, True, True, True]  # 4 positives, 3 negatives
+    below = [not y for y in above]  # 3 positives, 4 negatives
+    auc, se = auc_delong(np.array([scores, scores]), np.array([above, below]))
+    assert auc.tolist() == [1.0, 0.0] and se.tolist() == [0.0, 0.0]
+    lo, hi = auc_interval(auc, se, [4, 3], [3, 4])
+    w_lo, w_hi = wilson_interval([3, 0], [3, 3])
+    assert lo.tolist() == w_lo.tolist() and hi.tolist() == w_hi.tolist()
+    assert hi[0] == 1.0 and 0.0 < lo[0] < 0.5
+    assert lo[1] == 0.0 and 0.5 < hi[1] < 1.0
+    assert lo[1] == pytest.approx(1.0 - hi[0]) and hi[1] == pytest.approx(1.0 - lo[0])
+
+
+def test_one_positive_has_no_spread_of_its_own_the_negatives_give_the_error() -> None:
+    # The positive outscores 2 of 3 negatives: AUC 2/3. Its own component is 0 (one row has
+    # no sample variance); the negatives' shares of positives above them are 1, 1, 0, so
+    # var = ((1/3)² + (1/3)² + (2/3)²) / (3 · 2) = 1/9.
+    for labels in ([True, False, False, False], [False, True, True, True]):
+        scores = [0.9, 0.1, 0.5, 0.95] if labels[0] else [0.1, 0.9, 0.5, 0.05]
+        auc, se = auc_delong(scores, labels)
+        assert float(auc) == pytest.approx(2 / 3)
+        assert float(se) == pytest.approx(1 / 3)
+
+
+def test_an_undefined_auc_and_its_error_are_float_nan() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a window without positives is normal, not a warning
+        auc, se = auc_delong(np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]]), [[1, 1, 1], [0, 0, 0]])
+    assert auc.dtype == se.dtype == np.float64
+    assert np.isnan(auc).all() and np.isnan(se).all()
+    with pytest.raises(ValueError, match=r"^scores and labels differ in shape: \(3,\) vs \(2,\)$"):
+        auc_delong([0.1, 0.2, 0.3], [True, False])
+
+
 # --- estimation without labels ---------------------------------------------------------------
 
 
@@ -397,6 +438,38 @@ def test_estimates_and_their_stderr_match_labels_drawn_from_calibrated_probabili
         assert x.stderr == pytest.approx(np.std(values), rel=0.1), name
         inside = np.mean(np.abs(values - x.value) <= 1.96 * x.stderr)
         assert 0.93 <= inside <= 0.97, (name, inside)
+
+
+def test_auc_stderr_is_the_delta_method_of_the_mann_whitney_form() -> None:
+    """The AUC's error linearises (S − m(m+1)/2) / (m(N − m)) — S the rank sum of the m
+    positives — in each row's label: checked against a numerical gradient of that formula,
+    with the classes far from balanced (m ≠ N/2, where the AUC's own term in the gradient
+    counts), for a binary model and a three-class macro mean."""
+    rng = np.random.default_rng(3)
+    n = 40
+
+    def mann_whitney(y: np.ndarray, r: np.ndarray) -> float:
+        m = y.sum()
+        return float((np.dot(y, r) - m * (m + 1) / 2) / (m * (n - m)))
+
+    for k in (2, 3):
+        q = rng.dirichlet(np.r_[3.5, np.full(k - 1, 0.5)], size=n)  # class 0 the common one
+        cols = [1] if k == 2 else list(range(k))
+        ranks = {c: rankdata(rng.normal(size=n)) for c in cols}
+        got = standard_errors(q, q.argmax(axis=1), ranks).auc
+        g = np.zeros((n, k))
+        h = 1e-6
+        for c in cols:
+            for i in range(n):
+                up, down = q[:, c].copy(), q[:, c].copy()
+                up[i] += h
+                down[i] -= h
+                slope = (mann_whitney(up, ranks[c]) - mann_whitney(down, ranks[c])) / (2 * h)
+                g[i, c] = slope / len(cols)
+        # Each row's label is one draw from q: the variance of Σ_c g_ic·[label = c].
+        var = np.sum(np.sum(g * g * q, axis=1) - np.square(np.sum(g * q, axis=1)))
+        assert abs(q[:, 1].sum() - n / 2) > 5
+        assert got == pytest.approx(math.sqrt(var), rel=1e-6), k
 
 
 def test_estimated_multiclass_matches_drawn_labels() -> None:
@@ -465,6 +538,20 @@ def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
     above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
     pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
     assert expected_auc(s, q) == pytest.approx(pairwise)
+    # Defined with less than one expected positive in all, none of it on the top-scored row.
+    s, q = np.array([0.9, 0.5, 0.2]), np.array([0.0, 0.6, 0.1])
+    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+    assert expected_auc(s, q) == pytest.approx(pairwise)
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0])
+def test_expected_auc_without_expected_positives_or_negatives_is_nan_quietly(q: float) -> None:
+    s = np.array([0.9, 0.5, 0.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 behind the NaN
+        assert math.isnan(expected_auc(s, np.full(3, q)))
+    assert math.isnan(expected_auc(np.empty(0), np.empty(0)))
 
 
 def test_calibrated_proba_shares_the_rest_by_the_other_probabilities() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -9,13 +12,16 @@ from scipy.spatial.distance import jensenshannon
 
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.stats.drift_methods import (
+    N_BINS,
     PSI,
     ChiSquared,
     JensenShannon,
     KolmogorovSmirnov,
     Wasserstein,
     bin_counts_sorted,
+    decile_gaps,
     methods_for,
+    sorted_finite,
 )
 
 N_REF = 50_000
@@ -175,3 +181,76 @@ def test_raw_fit_drops_non_finite_reference_values(ref: np.ndarray) -> None:
     w = np.sort(np.random.default_rng(2).normal(10.0, 2.0, size=1_000))
     assert KolmogorovSmirnov().fit(dirty).score(w) == KolmogorovSmirnov().fit(ref).score(w)
     assert PSI().fit(dirty).ref_counts_.sum() == N_REF
+
+
+def test_a_sorted_finite_float_column_is_shared_not_copied() -> None:
+    # The detector sorts a column once and every method reads that one array.
+    col = np.sort(np.random.default_rng(4).normal(size=1_000))
+    assert sorted_finite(col) is col
+    tied = np.sort(np.round(col))  # ties are still sorted
+    assert sorted_finite(tied) is tied
+    # Anything else is sorted, without its non-finite values.
+    assert sorted_finite(np.array([1.0, 3.0, 2.0])).tolist() == [1.0, 2.0, 3.0]
+    assert sorted_finite(np.array([2.0, 1.0, np.nan])).tolist() == [1.0, 2.0]
+    assert sorted_finite(np.array([1.0, 2.0, np.inf])).tolist() == [1.0, 2.0]
+    assert sorted_finite(np.array([-np.inf, 1.0, 2.0])).tolist() == [1.0, 2.0]
+
+
+def test_a_small_integer_column_is_measured_as_numbers_not_wrapped_around() -> None:
+    # int8 values 200 apart: their difference overflows int8, not float64.
+    rng = np.random.default_rng(6)
+    ref = rng.choice(np.array([-100, 100], dtype=np.int8), size=600, p=[0.7, 0.3])
+    win = rng.choice(np.array([-100, 100], dtype=np.int8), size=300, p=[0.3, 0.7])
+    ref_sorted, win_sorted = sorted_finite(ref), sorted_finite(win)
+    assert ref_sorted.dtype == win_sorted.dtype == np.float64
+    got = Wasserstein().fit(ref).score(win_sorted).score
+    expected = stats.wasserstein_distance(ref.astype(float), win.astype(float))
+    assert got == pytest.approx(expected / ref.astype(float).std(), rel=1e-12)
+
+
+def _decile_gaps_by_hand(values: list[float], counts: list[int]) -> list[int]:
+    """The tie-aware edge rule of ``decile_gaps``' docstring, one gap at a time in plain Python."""
+    n, size = sum(counts), len(values)
+    cum = list(itertools.accumulate(counts))
+    defaults = set()
+    for d in range(1, N_BINS):
+        at = math.floor(np.linspace(0.1, 0.9, N_BINS - 1)[d - 1] * (n - 1))
+        i = next(j for j in range(size) if cum[j] > at)  # the value holding that order statistic
+        if cum[i] < n:  # the last value has no gap above it
+            defaults.add(i)
+    heavy = [v for v, c in zip(values, counts, strict=True) if c >= max(2, math.ceil(0.005 * n))]
+    if not heavy:
+        return sorted(defaults)
+    mean = sum(v * c for v, c in zip(values, counts, strict=True)) / n
+    std = math.sqrt(sum((v - mean) ** 2 * c for v, c in zip(values, counts, strict=True)) / n)
+    safe = 0.1 * std
+    chosen = set()
+    for i in defaults:
+        near = [
+            j
+            for j in range(size - 1)
+            if j == i or abs(cum[j] - cum[i]) <= 0.025 * n  # within the tolerance of the decile
+        ]
+
+        def key(j: int, i: int = i) -> tuple[float, int, int]:
+            edge = 0.5 * (values[j] + values[j + 1])
+            gap = min(abs(edge - h) for h in heavy)
+            # Safe gaps alike, then the farthest from a heavy value; nearest the decile of equals.
+            return (-min(gap, safe), abs(cum[j] - cum[i]), j)
+
+        chosen.add(min(near, key=key))
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_decile_gaps_follow_the_rule_as_written(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(2, 60))
+    values = np.sort(rng.choice(np.arange(-500, 500), size=size, replace=False)) / 10.0
+    # Counts from flat to very heavy: a few values hold most rows, the rest one or two each.
+    counts = rng.integers(1, 4, size=size)
+    spikes = rng.choice(size, size=int(rng.integers(0, min(size, 6) + 1)), replace=False)
+    counts[spikes] += rng.integers(1, 400, size=spikes.size)
+    got = decile_gaps(values, counts)
+    assert got.tolist() == _decile_gaps_by_hand(values.tolist(), counts.tolist())
+    assert got.dtype == np.intp

@@ -42,8 +42,13 @@ def wilson_interval(
         denom = 1.0 + z2 / n
         centre = (p + z2 / (2.0 * n)) / denom
         half = Z * np.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    # Rounding can leave a bound a hair outside [0, 1] at k = 0 or k = n.
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+        # At k = 0 the lower bound is exactly 0 and at k = n the upper exactly 1 (as scipy
+        # gives them); centre ∓ half rounds to a hair inside (5.6e-17 at 0 of 3). NaN p (no
+        # trials) matches neither and stays NaN.
+        lower = np.where(p == 0.0, 0.0, centre - half)
+        upper = np.where(p == 1.0, 1.0, centre + half)
+    # Rounding can leave a bound a hair outside [0, 1] near k = 0 or k = n.
+    return np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
 
 
 def auc_delong(
