@@ -65,8 +65,10 @@ class FeatureBins:
             idx = np.searchsorted(self.edges, values, side="left")
             idx[np.isnan(values)] = self.missing
         else:
-            assert self.categories is not None  # noqa: S101 - one of the two is always set
-            lookup, unseen, missing = self.categories, n_bins - 2, n_bins - 1
+            lookup = self.categories
+            if lookup is None:  # pragma: no cover - the constructor sets one of the two
+                raise RuntimeError("a feature's bins have neither edges nor categories")
+            unseen, missing = n_bins - 2, n_bins - 1
             idx = np.fromiter(
                 (
                     missing if v is None else lookup.get(v if type(v) is str else str(v), unseen)

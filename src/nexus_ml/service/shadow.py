@@ -96,8 +96,8 @@ class ShadowScorer:
             return
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="shadow-scorer")
+        self._wake = wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(wake), name="shadow-scorer")
 
     async def stop(self) -> None:
         """Stop scoring; what is still queued is dropped (and counted)."""
@@ -119,9 +119,7 @@ class ShadowScorer:
 
     # -- scoring ------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        wake = self._wake
-        assert wake is not None  # noqa: S101 - set by start() before the task exists
+    async def _run(self, wake: asyncio.Event) -> None:
         while True:
             await wake.wait()
             wake.clear()
