@@ -149,8 +149,20 @@ def bare_app() -> Any:
     return Starlette(routes=[Route(PATH, constant, methods=["POST"])])
 
 
+class NullBins:
+    """Per-bin input counting switched off."""
+
+    def add(self, row: Any) -> None:
+        pass
+
+    def add_many(self, rows: Any) -> None:
+        pass
+
+
 class NullObserver:
-    """Observation switched off."""
+    """Observation switched off (the per-bin counters with it)."""
+
+    bins = NullBins()
 
     def observe(self, *args: Any) -> None:
         pass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import secrets
 import sys
 import tempfile
@@ -27,16 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# The tests' PostgreSQL helpers (NEXUS_TEST_POSTGRES_URL, a schema per run).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+
+from tests.helpers import postgres_schema_url
 
 from nexus_ml.storage import PredictionRecord, RecordWriter, Store, make_engine, migrate, new_id
-
-POSTGRES_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @contextmanager
@@ -44,17 +40,8 @@ def database(postgres: bool, tmp: Path) -> Iterator[str]:
     if not postgres:
         yield f"sqlite:///{tmp / f'{secrets.token_hex(4)}.db'}"
         return
-    schema = f"bench_{secrets.token_hex(5)}"
-    admin = create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    # The tests' throw-away schema: created here, dropped on exit.
+    yield from postgres_schema_url()
 
 
 def records(n: int, poison_every: int) -> list[PredictionRecord]:

@@ -29,16 +29,14 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# The tests' PostgreSQL helpers (NEXUS_TEST_POSTGRES_URL, a schema per run).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
+from tests.helpers import postgres_schema_url
 
 from nexus_ml.storage import PredictionRecord, Store, make_engine, migrate, new_id
 
-POSTGRES_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
@@ -48,17 +46,8 @@ def database(sqlite: bool, tmp: Path) -> Iterator[str]:
     if sqlite:
         yield f"sqlite:///{tmp / f'{secrets.token_hex(4)}.db'}"
         return
-    schema = f"bench_{secrets.token_hex(5)}"
-    admin = create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    # The tests' throw-away schema: created here, dropped on exit.
+    yield from postgres_schema_url()
 
 
 def make_records(n: int, features: int, seed: int = 1) -> list[PredictionRecord]:
