@@ -43,7 +43,7 @@ from tests.reliability.service import (  # noqa: E402
     uvicorn_command,
 )
 
-from nexus_ml.ml.bundle import set_shadow  # noqa: E402
+from nexus_ml.ml.pointers import set_shadow  # noqa: E402
 from nexus_ml.ml.training import ensure_bundled_models  # noqa: E402
 
 MODEL = "diagnostic"

@@ -12,7 +12,7 @@ from tests.api.test_class_labels import _csv
 from tests.helpers import auth
 
 from nexus_ml.api.app import create_app
-from nexus_ml.ml.bundle import current_version, set_current
+from nexus_ml.ml.pointers import current_version, set_current
 from nexus_ml.ml.training import train_from_csv
 
 URL = "/api/v1/models/mine/predict"

@@ -14,8 +14,9 @@ from tests.helpers import KEYS, auth, save_candidate, write_wine_csv
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
-from nexus_ml.ml.bundle import current_version, load_metadata, shadow_version
+from nexus_ml.ml.bundle import load_metadata
 from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.pointers import current_version, shadow_version
 from nexus_ml.ml.training import train_from_csv
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")

@@ -14,8 +14,9 @@ from tests.helpers import auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
-from nexus_ml.ml.bundle import load_bundle, save_bundle, set_shadow
+from nexus_ml.ml.bundle import load_bundle, save_bundle
 from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.pointers import set_shadow
 from nexus_ml.storage.records import challenger_id
 
 MODEL = "diagnostic"

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from nexus_ml.cli import app
 from nexus_ml.config import Settings
-from nexus_ml.ml.bundle import current_version, shadow_version
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.history import read_history
+from nexus_ml.ml.pointers import current_version, shadow_version
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 PREDICT = "/api/v1/models/diagnostic/predict"

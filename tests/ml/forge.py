@@ -24,18 +24,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nexus_ml.ml.bundle import (
-    CURRENT_FILE,
     MANIFEST_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    current_version,
     list_bundles,
     load_bundle,
     manifest_bytes,
-    set_current,
     sha256_bytes,
 )
 from nexus_ml.ml.errors import RefusalReason
+from nexus_ml.ml.pointers import CURRENT_FILE, current_version, set_current
 
 Meta = dict[str, Any]
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"

@@ -25,22 +25,20 @@ from tests.ml.forge import (
 )
 
 from nexus_ml.ml.bundle import (
-    CURRENT_FILE,
     MANIFEST_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    VERSION_RE,
     BundleError,
-    current_version,
     list_bundles,
     load_bundle,
     load_metadata,
     save_bundle,
     seal_bundle,
-    set_current,
     sha256_bytes,
 )
+from nexus_ml.ml.bundle_paths import VERSION_RE
 from nexus_ml.ml.datasets import Dataset
+from nexus_ml.ml.pointers import CURRENT_FILE, current_version, set_current
 from nexus_ml.ml.training import TrainResult
 
 

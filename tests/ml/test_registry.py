@@ -14,8 +14,9 @@ import pytest
 from tests.ml.forge import BAD_BUNDLES, new_version
 
 from nexus_ml.ml import registry as registry_module
-from nexus_ml.ml.bundle import MODEL_FILE, BundleError, save_bundle, seal_bundle, set_current
+from nexus_ml.ml.bundle import MODEL_FILE, BundleError, save_bundle, seal_bundle
 from nexus_ml.ml.datasets import BUNDLED_DATASETS
+from nexus_ml.ml.pointers import set_current
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal, UnknownModel
 from nexus_ml.ml.schema import validate_instance
 from nexus_ml.ml.training import TrainResult, ensure_bundled_models

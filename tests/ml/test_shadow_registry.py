@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus_ml.ml.bundle import (
-    MODEL_FILE,
-    SHADOW_FILE,
-    BundleError,
-    save_bundle,
-    set_shadow,
-    shadow_version,
-)
+from nexus_ml.ml.bundle import MODEL_FILE, BundleError, save_bundle
+from nexus_ml.ml.pointers import SHADOW_FILE, set_shadow, shadow_version
 from nexus_ml.ml.registry import ModelRegistry
 from nexus_ml.ml.training import TrainResult
 

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_ml.ml.bundle import BundleError, current_version, list_bundles, load_bundle
+from nexus_ml.ml.bundle import BundleError, list_bundles, load_bundle
 from nexus_ml.ml.datasets import BUNDLED_DATASETS, Dataset
+from nexus_ml.ml.pointers import current_version
 from nexus_ml.ml.training import (
     TrainingDataError,
     TrainResult,

@@ -174,7 +174,8 @@ def _request_drain_seconds(settings: Settings) -> int:
 
 def champion_before(settings: Settings, name: str) -> str | None:
     """The champion of ``name`` before a change (None: none, or an unreadable CURRENT)."""
-    from nexus_ml.ml.bundle import BundleError, current_version
+    from nexus_ml.ml.bundle import BundleError
+    from nexus_ml.ml.pointers import current_version
 
     try:
         return current_version(settings.model_path, name)

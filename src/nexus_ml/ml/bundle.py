@@ -16,11 +16,9 @@ Bundles written before the manifest (format 1: no ``manifest.json``) are refused
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -34,6 +32,17 @@ import sklearn
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
+from nexus_ml.ml.bundle_paths import (
+    NAME_RE,
+    VERSION_RE,
+    fsync_dir,
+    inside,
+    model_root,
+    replace_file,
+    validate_name,
+    validate_version,
+    write_bytes,
+)
 from nexus_ml.ml.errors import BundleError
 from nexus_ml.ml.labels import LabelError, check_class_labels
 from nexus_ml.ml.manifest import (
@@ -50,14 +59,11 @@ from nexus_ml.ml.manifest import (
 from nexus_ml.ml.metadata import BundleMetadata, parse_metadata, read_json
 from nexus_ml.ml.operating import default_positive_class
 from nexus_ml.ml.pipeline_checks import check_pipeline, compile_checked
+from nexus_ml.ml.pointers import current_version, set_current, shadow_version
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.trusted import audit_schema
 
-CURRENT_FILE = "CURRENT"
-SHADOW_FILE = "SHADOW"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
 
@@ -88,31 +94,6 @@ class BundleInfo:
     shadow_problem: BundleError | None = None
 
 
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a safe model name, else raise BundleError."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise BundleError("model name must match ^[a-z][a-z0-9_]{0,63}$", "path")
-    return name
-
-
-def _validate_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise BundleError("version must look like 20260101T000000Z-0123abcd", "path")
-    return version
-
-
-def _root(model_path: str | os.PathLike[str]) -> Path:
-    return Path(model_path).resolve()
-
-
-def _inside(root: Path, path: Path) -> Path:
-    """Resolve ``path`` (following symlinks) and refuse it if it leaves ``root``."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root):
-        raise BundleError("bundle path resolves outside the model folder", "path")
-    return resolved
-
-
 def save_bundle(
     model_path: str | os.PathLike[str],
     name: str,
@@ -136,10 +117,10 @@ def save_bundle(
     the default positive class (``ml.operating``) and the argmax rule are written.
     """
     validate_name(name)
-    root = _root(model_path)
+    root = model_root(model_path)
     model_dir = root / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    _inside(root, model_dir)
+    inside(root, model_dir)
     artifact = _dump(pipeline)
     digest = sha256_bytes(artifact)
     metadata: dict[str, Any] = {
@@ -161,7 +142,7 @@ def save_bundle(
         metadata["created_by"] = created_by[:128]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
-        _write_bytes(tmp / MODEL_FILE, artifact)
+        write_bytes(tmp / MODEL_FILE, artifact)
         version = _publish(model_dir, tmp, metadata, artifact, pipeline)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,8 +182,8 @@ def _publish(
         if attempt == 0:
             # What will be on disk, read back as a load reads it.
             _verify(pipeline, parse_metadata(read_json(text, "metadata.json")))
-        _write_bytes(tmp / METADATA_FILE, text)
-        _write_bytes(
+        write_bytes(tmp / METADATA_FILE, text)
+        write_bytes(
             tmp / MANIFEST_FILE, manifest_bytes({METADATA_FILE: text, MODEL_FILE: artifact})
         )
         try:
@@ -213,89 +194,9 @@ def _publish(
                 raise
             now += timedelta(seconds=1)
             continue
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
         return version
     raise BundleError("could not allocate a unique version", "internal")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Best effort: makes a rename durable on POSIX; not available on every platform.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def set_current(model_path: str | os.PathLike[str], name: str, version: str) -> None:
-    """Point ``<name>/CURRENT`` at an existing ``version`` atomically."""
-    validate_name(name)
-    _validate_version(version)
-    root = _root(model_path)
-    model_dir = _inside(root, root / name)
-    if not (_inside(root, model_dir / version) / METADATA_FILE).is_file():
-        raise BundleError(f"model {name!r} has no version {version!r}", "not_found")
-    _replace(model_dir / CURRENT_FILE, (version + "\n").encode("ascii"), tmp_dir=model_dir)
-
-
-def _replace(target: Path, data: bytes, *, tmp_dir: Path) -> None:
-    """Write ``target`` atomically: a temp file in ``tmp_dir`` (same filesystem), renamed."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}-", dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(target.parent)
-
-
-def set_shadow(model_path: str | os.PathLike[str], name: str, version: str | None) -> None:
-    """Point ``<name>/SHADOW`` at an existing ``version`` atomically; None removes it."""
-    validate_name(name)
-    root = _root(model_path)
-    model_dir = _inside(root, root / name)
-    if version is None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(model_dir / SHADOW_FILE)
-            _fsync_dir(model_dir)
-        return
-    _validate_version(version)
-    if not (_inside(root, model_dir / version) / METADATA_FILE).is_file():
-        raise BundleError(f"model {name!r} has no version {version!r}", "not_found")
-    _replace(model_dir / SHADOW_FILE, (version + "\n").encode("ascii"), tmp_dir=model_dir)
-
-
-def current_version(model_path: str | os.PathLike[str], name: str) -> str | None:
-    """The version ``<name>/CURRENT`` names, or None if there is none."""
-    return _pointer(model_path, name, CURRENT_FILE)
-
-
-def shadow_version(model_path: str | os.PathLike[str], name: str) -> str | None:
-    """The version ``<name>/SHADOW`` names, or None if there is none."""
-    return _pointer(model_path, name, SHADOW_FILE)
-
-
-def _pointer(model_path: str | os.PathLike[str], name: str, file: str) -> str | None:
-    validate_name(name)
-    root = _root(model_path)
-    pointer = root / name / file
-    if not pointer.exists():
-        return None
-    text = _inside(root, pointer).read_text(encoding="ascii", errors="replace").strip()
-    return _validate_version(text)
 
 
 def _versions(model_dir: Path) -> Iterator[str]:
@@ -308,7 +209,7 @@ def _versions(model_dir: Path) -> Iterator[str]:
 
 def list_bundles(model_path: str | os.PathLike[str]) -> list[BundleInfo]:
     """Every valid model name under ``model_path`` with its versions (oldest first)."""
-    root = _root(model_path)
+    root = model_root(model_path)
     if not root.is_dir():
         return []
     infos = []
@@ -316,7 +217,7 @@ def list_bundles(model_path: str | os.PathLike[str]) -> list[BundleInfo]:
         if not NAME_RE.fullmatch(child.name) or not child.is_dir():
             continue
         try:
-            _inside(root, child)
+            inside(root, child)
         except BundleError:
             continue  # a symlink out of the model folder is not ours to list
         current, problem = None, None
@@ -346,7 +247,7 @@ def bundle_stamp(
     model_path: str | os.PathLike[str], name: str, version: str
 ) -> tuple[tuple[str, int, int], ...]:
     """Names, sizes and mtimes of a version folder's files: changes when any file does."""
-    folder = _root(model_path) / validate_name(name) / _validate_version(version)
+    folder = model_root(model_path) / validate_name(name) / validate_version(version)
     try:
         return tuple(
             sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder))
@@ -379,7 +280,7 @@ class _Files:
 
 def _read_file(root: Path, path: Path, what: str) -> bytes:
     try:
-        return _inside(root, path).read_bytes()
+        return inside(root, path).read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{what} is missing", "not_found") from None
     except OSError as exc:
@@ -390,14 +291,14 @@ def _read(
     model_path: str | os.PathLike[str], name: str, version: str | None, *, sealed: bool = True
 ) -> _Files:
     validate_name(name)
-    root = _root(model_path)
+    root = model_root(model_path)
     if version is None:
         version = current_version(root, name)
         if version is None:
             raise BundleError(f"model {name!r} has no CURRENT version", "not_found")
-    _validate_version(version)
+    validate_version(version)
     where = f"model {name!r} version {version!r}"
-    bundle_dir = _inside(root, root / name / version)
+    bundle_dir = inside(root, root / name / version)
     try:
         entries = set(os.listdir(bundle_dir))
     except OSError:
@@ -439,7 +340,7 @@ def load_bundle(
 def _load(model_path: str | os.PathLike[str], name: str, files: _Files) -> Bundle:
     version, metadata = files.version, files.metadata
     where = f"{name!r} {version!r}"
-    artifact = _read_file(_root(model_path), files.path / MODEL_FILE, f"artifact of {where}")
+    artifact = _read_file(model_root(model_path), files.path / MODEL_FILE, f"artifact of {where}")
     # Hash, type check and load all read the same bytes, so nothing can change in between.
     digest = sha256_bytes(artifact)
     if files.manifest is not None and digest != files.manifest[MODEL_FILE]:
@@ -485,7 +386,7 @@ def seal_bundle(model_path: str | os.PathLike[str], name: str, version: str) -> 
     _load(model_path, name, files)  # the artifact matched metadata["sha256"] just now
     text = manifest_of({METADATA_FILE: files.metadata_sha256, MODEL_FILE: files.metadata["sha256"]})
     # The temp file lives beside the folder: the folder never holds a file the manifest lacks.
-    _replace(files.path / MANIFEST_FILE, text, tmp_dir=files.path.parent)
+    replace_file(files.path / MANIFEST_FILE, text, tmp_dir=files.path.parent)
     return True
 
 

@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nexus_ml.ml.bundle import current_version, load_metadata
+from nexus_ml.ml.bundle import load_metadata
 from nexus_ml.ml.manifest import sha256_bytes
+from nexus_ml.ml.pointers import current_version
 
 _SHOWN = 8  # names listed per difference before "and N more"
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nexus_ml.ml.bundle import VERSION_RE, validate_name
+from nexus_ml.ml.bundle_paths import VERSION_RE, validate_name
 
 HISTORY_FILE = "HISTORY"
 LOCK_FILE = ".lock"

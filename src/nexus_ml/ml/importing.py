@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from nexus_ml.ml.bundle import load_trusted, save_bundle, validate_name
+from nexus_ml.ml.bundle import load_trusted, save_bundle
+from nexus_ml.ml.bundle_paths import validate_name
 from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.ml.operating import NOTHING_DECLARED, Declarations

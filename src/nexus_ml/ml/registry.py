@@ -19,18 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nexus_ml.ml.bundle import (
-    BundleError,
-    BundleInfo,
-    bundle_stamp,
-    current_version,
-    list_bundles,
-    load_bundle,
-    validate_name,
-)
+from nexus_ml.ml.bundle import BundleError, BundleInfo, bundle_stamp, list_bundles, load_bundle
+from nexus_ml.ml.bundle_paths import validate_name
 from nexus_ml.ml.errors import RefusalReason
 from nexus_ml.ml.fingerprint import profile_hash
 from nexus_ml.ml.metadata import BundleMetadata
+from nexus_ml.ml.pointers import current_version
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import FeatureSchema
 

@@ -22,7 +22,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from nexus_ml.ml.bundle import current_version, load_metadata, save_bundle, validate_name
+from nexus_ml.ml.bundle import load_metadata, save_bundle
+from nexus_ml.ml.bundle_paths import validate_name
 from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.datasets import (
     BUNDLED_DECLARATIONS,
@@ -46,6 +47,7 @@ from nexus_ml.ml.operating import (
     decide,
     default_positive_class,
 )
+from nexus_ml.ml.pointers import current_version
 from nexus_ml.ml.profile import build_profile
 from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.segments import MAX_SEGMENT_GROUPS, SegmentError, declaration_text, parse_segments

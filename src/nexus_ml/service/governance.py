@@ -15,16 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus_ml.ml.bundle import (
-    BundleError,
-    current_version,
-    list_bundles,
-    load_metadata,
-    set_current,
-    set_shadow,
-    shadow_version,
-    validate_name,
-)
+from nexus_ml.ml.bundle import BundleError, list_bundles, load_metadata
+from nexus_ml.ml.bundle_paths import validate_name
 from nexus_ml.ml.compat import schema_differences, schema_hash
 from nexus_ml.ml.fingerprint import profile_hash
 from nexus_ml.ml.history import (
@@ -35,6 +27,7 @@ from nexus_ml.ml.history import (
     previous_champion,
     read_history,
 )
+from nexus_ml.ml.pointers import current_version, set_current, set_shadow, shadow_version
 from nexus_ml.ml.registry import load_model
 from nexus_ml.service.errors import Conflict, NotFound
 from nexus_ml.storage.repositories import Store

@@ -15,9 +15,10 @@ import asyncio
 import logging
 from typing import Any
 
-from nexus_ml.ml.bundle import current_version, load_bundle, load_metadata
+from nexus_ml.ml.bundle import load_bundle, load_metadata
 from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.metadata import parse_metadata
+from nexus_ml.ml.pointers import current_version
 from nexus_ml.ml.promotion import (
     Policy,
     PolicyBook,
