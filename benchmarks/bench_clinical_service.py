@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.ml.segments import SegmentIndex, parse_segments
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 from nexus_ml.service.clinical import ClinicalEvaluator
 from nexus_ml.stats.performance import ConfidenceEstimator
 from nexus_ml.storage.db import make_engine

@@ -47,7 +47,7 @@ from tests.reliability.service import (  # noqa: E402
 )
 
 from nexus_ml.api.edge import PROTOCOL  # noqa: E402
-from nexus_ml.ml.training import ensure_bundled_models  # noqa: E402
+from nexus_ml.ml.sources import ensure_bundled_models  # noqa: E402
 
 PROTOCOLS = {"ours": PROTOCOL, "httptools": "httptools", "h11": "h11"}
 MiB = 1 << 20

@@ -31,7 +31,7 @@ from nexus_ml.ml.estimators import ESTIMATORS
 from nexus_ml.ml.frame import to_frame
 from nexus_ml.ml.registry import load_model
 from nexus_ml.ml.schema import check_batch, check_instance
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 
 ROW = {"age": 50, WINE: 2.0, "sex": "F", "site": "north"}
 

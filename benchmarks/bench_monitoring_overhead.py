@@ -67,7 +67,7 @@ from nexus_ml.api.app import create_app
 from nexus_ml.api.middleware import MetricsMiddleware
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 from nexus_ml.monitoring.metrics import build_metrics
 from nexus_ml.service import wiring
 

@@ -51,7 +51,7 @@ from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import BUNDLED_DATASETS
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 from nexus_ml.storage import Store, aggregates, bins, make_engine, migrate
 
 POSTGRES_URL = os.environ.get(

@@ -46,7 +46,7 @@ from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.predictor import Predictor
 from nexus_ml.ml.schema import validate_instance
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 from nexus_ml.storage.records import PredictionRecord, new_id, utcnow
 
 try:

@@ -50,7 +50,7 @@ from nexus_ml.api.edge import PROTOCOL
 from nexus_ml.api.logs import configure_logging
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 
 HERE = Path(__file__).resolve().parent
 KEY = "predict-key-0123456789abcdef"

@@ -44,7 +44,7 @@ from tests.reliability.service import (  # noqa: E402
 )
 
 from nexus_ml.ml.pointers import set_shadow  # noqa: E402
-from nexus_ml.ml.training import ensure_bundled_models  # noqa: E402
+from nexus_ml.ml.sources import ensure_bundled_models  # noqa: E402
 
 MODEL = "diagnostic"
 PATH = f"/api/v1/models/{MODEL}/predict"

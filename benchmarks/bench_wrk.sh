@@ -42,7 +42,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 EOF
 case " $VARIANTS " in
-  *" nexus_"*) "$PY" -c "from nexus_ml.ml.training import ensure_bundled_models as e; e('$WORK/models')" ;;
+  *" nexus_"*) "$PY" -c "from nexus_ml.ml.sources import ensure_bundled_models as e; e('$WORK/models')" ;;
 esac
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

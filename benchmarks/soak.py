@@ -49,7 +49,7 @@ from tests.reliability.service import (  # noqa: E402
     uvicorn_command,
 )
 
-from nexus_ml.ml.training import ensure_bundled_models  # noqa: E402
+from nexus_ml.ml.sources import ensure_bundled_models  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

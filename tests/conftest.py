@@ -20,7 +20,7 @@ from tests.helpers import IN_CI, KEYS, postgres_schema_url
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import BUNDLED_DATASETS
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 
 # Deselected unless asked for (`pytest --all`, `make test`) or under CI=true:
 # multi-process, live Prometheus/Alertmanager, fault, soak, fuzz and browser suites.

@@ -244,7 +244,7 @@ def save_candidate(
 ) -> str:
     """A new version of ``name`` saved beside the champion without becoming it: a retrain of
     its bundled dataset, or (with ``csv_path``) a model trained on that CSV."""
-    from nexus_ml.ml.training import bundled_candidate, csv_candidate, save_result
+    from nexus_ml.ml.sources import bundled_candidate, csv_candidate, save_result
 
     result, source = (
         bundled_candidate(name, seed=seed)

@@ -15,7 +15,7 @@ from tests.ml.forge import relabel
 from nexus_ml.api.app import create_app
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.labels import MAX_LABEL_CHARS
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 
 LONGEST = "L" * (MAX_LABEL_CHARS - 5) + "-ção良"
 ACCENTED = "benígno (estádio IIb)"

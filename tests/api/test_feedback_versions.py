@@ -13,7 +13,7 @@ from tests.helpers import auth
 
 from nexus_ml.api.app import create_app
 from nexus_ml.ml.pointers import current_version, set_current
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 
 URL = "/api/v1/models/mine/predict"
 ROW = {"age": 50, "sex": 1, "bmi": 32.0}

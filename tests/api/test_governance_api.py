@@ -17,7 +17,7 @@ from nexus_ml.config import Settings
 from nexus_ml.ml.bundle import load_metadata
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.pointers import current_version, shadow_version
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 API = "/api/v1/models/diagnostic"

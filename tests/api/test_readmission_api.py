@@ -15,7 +15,7 @@ from tests.helpers import auth, single_openmp_thread
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import READMISSION
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 
 PREDICT = f"/api/v1/models/{READMISSION}/predict"
 ROW: dict[str, Any] = {

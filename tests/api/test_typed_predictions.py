@@ -15,7 +15,7 @@ from tests.helpers import WINE, auth, write_mixed_csv
 
 from nexus_ml.api.app import create_app
 from nexus_ml.config import Settings
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 
 MODEL = "ward"
 PREDICT = f"/api/v1/models/{MODEL}/predict"

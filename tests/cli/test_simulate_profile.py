@@ -21,7 +21,7 @@ from nexus_ml.cli.simulate import SimulationConfig, make_samplers, run_simulatio
 from nexus_ml.cli.traffic import ProfileSampler, Shift
 from nexus_ml.ml.bundle import load_metadata
 from nexus_ml.ml.profile import build_profile
-from nexus_ml.ml.training import train_from_csv
+from nexus_ml.ml.sources import train_from_csv
 from nexus_ml.stats.drift import DriftDetector
 
 N_REF = 20_000

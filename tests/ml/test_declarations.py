@@ -18,14 +18,8 @@ from nexus_ml.ml.datasets import BUNDLED_DATASETS, READMISSION, READMISSION_TARG
 from nexus_ml.ml.importing import import_pipeline
 from nexus_ml.ml.operating import Declarations
 from nexus_ml.ml.predictor import ThresholdPredictor
-from nexus_ml.ml.training import (
-    HOLDOUT_FRACTION,
-    TrainingDataError,
-    ensure_bundled_models,
-    retrain_model,
-    train_from_csv,
-    train_pipeline,
-)
+from nexus_ml.ml.sources import ensure_bundled_models, retrain_model, train_from_csv
+from nexus_ml.ml.training import HOLDOUT_FRACTION, TrainingDataError, train_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 

@@ -27,7 +27,8 @@ from nexus_ml.ml.datasets import READMISSION_TARGET
 from nexus_ml.ml.importing import ImportRefused, import_pipeline
 from nexus_ml.ml.registry import load_model
 from nexus_ml.ml.schema import check_batch, check_instance
-from nexus_ml.ml.training import TrainingDataError, retrain_model
+from nexus_ml.ml.sources import retrain_model
+from nexus_ml.ml.training import TrainingDataError
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 TARGET = READMISSION_TARGET

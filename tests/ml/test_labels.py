@@ -18,7 +18,8 @@ from nexus_ml.ml.bundle import BundleError, load_bundle, save_bundle
 from nexus_ml.ml.datasets import Dataset
 from nexus_ml.ml.labels import MAX_LABEL_CHARS, LabelError, check_class_labels, label_problem
 from nexus_ml.ml.registry import ModelRegistry
-from nexus_ml.ml.training import TrainingDataError, TrainResult, train_from_csv, train_pipeline
+from nexus_ml.ml.sources import train_from_csv
+from nexus_ml.ml.training import TrainingDataError, TrainResult, train_pipeline
 
 # Each breaks the rule; each holds the marker, which must never appear in a message.
 MARK = "zq9"

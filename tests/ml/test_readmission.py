@@ -17,7 +17,7 @@ from nexus_ml.ml.datasets import (
     readmission_frame,
     write_dataset_csv,
 )
-from nexus_ml.ml.training import ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
 
 CATEGORIES = {"sex", "admission_type", "site", "discharge_to"}
 LABS = {"hba1c", "creatinine", "albumin", "hemoglobin"}

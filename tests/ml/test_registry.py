@@ -19,7 +19,8 @@ from nexus_ml.ml.datasets import BUNDLED_DATASETS
 from nexus_ml.ml.pointers import set_current
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry, Refusal, UnknownModel
 from nexus_ml.ml.schema import validate_instance
-from nexus_ml.ml.training import TrainResult, ensure_bundled_models
+from nexus_ml.ml.sources import ensure_bundled_models
+from nexus_ml.ml.training import TrainResult
 
 
 def save(model_path: Path, name: str, result: TrainResult) -> str:

@@ -14,14 +14,8 @@ import pytest
 from nexus_ml.ml.bundle import BundleError, list_bundles, load_bundle
 from nexus_ml.ml.datasets import BUNDLED_DATASETS, Dataset
 from nexus_ml.ml.pointers import current_version
-from nexus_ml.ml.training import (
-    TrainingDataError,
-    TrainResult,
-    ensure_bundled_models,
-    retrain_model,
-    train_from_csv,
-    train_pipeline,
-)
+from nexus_ml.ml.sources import ensure_bundled_models, retrain_model, train_from_csv
+from nexus_ml.ml.training import TrainingDataError, TrainResult, train_pipeline
 
 SECRET = "424242.5"  # a distinctive cell that must never appear in an error message
 

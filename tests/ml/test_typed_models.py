@@ -22,8 +22,9 @@ from nexus_ml.ml.frame import to_frame
 from nexus_ml.ml.pipeline_checks import probe_rows
 from nexus_ml.ml.registry import load_model
 from nexus_ml.ml.schema import ValidationProblem, check_batch, check_instance
+from nexus_ml.ml.sources import retrain_model, train_from_csv
 from nexus_ml.ml.tables import read_table
-from nexus_ml.ml.training import TrainingDataError, retrain_model, train_from_csv, train_table
+from nexus_ml.ml.training import TrainingDataError, train_table
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
 

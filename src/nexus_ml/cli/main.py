@@ -57,7 +57,7 @@ def _policies(settings: Settings) -> None:
 
 
 def _ensure_models(settings: Settings) -> None:
-    from nexus_ml.ml.training import ensure_bundled_models
+    from nexus_ml.ml.sources import ensure_bundled_models
 
     with progress_bar(console) as progress:
         task: list[TaskID] = []
@@ -301,7 +301,8 @@ def train(
     """
     from nexus_ml.cli.audit import cli_actor
     from nexus_ml.ml.bundle import BundleError
-    from nexus_ml.ml.training import TrainingDataError, train_from_csv
+    from nexus_ml.ml.sources import train_from_csv
+    from nexus_ml.ml.training import TrainingDataError
 
     settings = _settings()
     before = champion_before(settings, name)

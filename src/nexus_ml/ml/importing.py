@@ -27,9 +27,9 @@ from nexus_ml.ml.compat import check_replacement
 from nexus_ml.ml.datasets import BUNDLED_MODELS
 from nexus_ml.ml.operating import NOTHING_DECLARED, Declarations
 from nexus_ml.ml.schema import FeatureSchema
+from nexus_ml.ml.sources import TrainedModel
 from nexus_ml.ml.tables import Table, read_table
 from nexus_ml.ml.training import (
-    TrainedModel,
     declared_segments,
     resolve_operating_point,
     score_rows,

@@ -28,7 +28,8 @@ from nexus_ml.ml.promotion import (
 )
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.ml.segments import SegmentIndex
-from nexus_ml.ml.training import OperatingPoint, TrainResult, retrain_candidate, save_result
+from nexus_ml.ml.sources import retrain_candidate, save_result
+from nexus_ml.ml.training import OperatingPoint, TrainResult
 from nexus_ml.monitoring.decorators import monitor_training
 from nexus_ml.monitoring.metrics import Metrics
 from nexus_ml.service.database import Database
