@@ -100,9 +100,18 @@ MODULES: dict[str, Module] = {
     "performance": Module(
         "src/nexus_ml/stats/performance.py", ("tests/stats/test_performance.py",)
     ),
-    "clinical": Module("src/nexus_ml/stats/clinical.py", ("tests/stats/test_clinical.py",)),
-    "cbpe": Module("src/nexus_ml/stats/cbpe.py", ("tests/stats/test_clinical.py",)),
-    "intervals": Module("src/nexus_ml/stats/intervals.py", ("tests/stats/test_clinical.py",)),
+    "clinical": Module(
+        "src/nexus_ml/stats/clinical.py",
+        ("tests/stats/test_clinical.py", "tests/stats/test_clinical_forms.py"),
+    ),
+    "cbpe": Module(
+        "src/nexus_ml/stats/cbpe.py",
+        ("tests/stats/test_clinical.py", "tests/stats/test_clinical_forms.py"),
+    ),
+    "intervals": Module(
+        "src/nexus_ml/stats/intervals.py",
+        ("tests/stats/test_clinical.py", "tests/stats/test_clinical_forms.py"),
+    ),
     "auth": Module(
         "src/nexus_ml/api/auth.py",
         (
