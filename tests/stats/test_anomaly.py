@@ -176,3 +176,21 @@ def test_keep_steps_hold_a_firing_alert_past_a_brief_return_inside() -> None:
     assert held[66] and held[70 + 5] and not held[70 + 6]  # as keep_firing_for: 5 steps
     # One episode instead of two.
     assert np.sum(held[1:] & ~held[:-1]) == 1 and np.sum(plain[1:] & ~plain[:-1]) == 2
+
+
+def test_latest_equals_the_whole_series_at_its_last_step() -> None:
+    from nexus_ml.stats.anomaly import latest
+
+    rng = np.random.default_rng(10)
+    s = spec(window=12, seasons=(96, 192), k=4.0, rel_floor=0.02, keep_steps=5)
+    x = _daily(96 * 4, rng)
+    x[300:340] *= 1.6
+    whole = firing(x, s)
+    assert whole.any() and not whole.all()
+    for end in (310, 330, 341, 344, 346, 360, 384):  # before, during, held by keep, after
+        last = latest(x[:end], s)
+        assert last.firing == whole[end - 1], end
+        assert last.anomalous == anomalous(x[:end], s)[end - 1], end
+        full = bands(x[:end], s)
+        for got, want in zip(last.bands, full, strict=True):
+            assert got.score[0] == pytest.approx(want.score[-1], abs=1e-12)

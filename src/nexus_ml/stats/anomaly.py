@@ -122,26 +122,26 @@ def _band(x: np.ndarray, q: np.ndarray, spec: BandSpec) -> Bands:
     return Bands(centre=centre, spread=spread, score=score)
 
 
-def bands(x: np.ndarray, spec: BandSpec) -> list[Bands]:
-    """One band per baseline (per season; the trailing window alone without seasons)."""
+def bands(x: np.ndarray, spec: BandSpec, at: np.ndarray | None = None) -> list[Bands]:
+    """One band per baseline (per season; the trailing window alone without seasons), at every
+    step or at the steps ``at``."""
     x = np.asarray(x, dtype=np.float64)
-    steps = np.arange(len(x))
+    steps = np.arange(len(x)) if at is None else np.asarray(at)
     trailing = _window_quantiles(x, steps, spec.window, spec.min_samples)
     if not spec.seasons:
-        return [_band(x, trailing, spec)]
+        return [_band(x[steps], trailing, spec)]
     out = []
     for season in spec.seasons:
         # The window centred on the same moment one season ago: ends W/2 steps after it.
         ends = steps - season + spec.window // 2
         seasonal = _window_quantiles(x, ends, spec.window, spec.min_samples)
         have = ~np.isnan(seasonal[1])
-        out.append(_band(x, np.where(have, seasonal, trailing), spec))
+        out.append(_band(x[steps], np.where(have, seasonal, trailing), spec))
     return out
 
 
-def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
-    """True where a majority of the baselines put a step beyond ``k`` on the same side."""
-    scores = [np.nan_to_num(b.score, nan=0.0) for b in bands(x, spec)]
+def _votes(scores: list[np.ndarray], spec: BandSpec) -> np.ndarray:
+    scores = [np.nan_to_num(z, nan=0.0) for z in scores]
     need = len(scores) // 2 + 1
     up = np.sum([z > spec.k for z in scores], axis=0) >= need
     down = np.sum([z < -spec.k for z in scores], axis=0) >= need
@@ -152,11 +152,19 @@ def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
     return up | down
 
 
+def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
+    """True where a majority of the baselines put a step beyond ``k`` on the same side."""
+    return _votes([b.score for b in bands(x, spec)], spec)
+
+
 def firing(x: np.ndarray, spec: BandSpec) -> np.ndarray:
     """True at each step where the alert fires, as Prometheus's ``for`` and ``keep_firing_for``
     make it: anomalous ``for_steps`` steps after the first anomalous step, then held
     ``keep_steps`` steps after the condition ends."""
-    out = anomalous(x, spec)
+    return _fire(anomalous(x, spec), spec)
+
+
+def _fire(out: np.ndarray, spec: BandSpec) -> np.ndarray:
     fire = np.zeros(len(out), dtype=bool)
     # Prometheus's alert states (rules/alerting.go): pending from the first step outside, firing
     # `for` later; a firing alert stays firing while outside, and `keep` steps after the last
@@ -174,6 +182,48 @@ def firing(x: np.ndarray, spec: BandSpec) -> np.ndarray:
             on = on and i - held <= spec.keep_steps
         fire[i] = on
     return fire
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The last step of a series: its bands (one per baseline), anomalous, firing."""
+
+    value: float
+    bands: list[Bands]  # each of one step
+    anomalous: bool
+    firing: bool
+
+
+def latest(x: np.ndarray, spec: BandSpec) -> Latest:
+    """The last step as ``bands``, ``anomalous`` and ``firing`` give it, computed over a tail of
+    the series only: one that starts ``keep_steps + 1`` steps inside before it ends, after
+    which no alert is firing or pending whatever came before (or the whole series)."""
+    x = np.asarray(x, dtype=np.float64)
+    size = spec.for_steps + spec.keep_steps + 1
+    while True:
+        tail = np.arange(max(0, len(x) - size), len(x))
+        tail_bands = bands(x, spec, at=tail)
+        votes = _votes([b.score for b in tail_bands], spec)
+        if tail[0] == 0 or _has_quiet_run(votes, spec.keep_steps + 1):
+            break
+        size *= 2  # an episode (or a chain of them, each within keep of the last) goes on
+    last = [Bands(b.centre[-1:], b.spread[-1:], b.score[-1:]) for b in tail_bands]
+    return Latest(
+        value=float(x[-1]),
+        bands=last,
+        anomalous=bool(votes[-1]),
+        firing=bool(_fire(votes, spec)[-1]),
+    )
+
+
+def _has_quiet_run(votes: np.ndarray, length: int) -> bool:
+    """Whether ``votes`` holds ``length`` consecutive steps inside the band."""
+    run = 0
+    for v in votes:
+        run = 0 if v else run + 1
+        if run >= length:
+            return True
+    return False
 
 
 @dataclass(kw_only=True, frozen=True)
