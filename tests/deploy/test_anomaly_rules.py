@@ -16,6 +16,7 @@ from nexus_ml.render.anomaly_rules import (
     SOURCES,
     anomaly_group,
     render_anomaly_rules_yaml,
+    series,
 )
 from nexus_ml.render.anomaly_tests import equivalence_test, render_anomaly_tests_yaml
 from nexus_ml.render.rules import to_yaml
@@ -156,3 +157,14 @@ def test_each_seasonal_window_is_centred_on_the_same_hour_weeks_back() -> None:
     for source in SOURCES:
         assert f"ml:anomaly_{source.signal}[59m30s] offset 6d23h30m" in text
         assert f"ml:anomaly_{source.signal}[59m30s] offset 20d23h30m" in text
+
+
+def test_a_band_panel_per_signal_that_says_why_it_is_empty() -> None:
+    from nexus_ml.render.dashboards import dashboard_panels
+
+    for source in SOURCES:
+        name = series(source.signal)
+        (panel,) = [p for p in dashboard_panels() if any(q.startswith(name + "{") for q in p[1])]
+        _, queries, no_value = panel
+        assert any(f"{name}:centre" in q and f"{name}:spread" in q for q in queries), queries
+        assert "ml_anomaly.yml" in no_value
