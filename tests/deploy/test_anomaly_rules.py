@@ -168,3 +168,20 @@ def test_a_band_panel_per_signal_that_says_why_it_is_empty() -> None:
         _, queries, no_value = panel
         assert any(f"{name}:centre" in q and f"{name}:spread" in q for q in queries), queries
         assert "ml_anomaly.yml" in no_value
+
+
+def test_the_signals_read_only_metrics_that_metrics_py_exports() -> None:
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from nexus_ml.monitoring.metrics import build_metrics
+
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}
+    exported = {m.name + sfx for m in registry.collect() for sfx in suffixes.get(m.type, ("",))}
+    signals = {r["record"]: r["expr"] for r in anomaly_group()["rules"] if "record" in r}
+    for source in SOURCES:
+        names = re.findall(r"(?<![:\w])(ml_[a-z_]+)\b", signals[series(source.signal)])
+        assert names and set(names) <= exported, (source.signal, names)
