@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nexus_ml.stats import anomaly
 from nexus_ml.stats.anomaly import BandSpec, band_specs, firing
 
 MINUTES_PER_WEEK = 7 * 24 * 60
@@ -154,14 +155,16 @@ def evaluate(signal: str, spec: BandSpec, seed: int) -> tuple[dict[str, list[boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--k", type=float, default=5.0)
-    parser.add_argument("--for-minutes", type=float, default=3)
-    parser.add_argument("--keep-minutes", type=float, default=15)
-    parser.add_argument("--seasons-days", default="7,14,21", help="the baselines' seasons")
+    # Defaults: the shipped bands (stats/anomaly.py).
+    parser.add_argument("--k", type=float, default=anomaly.K)
+    parser.add_argument("--for-minutes", type=float, default=anomaly.FOR_SECONDS / 60)
+    parser.add_argument("--keep-minutes", type=float, default=anomaly.KEEP_SECONDS / 60)
+    seasons = ",".join(f"{s / 86400:g}" for s in anomaly.SEASON_SECONDS)
+    parser.add_argument("--seasons-days", default=seasons, help="the baselines' seasons")
     args = parser.parse_args()
     specs = band_specs(
-        step_seconds=60,
-        window_seconds=3600,
+        step_seconds=anomaly.STEP_SECONDS,
+        window_seconds=anomaly.WINDOW_SECONDS,
         season_seconds=tuple(float(d) * 86400 for d in args.seasons_days.split(",")),
         k=args.k,
         for_seconds=args.for_minutes * 60,

@@ -40,6 +40,7 @@ MONITORING_GETS = [
     "/performance/clinical?model=diagnostic&hours=24",
     "/data-quality/overview",
     "/reports/summary?hours=24",
+    "/anomalies",
     "/status",
     "/health",
 ]

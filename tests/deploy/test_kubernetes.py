@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from nexus_ml.render.anomaly_rules import anomaly_group
 from nexus_ml.render.kubernetes import ADAPTER_METRIC, SECRET, manifests
 from nexus_ml.render.rules import render_rules
 
@@ -88,10 +89,11 @@ def test_prometheus_rule_groups_equal_the_rule_file(
 ) -> None:
     rule = resources["PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule["spec"]["groups"] == render_rules()["groups"]
-    rule_file = deploy_dir / "prometheus" / "ml_alerts.yml"
-    if rule_file.exists():  # written by the rules renderer; test_generated demands it
-        assert rule["spec"]["groups"] == yaml.safe_load(rule_file.read_text())["groups"]
+    assert rule["spec"]["groups"] == [*render_rules()["groups"], anomaly_group()]
+    files = [deploy_dir / "prometheus" / name for name in ("ml_alerts.yml", "ml_anomaly.yml")]
+    if all(f.exists() for f in files):  # written by the rules renderers; test_generated demands it
+        groups = [g for f in files for g in yaml.safe_load(f.read_text())["groups"]]
+        assert rule["spec"]["groups"] == groups
 
 
 def test_hpa_scales_on_the_adapter_metric(resources: dict[str, Any], deploy_dir: Path) -> None:

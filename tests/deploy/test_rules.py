@@ -227,7 +227,7 @@ def test_prometheus_config_shape() -> None:
     assert "credentials" not in jobs["nexus-ml"]["authorization"]
     assert jobs["node-exporter"]["static_configs"][0]["targets"] == ["node-exporter:9100"]
     assert jobs["alertmanager"]["static_configs"][0]["targets"] == ["alertmanager:9093"]
-    assert config["rule_files"] == ["ml_alerts.yml"]
+    assert config["rule_files"] == ["ml_alerts.yml", "ml_anomaly.yml"]
 
 
 def test_only_known_metric_names_in_rules() -> None:

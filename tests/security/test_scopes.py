@@ -71,6 +71,7 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/monitoring/data-quality/overview"): "monitor",
     ("GET", "/api/v1/monitoring/config/thresholds"): "monitor",
     ("GET", "/api/v1/monitoring/reports/summary"): "monitor",
+    ("GET", "/api/v1/monitoring/anomalies"): "monitor",
 }
 GRANTS = {
     "admin": {"admin", "monitor", "predict"},

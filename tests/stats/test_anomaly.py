@@ -37,8 +37,22 @@ def test_the_trailing_band_is_the_windows_median_and_iqr_as_prometheus_computes_
         assert b.centre[t] == pytest.approx(med, abs=1e-12)
         assert b.spread[t] == pytest.approx((q3 - q1) / IQR_TO_SIGMA, abs=1e-12)
         assert b.score[t] == pytest.approx((x[t] - med) / ((q3 - q1) / IQR_TO_SIGMA))
-    # Undecided until a whole window exists.
-    assert np.isnan(b.score[:19]).all()
+    # Undecided until the window holds half its samples (the rules' count guard)...
+    assert np.isnan(b.score[:9]).all() and not np.isnan(b.score[9:]).any()
+    # ... and then made of the samples there are.
+    assert b.centre[9] == pytest.approx(np.median(x[:10]), abs=1e-12)
+
+
+def test_missing_samples_are_left_out_and_too_few_give_no_score() -> None:
+    x = np.random.default_rng(9).normal(10, 2, 60)
+    x[30:40] = np.nan  # half of the window ending at 40 is missing: still used
+    (b,) = bands(x, spec())
+    w = x[21:41]
+    assert b.centre[40] == pytest.approx(np.median(w[~np.isnan(w)]), abs=1e-12)
+    x[40] = np.nan  # eleven of twenty missing: no band, no score
+    (b,) = bands(x, spec())
+    assert np.isnan(b.centre[41:50]).all() and np.isnan(b.score[41:50]).all()
+    assert not np.isnan(b.centre[50])  # the window 31..50 holds ten again
 
 
 def test_a_seasonal_baseline_is_the_window_centred_one_season_earlier() -> None:
@@ -48,10 +62,13 @@ def test_a_seasonal_baseline_is_the_window_centred_one_season_earlier() -> None:
     for band, season in ((day, 100), (week, 300)):
         end = t - season + 10  # offset (season - W/2): W/2 = 10 steps after the same moment
         assert band.centre[t] == pytest.approx(np.median(x[end - 19 : end + 1]), abs=1e-12)
-    # Before a season of history, that baseline is the trailing window.
+    # Before a season of history, that baseline is the trailing window...
     trailing = np.median(x[150 - 19 : 151])
     assert week.centre[150] == pytest.approx(trailing, abs=1e-12)
     assert day.centre[150] == pytest.approx(np.median(x[60 - 19 + 0 : 61]), abs=1e-12)
+    # ... until the window a season back holds half its samples: the first ten of the series.
+    assert week.centre[298] == pytest.approx(np.median(x[279:299]), abs=1e-12)
+    assert week.centre[299] == pytest.approx(np.median(x[:10]), abs=1e-12)
 
 
 def _daily(n: int, rng: np.random.Generator, period: int = 96) -> np.ndarray:
@@ -67,17 +84,19 @@ def test_a_daily_pattern_with_noise_never_fires_and_a_level_shift_does_within_it
     shifted = clean.copy()
     shifted[400:430] *= 1.5
     fired = np.flatnonzero(firing(shifted, s))
-    assert fired.size and 400 + 2 <= fired[0] <= 400 + 4  # the third step outside, or soon after
+    # `for` 3 steps: pending at the first step outside, firing three steps later (or soon after).
+    assert fired.size and 400 + 3 <= fired[0] <= 400 + 5
 
 
 def test_an_excursion_shorter_than_for_does_not_fire() -> None:
     x = np.full(100, 10.0) + np.random.default_rng(4).normal(0, 0.1, 100)
-    x[60:62] = 50  # two steps outside, for_steps = 3
+    x[60:63] = 50  # three steps outside; `for` is three steps after the first
     s = spec(rel_floor=0.01)
-    assert anomalous(x, s)[60:62].all()
+    assert anomalous(x, s)[60:63].all()
     assert not firing(x, s).any()
-    x[60:63] = 50
-    assert firing(x, s)[62] and not firing(x, s)[61]
+    x[60:64] = 50
+    assert firing(x, s)[63] and not firing(x, s)[62]
+    assert firing(x, spec(rel_floor=0.01, for_steps=0))[60]  # `for: 0s` fires at once
 
 
 def test_direction_up_ignores_a_drop_and_down_ignores_a_rise() -> None:
@@ -120,7 +139,7 @@ def test_a_majority_of_baselines_on_one_side_is_needed() -> None:
         {"window": 3},
         {"seasons": (20,)},
         {"k": 0},
-        {"for_steps": 0},
+        {"for_steps": -1},
         {"abs_floor": -1},
     ],
 )
@@ -149,11 +168,29 @@ def test_keep_steps_hold_a_firing_alert_past_a_brief_return_inside() -> None:
     x = np.full(120, 10.0) + np.random.default_rng(8).normal(0, 0.1, 120)
     x[60:66] = 50
     x[66] = 10.0  # one step back inside
-    x[67:70] = 50
+    x[67:71] = 50  # long enough to fire again on its own (four steps outside)
     # A window long enough that the excursion stays under its upper quartile.
     plain = firing(x, spec(window=40, rel_floor=0.01))
     held = firing(x, spec(window=40, rel_floor=0.01, keep_steps=5))
     assert plain[65] and not plain[66]
-    assert held[66] and held[69 + 5] and not held[69 + 6]
+    assert held[66] and held[70 + 5] and not held[70 + 6]  # as keep_firing_for: 5 steps
     # One episode instead of two.
     assert np.sum(held[1:] & ~held[:-1]) == 1 and np.sum(plain[1:] & ~plain[:-1]) == 2
+
+
+def test_latest_equals_the_whole_series_at_its_last_step() -> None:
+    from nexus_ml.stats.anomaly import latest
+
+    rng = np.random.default_rng(10)
+    s = spec(window=12, seasons=(96, 192), k=4.0, rel_floor=0.02, keep_steps=5)
+    x = _daily(96 * 4, rng)
+    x[300:340] *= 1.6
+    whole = firing(x, s)
+    assert whole.any() and not whole.all()
+    for end in (310, 330, 341, 344, 346, 360, 384):  # before, during, held by keep, after
+        last = latest(x[:end], s)
+        assert last.firing == whole[end - 1], end
+        assert last.anomalous == anomalous(x[:end], s)[end - 1], end
+        full = bands(x[:end], s)
+        for got, want in zip(last.bands, full, strict=True):
+            assert got.score[0] == pytest.approx(want.score[-1], abs=1e-12)

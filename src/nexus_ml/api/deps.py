@@ -20,6 +20,7 @@ from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.quality_job import QualityRunner
 from nexus_ml.service.serving import Serving
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.anomalies import Anomalies
 from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.comparison import ComparisonViews
@@ -101,6 +102,11 @@ async def get_reports(request: Request) -> Reports:
     return _service(request).reports
 
 
+async def get_anomalies(request: Request) -> Anomalies:
+    """The in-process anomaly bands."""
+    return _service(request).anomalies
+
+
 async def get_threshold_admin(request: Request) -> ThresholdAdmin:
     """Reading and changing thresholds."""
     return _service(request).threshold_admin
@@ -134,6 +140,7 @@ ClinicalViewsDep = Annotated[ClinicalViews, Depends(get_clinical_views)]
 TrainingViewsDep = Annotated[TrainingViews, Depends(get_training_views)]
 OpsDep = Annotated[OpsViews, Depends(get_ops)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
+AnomaliesDep = Annotated[Anomalies, Depends(get_anomalies)]
 ThresholdAdminDep = Annotated[ThresholdAdmin, Depends(get_threshold_admin)]
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 AuditViewsDep = Annotated[AuditViews, Depends(get_audit_views)]

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from nexus_ml.render.alertmanager_config import Receivers, render_alertmanager_config_yaml
+from nexus_ml.render.anomaly_rules import render_anomaly_rules_yaml
+from nexus_ml.render.anomaly_tests import render_anomaly_tests_yaml
 from nexus_ml.render.dashboards import build_dashboards, dashboard_json
 from nexus_ml.render.dashboards.common import GENERATED
 from nexus_ml.render.dashboards.provisioning import dashboard_providers, datasources
@@ -36,6 +38,8 @@ def generated_files(
         "prometheus/prometheus.yml": render_prometheus_config_yaml(),
         "prometheus/ml_alerts.yml": render_rules_yaml(t),
         "prometheus/ml_alerts_test.yml": render_rule_tests_yaml(t),
+        "prometheus/ml_anomaly.yml": render_anomaly_rules_yaml(),
+        "prometheus/ml_anomaly_test.yml": render_anomaly_tests_yaml(),
         "alertmanager/alertmanager.yml": render_alertmanager_config_yaml(receivers),
     }
     # JSON has no comments: the dashboards carry the header in their description instead.

@@ -1,7 +1,9 @@
 """Kubernetes manifests: Deployment, Service, ServiceMonitor, PrometheusRule, HPA and friends.
 
-The PrometheusRule's groups come from :func:`nexus_ml.render.rules.render_rules`, the same
-renderer as ``deploy/prometheus/ml_alerts.yml``, so promtool's tests of the file cover both.
+The PrometheusRule's groups come from :func:`nexus_ml.render.rules.render_rules` and
+:func:`nexus_ml.render.anomaly_rules.anomaly_group`, the renderers of
+``deploy/prometheus/ml_alerts.yml`` and ``ml_anomaly.yml``, so promtool's tests of the files
+cover both.
 Secrets are referenced by name (``nexus-ml-secrets``) and never written here.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nexus_ml.render.anomaly_rules import anomaly_group
 from nexus_ml.render.rules import render_rules
 from nexus_ml.thresholds import JOB, Thresholds
 
@@ -187,12 +190,12 @@ def service_monitor() -> dict[str, Any]:
 
 
 def prometheus_rule(thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """The rule file's groups, unchanged, as a PrometheusRule."""
+    """The groups of ml_alerts.yml, then ml_anomaly.yml, unchanged, as a PrometheusRule."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _meta(f"{NAME}-rules"),
-        "spec": {"groups": render_rules(thresholds)["groups"]},
+        "spec": {"groups": [*render_rules(thresholds)["groups"], anomaly_group()]},
     }
 
 

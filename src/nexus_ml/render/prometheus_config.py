@@ -15,7 +15,7 @@ from nexus_ml.thresholds import JOB
 SERVICE_TARGETS = ("nexus-ml:8001",)
 NODE_EXPORTER_TARGETS = ("node-exporter:9100",)
 ALERTMANAGER_TARGETS = ("alertmanager:9093",)
-RULE_FILES = ("ml_alerts.yml",)
+RULE_FILES = ("ml_alerts.yml", "ml_anomaly.yml")
 
 
 def render_prometheus_config(

@@ -38,6 +38,7 @@ from nexus_ml.service.serving import Serving
 from nexus_ml.service.shadow import ShadowScorer
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.trainer import Trainer
+from nexus_ml.service.views.anomalies import Anomalies
 from nexus_ml.service.views.audit import AuditViews
 from nexus_ml.service.views.clinical import ClinicalViews
 from nexus_ml.service.views.comparison import ComparisonViews
@@ -197,6 +198,7 @@ class Service:
             lifecycle=self.lifecycle,
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
+        self.anomalies = Anomalies(db)
         self.audit_views = AuditViews(db)
         self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
         self._scheduler = Scheduler(m)

@@ -20,8 +20,14 @@ class's share) is compared with a baseline of its own past, never with a fixed l
 - **floors**: the spread is at least ``rel_floor × |centre|`` and ``abs_floor``: a quiet series
   (an error ratio of 0) must not alert on its first error.
 - **score** ``z = (x - centre) / spread``; a step is *outside* when ``z > k`` (``direction`` up),
-  ``z < -k`` (down) or ``|z| > k`` (both), and an alert fires after ``for_steps`` consecutive
-  steps outside — Prometheus's ``for``.
+  ``z < -k`` (down) or ``|z| > k`` (both), and an alert fires once the condition has held
+  ``for_steps`` steps after the step it began — Prometheus's ``for`` (pending at the first step
+  outside, firing ``for`` later: ``for_steps + 1`` steps outside in a row).
+- **missing history**: a window is used when it holds at least half its steps' samples
+  (``min_samples``), as the rules' ``count_over_time(...) >= min_samples`` guard: a seasonal
+  window that does not hold them (no history a season back, or only its last minutes) falls
+  back to the trailing window, and a trailing window that does not hold them gives no score.
+  NaN samples are missing samples (a series PromQL does not record at that step).
 
 Quantiles are numpy's ``linear`` method, which is Prometheus's ``quantile_over_time``
 (rank φ·(n−1), linear interpolation).
@@ -55,13 +61,18 @@ class BandSpec:
     keep_steps: int = 0
     direction: Direction = "both"
 
+    @property
+    def min_samples(self) -> int:
+        """Samples a window must hold to be used (half its steps, rounded up)."""
+        return (self.window + 1) // 2
+
     def __post_init__(self) -> None:
         if self.window < 4:
             raise ValueError("window: at least 4 steps (a quartile of fewer is meaningless)")
         if any(season <= self.window for season in self.seasons):
             raise ValueError("seasons: each longer than the window")
-        if self.k <= 0 or self.for_steps < 1 or self.keep_steps < 0:
-            raise ValueError("k > 0, for_steps >= 1 and keep_steps >= 0")
+        if self.k <= 0 or self.for_steps < 0 or self.keep_steps < 0:
+            raise ValueError("k > 0, for_steps >= 0 and keep_steps >= 0")
         if self.rel_floor < 0 or self.abs_floor < 0:
             raise ValueError("floors are not negative")
 
@@ -81,17 +92,19 @@ class Bands:
         return self.centre + k * self.spread
 
 
-def _window_quantiles(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
-    """Quartiles (3 × n) of ``x[end - window + 1 : end + 1]`` for each end (NaN if incomplete)."""
+def _window_quantiles(x: np.ndarray, ends: np.ndarray, window: int, least: int) -> np.ndarray:
+    """Quartiles (3 × n) of ``x[end - window + 1 : end + 1]`` for each end; NaN where that
+    window holds fewer than ``least`` samples (steps before the series began are missing)."""
     n = len(ends)
     out = np.full((3, n), np.nan)
-    ok = ends >= window - 1
-    if not ok.any():
-        return out
-    windows = np.lib.stride_tricks.sliding_window_view(x, window)
-    rows = windows[ends[ok] - window + 1]
-    # NaN samples (a scrape missed) are left out, as Prometheus has no sample there.
-    out[:, ok] = np.nanquantile(rows, [0.25, 0.5, 0.75], axis=1, method="linear")
+    padded = np.concatenate((np.full(window - 1, np.nan), x))
+    inside = (ends >= 0) & (ends < len(x))
+    rows = np.lib.stride_tricks.sliding_window_view(padded, window)[ends[inside]]
+    enough = np.sum(~np.isnan(rows), axis=1) >= least
+    if enough.any():
+        # NaN samples (a scrape missed) are left out, as Prometheus has no sample there.
+        at = np.flatnonzero(inside)[enough]
+        out[:, at] = np.nanquantile(rows[enough], [0.25, 0.5, 0.75], axis=1, method="linear")
     return out
 
 
@@ -109,26 +122,26 @@ def _band(x: np.ndarray, q: np.ndarray, spec: BandSpec) -> Bands:
     return Bands(centre=centre, spread=spread, score=score)
 
 
-def bands(x: np.ndarray, spec: BandSpec) -> list[Bands]:
-    """One band per baseline (per season; the trailing window alone without seasons)."""
+def bands(x: np.ndarray, spec: BandSpec, at: np.ndarray | None = None) -> list[Bands]:
+    """One band per baseline (per season; the trailing window alone without seasons), at every
+    step or at the steps ``at``."""
     x = np.asarray(x, dtype=np.float64)
-    steps = np.arange(len(x))
-    trailing = _window_quantiles(x, steps, spec.window)
+    steps = np.arange(len(x)) if at is None else np.asarray(at)
+    trailing = _window_quantiles(x, steps, spec.window, spec.min_samples)
     if not spec.seasons:
-        return [_band(x, trailing, spec)]
+        return [_band(x[steps], trailing, spec)]
     out = []
     for season in spec.seasons:
         # The window centred on the same moment one season ago: ends W/2 steps after it.
         ends = steps - season + spec.window // 2
-        seasonal = _window_quantiles(x, np.where(ends < len(x), ends, -1), spec.window)
+        seasonal = _window_quantiles(x, ends, spec.window, spec.min_samples)
         have = ~np.isnan(seasonal[1])
-        out.append(_band(x, np.where(have, seasonal, trailing), spec))
+        out.append(_band(x[steps], np.where(have, seasonal, trailing), spec))
     return out
 
 
-def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
-    """True where a majority of the baselines put a step beyond ``k`` on the same side."""
-    scores = [np.nan_to_num(b.score, nan=0.0) for b in bands(x, spec)]
+def _votes(scores: list[np.ndarray], spec: BandSpec) -> np.ndarray:
+    scores = [np.nan_to_num(z, nan=0.0) for z in scores]
     need = len(scores) // 2 + 1
     up = np.sum([z > spec.k for z in scores], axis=0) >= need
     down = np.sum([z < -spec.k for z in scores], axis=0) >= need
@@ -139,19 +152,78 @@ def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
     return up | down
 
 
+def anomalous(x: np.ndarray, spec: BandSpec) -> np.ndarray:
+    """True where a majority of the baselines put a step beyond ``k`` on the same side."""
+    return _votes([b.score for b in bands(x, spec)], spec)
+
+
 def firing(x: np.ndarray, spec: BandSpec) -> np.ndarray:
-    """True at each step where the alert fires: anomalous ``for_steps`` steps in a row, then
-    held ``keep_steps`` steps after the condition ends."""
-    out = anomalous(x, spec)
+    """True at each step where the alert fires, as Prometheus's ``for`` and ``keep_firing_for``
+    make it: anomalous ``for_steps`` steps after the first anomalous step, then held
+    ``keep_steps`` steps after the condition ends."""
+    return _fire(anomalous(x, spec), spec)
+
+
+def _fire(out: np.ndarray, spec: BandSpec) -> np.ndarray:
     fire = np.zeros(len(out), dtype=bool)
-    run = 0
-    held = -1  # the last step at which the condition held while firing
+    # Prometheus's alert states (rules/alerting.go): pending from the first step outside, firing
+    # `for` later; a firing alert stays firing while outside, and `keep` steps after the last
+    # step outside; outside again while kept, it goes on firing (no new `for`).
+    since = -1  # the step the pending run began (ActiveAt)
+    held = -1  # the last step outside while firing
+    on = False
     for i, v in enumerate(out):  # a recurrence: a loop is the clear way (series of ~10^4 steps)
-        run = run + 1 if v else 0
-        if run >= spec.for_steps:
-            held = i
-        fire[i] = held >= 0 and i - held <= spec.keep_steps
+        if v:
+            since = i if since < 0 else since
+            if on or i - since >= spec.for_steps:
+                on, held = True, i
+        else:
+            since = -1
+            on = on and i - held <= spec.keep_steps
+        fire[i] = on
     return fire
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The last step of a series: its bands (one per baseline), anomalous, firing."""
+
+    value: float
+    bands: list[Bands]  # each of one step
+    anomalous: bool
+    firing: bool
+
+
+def latest(x: np.ndarray, spec: BandSpec) -> Latest:
+    """The last step as ``bands``, ``anomalous`` and ``firing`` give it, computed over a tail of
+    the series only: one that starts ``keep_steps + 1`` steps inside before it ends, after
+    which no alert is firing or pending whatever came before (or the whole series)."""
+    x = np.asarray(x, dtype=np.float64)
+    size = spec.for_steps + spec.keep_steps + 1
+    while True:
+        tail = np.arange(max(0, len(x) - size), len(x))
+        tail_bands = bands(x, spec, at=tail)
+        votes = _votes([b.score for b in tail_bands], spec)
+        if tail[0] == 0 or _has_quiet_run(votes, spec.keep_steps + 1):
+            break
+        size *= 2  # an episode (or a chain of them, each within keep of the last) goes on
+    last = [Bands(b.centre[-1:], b.spread[-1:], b.score[-1:]) for b in tail_bands]
+    return Latest(
+        value=float(x[-1]),
+        bands=last,
+        anomalous=bool(votes[-1]),
+        firing=bool(_fire(votes, spec)[-1]),
+    )
+
+
+def _has_quiet_run(votes: np.ndarray, length: int) -> bool:
+    """Whether ``votes`` holds ``length`` consecutive steps inside the band."""
+    run = 0
+    for v in votes:
+        run = 0 if v else run + 1
+        if run >= length:
+            return True
+    return False
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -202,3 +274,26 @@ def band_specs(
         )
         for name, s in SIGNALS.items()
     }
+
+
+# The shipped bands, as evaluated offline (benchmarks/eval_anomaly.py, docs/anomaly-detection.md):
+# a step a minute (the anomaly rules' evaluation interval), a one-hour window, the same hour one,
+# two and three weeks back, k = 5, `for` 3 minutes, kept firing 15 minutes.
+STEP_SECONDS = 60.0
+WINDOW_SECONDS = 3600.0
+SEASON_SECONDS = (7 * 86400.0, 14 * 86400.0, 21 * 86400.0)
+K = 5.0
+FOR_SECONDS = 180.0
+KEEP_SECONDS = 900.0
+
+
+def default_specs() -> dict[str, BandSpec]:
+    """Each signal's shipped band (the rules, the in-process check and the evaluation use it)."""
+    return band_specs(
+        step_seconds=STEP_SECONDS,
+        window_seconds=WINDOW_SECONDS,
+        season_seconds=SEASON_SECONDS,
+        k=K,
+        for_seconds=FOR_SECONDS,
+        keep_seconds=KEEP_SECONDS,
+    )

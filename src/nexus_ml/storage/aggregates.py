@@ -319,3 +319,48 @@ def window_counts(
         .group_by(t.c.model, t.c.bucket_start)
     )
     return [(m, at, int(n)) for m, at, n in session.execute(stmt)]
+
+
+@dataclass(slots=True)
+class MinuteTotals:
+    """One model's predictions in one minute, all versions (the in-process anomaly bands)."""
+
+    predictions: int = 0
+    confidence_sum: float = 0.0
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+
+def minute_totals(
+    session: Session, pieces: Sequence[tuple[datetime, datetime]]
+) -> dict[str, dict[datetime, MinuteTotals]]:
+    """Per model and minute: the minute rows of the minute-aligned ``pieces`` of time.
+
+    The bands read the last hour or so and the same hour one, two and three weeks back: a few
+    hundred minutes per model, whatever the table holds.
+    """
+    t, b = PredictionRollup.__table__, PredictionRollupBin.__table__
+
+    def within(table: Any) -> ColumnElement[bool]:
+        spans = [
+            and_(table.c.bucket_start >= lo, table.c.bucket_start < hi)
+            for lo, hi in (align(since, until) for since, until in pieces)
+        ]
+        return and_(table.c.span_seconds == MINUTE, or_(*spans))
+
+    out: dict[str, dict[datetime, MinuteTotals]] = {}
+    summary = (
+        select(t.c.model, t.c.bucket_start, func.sum(t.c.predictions), func.sum(t.c.confidence_sum))
+        .where(within(t))
+        .group_by(t.c.model, t.c.bucket_start)
+    )
+    for name, at, n, conf in session.execute(summary):
+        out.setdefault(name, {})[at] = MinuteTotals(int(n or 0), float(conf or 0.0))
+    classes = (
+        select(b.c.model, b.c.bucket_start, b.c.key, func.sum(b.c.count))
+        .where(within(b), b.c.kind == "class")
+        .group_by(b.c.model, b.c.bucket_start, b.c.key)
+    )
+    for name, at, key, n in session.execute(classes):
+        minute = out.setdefault(name, {}).setdefault(at, MinuteTotals())
+        minute.class_counts[key] = int(n)
+    return out

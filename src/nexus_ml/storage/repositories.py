@@ -242,6 +242,13 @@ class Store(OperationsRepository, GovernanceRepository):
         with self._sessions() as session:
             return aggregates.window_counts(session, model, since, until, step_seconds)
 
+    def minute_totals(
+        self, pieces: Sequence[tuple[datetime, datetime]]
+    ) -> dict[str, dict[datetime, aggregates.MinuteTotals]]:
+        """Per model and minute: the per-minute aggregates of ``pieces`` (the anomaly bands)."""
+        with self._sessions() as session:
+            return aggregates.minute_totals(session, pieces)
+
     def count_predictions(self, model: str | None = None, role: str = CHAMPION) -> int:
         """How many predictions of ``role`` are stored (for one model, or all)."""
         stmt = select(func.count()).select_from(Prediction).where(Prediction.role == role)

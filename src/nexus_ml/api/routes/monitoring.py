@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Query
 from nexus_ml.api.auth import AdminKey, MonitorKey
 from nexus_ml.api.deps import (
     JSON_BODY_RESPONSES,
+    AnomaliesDep,
     AuditViewsDep,
     ClinicalViewsDep,
     DatabaseDep,
@@ -27,6 +28,7 @@ from nexus_ml.api.deps import (
 )
 from nexus_ml.api.errors import ErrorResponse
 from nexus_ml.api.params import MODEL_PATTERN, ModelParam, WindowDep
+from nexus_ml.service.views.anomalies import AnomalyReport
 from nexus_ml.service.views.audit import MAX_AUDIT_PAGE, AuditPage
 from nexus_ml.service.views.ops_results import (
     AlertsResponse,
@@ -266,3 +268,15 @@ async def reports_summary(
 ) -> ReportSummary:
     """Volume, latency, errors, accuracy, drift, alerts and availability vs the 99.9 % target."""
     return await reports.summary(window.resolve(DAY), model)
+
+
+@router.get(
+    "/anomalies",
+    response_model=AnomalyReport,
+    responses=_DB,
+    summary="Anomaly bands over the stored per-minute aggregates (without Prometheus)",
+)
+async def anomalies(views: AnomaliesDep, _key: MonitorKey) -> AnomalyReport:
+    """Predictions per model, mean confidence and class shares against their bands (the same
+    hour 1, 2 and 3 weeks back; docs/anomaly-detection.md), at the last complete minute."""
+    return await views.report()

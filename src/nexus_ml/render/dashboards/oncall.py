@@ -7,6 +7,7 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as dm
 
 from nexus_ml.monitoring.alerts.slo import FAST_BURNS, SLOW_BURNS
+from nexus_ml.render.dashboards.anomaly import anomaly_row
 from nexus_ml.render.dashboards.common import (
     CRITICAL,
     JOB,
@@ -282,5 +283,6 @@ def oncall_dashboard(thresholds: Thresholds) -> db.Dashboard:
             ("SLOs and error budgets", _slo_row(thresholds)),
             ("Alerts", _alerts_row()),
             ("Latency and errors", _latency_errors_row(thresholds)),
+            ("Anomaly bands", anomaly_row()),
         ),
     )
