@@ -455,7 +455,7 @@ def test_rendered_stack_passes_promtool_and_amtool(tmp_path: Path) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(paths.prometheus_config.read_text(encoding="utf-8"))
-    assert config["rule_files"] == [str(paths.rules)]
+    assert config["rule_files"] == [str(paths.rules), str(paths.anomaly_rules)]
     assert config["global"]["scrape_timeout"] == "1s"  # never longer than the interval
     targets = [
         t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]

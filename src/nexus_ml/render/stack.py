@@ -2,7 +2,7 @@
 
 ``nexus-ml stack up`` (``cli/stack.py``) and the live end-to-end test both call these
 helpers, so the stack a developer runs and the stack CI proves are the same one: the
-rendered ``prometheus.yml``, rule file and ``alertmanager.yml`` plus the exact flags each
+rendered ``prometheus.yml``, rule files and ``alertmanager.yml`` plus the exact flags each
 Debian binary (and the local alert receiver, ``cli/alert_receiver.py``) is started with.
 Starting, waiting and stopping live in the cli layer.
 """
@@ -19,6 +19,8 @@ from nexus_ml.render.alertmanager_config import (
     Receivers,
     render_alertmanager_config_yaml,
 )
+from nexus_ml.render.anomaly_rules import RULE_FILE as ANOMALY_RULE_FILE
+from nexus_ml.render.anomaly_rules import render_anomaly_rules_yaml
 from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
 from nexus_ml.render.rules import render_rules_yaml
 from nexus_ml.thresholds import Thresholds, format_duration, parse_duration
@@ -104,6 +106,11 @@ class StackPaths:
         return self.root / "ml_alerts.yml"
 
     @property
+    def anomaly_rules(self) -> Path:
+        """The rendered anomaly-band rule file (``render.anomaly_rules``), beside the alerts."""
+        return self.root / ANOMALY_RULE_FILE
+
+    @property
     def alertmanager_config(self) -> Path:
         """The rendered ``alertmanager.yml``."""
         return self.root / "alertmanager.yml"
@@ -148,7 +155,8 @@ def is_component(args: list[str], component: str) -> bool:
 
 
 def render_stack(options: StackOptions, thresholds: Thresholds) -> StackPaths:
-    """Write the three configs under ``options.state_dir``; rules from ``thresholds``.
+    """Write the configs (Prometheus, its two rule files, Alertmanager) under
+    ``options.state_dir``; the alert rules from ``thresholds``.
 
     The caller passes the thresholds the service itself loads (file and ``ML_THRESHOLD_*``),
     so Prometheus fires on the same limits and ``for`` durations as the in-process evaluator.
@@ -157,13 +165,14 @@ def render_stack(options: StackOptions, thresholds: Thresholds) -> StackPaths:
     paths.root.mkdir(parents=True, exist_ok=True)
     am_target = f"{HOST}:{options.alertmanager_port}"
     paths.rules.write_text(render_rules_yaml(thresholds), encoding="utf-8")
+    paths.anomaly_rules.write_text(render_anomaly_rules_yaml(), encoding="utf-8")
     paths.prometheus_config.write_text(
         render_prometheus_config_yaml(
             service_targets=list(options.service_targets),
             # No node exporter on a developer machine; the service reports host resources.
             node_exporter_targets=[],
             alertmanager_targets=[am_target],
-            rule_files=[str(paths.rules)],
+            rule_files=[str(paths.rules), str(paths.anomaly_rules)],
             scrape_interval=options.scrape_interval,
             evaluation_interval=options.evaluation_interval,
             scrape_timeout=_timeout_for(options.scrape_interval),
