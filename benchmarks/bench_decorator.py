@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nexus_ml.api.middleware import MetricsMiddleware
+from nexus_ml.api.middleware import RequestMiddleware
 from nexus_ml.monitoring.decorators import monitor_prediction
 from nexus_ml.monitoring.exposition import render_metrics
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
@@ -125,7 +125,7 @@ def bench_middleware(batch: int, rounds: int) -> list[Row]:
         routes=[Route(f"/r{i}/{{x}}", endpoint) for i in range(20)]
         + [Route("/api/v1/models/{name}/predict", endpoint)]
     )
-    wrapped = MetricsMiddleware(router, m)
+    wrapped = RequestMiddleware(router, m)
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
@@ -153,7 +153,7 @@ def bench_middleware(batch: int, rounds: int) -> list[Row]:
     p, d = interleaved(
         async_loop_of(plain_call, small), async_loop_of(wrapped_call, small), small, rounds
     )
-    return [("MetricsMiddleware per request", p, d, d - p, "<= 30000")]
+    return [("RequestMiddleware per request", p, d, d - p, "<= 30000")]
 
 
 def populate(m: Metrics, seed: int) -> None:

@@ -19,11 +19,13 @@ preemptions and GC passes, which on a loaded 2-core host swamp a 10 µs signal.
 Wall time is shown for context only.
 
 (a) A bare FastAPI app with one trivial ``POST /api/v1/models/{name}/predict``:
-    no HTTP middleware vs our ``MetricsMiddleware`` vs prometheus-fastapi-instrumentator
+    no HTTP middleware vs our ``RequestMiddleware`` (metrics and request id; no limits) vs
+    prometheus-fastapi-instrumentator
     (defaults) vs starlette-exporter (defaults). Isolates the HTTP-middleware cost.
 (b) The real service (``create_app`` with a fresh registry, models loaded, lifespan
-    running, SQLite) on the real predict route. "off" means exactly: MetricsMiddleware
-    removed from the middleware list; ``service.publisher.observer`` returns a no-op observer (no
+    running, SQLite) on the real predict route. "off" means exactly: RequestMiddleware
+    removed from the middleware list (since issue 16 it also holds the request id and the
+    request limits, which go with it); ``service.publisher.observer`` returns a no-op observer (no
     prediction counter, latency and confidence histograms, data-quality check or quality
     score); ``writer.submit`` is a no-op (no journal line, no queue, nothing stored).
     Everything else (auth, validation, the model, building the record and the response)
@@ -64,7 +66,7 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nexus_ml.api.app import create_app
-from nexus_ml.api.middleware import MetricsMiddleware
+from nexus_ml.api.middleware import RequestMiddleware
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.sources import ensure_bundled_models
@@ -106,7 +108,7 @@ def bare_app(variant: str) -> FastAPI:
         return Response(answer, media_type="application/json")
 
     if variant == "ours":
-        app.add_middleware(MetricsMiddleware, metrics=build_metrics(CollectorRegistry()))
+        app.add_middleware(RequestMiddleware, metrics=build_metrics(CollectorRegistry()))
     elif variant == "instrumentator":
         from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -153,7 +155,7 @@ def nexus_app(settings: Settings, *, middleware: bool, observer: bool, handoff: 
     service = app.state.service
     if not middleware:
         # The middleware stack is built at the first request, so removing it here is clean.
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not MetricsMiddleware]
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not RequestMiddleware]
     if not observer:
         silent = _NoObserver()
         service.publisher.observer = lambda loaded: silent

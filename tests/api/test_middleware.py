@@ -1,4 +1,4 @@
-"""MetricsMiddleware on a tiny FastAPI app: templates, bounded labels, errors, timing, size."""
+"""RequestMiddleware on a tiny FastAPI app: templates, bounded labels, errors, timing, size."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Host, Mount, Route, Router
 
 from nexus_ml.api import middleware as middleware_module
-from nexus_ml.api.middleware import UNMATCHED, MetricsMiddleware
+from nexus_ml.api.middleware import UNMATCHED, RequestMiddleware
 from nexus_ml.monitoring.exposition import render_metrics
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
 
@@ -85,7 +85,7 @@ def make_app(metrics: Metrics) -> tuple[FastAPI, dict[str, Any]]:
             ]
         ),
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     return app, state
 
 
@@ -173,7 +173,7 @@ def test_exception_propagates_unchanged(metrics: Metrics) -> None:
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         raise err
 
-    middleware = MetricsMiddleware(inner, metrics)
+    middleware = RequestMiddleware(inner, metrics)
     scope = {"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": []}
 
     async def receive() -> dict[str, Any]:
@@ -254,7 +254,7 @@ def test_non_http_scopes_pass_through(metrics: Metrics) -> None:
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         seen.append((scope["type"], receive, send))
 
-    middleware = MetricsMiddleware(inner, metrics)
+    middleware = RequestMiddleware(inner, metrics)
     asyncio.run(middleware({"type": "lifespan"}, receive, send))  # type: ignore[arg-type]
     asyncio.run(middleware({"type": "websocket", "path": "/ws"}, receive, send))  # type: ignore[arg-type]
     assert seen == [("lifespan", receive, send), ("websocket", receive, send)]
@@ -268,7 +268,7 @@ def test_plain_starlette_app(metrics: Metrics) -> None:
             Mount("/v2", routes=[Route("/users/{uid}", lambda request: PlainTextResponse("u"))]),
         ]
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     run(app, ("GET", "/users/1"), ("GET", "/v2/users/2"), ("GET", "/v2/nothing"))
     assert requests_total(metrics, "GET", "/users/{uid}", "200") == 1
     assert requests_total(metrics, "GET", "/v2/users/{uid}", "200") == 1
@@ -276,7 +276,7 @@ def test_plain_starlette_app(metrics: Metrics) -> None:
     assert len(endpoints) == 3  # the mount's own 404 gets one bounded label too
 
 
-def call_raw(middleware: MetricsMiddleware, scope: dict[str, Any]) -> list[dict[str, Any]]:
+def call_raw(middleware: RequestMiddleware, scope: dict[str, Any]) -> list[dict[str, Any]]:
     """Drive a middleware directly with one request; returns the messages it let through."""
     sent: list[dict[str, Any]] = []
 
@@ -325,7 +325,7 @@ def test_a_file_sent_by_pathsend_counts_its_content_length(
         await send({"type": "http.response.pathsend", "path": "/srv/report.pdf"})
 
     sent = call_raw(
-        MetricsMiddleware(file_app, metrics), {"type": "http", "method": "GET", "path": "/f"}
+        RequestMiddleware(file_app, metrics), {"type": "http", "method": "GET", "path": "/f"}
     )
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
     assert size_of(metrics, UNMATCHED) == (size, 1)
@@ -345,7 +345,7 @@ def test_a_file_response_through_pathsend_is_counted_once_with_its_size(
         await FileResponse(path)(scope, receive, send)
 
     sent = call_raw(
-        MetricsMiddleware(file_app, metrics),
+        RequestMiddleware(file_app, metrics),
         {
             "type": "http",
             "method": "GET",
@@ -361,7 +361,7 @@ def test_an_app_that_returns_without_answering_is_counted_as_500(metrics: Metric
     async def silent(scope: Any, receive: Any, send: Any) -> None:
         return None
 
-    call_raw(MetricsMiddleware(silent, metrics), {"type": "http", "method": "GET", "path": "/x"})
+    call_raw(RequestMiddleware(silent, metrics), {"type": "http", "method": "GET", "path": "/x"})
     assert requests_total(metrics, "GET", UNMATCHED, "500") == 1
     assert series(metrics, "ml_errors_total") == []
 
@@ -381,7 +381,7 @@ def test_an_error_after_the_response_keeps_the_status_sent_and_counts_the_error(
         tasks.add_task(fail)
         return {"ok": True}
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     (response,) = run(app, ("GET", "/late"))
     assert response.status_code == 200
     assert requests_total(metrics, "GET", "/late", "200") == 1
@@ -407,7 +407,7 @@ def test_a_streamed_response_is_timed_until_its_last_chunk(metrics: Metrics) -> 
 
         return StreamingResponse(chunks())
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     run(app, ("GET", "/slow-stream"))
     duration = metrics.registry.get_sample_value(
         "ml_api_request_duration_seconds_sum", {"method": "GET", "endpoint": "/slow-stream"}
@@ -457,7 +457,7 @@ def test_a_stream_that_fails_midway_is_counted_as_a_500_and_an_error(metrics: Me
 
         return StreamingResponse(chunks())
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     run(app, ("GET", "/broken-stream"))
     assert requests_total(metrics, "GET", "/broken-stream", "500") == 1
     assert requests_total(metrics, "GET", "/broken-stream", "200") == 0
@@ -493,7 +493,7 @@ def two_prefix_app(metrics: Metrics) -> tuple[FastAPI, Any]:
 
     app.include_router(items, prefix="/a")
     app.include_router(items, prefix="/b")
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     return app, items.routes[0]
 
 
@@ -519,7 +519,7 @@ def test_a_route_object_outside_the_tree_is_matched_by_path_and_walked_for_once(
     walks = count_walks(monkeypatch, app.router.routes)
     stranger = object()
 
-    middleware = MetricsMiddleware(answer_ok, metrics)
+    middleware = RequestMiddleware(answer_ok, metrics)
     scope = {"type": "http", "method": "POST", "route": stranger, "router": app.router}
     for name in ("m1", "m2", "m3"):
         call_raw(middleware, {**scope, "path": f"/api/v1/models/{name}/predict"})
@@ -531,7 +531,7 @@ def test_a_path_outside_the_root_path_is_matched_whole(metrics: Metrics) -> None
     """Servers that leave the root path out of ``path``: nothing is cut off before matching."""
     app, route = two_prefix_app(metrics)
 
-    middleware = MetricsMiddleware(answer_ok, metrics)
+    middleware = RequestMiddleware(answer_ok, metrics)
     scope = {"type": "http", "method": "GET", "route": route, "router": app.router}
     call_raw(middleware, {**scope, "root_path": "/proxy", "path": "/b/items/1"})
     call_raw(middleware, {**scope, "root_path": "/proxy", "path": "/proxy/a/items/2"})
@@ -547,7 +547,7 @@ def test_behind_no_starlette_router_a_route_is_labelled_by_its_own_path(
     metrics: Metrics, route: Any, endpoint: str
 ) -> None:
     scope = {"type": "http", "method": "GET", "path": "/v/1", "route": route}
-    call_raw(MetricsMiddleware(answer_ok, metrics), scope)
+    call_raw(RequestMiddleware(answer_ok, metrics), scope)
     assert requests_total(metrics, "GET", endpoint, "200") == 1
 
 
@@ -583,7 +583,7 @@ def test_routes_before_behind_and_after_a_host_get_their_templates(metrics: Metr
             Route("/after/{y}", ok),
         ]
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     run(app, ("GET", "/files/a.txt"), ("GET", "/after/2"))
     run(app, ("GET", "/v/1"), headers={"host": "api.example.org"})
     for endpoint in ("/files/{path}", "/v/{x}", "/after/{y}"):
@@ -609,7 +609,7 @@ def test_a_host_inside_a_mount_keeps_the_mount_prefix(metrics: Metrics) -> None:
 
     inner = Router([Route("/v/{x}", ok)])
     app = Starlette(routes=[Mount("/m", routes=[Host("api.example.org", app=inner)])])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     run(app, ("GET", "/m/v/1"), headers={"host": "api.example.org"})
     assert requests_total(metrics, "GET", "/m/v/{x}", "200") == 1
 
@@ -623,6 +623,6 @@ def test_an_app_that_stops_mid_body_without_an_error_keeps_the_status_it_sent(
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"part", "more_body": True})
 
-    call_raw(MetricsMiddleware(cut_short, metrics), {"type": "http", "method": "GET", "path": "/"})
+    call_raw(RequestMiddleware(cut_short, metrics), {"type": "http", "method": "GET", "path": "/"})
     assert requests_total(metrics, "GET", UNMATCHED, "200") == 1
     assert requests_total(metrics, "GET", UNMATCHED, "500") == 0

@@ -363,6 +363,26 @@ def test_rejected_records_are_kept_one_readable_line_each(
     assert [journal_module.decode(line) for line in path.read_bytes().splitlines()] == records
 
 
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"age": 0.1 + 0.2, "tiny": 5e-324, "big": 1.7976931348623157e308, "neg": -1e-5},
+        # 10**30 is past orjson's 64-bit integers: the standard library writes that line.
+        {"age": 10**30, "flag": True, "none": None, "nested": {"a": [1, 2.5, "x"]}},
+        {"age": 1.0, "key with ü": "São Paulo\u2028", "empty": {}},
+    ],
+)
+def test_every_value_a_client_can_send_comes_back_exactly(
+    make_record: RecordFactory, features: dict[str, object]
+) -> None:
+    record = make_record(features=features, confidence=0.1 + 0.7, latency_seconds=1.234e-7)
+    line = encode(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    back = decode(line)
+    assert back == record
+    assert json.loads(line)[4] == json.loads(json.dumps(features))  # the standard parse agrees
+
+
 def test_traceability_fields_survive_the_journal(make_record: RecordFactory) -> None:
     record = make_record(request_id="req-1", profile_hash="ab" * 32, role="challenger")
     assert decode(encode(record)) == record

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 import sqlalchemy.exc
@@ -215,7 +216,11 @@ def test_an_error_of_no_known_kind_never_parks_a_healthy_batch(
         ({"probabilities": {"benign": -math.inf}}, "ValueError"),
         ({"latency_seconds": math.nan}, "ValueError"),
         ({"features": {"age": math.nan}}, "ValueError"),
+        # Looked for at any depth, and in a float subclass (orjson would write null for both).
+        ({"features": {"age": 1.0, "extra": {"deep": [0.5, -math.inf]}}}, "ValueError"),
+        ({"features": {"age": np.float64("nan")}}, "ValueError"),
         ({"predicted_class": "\ud800"}, "UnicodeEncodeError"),  # a lone surrogate: not UTF-8
+        ({"features": {"note": "\udfff"}}, "UnicodeEncodeError"),
     ],
 )
 def test_a_record_no_store_can_hold_is_refused_with_its_whole_batch(

@@ -175,9 +175,9 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        # Counted by MetricsMiddleware, which sees the exception first (this handler
+        # Counted by RequestMiddleware, which sees the exception first (this handler
         # runs in Starlette's outermost ServerErrorMiddleware).
-        # Outside RequestIdMiddleware: the id comes from the request's state, not the context.
+        # Outside RequestMiddleware: the id comes from the request's state, not the context.
         rid = request_id_of(request.scope)
         log.error("unhandled error", extra={"error_type": type(exc).__name__, "request_id": rid})
         return error_response(500, "internal error", headers=None if rid is None else {HEADER: rid})

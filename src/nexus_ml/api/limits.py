@@ -1,7 +1,8 @@
 """Request limits enforced by the application (pure ASGI): URL, headers, body size and time.
 
-One middleware owns every refusal a limit makes, and answers each in the service's one
-error shape (``{"detail", "field"}``) with the status the client gets:
+The service's one middleware (``api/middleware.py``, ``RequestMiddleware``) enforces them with
+the functions here, and every refusal a limit makes is answered in the service's one error
+shape (``{"detail", "field"}``) with the status the client gets:
 
 * 414 for a request target (path and query) over ``max_url_bytes``;
 * 431 for more than ``max_header_count`` header fields, or a request line and headers over
@@ -10,13 +11,13 @@ error shape (``{"detail", "field"}``) with the status the client gets:
   before the rest of it is read;
 * 408 for a body not received in full within ``body_timeout`` seconds.
 
-It sits inside ``MetricsMiddleware``, so each refusal is recorded as the status the client
-was told. No refusal travels as an exception past the metrics middleware (Starlette's and
+The same middleware records the request metrics, so each refusal is recorded as the status
+the client was told. No refusal travels as an exception past the metrics (Starlette's and
 FastAPI's own body limit did: its ``_RequestBodyLimitResponseSent`` left a plain-text 413 on
 the wire and a 500 plus an ``ml_errors_total`` entry in the metrics). A refusal raised while
 the application reads the body is a ``Refused`` (an ``HTTPException``, which FastAPI's body
 parsing passes on untouched), answered by the shared HTTP error handler; one that reaches
-this middleware unanswered is answered here.
+the middleware unanswered is answered by ``RefusalApp``.
 
 The server bounds what reaches the application in the first place (``api/edge.py``: the size
 of a request head as it arrives, and the time to receive it); these checks hold under any
@@ -25,9 +26,8 @@ ASGI server.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,88 +83,42 @@ class Refused(HTTPException):
         super().__init__(status_code, detail, headers={"Connection": "close"})
 
 
-class RequestLimitsMiddleware:
-    """Refuses requests over the URL, header, body-size and body-time limits (see module)."""
+# Where RequestMiddleware hands a refusal to the app that answers it (RefusalApp, maybe
+# behind CORS).
+REFUSED_SCOPE_KEY = "nexus.refused"
 
-    def __init__(self, app: Any, limits: RequestLimits) -> None:
-        self.app = app
-        self.limits = limits
 
-    def _check_head(self, scope: dict[str, Any]) -> Refused | None:
-        limits = self.limits
-        query = scope.get("query_string", b"")
-        target = len(scope.get("raw_path") or scope["path"].encode()) + (
-            len(query) + 1 if query else 0
+def refusal_of_head(limits: RequestLimits, scope: MutableMapping[str, Any]) -> Refused | None:
+    """The refusal the request line and headers call for (414, 431, 413 announced), if any."""
+    query = scope.get("query_string", b"")
+    target = len(scope.get("raw_path") or scope["path"].encode()) + (len(query) + 1 if query else 0)
+    if target > limits.max_url_bytes:
+        return Refused(414, f"request URL exceeds the limit of {limits.max_url_bytes} bytes")
+    headers = scope["headers"]
+    if len(headers) > limits.max_header_count:
+        return Refused(
+            431, f"request has more than the limit of {limits.max_header_count} header fields"
         )
-        if target > limits.max_url_bytes:
-            return Refused(414, f"request URL exceeds the limit of {limits.max_url_bytes} bytes")
-        headers = scope["headers"]
-        if len(headers) > limits.max_header_count:
-            return Refused(
-                431, f"request has more than the limit of {limits.max_header_count} header fields"
-            )
-        if head_bytes(scope["method"], target, headers) > limits.max_header_bytes:
-            return Refused(
-                431, f"request headers exceed the limit of {limits.max_header_bytes} bytes"
-            )
-        for name, value in headers:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > limits.max_body_bytes:
-                    return _too_large(limits.max_body_bytes)
-                break
-        return None
+    if head_bytes(scope["method"], target, headers) > limits.max_header_bytes:
+        return Refused(431, f"request headers exceed the limit of {limits.max_header_bytes} bytes")
+    for name, value in headers:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limits.max_body_bytes:
+                return too_large(limits.max_body_bytes)
+            break
+    return None
+
+
+def too_large(limit: int) -> Refused:
+    """The 413 for a body over ``limit`` bytes."""
+    return Refused(413, f"request body exceeds the limit of {limit} bytes")
+
+
+class RefusalApp:
+    """ASGI app answering the refusal ``RequestMiddleware`` put in the scope."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refused = self._check_head(scope)
-        if refused is not None:
-            await send_refusal(send, refused)
-            return
-        limits = self.limits
-        deadline = asyncio.get_running_loop().time() + limits.body_timeout
-        received = 0
-        body_done = False
-        started = False
-
-        async def receive_within_limits() -> dict[str, Any]:
-            nonlocal received, body_done
-            if body_done:
-                # After the body, receive() only waits for a disconnect: no deadline.
-                return await receive()
-            try:
-                # asyncio.timeout_at costs no task per call, unlike wait_for.
-                async with asyncio.timeout_at(deadline):
-                    message: dict[str, Any] = await receive()
-            except TimeoutError:
-                raise Refused(408, "request body not received in time") from None
-            if message["type"] != "http.request":
-                body_done = True
-                return message
-            received += len(message.get("body", b""))
-            if received > limits.max_body_bytes:
-                raise _too_large(limits.max_body_bytes)
-            if not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def send_watching(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive_within_limits, send_watching)
-        except Refused as refused_late:
-            if started:  # too late to answer: the response is under way
-                raise
-            await send_refusal(send, refused_late)
-
-
-def _too_large(limit: int) -> Refused:
-    return Refused(413, f"request body exceeds the limit of {limit} bytes")
+        await send_refusal(send, scope[REFUSED_SCOPE_KEY])
 
 
 async def send_refusal(send: Any, refused: Refused) -> None:

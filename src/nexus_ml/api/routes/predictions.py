@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from nexus_ml.api.auth import PredictKey
@@ -88,9 +89,11 @@ def prediction_answer(
         answer = serving.predict_one(loaded, features, request_id)
     else:
         answer = serving.predict_many(loaded, instances, request_id)
-    # allow_nan=False: a NaN or infinity is not JSON; the predictor never produces one, and
-    # should one slip through, a 500 is better than a 200 that strict parsers reject.
-    return json.dumps(answer, allow_nan=False).encode()
+    # orjson (issue 16): a twentieth of json.dumps's cost. It writes a NaN or an infinity as
+    # null where the standard library refused it; none gets here: every number of the answer
+    # is one of its record's, and the journal refuses a record holding one (storage/journal.py:
+    # a 500, never a 200; tests/api/test_non_finite.py).
+    return orjson.dumps(answer)
 
 
 @router.post(
