@@ -60,13 +60,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database: SQLite file, or a throw-away PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'nexus.db'}"
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _database_url(kind: str, folder: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'db' / 'nexus.db'}"
     else:
         yield from postgres_schema_url()
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database: SQLite file, or a throw-away PostgreSQL schema."""
+    yield from _database_url(request.param, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -94,23 +101,27 @@ def make_settings(db_url: str, model_dir: Path, tmp_path: Path) -> Callable[...,
     """Settings for a test service; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "model_path": model_dir,
-            "data_dir": tmp_path / "data",
-            "api_keys": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
-            "writer_flush_seconds": 0.05,
-            "system_interval_seconds": 0.2,
-            "alert_interval_seconds": 3600.0,
-            "drift_interval_seconds": 3600.0,
-            "drift_first_run_seconds": 3600.0,  # tests run the job when they mean to
-            "drift_window_size": 1000,
-            "shutdown_grace_seconds": 5.0,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return _test_settings(db_url, model_dir, tmp_path / "data", **overrides)
 
     return build
+
+
+def _test_settings(db_url: str, model_dir: Path, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "model_path": model_dir,
+        "data_dir": data_dir,
+        "api_keys": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
+        "writer_flush_seconds": 0.05,
+        "system_interval_seconds": 0.2,
+        "alert_interval_seconds": 3600.0,
+        "drift_interval_seconds": 3600.0,
+        "drift_first_run_seconds": 3600.0,  # tests run the job when they mean to
+        "drift_window_size": 1000,
+        "shutdown_grace_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -131,6 +142,27 @@ def client(settings: Settings, registry: CollectorRegistry) -> Iterator[TestClie
     app = create_app(settings, registry=registry)
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def read_only_client(
+    request: pytest.FixtureRequest,
+    bundled_models: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TestClient]:
+    """One running service (default test settings, empty database) shared by a module's tests
+    that store nothing: requests refused, reads of an empty store. Each test of a module
+    would otherwise start a service of its own: 0.3 s on SQLite, 1 s on PostgreSQL (mostly
+    the migrations), for tests that take a few milliseconds. A test that writes, retrains,
+    or changes settings or thresholds takes ``client``.
+    """
+    folder = tmp_path_factory.mktemp("read-only-service")
+    model_dir = folder / "models"
+    shutil.copytree(bundled_models, model_dir)
+    for url in _database_url(request.param, folder):
+        settings = _test_settings(url, model_dir, folder / "data")
+        with TestClient(create_app(settings, registry=CollectorRegistry())) as c:
+            yield c
 
 
 @pytest.fixture
