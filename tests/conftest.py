@@ -145,24 +145,31 @@ def client(settings: Settings, registry: CollectorRegistry) -> Iterator[TestClie
 
 
 @pytest.fixture(scope="module", params=DATABASES)
-def read_only_client(
+def shared_settings(
     request: pytest.FixtureRequest,
     bundled_models: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[TestClient]:
-    """One running service (default test settings, empty database) shared by a module's tests
-    that store nothing: requests refused, reads of an empty store. Each test of a module
-    would otherwise start a service of its own: 0.3 s on SQLite, 1 s on PostgreSQL (mostly
-    the migrations), for tests that take a few milliseconds. A test that writes, retrains,
-    or changes settings or thresholds takes ``client``.
-    """
-    folder = tmp_path_factory.mktemp("read-only-service")
+) -> Iterator[Settings]:
+    """Default test settings on an empty database, one per module and database: those of
+    ``shared_client``."""
+    folder = tmp_path_factory.mktemp("shared-service")
     model_dir = folder / "models"
     shutil.copytree(bundled_models, model_dir)
     for url in _database_url(request.param, folder):
-        settings = _test_settings(url, model_dir, folder / "data")
-        with TestClient(create_app(settings, registry=CollectorRegistry())) as c:
-            yield c
+        yield _test_settings(url, model_dir, folder / "data")
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_settings: Settings) -> Iterator[TestClient]:
+    """One running service per module and database, for tests that do not depend on each
+    other's requests: refusals, reads of an empty store, records read back by their own ids.
+    Each test would otherwise start a service of its own (0.3 s on SQLite, 1 s on PostgreSQL,
+    mostly the migrations, then 0.3 s more for FastAPI to build its routes on the first
+    request) for a few milliseconds of requests. A test that counts records, retrains, or
+    changes settings, thresholds or metrics takes ``client``.
+    """
+    with TestClient(create_app(shared_settings, registry=CollectorRegistry())) as c:
+        yield c
 
 
 @pytest.fixture

@@ -87,9 +87,9 @@ EMPTY: list[dict[str, str]] = [
 
 
 @pytest.fixture
-def client(read_only_client: TestClient) -> TestClient:
+def client(shared_client: TestClient) -> TestClient:
     """Every test here stores nothing: one service per database for the whole module."""
-    return read_only_client
+    return shared_client
 
 
 def _get(client: TestClient, path: str, query: dict[str, str]) -> Any:
