@@ -62,10 +62,16 @@ def _boom() -> None:
     raise RuntimeError("a bug")
 
 
-@pytest.fixture
-def raw_client(settings: Settings) -> Iterator[TestClient]:
-    """A service with one extra route that fails, answered as the server would (no raise)."""
-    app = create_app(settings, registry=CollectorRegistry())
+@pytest.fixture(scope="module")
+def raw_client(
+    shared_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A service with one extra route that fails, answered as the server would (no raise);
+    one per module and database, as every test here is refused before storing anything."""
+    data_dir = tmp_path_factory.mktemp("raw-service") / "data"
+    app = create_app(
+        shared_settings.model_copy(update={"data_dir": data_dir}), registry=CollectorRegistry()
+    )
     app.add_api_route("/boom", _boom)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
