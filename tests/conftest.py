@@ -101,16 +101,17 @@ def make_settings(db_url: str, model_dir: Path, tmp_path: Path) -> Callable[...,
     """Settings for a test service; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
-        return _test_settings(db_url, model_dir, tmp_path / "data", **overrides)
+        # Overrides may replace any field, the database, models and data folder included.
+        where = {"database_url": db_url, "model_path": model_dir, "data_dir": tmp_path / "data"}
+        return _test_settings(**{**where, **overrides})
 
     return build
 
 
-def _test_settings(db_url: str, model_dir: Path, data_dir: Path, **overrides: Any) -> Settings:
+def _test_settings(**fields: Any) -> Settings:
+    """The tests' settings: ``fields`` (the database, models and data folder at least) over
+    these defaults."""
     values: dict[str, Any] = {
-        "database_url": db_url,
-        "model_path": model_dir,
-        "data_dir": data_dir,
         "api_keys": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
         "writer_flush_seconds": 0.05,
         "system_interval_seconds": 0.2,
@@ -120,7 +121,7 @@ def _test_settings(db_url: str, model_dir: Path, data_dir: Path, **overrides: An
         "drift_window_size": 1000,
         "shutdown_grace_seconds": 5.0,
     }
-    values.update(overrides)
+    values.update(fields)
     return Settings(**values)
 
 
@@ -156,7 +157,7 @@ def shared_settings(
     model_dir = folder / "models"
     shutil.copytree(bundled_models, model_dir)
     for url in _database_url(request.param, folder):
-        yield _test_settings(url, model_dir, folder / "data")
+        yield _test_settings(database_url=url, model_path=model_dir, data_dir=folder / "data")
 
 
 @pytest.fixture(scope="module")
