@@ -60,13 +60,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database: SQLite file, or a throw-away PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'nexus.db'}"
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _database_url(kind: str, folder: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'db' / 'nexus.db'}"
     else:
         yield from postgres_schema_url()
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database: SQLite file, or a throw-away PostgreSQL schema."""
+    yield from _database_url(request.param, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -94,23 +101,28 @@ def make_settings(db_url: str, model_dir: Path, tmp_path: Path) -> Callable[...,
     """Settings for a test service; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "model_path": model_dir,
-            "data_dir": tmp_path / "data",
-            "api_keys": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
-            "writer_flush_seconds": 0.05,
-            "system_interval_seconds": 0.2,
-            "alert_interval_seconds": 3600.0,
-            "drift_interval_seconds": 3600.0,
-            "drift_first_run_seconds": 3600.0,  # tests run the job when they mean to
-            "drift_window_size": 1000,
-            "shutdown_grace_seconds": 5.0,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        # Overrides may replace any field, the database, models and data folder included.
+        where = {"database_url": db_url, "model_path": model_dir, "data_dir": tmp_path / "data"}
+        return _test_settings(**{**where, **overrides})
 
     return build
+
+
+def _test_settings(**fields: Any) -> Settings:
+    """The tests' settings: ``fields`` (the database, models and data folder at least) over
+    these defaults."""
+    values: dict[str, Any] = {
+        "api_keys": ",".join(f"{s}:{k}" for s, k in KEYS.items()),
+        "writer_flush_seconds": 0.05,
+        "system_interval_seconds": 0.2,
+        "alert_interval_seconds": 3600.0,
+        "drift_interval_seconds": 3600.0,
+        "drift_first_run_seconds": 3600.0,  # tests run the job when they mean to
+        "drift_window_size": 1000,
+        "shutdown_grace_seconds": 5.0,
+    }
+    values.update(fields)
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -130,6 +142,34 @@ def client(settings: Settings, registry: CollectorRegistry) -> Iterator[TestClie
     """A running service (lifespan started) and a client for it."""
     app = create_app(settings, registry=registry)
     with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def shared_settings(
+    request: pytest.FixtureRequest,
+    bundled_models: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Settings]:
+    """Default test settings on an empty database, one per module and database: those of
+    ``shared_client``."""
+    folder = tmp_path_factory.mktemp("shared-service")
+    model_dir = folder / "models"
+    shutil.copytree(bundled_models, model_dir)
+    for url in _database_url(request.param, folder):
+        yield _test_settings(database_url=url, model_path=model_dir, data_dir=folder / "data")
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_settings: Settings) -> Iterator[TestClient]:
+    """One running service per module and database, for tests that do not depend on each
+    other's requests: refusals, reads of an empty store, records read back by their own ids.
+    Each test would otherwise start a service of its own (0.3 s on SQLite, 1 s on PostgreSQL,
+    mostly the migrations, then 0.3 s more for FastAPI to build its routes on the first
+    request) for a few milliseconds of requests. A test that counts records, retrains, or
+    changes settings, thresholds or metrics takes ``client``.
+    """
+    with TestClient(create_app(shared_settings, registry=CollectorRegistry())) as c:
         yield c
 
 

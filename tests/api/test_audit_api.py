@@ -127,22 +127,24 @@ def test_api_actions_are_in_the_log(client: TestClient) -> None:
     ],
 )
 def test_bad_parameters_are_422_naming_the_field(
-    client: TestClient, params: dict[str, Any], field: str
+    shared_client: TestClient, params: dict[str, Any], field: str
 ) -> None:
-    _fill(client)
-    r = client.get(URL, params=params, headers=auth("admin"))
+    _fill(shared_client)
+    r = shared_client.get(URL, params=params, headers=auth("admin"))
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field
     assert "ten" not in r.json()["detail"] and "abc" not in r.json()["detail"]
 
 
-def test_the_largest_page_is_500(client: TestClient) -> None:
-    assert client.get(URL, params={"limit": 500}, headers=auth("admin")).status_code == 200
+def test_the_largest_page_is_500(shared_client: TestClient) -> None:
+    assert shared_client.get(URL, params={"limit": 500}, headers=auth("admin")).status_code == 200
 
 
 @pytest.mark.parametrize(("scope", "status"), [(None, 401), ("predict", 403), ("monitor", 403)])
-def test_only_admin_reads_the_audit_log(client: TestClient, scope: str | None, status: int) -> None:
-    _fill(client)
-    r = client.get(URL, headers=auth(scope) if scope else {})
+def test_only_admin_reads_the_audit_log(
+    shared_client: TestClient, scope: str | None, status: int
+) -> None:
+    _fill(shared_client)
+    r = shared_client.get(URL, headers=auth(scope) if scope else {})
     assert r.status_code == status
     assert "entries" not in r.json()

@@ -390,17 +390,19 @@ def test_api_answers_equal_sklearn_per_segment_for_the_window(client: TestClient
         ({"model": "../x", "hours": 1}, 422),
     ],
 )
-def test_bad_requests_are_refused(client: TestClient, params: dict[str, Any], status: int) -> None:
-    r = client.get(CLINICAL, params=params, headers=auth("monitor"))
+def test_bad_requests_are_refused(
+    shared_client: TestClient, params: dict[str, Any], status: int
+) -> None:
+    r = shared_client.get(CLINICAL, params=params, headers=auth("monitor"))
     assert r.status_code == status, r.text
     assert "nobody" not in r.text  # the detail names the field, never echoes the value
 
 
-def test_the_clinical_api_needs_a_monitor_key(client: TestClient) -> None:
+def test_the_clinical_api_needs_a_monitor_key(shared_client: TestClient) -> None:
     params = {"model": MODEL}
-    assert client.get(CLINICAL, params=params).status_code == 401
-    assert client.get(CLINICAL, params=params, headers=auth("predict")).status_code == 403
-    ok = client.get(CLINICAL, params=params, headers=auth("monitor"))
+    assert shared_client.get(CLINICAL, params=params).status_code == 401
+    assert shared_client.get(CLINICAL, params=params, headers=auth("predict")).status_code == 403
+    ok = shared_client.get(CLINICAL, params=params, headers=auth("monitor"))
     assert ok.status_code == 200, ok.text
     assert ok.json()["hours"] == pytest.approx(7 * 24)  # default: the accuracy window
 

@@ -154,19 +154,24 @@ def test_shadow_start_and_stop(client: TestClient, settings: Settings) -> None:
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(
-    client: TestClient, settings: Settings, method: str, path: str, status: int, detail: str
+    shared_client: TestClient,
+    shared_settings: Settings,
+    method: str,
+    path: str,
+    status: int,
+    detail: str,
 ) -> None:
-    champion = current_version(settings.model_path, "diagnostic")
-    r = client.request(method, path, headers=auth("admin"))
+    champion = current_version(shared_settings.model_path, "diagnostic")
+    r = shared_client.request(method, path, headers=auth("admin"))
     assert r.status_code == status, r.text
     assert detail in r.json()["detail"]
-    assert current_version(settings.model_path, "diagnostic") == champion
-    assert audit(client) == []
+    assert current_version(shared_settings.model_path, "diagnostic") == champion
+    assert audit(shared_client) == []
 
 
-def test_a_bad_promote_body_is_a_422(client: TestClient, settings: Settings) -> None:
-    champion = current_version(settings.model_path, "diagnostic")
-    r = client.post(
+def test_a_bad_promote_body_is_a_422(shared_client: TestClient, shared_settings: Settings) -> None:
+    champion = current_version(shared_settings.model_path, "diagnostic")
+    r = shared_client.post(
         f"{API}/versions/{champion}/promote", json={"replace": True}, headers=auth("admin")
     )
     assert r.status_code == 422
@@ -183,12 +188,12 @@ def test_a_bad_promote_body_is_a_422(client: TestClient, settings: Settings) -> 
         ("DELETE", f"{API}/shadow", "admin"),
     ],
 )
-def test_scopes(client: TestClient, method: str, path: str, allowed: str) -> None:
-    assert client.request(method, path).status_code == 401
+def test_scopes(shared_client: TestClient, method: str, path: str, allowed: str) -> None:
+    assert shared_client.request(method, path).status_code == 401
     below = {"monitor": ["predict"], "admin": ["predict", "monitor"]}[allowed]
     for scope in below:
-        assert client.request(method, path, headers=auth(scope)).status_code == 403
-    assert client.request(method, path, headers=auth(allowed)).status_code not in (401, 403)
+        assert shared_client.request(method, path, headers=auth(scope)).status_code == 403
+    assert shared_client.request(method, path, headers=auth(allowed)).status_code not in (401, 403)
 
 
 @pytest.fixture

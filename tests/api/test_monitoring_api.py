@@ -109,12 +109,12 @@ def test_every_endpoint_answers_its_documented_schema(client: TestClient) -> Non
     )
 
 
-def test_auth_401_403_200(client: TestClient) -> None:
+def test_auth_401_403_200(shared_client: TestClient) -> None:
     for path in ENDPOINTS:
-        assert client.get(M + path).status_code == 401, path
-        assert client.get(M + path, headers=auth("predict")).status_code == 403, path
-        assert client.get(M + path, headers=auth("monitor")).status_code == 200, path
-        assert client.get(M + path, headers=auth("admin")).status_code == 200, path
+        assert shared_client.get(M + path).status_code == 401, path
+        assert shared_client.get(M + path, headers=auth("predict")).status_code == 403, path
+        assert shared_client.get(M + path, headers=auth("monitor")).status_code == 200, path
+        assert shared_client.get(M + path, headers=auth("admin")).status_code == 200, path
 
 
 def _within(got: dict[str, Any], values: Any) -> None:
@@ -350,22 +350,22 @@ def test_stored_overrides_that_no_longer_validate_are_refused_alone(client: Test
     ],
 )
 def test_bad_query_parameters_are_422_with_field(
-    client: TestClient, query: dict[str, str], field: str
+    shared_client: TestClient, query: dict[str, str], field: str
 ) -> None:
     for path in ("/metrics/predictions", "/reports/summary", "/performance/models"):
-        r = client.get(M + path, params=query, headers=auth("monitor"))
+        r = shared_client.get(M + path, params=query, headers=auth("monitor"))
         assert r.status_code == 422, (path, query, r.text)
         assert r.json()["field"] == field, (path, r.json())
 
 
-def test_timeline_bucket_limit(client: TestClient) -> None:
-    r = client.get(
+def test_timeline_bucket_limit(shared_client: TestClient) -> None:
+    r = shared_client.get(
         M + "/metrics/predictions/timeline",
         params={"hours": 100, "step_seconds": 10},
         headers=auth("monitor"),
     )
     assert r.status_code == 422 and r.json()["field"] == "step_seconds"
-    r = client.get(
+    r = shared_client.get(
         M + "/metrics/predictions/timeline", params={"step_seconds": 5}, headers=auth("monitor")
     )
     assert r.status_code == 422 and r.json()["field"] == "step_seconds"
@@ -442,25 +442,25 @@ def test_alerts_include_alertmanager_or_say_unreachable(
         assert am["status"] == "unreachable" and am["alerts"] == [] and am["error"]
 
 
-def test_alerts_default_not_configured(client: TestClient) -> None:
-    body = client.get(M + "/alerts", headers=auth("monitor")).json()
+def test_alerts_default_not_configured(shared_client: TestClient) -> None:
+    body = shared_client.get(M + "/alerts", headers=auth("monitor")).json()
     assert body["alertmanager"] == {"status": "not_configured", "error": None, "alerts": []}
 
 
-def test_dashboard_page_and_static_headers(client: TestClient) -> None:
+def test_dashboard_page_and_static_headers(shared_client: TestClient) -> None:
     for path in (
         "/dashboard",
         "/dashboard/static/dashboard.js",
         "/dashboard/static/vendor/chartjs/chart.umd.min.js",
     ):
-        r = client.get(path)
+        r = shared_client.get(path)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "'unsafe-inline'" not in csp
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["referrer-policy"] == "no-referrer"
-    assert client.get("/dashboard/static/vendor/chartjs/LICENSE.md").status_code == 200
+    assert shared_client.get("/dashboard/static/vendor/chartjs/LICENSE.md").status_code == 200
     for bad in (
         "/dashboard/static/../routes/dashboard.py",
         "/dashboard/static/%2e%2e/app.py",
@@ -468,4 +468,4 @@ def test_dashboard_page_and_static_headers(client: TestClient) -> None:
         "/dashboard/static/a%00.js",
         "/dashboard/static/" + "x" * 5000 + ".js",
     ):
-        assert client.get(bad).status_code == 404, bad
+        assert shared_client.get(bad).status_code == 404, bad

@@ -94,10 +94,10 @@ def _bad(row: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_input_is_refused_and_nothing_written(
-    client: TestClient, name: str, make_body: Any, status: int, field: str
+    shared_client: TestClient, name: str, make_body: Any, status: int, field: str
 ) -> None:
     body = json.dumps(make_body(diagnostic_row()), allow_nan=True)
-    r = client.post(
+    r = shared_client.post(
         PREDICT, content=body, headers={**auth("predict"), "Content-Type": "application/json"}
     )
     assert r.status_code == status, (name, r.text)
@@ -106,25 +106,25 @@ def test_bad_input_is_refused_and_nothing_written(
     assert field.split(".")[-1] in err["detail"] or field == "body"
     # The offending value is never echoed back.
     assert "12.5" not in err["detail"] and "nan" not in err["detail"].split(":")[0].lower()
-    assert stored_count(client) == 0
+    assert stored_count(shared_client) == 0
 
 
-def test_invalid_json_and_empty_body(client: TestClient) -> None:
+def test_invalid_json_and_empty_body(shared_client: TestClient) -> None:
     h = {**auth("predict"), "Content-Type": "application/json"}
-    r = client.post(PREDICT, content=b"{not json", headers=h)
+    r = shared_client.post(PREDICT, content=b"{not json", headers=h)
     assert r.status_code == 400 and r.json()["field"] == "body"
-    r = client.post(PREDICT, content=b"", headers=h)
+    r = shared_client.post(PREDICT, content=b"", headers=h)
     assert r.status_code == 422
-    assert stored_count(client) == 0
+    assert stored_count(shared_client) == 0
 
 
-def test_unknown_model_is_404(client: TestClient) -> None:
-    r = client.post(
+def test_unknown_model_is_404(shared_client: TestClient) -> None:
+    r = shared_client.post(
         "/api/v1/models/nope/predict", json={"features": diagnostic_row()}, headers=auth("predict")
     )
     assert r.status_code == 404
     assert r.json() == {"detail": "unknown model 'nope'", "field": "name"}
-    assert stored_count(client) == 0
+    assert stored_count(shared_client) == 0
 
 
 def test_oversized_body_refused_before_reading(make_settings: Any, registry: Any) -> None:
@@ -197,12 +197,12 @@ def pred_time(service: Any, pid: str) -> Any:
     return service.store.get_prediction(pid).created_at
 
 
-def test_models_listing_and_detail(client: TestClient) -> None:
-    r = client.get("/api/v1/models", headers=auth("predict"))
+def test_models_listing_and_detail(shared_client: TestClient) -> None:
+    r = shared_client.get("/api/v1/models", headers=auth("predict"))
     assert r.status_code == 200
     names = {m["name"] for m in r.json()}
     assert names == {"diagnostic", "diabetes_risk"}
-    detail = client.get("/api/v1/models/diagnostic", headers=auth("predict")).json()
+    detail = shared_client.get("/api/v1/models/diagnostic", headers=auth("predict")).json()
     assert len(detail["features"]) == 30
     assert detail["classes"] == ["benign", "malignant"] or set(detail["classes"]) == {
         "benign",
@@ -212,11 +212,11 @@ def test_models_listing_and_detail(client: TestClient) -> None:
     assert detail["versions"] == [detail["version"]]
     assert (detail["positive_class"], detail["threshold"]) == ("malignant", None)
     assert detail["segments"] == ["all"]  # no demographic feature declared
-    risk = client.get("/api/v1/models/diabetes_risk", headers=auth("predict")).json()
+    risk = shared_client.get("/api/v1/models/diabetes_risk", headers=auth("predict")).json()
     assert risk["positive_class"] == "high"
     assert risk["segments"][:4] == ["all", "sex=1", "sex=2", "sex=other"]
     assert "age=40-65" in risk["segments"]
-    assert client.get("/api/v1/models/NOPE", headers=auth("predict")).status_code == 404
+    assert shared_client.get("/api/v1/models/NOPE", headers=auth("predict")).status_code == 404
 
 
 def test_a_training_run_waits_for_a_promote_then_hot_swaps(client: TestClient) -> None:

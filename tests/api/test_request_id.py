@@ -30,14 +30,14 @@ def _store(client: TestClient) -> Any:
 
 
 @pytest.mark.parametrize("sent", ["a", "abc.DEF_1:2-3", "x" * 64, "0b8e7f0a-6e1f-4c3a-9d1e"])
-def test_an_acceptable_client_id_is_echoed(client: TestClient, sent: str) -> None:
-    r = client.get("/health/live", headers={"X-Request-ID": sent})
+def test_an_acceptable_client_id_is_echoed(shared_client: TestClient, sent: str) -> None:
+    r = shared_client.get("/health/live", headers={"X-Request-ID": sent})
     assert r.status_code == 200
     assert r.headers["x-request-id"] == sent
 
 
-def test_an_absent_id_is_generated_fresh_for_each_request(client: TestClient) -> None:
-    ids = [client.get("/health/live").headers["x-request-id"] for _ in range(3)]
+def test_an_absent_id_is_generated_fresh_for_each_request(shared_client: TestClient) -> None:
+    ids = [shared_client.get("/health/live").headers["x-request-id"] for _ in range(3)]
     assert all(FRESH.fullmatch(i) for i in ids)
     assert len(set(ids)) == 3
 
@@ -46,13 +46,15 @@ def test_an_absent_id_is_generated_fresh_for_each_request(client: TestClient) ->
     "sent",
     ["", "x" * 65, "has space", "a/b", "<script>", "ünï".encode(), "name@example", "tab\there"],
 )
-def test_a_malformed_id_is_replaced_not_refused(client: TestClient, sent: str | bytes) -> None:
+def test_a_malformed_id_is_replaced_not_refused(
+    shared_client: TestClient, sent: str | bytes
+) -> None:
     headers = {**auth("predict"), "X-Request-ID": sent}
-    r = client.post(PREDICT, json={"features": diagnostic_row()}, headers=headers)
+    r = shared_client.post(PREDICT, json={"features": diagnostic_row()}, headers=headers)
     assert r.status_code == 200, r.text
     echoed = r.headers["x-request-id"]
     assert FRESH.fullmatch(echoed) and echoed != sent
-    stored = _store(client).get_prediction(r.json()["id"])
+    stored = _store(shared_client).get_prediction(r.json()["id"])
     assert stored.request_id == echoed
 
 
@@ -60,10 +62,16 @@ def _boom() -> None:
     raise RuntimeError("a bug")
 
 
-@pytest.fixture
-def raw_client(settings: Settings) -> Iterator[TestClient]:
-    """A service with one extra route that fails, answered as the server would (no raise)."""
-    app = create_app(settings, registry=CollectorRegistry())
+@pytest.fixture(scope="module")
+def raw_client(
+    shared_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A service with one extra route that fails, answered as the server would (no raise);
+    one per module and database, as every test here is refused before storing anything."""
+    data_dir = tmp_path_factory.mktemp("raw-service") / "data"
+    app = create_app(
+        shared_settings.model_copy(update={"data_dir": data_dir}), registry=CollectorRegistry()
+    )
     app.add_api_route("/boom", _boom)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

@@ -258,7 +258,7 @@ def test_comparison_with_a_bad_window_is_422(
 
 @pytest.mark.parametrize(("scope", "status"), [(None, 401), ("predict", 403), ("admin", 409)])
 def test_comparison_needs_a_monitor_scope(
-    client: TestClient, scope: str | None, status: int
+    shared_client: TestClient, scope: str | None, status: int
 ) -> None:
-    r = client.get(COMPARE, headers=auth(scope) if scope else {})
+    r = shared_client.get(COMPARE, headers=auth(scope) if scope else {})
     assert r.status_code == status

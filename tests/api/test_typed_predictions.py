@@ -36,6 +36,20 @@ def typed(
         yield c
 
 
+@pytest.fixture(scope="module")
+def shared_typed(
+    shared_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """The same service, one per module and database, for the tests below that neither count
+    metrics nor depend on each other's requests (a training and a start saved per test)."""
+    csv_path = write_mixed_csv(tmp_path_factory.mktemp("ward") / "ward.csv")
+    train_from_csv(
+        csv_path, "outcome", MODEL, shared_settings.model_path, estimator="random_forest"
+    )
+    with TestClient(create_app(shared_settings, registry=CollectorRegistry())) as c:
+        yield c
+
+
 def issues(registry: CollectorRegistry, feature: str, kind: str) -> float:
     labels = {"model": MODEL, "feature": feature, "kind": kind}
     return registry.get_sample_value("ml_data_quality_issues_total", labels) or 0.0
@@ -51,8 +65,8 @@ def predictions(registry: CollectorRegistry) -> float:
     )
 
 
-def test_the_schema_lists_types_categories_and_nullability(typed: TestClient) -> None:
-    r = typed.get(f"/api/v1/models/{MODEL}", headers=auth("predict"))
+def test_the_schema_lists_types_categories_and_nullability(shared_typed: TestClient) -> None:
+    r = shared_typed.get(f"/api/v1/models/{MODEL}", headers=auth("predict"))
     assert r.status_code == 200, r.text
     features = {f["name"]: f for f in r.json()["features"]}
     assert list(features) == ["age", WINE, "sex", "site"]
@@ -144,15 +158,17 @@ def test_every_problem_is_listed_and_nothing_is_served(
     [(None, "missing"), (True, "wrong_type"), ("50", "wrong_type"), (50.5, "wrong_type")],
 )
 def test_an_integer_feature_refuses_what_is_not_a_whole_number(
-    typed: TestClient, value: Any, kind: str
+    shared_typed: TestClient, value: Any, kind: str
 ) -> None:
-    r = typed.post(PREDICT, json={"features": {**GOOD, "age": value}}, headers=auth("predict"))
+    r = shared_typed.post(
+        PREDICT, json={"features": {**GOOD, "age": value}}, headers=auth("predict")
+    )
     assert r.status_code == 422, r.text
     assert [p["field"] for p in r.json()["problems"]] == ["age"]
 
 
-def test_a_batch_names_each_instance(typed: TestClient) -> None:
-    r = typed.post(
+def test_a_batch_names_each_instance(shared_typed: TestClient) -> None:
+    r = shared_typed.post(
         PREDICT,
         json={"instances": [GOOD, {**GOOD, "sex": 1}, {**GOOD, "age": None}]},
         headers=auth("predict"),
@@ -161,13 +177,13 @@ def test_a_batch_names_each_instance(typed: TestClient) -> None:
     assert [p["field"] for p in r.json()["problems"]] == ["instances[1].sex", "instances[2].age"]
 
 
-def test_the_bundled_models_answer_as_before(typed: TestClient) -> None:
-    r = typed.get("/api/v1/models/diagnostic", headers=auth("predict"))
+def test_the_bundled_models_answer_as_before(shared_typed: TestClient) -> None:
+    r = shared_typed.get("/api/v1/models/diagnostic", headers=auth("predict"))
     features = r.json()["features"]
     assert features[0]["name"] == "mean_radius"
     assert {f["type"] for f in features} == {"number"}
     row = {f["name"]: (f["min"] + f["max"]) / 2 for f in features}
-    answer = typed.post(
+    answer = shared_typed.post(
         "/api/v1/models/diagnostic/predict", json={"features": row}, headers=auth("predict")
     )
     assert answer.status_code == 200

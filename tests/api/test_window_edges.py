@@ -86,6 +86,12 @@ EMPTY: list[dict[str, str]] = [
 ]
 
 
+@pytest.fixture
+def client(shared_client: TestClient) -> TestClient:
+    """Every test here stores nothing: one service per database for the whole module."""
+    return shared_client
+
+
 def _get(client: TestClient, path: str, query: dict[str, str]) -> Any:
     return client.get(M + path, params=query, headers=auth("monitor"))
 
