@@ -27,12 +27,13 @@ MODEL = "diagnostic"
 
 @pytest.fixture
 def pair(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., tuple[Any, Any]]]:
-    """``pair(wait)``: A (slow writer: its records stay queued ~2 s) and B (waits ``wait``)."""
+    """``pair(wait, flush=2.0)``: A (a slow writer: its records stay queued ``flush`` seconds)
+    and B (waits ``wait``)."""
     opened: list[TestClient] = []
 
-    def make(wait: float) -> tuple[TestClient, TestClient]:
+    def make(wait: float, flush: float = 2.0) -> tuple[TestClient, TestClient]:
         a = TestClient(
-            create_app(make_settings(writer_flush_seconds=2.0), registry=CollectorRegistry())
+            create_app(make_settings(writer_flush_seconds=flush), registry=CollectorRegistry())
         )
         b = TestClient(
             create_app(make_settings(feedback_wait_seconds=wait), registry=CollectorRegistry())
@@ -80,7 +81,9 @@ def test_without_the_wait_the_same_label_is_refused(
     pair: Callable[..., tuple[TestClient, TestClient]],
 ) -> None:
     # What the hostile read found (66 of 100 refused with two workers): the wait is the fix.
-    a, b = pair(0.0)
+    # A holds its record far longer than a loaded host can take between the two requests (with
+    # 2 s, CI once saw the label arrive after A's flush).
+    a, b = pair(0.0, flush=60.0)
     answer = predict(a)
     assert feedback(b, answer["id"], answer["predicted_class"]) == 404
 

@@ -57,7 +57,7 @@ def stack(
     require_binary("prometheus-alertmanager")
     models = tmp_path / "models"
     shutil.copytree(bundled_models, models)
-    port, prom_port, am_port = free_port(), free_port(), free_port()
+    port, prom_port, am_port, receiver_port = free_port(), free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ML_")},
         "DATABASE_URL": make_url(pg_url).render_as_string(hide_password=False),
@@ -87,6 +87,8 @@ def stack(
             [
                 str(exe), "stack", "up", "--state-dir", str(state),
                 "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
+                # Not the default 5001: the quickstart (and anyone's `stack up`) uses that one.
+                "--receiver-port", str(receiver_port),
                 "--service-target", f"127.0.0.1:{port}",
                 "--scrape-interval", "1s", "--evaluation-interval", "1s", "--fast",
             ],
@@ -186,6 +188,20 @@ def test_promql_drift_from_two_workers_equals_python_on_the_same_counts(
     base, prom, mp_dir = stack
     rng = np.random.default_rng(17)
     _send(base, NORMAL, 0.0, rng)
+    # The kernel hands each new connection to whichever worker accepts first; on a loaded host
+    # one worker may take them all for a while. More normal rows (bounded) until both counted.
+    normal = NORMAL
+    for _ in range(20):
+        try:
+            poll(
+                lambda: len(_workers_that_counted(mp_dir)) == 2,
+                timeout=3,
+                what="both workers counting",
+            )
+            break
+        except AssertionError:
+            _send(base, BATCH, 0.0, rng)
+            normal += BATCH
 
     # Healthy service: every panel shows a value (a query with data, or its "or vector(0)"
     # truth) or says in words why none exists (noValue). Every query parses and runs.
@@ -215,12 +231,12 @@ def test_promql_drift_from_two_workers_equals_python_on_the_same_counts(
         sums = _value(prom, per_feature)
         return (
             bool(total)
-            and float(total[0]["value"][1]) == NORMAL
+            and float(total[0]["value"][1]) == normal
             and {f for f, _ in sums} == set(names)
-            and set(sums.values()) == {float(NORMAL)}
+            and set(sums.values()) == {float(normal)}
         )
 
-    poll(exact, timeout=30, what=f"every feature's bins sum to {NORMAL}")
+    poll(exact, timeout=30, what=f"every feature's bins sum to {normal}")
     assert len(_workers_that_counted(mp_dir)) == 2  # both workers answered some
 
     # No drift yet: PSI below the limit for every feature.
@@ -236,7 +252,7 @@ def test_promql_drift_from_two_workers_equals_python_on_the_same_counts(
     _send(base, DRIFTED, 3.0, rng)
     poll(
         lambda: (
-            float(prom.query(answered)[0]["value"][1]) == NORMAL + DRIFTED
+            float(prom.query(answered)[0]["value"][1]) == normal + DRIFTED
             and _value(prom, f'ml:feature_psi{{model="{MODEL}",feature="{SHIFTED}"}}').get(
                 (SHIFTED, ""), 0.0
             )
@@ -258,7 +274,9 @@ def test_promql_drift_from_two_workers_equals_python_on_the_same_counts(
         for (feature, _), value in promql.items():
             assert abs(value - python[stat][feature]) < 1e-6, (stat, feature, value)
     # The window mixes rows from before and after the shift (how many of each depends on when
-    # the rule last ran): the shifted feature stands out, by how much is not fixed (0.225 seen).
-    ks = python["ks"]
-    assert ks[SHIFTED] == max(ks.values()) and ks[SHIFTED] > 0.1, ks
-    assert python["wasserstein"][SHIFTED] > 0.5
+    # the rule last ran): the shifted feature stands out in every statistic, by how much is not
+    # fixed (a KS of 0.225 and Wasserstein distances of 0.25 and 0.40 seen on loaded hosts).
+    for stat in ("psi", "js", "ks", "wasserstein"):
+        values = python[stat]
+        others = max(v for f, v in values.items() if f != SHIFTED)
+        assert values[SHIFTED] > others, (stat, values)
