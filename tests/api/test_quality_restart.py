@@ -118,7 +118,9 @@ def test_the_first_round_comes_soon_and_repeats_until_a_window_is_decided(
         # The window fills: a warm-up round decides it, an hour before the interval.
         predict(c, reference_rows(WINDOW, seed=4))
         poll(lambda: share in scrape(c), timeout=20, what="a decided window exported")
-        assert scrape(c)[size] == WINDOW
+        # Decided as soon as a round found the minimum stored (the writer flushes as it goes:
+        # CI once saw 150 of the 200 in the deciding round), never from fewer.
+        assert MIN_WINDOW <= scrape(c)[size] <= WINDOW
 
 
 class _Runner(QualityRunner):
