@@ -248,6 +248,9 @@ class Thresholds(BaseModel):
     db_connection_errors_high: Count = _unit(
         "count", "DatabaseConnectionErrors above this many errors in its window.", default=0
     )
+    records_rejected_high: Count = _unit(
+        "count", "PredictionRecordsRejected above this many records in 1h.", default=0
+    )
     db_connection_errors_window: RangeWindow = _unit(
         "seconds",
         "DatabaseConnectionErrors counts errors over this range; it resolves this long after "
@@ -326,6 +329,10 @@ class Thresholds(BaseModel):
     cpu_usage_critical_for: ForDuration = _unit("seconds", "CriticalCPUUsage for.", default=120)
     error_rate_high_for: ForDuration = _unit("seconds", "HighErrorRate for.", default=300)
     training_failure_for: ForDuration = _unit("seconds", "TrainingFailure for.", default=0)
+    records_rejected_for: ForDuration = _unit(
+        "seconds", "PredictionRecordsRejected for.", default=0
+    )
+    model_bundle_refused_for: ForDuration = _unit("seconds", "ModelBundleRefused for.", default=0)
     db_connection_errors_for: ForDuration = _unit(
         "seconds", "DatabaseConnectionErrors for.", default=60
     )

@@ -92,6 +92,11 @@ def failures(registry: CollectorRegistry, model: str, reason: str) -> float | No
     )
 
 
+def refused_gauge(registry: CollectorRegistry, model: str, reason: str) -> float | None:
+    """``ml_model_bundle_refused`` (what ModelBundleRefused reads); None when absent."""
+    return registry.get_sample_value("ml_model_bundle_refused", {"model": model, "reason": reason})
+
+
 @pytest.fixture
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wiring, "MODEL_WATCH_SECONDS", WATCH_SECONDS)
@@ -124,8 +129,11 @@ def test_bad_bundles_are_refused_at_start_and_the_others_serve(
         for name, (version, reason) in expected.items():
             assert predict(c, name).status_code == 404, name
             assert failures(registry, name, reason) == 1, name
+            # Set before the first scrape could happen: the alert needs no counter increase.
+            assert refused_gauge(registry, name, reason) == 1, name
             [record] = errors_logged(caplog, name)
             assert (record.__dict__["version"], record.__dict__["reason"]) == (version, reason)
+        assert refused_gauge(registry, "diagnostic", "integrity") is None
         assert registry.get_sample_value(
             "ml_errors_total", {"component": "model", "error_type": "BundleRefused"}
         ) == len(expected)
@@ -183,10 +191,23 @@ def test_the_watcher_refuses_bad_versions_once_and_keeps_serving(
             [record] = errors_logged(caplog, name)
             assert record.__dict__["version"] == version
             assert record.__dict__["reason"] == reason
+            assert refused_gauge(registry, name, reason) == 1, name
         scrape = c.get("/metrics").text
         for name, (version, _) in expected.items():
             assert f'model="{name}",version="{version}"' not in scrape
             assert f'ml_model_info{{model="{name}",version="{old[name]}"}} 1.0' in scrape
+
+        # A good version of one refused model clears its gauge; the others stay refused.
+        fixed = "bad_nan_coef"
+        wait_for_version(c, fixed, copy_model(model_dir, "diagnostic", fixed))
+        poll(lambda: fixed not in refused(c), f"{fixed}'s refusal cleared")
+        poll(
+            lambda: refused_gauge(registry, fixed, expected[fixed][1]) is None,
+            f"{fixed}'s ml_model_bundle_refused removed",
+        )
+        for name, (_, reason) in expected.items():
+            if name != fixed:
+                assert refused_gauge(registry, name, reason) == 1, name
 
 
 @pytest.fixture

@@ -94,6 +94,18 @@ def _cases(t: Thresholds) -> list[Case]:
         ),
         ("TrainingFailure", {"training_failures": {M: 1}}, {"training_failures": {M: 0}}, model),
         (
+            "PredictionRecordsRejected",
+            {"records_rejected": {M: t.records_rejected_high + 1}},
+            {"records_rejected": {M: t.records_rejected_high}},
+            model,
+        ),
+        (
+            "ModelBundleRefused",
+            {"bundles_refused": {(M, "integrity"): 1.0}},
+            {"bundles_refused": {}},
+            {"model": M, "reason": "integrity"},
+        ),
+        (
             "DatabaseConnectionErrors",
             {"db_connection_errors": 1},
             {"db_connection_errors": 0},

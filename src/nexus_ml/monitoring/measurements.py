@@ -281,11 +281,14 @@ class MetricHistory:
         requests = self._total("ml_api_requests_total", w5)
         errors = self._total("ml_api_requests_total", w5, _is_5xx)
         failures: dict[str, float] = {}
+        rejected: dict[str, float] = {}
         by_model: dict[str, float] = {}
         prediction_rate = None
         if w1h is not None:
             runs = self._increase("ml_model_training_runs_total", w1h, ("model",), _is_failure)
             failures = {k[0]: v for k, v in runs.items()}
+            lost = self._increase("ml_db_records_rejected_total", w1h, ("model",))
+            rejected = {k[0]: v for k, v in lost.items()}
             span = self._span(w1h)
             served = self._increase("ml_model_predictions_total", w1h, ("model",))
             prediction_rate = sum(served.values()) / span
@@ -335,6 +338,11 @@ class MetricHistory:
             # Not Optional in Measurements: no history yet reads as no errors.
             db_connection_errors=self._total("ml_db_operation_errors_total", w_db, _is_connection)
             or 0.0,
+            records_rejected=rejected,
+            bundles_refused={
+                (k[0], k[1]): v
+                for k, v in self._gauge("ml_model_bundle_refused", now, ("model", "reason")).items()
+            },
             prediction_rate=prediction_rate,
             prediction_rate_by_model=by_model,
             now=now,

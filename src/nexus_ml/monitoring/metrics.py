@@ -84,6 +84,7 @@ class Metrics:
     model_estimated_accuracy_stderr: Gauge
     model_feedback_total: Counter
     model_load_failures_total: Counter
+    model_bundle_refused: Gauge
     # Clinical performance at the operating point (the model-quality job; per segment)
     model_recall: Gauge
     model_recall_lower: Gauge
@@ -388,6 +389,15 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "Model bundles refused at load, by model and reason (a bounded enum).",
             ["model", "reason"],
             registry=r,
+        ),
+        # A gauge, not the counter above: a refusal at start happens before the first scrape,
+        # and increase() never sees a counter born at 1.
+        "model_bundle_refused": Gauge(
+            "ml_model_bundle_refused",
+            "1 while the bundle CURRENT names for a model is refused, by reason.",
+            ["model", "reason"],
+            registry=r,
+            multiprocess_mode="livemax",
         ),
         "model_training_duration_seconds": Histogram(
             "ml_model_training_duration_seconds",

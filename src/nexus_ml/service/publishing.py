@@ -31,6 +31,8 @@ class ModelPublisher:
         # The baseline and positive-class samples each model's published version exported: a
         # swap to a version without one of them sets it to NaN rather than leave it behind.
         self._static: dict[str, set[Sample]] = {}
+        # (model, reason) of the refusals published last, to remove those since cleared.
+        self._refusals: set[tuple[str, str]] = set()
 
     def observer(self, loaded: LoadedModel) -> ModelObserver:
         """The observer of this model version.
@@ -46,6 +48,21 @@ class ModelPublisher:
             return fresh
         # Not kept, so nothing may wait in it: it counts each row's bins at once.
         return ModelObserver(self._metrics, loaded, hold=1)
+
+    def publish_refusals(self, refused: Iterable[Refusal]) -> None:
+        """``ml_model_bundle_refused`` = 1 per refusal the registry holds; cleared ones removed.
+
+        The registry keeps a refusal until the model's CURRENT loads again, so the gauge says
+        "what this model should serve is refused" for as long as that is true.
+        """
+        gauge = self._metrics.model_bundle_refused
+        now: set[tuple[str, str]] = {(r.model, r.reason) for r in refused}
+        for model, reason in self._refusals - now:
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, reason)
+        for model, reason in now:
+            gauge.labels(model, reason).set(1)
+        self._refusals = now
 
     def publish(self, loaded: LoadedModel) -> None:
         """Publish a (newly) loaded version's static metrics; retire the one it replaces."""

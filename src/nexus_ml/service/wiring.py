@@ -221,6 +221,7 @@ class Service:
         await asyncio.to_thread(self.models.load_all)
         for loaded in self.models.all():
             self.publisher.publish(loaded)
+        self.publisher.publish_refusals(self.models.refused())
         await self._restore_quality_gauges()
         await self.writer.start()
         await self.shadow.start()
@@ -301,3 +302,4 @@ class Service:
             if before.get(loaded.name) != loaded.version:
                 self.publisher.publish(loaded)
         self.publisher.forget_unserved(self.models.names())
+        self.publisher.publish_refusals(self.models.refused())

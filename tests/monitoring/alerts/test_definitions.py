@@ -15,6 +15,7 @@ from nexus_ml.monitoring.alerts import (
     feature_drift,
     host,
     http,
+    integrity,
     model,
     slo,
     target,
@@ -48,7 +49,10 @@ GUIDE_BUSINESS = ["LowPredictionVolume", "UnbalancedPredictions"]
 GUIDE = GUIDE_CRITICAL + GUIDE_WARNING + GUIDE_BUSINESS
 # Issue 14's clinical alerts, relative to each model's validated baseline: warnings, in-process.
 CLINICAL = ["SensitivityDrop", "SubgroupPerformanceGap", "CalibrationDrift"]
-IN_PROCESS = GUIDE + CLINICAL
+# Ours, critical, in-process: what the service refused to keep (a record the database
+# rejected) or to serve (a bundle refused at load) pages someone.
+INTEGRITY = ["PredictionRecordsRejected", "ModelBundleRefused"]
+IN_PROCESS = GUIDE + CLINICAL + INTEGRITY
 # Ours, Prometheus only: they need the scrape itself or days of history.
 PROMETHEUS_ONLY = [
     "MLServiceTargetMissing",
@@ -58,7 +62,7 @@ PROMETHEUS_ONLY = [
     "LatencySLOSlowBurn",
     "FeatureDriftPromQL",  # every replica's per-bin counters: only Prometheus adds them up
 ]
-FAMILIES = (clinical, database, feature_drift, host, http, model, slo, target, usage)
+FAMILIES = (clinical, database, feature_drift, host, http, integrity, model, slo, target, usage)
 _FOR_KEYS = sorted({a.for_key for a in ALERTS})
 # Defaults, and every `for` the same non-zero length (TrainingFailure's default is 0).
 THRESHOLDS = {
@@ -85,7 +89,7 @@ def test_the_guides_severities() -> None:
         for severity in ("critical", "warning", "info")
     }
     assert by_severity == {
-        "critical": sorted(GUIDE_CRITICAL),
+        "critical": sorted(GUIDE_CRITICAL + INTEGRITY),
         "warning": sorted(GUIDE_WARNING + CLINICAL),
         "info": sorted(GUIDE_BUSINESS),
     }

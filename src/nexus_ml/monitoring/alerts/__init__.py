@@ -15,6 +15,7 @@ from nexus_ml.monitoring.alerts import (
     feature_drift,
     host,
     http,
+    integrity,
     model,
     slo,
     target,
@@ -44,6 +45,8 @@ ALERTS: tuple[Alert, ...] = (
     http.HIGH_ERROR_RATE,
     model.TRAINING_FAILURE,
     database.CONNECTION_ERRORS,
+    integrity.RECORDS_REJECTED,
+    integrity.BUNDLE_REFUSED,
     # Warning: ticket.
     host.HIGH_CPU,
     host.HIGH_MEMORY,

@@ -57,6 +57,9 @@ class Measurements:
     training_failures: Mapping[str, float] = field(default_factory=dict)  # model, last hour
     last_training: Mapping[str, float] = field(default_factory=dict)  # model -> unix seconds
     db_connection_errors: float = 0.0  # over the last db_connection_errors_window
+    records_rejected: Mapping[str, float] = field(default_factory=dict)  # model, last hour
+    # (model, reason) -> 1 while the bundle CURRENT names is refused.
+    bundles_refused: Mapping[tuple[str, str], float] = field(default_factory=dict)
     prediction_rate: float | None = None  # predictions/s over the last hour
     prediction_rate_by_model: Mapping[str, float] = field(default_factory=dict)  # every loaded
     now: float | None = None  # wall-clock unix time of the snapshot (default: time.time())
