@@ -233,9 +233,9 @@ def _check_drift_and_latency(page: Any, base: str) -> None:
     labels, drift = _chart(page, "drift")
     assert labels and set(labels) <= decided
     assert set(drift) == {
-        "PSI, feature judged drifted",
-        "PSI, not drifted",
-        f"drift limit (PSI {overview['drift_threshold']})",
+        "drift statistic, feature judged drifted",
+        "drift statistic, not drifted",
+        f"drift limit ({overview['drift_threshold']})",
     }
     labels, _ = _chart(page, "latency")
     assert labels is not None and labels[0] == ["request", "end-to-end"]

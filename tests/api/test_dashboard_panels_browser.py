@@ -144,16 +144,24 @@ DRIFT = {
             "features": [
                 {
                     "feature": "bmi",
-                    "scores": {"psi": 0.31},
+                    "scores": {"psi": 0.31, "decision": 0.31},
                     "n": 400,
                     "drifted": True,
                     "decided": True,
                 },
                 {
                     "feature": "age",
-                    "scores": {"psi": 0.02},
+                    "scores": {"psi": 0.02},  # stored before `decision` existed: PSI decided
                     "n": 400,
                     "drifted": False,
+                    "decided": True,
+                },
+                # A category decided on its share change: PSI 0.05 would sit under the line.
+                {
+                    "feature": "smoker",
+                    "scores": {"l1": 0.2, "psi": 0.05, "js": 0.1, "decision": 0.2},
+                    "n": 400,
+                    "drifted": True,
                     "decided": True,
                 },
                 # Mostly missing in this window: too few values to decide, a huge noisy score.
@@ -378,11 +386,11 @@ def test_panels_draw_exactly_what_the_api_answers() -> None:
 
             # Drift: decided windows and decided features only, each colour in the legend.
             labels, drift = _datasets(page, "drift")
-            assert labels == ["diabetes_risk/bmi", "diabetes_risk/age"]
+            assert labels == ["diabetes_risk/bmi", "diabetes_risk/smoker", "diabetes_risk/age"]
             assert drift == {
-                "PSI, feature judged drifted": [0.31, None],
-                "PSI, not drifted": [None, 0.02],
-                "drift limit (PSI 0.1)": [0.1, 0.1],
+                "drift statistic, feature judged drifted": [0.31, 0.2, None],
+                "drift statistic, not drifted": [None, None, 0.02],
+                "drift limit (0.1)": [0.1, 0.1, 0.1],
             }
             legend = page.evaluate(
                 "Chart.getChart(document.querySelector('#panel-drift canvas'))"

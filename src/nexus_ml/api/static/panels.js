@@ -306,22 +306,27 @@ const THRESHOLD = "#d29922";
 export function renderDrift(q) {
   // Only scores a decision rests on: a window below the minimum size (or a feature with too
   // few values in it) gives scores that mean nothing (a PSI of 7 from two rows).
+  // Each bar is the statistic the decision compared with the limit: PSI for a number, the
+  // share change for a category, the missing-rate change, whichever decided (`decision`).
+  // PSI alone drew a drifted category below the line (a 10-point share move: PSI 0.05, L1
+  // 0.2). Results stored before `decision` existed carry PSI, the statistic then.
+  const stat = (f) => f.scores.decision ?? f.scores.psi;
   const rows = q.models.flatMap((m) =>
     m.features
-      .filter((f) => m.decided && f.decided && f.scores.psi != null)
+      .filter((f) => m.decided && f.decided && stat(f) != null)
       .map((f) => ({ ...f, model: m.model })),
   );
-  rows.sort((a, b) => b.scores.psi - a.scores.psi);
+  rows.sort((a, b) => stat(b) - stat(a));
   const top = rows.slice(0, 20);
-  const psi = (drifted) => top.map((f) => (f.drifted === drifted ? f.scores.psi : null));
+  const bars = (drifted) => top.map((f) => (f.drifted === drifted ? stat(f) : null));
   draw("drift", "bar", {
     labels: top.map((f) => `${f.model}/${f.feature}`),
     datasets: [
-      { label: "PSI, feature judged drifted", data: psi(true), backgroundColor: DRIFTED, maxBarThickness: 40 },
-      { label: "PSI, not drifted", data: psi(false), backgroundColor: NOT_DRIFTED, maxBarThickness: 40 },
+      { label: "drift statistic, feature judged drifted", data: bars(true), backgroundColor: DRIFTED, maxBarThickness: 40 },
+      { label: "drift statistic, not drifted", data: bars(false), backgroundColor: NOT_DRIFTED, maxBarThickness: 40 },
       {
         type: "line",
-        label: `drift limit (PSI ${q.drift_threshold})`,
+        label: `drift limit (${q.drift_threshold})`,
         data: top.map(() => q.drift_threshold),
         borderColor: THRESHOLD,
         backgroundColor: THRESHOLD,
@@ -331,7 +336,7 @@ export function renderDrift(q) {
   }, {
     // One bar per feature: the two bar series never share a feature, so stacking on x
     // just puts each bar in the middle of its slot.
-    scales: { x: { stacked: true }, y: { min: 0, title: { display: true, text: "PSI" } } },
+    scales: { x: { stacked: true }, y: { min: 0, title: { display: true, text: "drift statistic" } } },
   });
   setDetails("drift", q.models.map((m) => {
     const when = m.computed_at ? ` at ${clock(m.computed_at)} UTC` : "";

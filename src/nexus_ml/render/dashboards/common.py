@@ -11,6 +11,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 # The scrape job the rules filter on; panels that name a job use the same one.
+from nexus_ml.monitoring.alerts.model import DRIFT_DECISION
 from nexus_ml.thresholds import JOB as JOB
 
 # Fixed uids, provisioned by deploy/grafana/provisioning/datasources/datasources.yml, so the
@@ -20,9 +21,11 @@ ALERTMANAGER_UID = "nexus-alertmanager"
 PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 
 MODEL = 'model=~"$model"'
-# DataDriftDetected compares this method's score with data_drift_high; other methods' scores
-# live on other scales, so panels carrying that threshold line show this method only.
-DRIFT_METHOD = "psi"
+# DataDriftDetected compares this score with data_drift_high: per feature, PSI for a number,
+# the share change (L1) for a category, or the missing-rate change, whichever decided. Other
+# methods' scores live on other scales, so panels carrying that threshold line show it only
+# (PSI alone missed a drifted category: a 10-point share move is PSI 0.05, L1 0.2).
+DRIFT_METHOD = DRIFT_DECISION
 
 # What Grafana substitutes for its variables when "All" is selected; dashboard_queries() applies
 # it so each query can be parsed by promtool and run against a real Prometheus.

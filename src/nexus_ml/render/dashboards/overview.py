@@ -214,8 +214,9 @@ def _errors_row(t: Thresholds) -> list[Builder[dm.Panel]]:
         thresholds=high_is_bad(t.data_drift_high),
         no_value=NOT_YET_RUN,
         description=(
-            f"{DRIFT_METHOD.upper()} of each feature's recent window against the training "
-            "reference; dashed line at DataDriftDetected."
+            "Each feature's recent window against the training reference, in the statistic "
+            "DataDriftDetected compares (PSI for a number, share change for a category, or "
+            "the missing-rate change); dashed line at its limit."
         ),
         span=8,
     )

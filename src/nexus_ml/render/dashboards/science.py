@@ -162,7 +162,7 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             span=12,
         ),
         bar_gauge_panel(
-            f"Latest {DRIFT_METHOD.upper()} by feature",
+            "Latest drift decision statistic by feature",
             [
                 q(
                     f'ml_data_drift_score{{{MODEL}, method="{DRIFT_METHOD}"}}',
@@ -174,7 +174,9 @@ def _drift_row(t: Thresholds) -> list[Builder[dm.Panel]]:
             min_val=0,
             thresholds=high_is_bad(t.data_drift_high),
             no_value=NOT_YET_RUN,
-            description="Orange from DataDriftDetected's limit.",
+            description="The statistic DataDriftDetected compares with its limit (PSI for a "
+            "number, share change for a category, or the missing-rate change); orange from "
+            "that limit.",
             span=12,
         ),
         timeseries_panel(
