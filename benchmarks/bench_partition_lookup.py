@@ -1,4 +1,7 @@
-"""What do daily partitions cost a look-up by prediction id (feedback), which cannot prune?
+"""What do daily partitions cost a look-up by prediction id (feedback)?
+
+Ids are time-ordered (``new_id``: Unix milliseconds first), so ``Store._find_prediction`` looks
+in the partitions around the id's time first; the rows here have such ids.
 
 Run: ``python benchmarks/bench_partition_lookup.py [--days 190] [--rows-per-day 2000]
 [--lookups 300]``.
@@ -35,11 +38,13 @@ from nexus_ml.storage.retention import purge_database
 POSTGRES_URL = os.environ.get(
     "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# Ids as new_id makes them: the Unix milliseconds of the record in 12 hex digits, then random.
 FILL = (
     "INSERT INTO predictions (id, model, version, created_at, features, predicted_class, "
-    "confidence, probabilities, latency_seconds) SELECT md5('b' || i), 'heart', 'v1', "
-    ":end - i * make_interval(secs => :step), '{\"age\": 50}', 'healthy', 0.9, "
-    "'{\"healthy\": 0.9}', 0.01 FROM generate_series(1, :n) AS i"
+    "confidence, probabilities, latency_seconds) SELECT lpad(to_hex((extract(epoch FROM t) "
+    "* 1000)::bigint), 12, '0') || substr(md5('b' || i), 1, 20), 'heart', 'v1', t, "
+    "'{\"age\": 50}', 'healthy', 0.9, '{\"healthy\": 0.9}', 0.01 FROM generate_series(1, :n) "
+    "AS i, LATERAL (SELECT :end - i * make_interval(secs => :step) AS t) AS at"
 )
 
 

@@ -4,13 +4,14 @@ retention; migration 0005 converts an existing table (SQLite: predictions unchan
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, func, select, table, text
+from sqlalchemy import Engine, event, func, select, table, text
 
 from nexus_ml.storage import PredictionRecord, Store, make_engine, migrate, utcnow
 from nexus_ml.storage.migrate import alembic_config
@@ -184,3 +185,65 @@ def test_migration_converts_an_existing_table(db_url: str) -> None:
         assert result.feedback == 1  # labelled were i = 0, 2, 4 and 1: of those, 4
     finally:
         engine.dispose()
+
+
+def _id_minted_at(at: datetime) -> str:
+    """An id shaped as ``new_id`` makes it at ``at``."""
+    return f"{int(at.timestamp() * 1000):012x}{'ab' * 10}"
+
+
+def test_a_prediction_is_found_by_id_whatever_its_age_and_id(
+    engine: Engine, make_record: RecordFactory
+) -> None:
+    now = utcnow()
+    month_ago = now - timedelta(days=30)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            create_days(conn, [(month_ago - timedelta(days=d)).date() for d in range(0, 3)])
+    records = {
+        "time-ordered, a month old": make_record(id=_id_minted_at(month_ago), created_at=month_ago),
+        "time-ordered, today": make_record(id=_id_minted_at(now), created_at=now),
+        "uuid4-shaped, a month old": make_record(id="4" * 32, created_at=month_ago),
+        "decodes past year 9999": make_record(id="f" * 32, created_at=month_ago),
+        # Minted two days before it was stored (outside the hour around its time).
+        "time far from its record": make_record(
+            id=_id_minted_at(month_ago - timedelta(days=2)), created_at=month_ago
+        ),
+    }
+    store = Store(engine)
+    store.insert_predictions(list(records.values()))
+    for what, record in records.items():
+        found = store.get_prediction(record.id)
+        assert (found.id, found.created_at.replace(tzinfo=None)) == (
+            record.id,
+            record.created_at.replace(tzinfo=None),
+        ), what
+
+
+@postgres_only
+def test_a_time_ordered_id_is_looked_up_in_the_partitions_around_its_time(
+    engine: Engine, make_record: RecordFactory
+) -> None:
+    month_ago = utcnow() - timedelta(days=30)
+    with engine.begin() as conn:
+        create_days(conn, [(month_ago - timedelta(days=d)).date() for d in range(-1, 40)])
+    record = make_record(id=_id_minted_at(month_ago), created_at=month_ago)
+    store = Store(engine)
+    store.insert_predictions([record])
+    statements: list[tuple[str, object]] = []
+
+    def remember(conn: object, cursor: object, sql: str, params: object, *_: object) -> None:
+        if "FROM predictions" in sql and not sql.lstrip().startswith("EXPLAIN"):
+            statements.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        assert store.get_prediction(record.id).id == record.id
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    [(sql, params)] = statements  # found by the first, pruned query
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN " + sql, params).scalars().all()  # type: ignore[arg-type]
+    scanned = {name for line in plan for name in re.findall(r" on (predictions_\w+)", line)}
+    # The hour either side of the id's time: its day, or it and a neighbour near midnight.
+    assert 1 <= len(scanned) <= 2, plan

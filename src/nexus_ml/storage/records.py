@@ -32,6 +32,18 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
+def minted_at(ident: str) -> datetime | None:
+    """The time :func:`new_id` wrote into ``ident`` (UTC), or None if it holds no valid time.
+
+    An id made otherwise (an older uuid4, a challenger's derived id) decodes to a random
+    time; callers treat the answer as a hint, never as the record's time.
+    """
+    try:
+        return datetime.fromtimestamp(int(ident[:12], 16) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def minted_within(ident: str, seconds: float, *, now: float | None = None) -> bool:
     """Whether ``ident`` (shaped by :func:`new_id`) was minted in the last ``seconds``.
 

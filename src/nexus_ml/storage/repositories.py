@@ -30,6 +30,7 @@ from .records import (
     PredictionRecord,
     ScoredRow,
     WindowRow,
+    minted_at,
     utcnow,
 )
 
@@ -37,7 +38,10 @@ __all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
 
 # Drift and quality windows are read into memory; cap them whatever the caller asks for.
 MAX_WINDOW = 100_000
-# Where a look-up by id looks first (PostgreSQL's day partitions; see _find_prediction).
+# Where a look-up by id looks (PostgreSQL's day partitions; see _find_prediction): around the
+# time the id carries (a record's created_at is taken within milliseconds of its id; an hour
+# covers any clock step between the two), then among the recent days.
+ID_TIME_SLACK = timedelta(hours=1)
 RECENT_LOOKUP = timedelta(days=8)
 
 
@@ -98,21 +102,33 @@ class Store(OperationsRepository, GovernanceRepository):
                 aggregates.add_records(session, champions)
             return len(inserted)
 
-    def _find_prediction(self, session: Session, prediction_id: str) -> Prediction | None:
-        """The prediction ``prediction_id``: on PostgreSQL first among the recent partitions.
+    def _find_prediction(
+        self, session: Session, prediction_id: str, *, near: datetime | None = None
+    ) -> Prediction | None:
+        """The prediction ``prediction_id``; on PostgreSQL, first in the partition of its time.
 
-        An id says nothing of its time, so a look-up by id alone probes every day partition
-        (about 190 at the default retention; benchmarks/bench_partition_lookup.py). Labels
-        mostly come within days: look there first (pruned), then everywhere.
+        A look-up by id alone probes every day partition's key index (about 190 at the
+        default retention; benchmarks/bench_partition_lookup.py). Ids are time-ordered
+        (``new_id``): the time they carry, or ``near`` when the caller knows it (a
+        challenger's id is derived, its record has the champion's time), prunes to the one
+        or two partitions around it. Ids not made by ``new_id`` (older uuid4 ones decode to a
+        random time) then look among the recent partitions, then everywhere.
         """
         if self.engine.dialect.name == "postgresql":
-            recent = select(Prediction).where(
-                Prediction.id == prediction_id,
-                Prediction.created_at >= utcnow() - RECENT_LOOKUP,
-            )
-            row = session.scalars(recent).first()
-            if row is not None:
-                return row
+            at = near or minted_at(prediction_id)
+            spans: list[tuple[datetime, datetime | None]] = []
+            if at is not None:
+                spans.append((at - ID_TIME_SLACK, at + ID_TIME_SLACK))
+            spans.append((utcnow() - RECENT_LOOKUP, None))
+            for since, until in spans:
+                query = select(Prediction).where(
+                    Prediction.id == prediction_id, Prediction.created_at >= since
+                )
+                if until is not None:
+                    query = query.where(Prediction.created_at <= until)
+                row = session.scalars(query).first()
+                if row is not None:
+                    return row
         return session.get(Prediction, prediction_id)
 
     def get_prediction(self, prediction_id: str) -> PredictionRecord:
@@ -280,9 +296,6 @@ class Store(OperationsRepository, GovernanceRepository):
                 raise NotFound(f"prediction {prediction_id}")
             if correct is None:
                 correct = actual == prediction.predicted_class
-            # Read before adding the label: a read after it would flush it early, outside the
-            # commit that turns a second label into Conflict.
-            shadow = None if challenger is None else session.get(Prediction, challenger)
             now = utcnow()
             row = Feedback(
                 prediction_id=prediction_id,
@@ -293,7 +306,11 @@ class Store(OperationsRepository, GovernanceRepository):
             )
             # Looked up before the label is added: the query would autoflush it, and a second
             # label's unique violation would escape the Conflict handling below (a 500).
-            shadow = None if challenger is None else self._find_prediction(session, challenger)
+            shadow = (
+                None
+                if challenger is None
+                else self._find_prediction(session, challenger, near=prediction.created_at)
+            )
             session.add(row)
             # A challenger with other classes cannot be scored against this label.
             if shadow is not None and actual in shadow.probabilities:
