@@ -53,6 +53,7 @@ from nexus_ml.ml.datasets import BUNDLED_DATASETS
 from nexus_ml.ml.registry import LoadedModel, ModelRegistry
 from nexus_ml.ml.sources import ensure_bundled_models
 from nexus_ml.storage import Store, aggregates, bins, make_engine, migrate
+from nexus_ml.storage.partitions import create_days
 
 POSTGRES_URL = os.environ.get(
     "NEXUS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -116,7 +117,8 @@ def load_models(folder: Path) -> list[LoadedModel]:
 
 FILL_SQL = """
 CREATE TEMP TABLE stage ON COMMIT DROP AS
-SELECT md5(random()::text || clock_timestamp()::text || g::text) AS id,
+SELECT lpad(to_hex((extract(epoch FROM s.ts) * 1000)::bigint), 12, '0')
+       || substr(md5(random()::text || clock_timestamp()::text || g::text), 1, 20) AS id,
        CASE WHEN s.u < 2.0 / 3 THEN :m1 ELSE :m2 END AS model,
        CASE WHEN s.u < 2.0 / 3 THEN :v1 ELSE :v2 END AS version,
        s.ts AS created_at,
@@ -152,8 +154,9 @@ SELECT id, model, version, created_at, predicted_class,
             WHEN predicted_class = pos THEN neg ELSE pos END AS actual
 FROM stage WHERE labelled;
 
-INSERT INTO feedback (prediction_id, actual, correct, received_at)
-SELECT id, actual, actual = predicted_class, least(created_at + interval '1 hour', :now)
+INSERT INTO feedback (prediction_id, actual, correct, received_at, prediction_created_at)
+SELECT id, actual, actual = predicted_class, least(created_at + interval '1 hour', :now),
+       created_at
 FROM stage_fb;
 
 INSERT INTO prediction_rollups AS t (span_seconds, model, bucket_start, version, predictions,
@@ -230,6 +233,10 @@ class Filler:
             "ln_gamma": math.log(bins.GAMMA), "edges": bins.CONFIDENCE_EDGES[:-1],
             "last_bin": bins.CONFIDENCE_BINS - 1,
         }  # fmt: skip
+        # The day partitions a service running through these days would have made ahead
+        # (ensure_partitions); without them every row fell into the DEFAULT partition.
+        with self.engine.begin() as conn:
+            create_days(conn, [(first + d * day).date() for d in range(chunks + 1)])
         t0 = time.perf_counter()
         done = 0
         for c in range(chunks):
@@ -262,8 +269,12 @@ class Filler:
         print(f"  verified: aggregates of the last 2 h equal the rows ({n:,} rows)")
 
     def sizes(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        # Autocommit: in the connection's implicit transaction, closed with a rollback, the
+        # statistics ANALYZE gathered were thrown away (the planner then guessed 1 row a
+        # partition and the quality job's join took seconds; autovacuum keeps them in service).
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT relname, pg_size_pretty(pg_total_relation_size(oid)), "

@@ -352,7 +352,8 @@ class Store(OperationsRepository, GovernanceRepository):
         version: str | None = None,
         scored_by: str | None = None,
     ) -> list[LabelledPrediction]:
-        """Labelled predictions of ``model`` MADE in [since, until), oldest first.
+        """Labelled predictions of ``model`` MADE in [since, until), oldest first: the newest
+        MAX_WINDOW of them when there are more (the accuracy a job reports is the latest one).
 
         ``with_features`` also reads each prediction's features and probabilities (for the
         per-segment clinical metrics). ``role``: the answers (champion, the default) or a
@@ -396,9 +397,11 @@ class Store(OperationsRepository, GovernanceRepository):
             if until is not None:
                 scored = scored.where(shadow.created_at < until)
             stmt = stmt.where(Prediction.request_id.in_(scored))
-        stmt = stmt.order_by(Prediction.created_at, Prediction.id).limit(MAX_WINDOW)
+        stmt = stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(MAX_WINDOW)
         with self._sessions() as session:
-            return [LabelledPrediction(*row) for row in session.execute(stmt)]
+            rows = [LabelledPrediction(*row) for row in session.execute(stmt)]
+        rows.reverse()
+        return rows
 
 
 def insert_many(engine: Engine, records: Sequence[PredictionRecord]) -> int:
