@@ -22,6 +22,7 @@ from nexus_ml.monitoring.alerting import AlertEvaluator
 from nexus_ml.monitoring.decorators import default_metrics
 from nexus_ml.monitoring.feature_bins import FLUSH_SECONDS
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
+from nexus_ml.monitoring.request_tally import RequestTally
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.service.alerts import AlertLoop
 from nexus_ml.service.database import Database
@@ -32,6 +33,8 @@ from nexus_ml.service.health import HealthCheck, Lifecycle
 from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
+from nexus_ml.service.request_counts import FLUSH_SECONDS as REQUEST_FLUSH_SECONDS
+from nexus_ml.service.request_counts import RequestCounts
 from nexus_ml.service.retention_job import CHECK_SECONDS, RetentionJob
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
@@ -198,6 +201,8 @@ class Service:
             lifecycle=self.lifecycle,
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
+        # The request middleware adds to the tally; the job stores it for the anomaly bands.
+        self.request_counts = RequestCounts(RequestTally(), db)
         self.anomalies = Anomalies(db)
         self.audit_views = AuditViews(db)
         self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
@@ -228,6 +233,7 @@ class Service:
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(FLUSH_SECONDS, self._flush_bins, "feature-bins", delay=True)
+        every(REQUEST_FLUSH_SECONDS, self.request_counts.flush, "request-counts", delay=True)
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         q = self.quality
         self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
@@ -281,6 +287,14 @@ class Service:
         await self.collector.stop()
         await self.shadow.stop()  # before the writer: its last scores are drained with the rest
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.request_counts.flush()  # the last seconds' requests
+        except Exception as exc:  # no reason to fail a shutdown: the counts are only lost
+            log.warning(
+                "request counts of the last seconds not stored",
+                extra={"error_type": type(exc).__name__},
+            )
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})
         # Database calls of cancelled jobs may still run: let them return their connections
