@@ -172,3 +172,53 @@ def test_the_stored_request_counts_are_what_was_served(
     assert {k[1]: v for k, v in stored.items() if k[0] == "latency"} == {
         le: n for le, n in latency.items() if n
     }
+
+
+# -- the band settings are thresholds (PUT /config/thresholds) ---------------------------------
+
+T = M + "/config/thresholds"
+
+
+def test_changed_band_thresholds_reach_the_in_process_evaluation(client: TestClient) -> None:
+    end = floor_to(utcnow() - timedelta(seconds=SETTLE_SECONDS), MINUTE)
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    store.add_request_counts(_request_minutes(100, range(SHIFTED + 1, HISTORY), end, shifted=False))
+    store.add_request_counts(_request_minutes(300, range(1, SHIFTED + 1), end, shifted=True))
+    assert _request_readings(client)["request_rate"]["firing"]
+    r = client.put(
+        T,
+        json={"anomaly_k": 500, "anomaly_seasons": 1, "anomaly_season": "1d"},
+        headers=auth("admin"),
+    )
+    assert r.status_code == 200, r.text
+    report = client.get(M + "/anomalies", headers=auth("monitor")).json()
+    assert report["k"] == 500
+    readings = {x["signal"]: x for x in report["readings"] if x["model"] is None}
+    rate = readings["request_rate"]
+    assert [b["baseline"] for b in rate["baselines"]] == ["1d"]
+    # Three times the rate is far inside 500 robust standard deviations.
+    assert not rate["anomalous"] and not rate["firing"], rate
+
+
+def test_invalid_band_thresholds_are_refused_and_change_nothing(client: TestClient) -> None:
+    before = client.get(M + "/anomalies", headers=auth("monitor")).json()
+    for bad, field, words in (
+        ({"anomaly_window": "90s"}, "anomaly_window", "whole number of minutes"),
+        ({"anomaly_window": "3m"}, "anomaly_window", "at least 4m"),
+        ({"anomaly_season": "30m"}, "anomaly_season", "longer than anomaly_window"),
+        ({"anomaly_seasons": 9}, "anomaly_seasons", "at most 5"),
+        ({"anomaly_seasons": 1.5}, "anomaly_seasons", "multiple of 1"),
+        ({"anomaly_k": 0}, "anomaly_k", "above 0"),
+        ({"anomaly_for": "-1m"}, "anomaly_for", "not a duration"),
+        ({"anomaly_keep_firing_for": "30s"}, "anomaly_keep_firing_for", "whole number"),
+        ({"anomaly_k": 3, "anomaly_window": "61s"}, "anomaly_window", "whole number"),
+    ):
+        r = client.put(T, json=bad, headers=auth("admin"))
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["field"] == field, (bad, r.json())
+        assert words in r.text, (bad, r.text)
+    shown = {t["key"]: t for t in client.get(T, headers=auth("monitor")).json()["thresholds"]}
+    assert not [k for k, t in shown.items() if t["overridden"]]  # nothing stored
+    assert shown["anomaly_k"]["value"] == 5 and shown["anomaly_window"]["value"] == 3600
+    after = client.get(M + "/anomalies", headers=auth("monitor")).json()
+    assert after["k"] == before["k"] == 5  # nothing applied

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexus_ml.render.rules import to_yaml
-from nexus_ml.stats.anomaly import IQR_TO_SIGMA, STEP_SECONDS, BandSpec, default_specs
-from nexus_ml.thresholds import JOB, RUNBOOK_BASE, format_duration
+from nexus_ml.stats.anomaly import IQR_TO_SIGMA, STEP_SECONDS, BandSpec, default_specs, specs_of
+from nexus_ml.thresholds import JOB, RUNBOOK_BASE, Thresholds, format_duration
 
 GROUP = "nexus-ml-anomaly"
 RULE_FILE = "ml_anomaly.yml"
@@ -279,7 +279,11 @@ def anomaly_group(
     return {"name": GROUP, "interval": format_duration(step), "rules": rules}
 
 
-def render_anomaly_rules_yaml(*, job: str = JOB, runbook_base: str = RUNBOOK_BASE) -> str:
-    """``deploy/prometheus/ml_anomaly.yml``: a file of its own, so that promtool's tests of
-    ``ml_alerts.yml`` do not evaluate its 60-odd rules at every minute of every case."""
-    return to_yaml({"groups": [anomaly_group(job=job, runbook_base=runbook_base)]})
+def render_anomaly_rules_yaml(
+    thresholds: Thresholds | None = None, *, job: str = JOB, runbook_base: str = RUNBOOK_BASE
+) -> str:
+    """``deploy/prometheus/ml_anomaly.yml`` with the bands of ``thresholds`` (``anomaly_*``):
+    a file of its own, so that promtool's tests of ``ml_alerts.yml`` do not evaluate its
+    60-odd rules at every minute of every case."""
+    specs = specs_of(thresholds or Thresholds())
+    return to_yaml({"groups": [anomaly_group(job=job, runbook_base=runbook_base, specs=specs)]})

@@ -50,6 +50,7 @@ from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
 from nexus_ml.service.views.thresholds import ThresholdAdmin
 from nexus_ml.service.views.training import TrainingViews
+from nexus_ml.stats.anomaly import specs_of
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.partitions import ensure_partitions
@@ -203,7 +204,8 @@ class Service:
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
         # The request middleware adds to the tally; the job stores it for the anomaly bands.
         self.request_counts = RequestCounts(RequestTally(), db)
-        self.anomalies = Anomalies(db)
+        # The bands in force follow PUT /config/thresholds (the anomaly_* keys).
+        self.anomalies = Anomalies(db, lambda: specs_of(thresholds.current))
         self.audit_views = AuditViews(db)
         self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
         self._scheduler = Scheduler(m)
