@@ -222,3 +222,29 @@ def test_invalid_band_thresholds_are_refused_and_change_nothing(client: TestClie
     assert shown["anomaly_k"]["value"] == 5 and shown["anomaly_window"]["value"] == 3600
     after = client.get(M + "/anomalies", headers=auth("monitor")).json()
     assert after["k"] == before["k"] == 5  # nothing applied
+
+
+def test_the_last_requests_are_stored_at_shutdown(
+    make_settings: Any, registry: CollectorRegistry
+) -> None:
+    from nexus_ml.api.app import create_app
+    from nexus_ml.storage import Store, make_engine
+
+    settings = make_settings()
+    with TestClient(create_app(settings, registry=registry)) as c:
+        for _ in range(7):
+            assert c.get("/health").status_code == 200
+        assert c.get("/no/such/path").status_code == 404
+    # Stopped: what the periodic flush had not stored yet was flushed by the shutdown.
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        start = floor_to(utcnow(), MINUTE) - timedelta(minutes=5)
+        minutes = Store(engine).request_minutes([(start, start + timedelta(minutes=10))])
+    finally:
+        engine.dispose()
+    status: dict[str, int] = {}
+    for counts in minutes.values():
+        for (kind, key), n in counts.items():
+            if kind == "status":
+                status[key] = status.get(key, 0) + n
+    assert status == {"2xx": 7, "4xx": 1}
