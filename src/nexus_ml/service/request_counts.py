@@ -2,14 +2,17 @@
 
 Every ``FLUSH_SECONDS`` (and once at shutdown) the counts the request middleware added to the
 tally (monitoring/request_tally.py) are added to ``request_rollups``; a flush that fails (the
-database is down) puts them back, so the next one adds them: nothing is counted twice or lost
-while the process lives. In memory meanwhile: about 20 integers per minute of outage.
+database is down) puts them back, so the next one adds them: nothing is lost while the process
+lives. (A write that committed but whose answer was lost would be added twice: the counts carry
+no id to deduplicate by, unlike the prediction records.) In memory meanwhile: about 20 integers
+per minute of outage.
 """
 
 from __future__ import annotations
 
 from nexus_ml.monitoring.request_tally import RequestTally
 from nexus_ml.service.database import Database
+from nexus_ml.service.errors import Unavailable
 
 FLUSH_SECONDS = 5.0
 # The in-process bands score the last minute that ended at least this long ago, so that every
@@ -31,6 +34,11 @@ class RequestCounts:
             return 0
         try:
             return await self._db.run(self._db.store.add_request_counts, taken)
+        except Unavailable:
+            # Counted where it happened (Database.run); the next flush tries again, quietly
+            # rather than as a failed job every few seconds of the outage.
+            self.tally.put_back(taken)
+            return 0
         except BaseException:
             self.tally.put_back(taken)
             raise

@@ -289,16 +289,16 @@ class Service:
         await self.collector.stop()
         await self.shadow.stop()  # before the writer: its last scores are drained with the rest
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
+        if left:
+            log.warning("records left in the journal for the next start", extra={"count": left})
         try:
             async with asyncio.timeout_at(deadline):
                 await self.request_counts.flush()  # the last seconds' requests
         except Exception as exc:  # no reason to fail a shutdown: the counts are only lost
-            log.warning(
-                "request counts of the last seconds not stored",
-                extra={"error_type": type(exc).__name__},
-            )
-        if left:
-            log.warning("records left in the journal for the next start", extra={"count": left})
+            log.warning("request counts not stored", extra={"error_type": type(exc).__name__})
+        else:
+            if self.request_counts.tally.pending_minutes():  # put back: the database is down
+                log.warning("request counts of the last seconds not stored")
         # Database calls of cancelled jobs may still run: let them return their connections
         # (within the grace) before the pool is disposed of.
         await self.db.close(timeout=deadline - loop.time())
