@@ -206,6 +206,18 @@ def test_changed_band_thresholds_reach_the_in_process_evaluation(client: TestCli
 
 def test_invalid_band_thresholds_are_refused_and_change_nothing(client: TestClient) -> None:
     before = client.get(M + "/anomalies", headers=auth("monitor")).json()
+    rows = {t["key"]: t for t in client.get(T, headers=auth("monitor")).json()["thresholds"]}
+    anomaly_alerts = {
+        "RequestRateAnomaly",
+        "ErrorRatioAnomaly",
+        "PredictionVolumeAnomaly",
+        "LatencyAnomaly",
+        "ConfidenceAnomaly",
+        "ClassShareAnomaly",
+    }
+    for key in (k for k in rows if k.startswith("anomaly_")):
+        assert {a["name"] for a in rows[key]["alerts"]} == anomaly_alerts, rows[key]
+        assert rows[key]["severity"] == "warning"
     for bad, field, words in (
         ({"anomaly_window": "90s"}, "anomaly_window", "whole number of minutes"),
         ({"anomaly_window": "3m"}, "anomaly_window", "at least 4m"),

@@ -230,23 +230,46 @@ def _has_quiet_run(votes: np.ndarray, length: int) -> bool:
 
 @dataclass(kw_only=True, frozen=True)
 class Signal:
-    """What is fixed by the signal itself: which way is bad, and its smallest meaningful spread."""
+    """What is fixed by the signal itself: its alert, which way is bad, its smallest meaningful
+    spread."""
 
+    alert: str
     direction: Direction
     rel_floor: float
     abs_floor: float
 
 
+# Every anomaly alert tickets, never pages: an anomaly is a question (docs/runbooks.md).
+SEVERITY = "warning"
 # The six monitored signals. Floors: a rate's own Poisson noise is a few per cent; an error
 # ratio of 0 must see more than one error; confidence and shares move in hundredths.
 SIGNALS: dict[str, Signal] = {
-    "request_rate": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
-    "predictions": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
-    "error_ratio": Signal(direction="up", rel_floor=0.25, abs_floor=0.002),
-    "latency_p95": Signal(direction="up", rel_floor=0.05, abs_floor=0.002),
-    "confidence": Signal(direction="down", rel_floor=0.0, abs_floor=0.01),
-    "class_share": Signal(direction="both", rel_floor=0.0, abs_floor=0.02),
+    "request_rate": Signal(
+        alert="RequestRateAnomaly", direction="both", rel_floor=0.05, abs_floor=0.05
+    ),
+    "predictions": Signal(
+        alert="PredictionVolumeAnomaly", direction="both", rel_floor=0.05, abs_floor=0.05
+    ),
+    "error_ratio": Signal(
+        alert="ErrorRatioAnomaly", direction="up", rel_floor=0.25, abs_floor=0.002
+    ),
+    "latency_p95": Signal(alert="LatencyAnomaly", direction="up", rel_floor=0.05, abs_floor=0.002),
+    "confidence": Signal(
+        alert="ConfidenceAnomaly", direction="down", rel_floor=0.0, abs_floor=0.01
+    ),
+    "class_share": Signal(
+        alert="ClassShareAnomaly", direction="both", rel_floor=0.0, abs_floor=0.02
+    ),
 }
+# The thresholds every anomaly alert reads (specs_of).
+THRESHOLD_KEYS = (
+    "anomaly_window",
+    "anomaly_season",
+    "anomaly_seasons",
+    "anomaly_k",
+    "anomaly_for",
+    "anomaly_keep_firing_for",
+)
 
 
 def band_specs(
