@@ -191,7 +191,7 @@ def test_changed_band_thresholds_reach_the_in_process_evaluation(client: TestCli
     assert _request_readings(client)["request_rate"]["firing"]
     r = client.put(
         T,
-        json={"anomaly_k": 500, "anomaly_seasons": 1, "anomaly_season": "1d"},
+        json={"anomaly_k": 500, "anomaly_seasons": 2, "anomaly_season": "12h"},
         headers=auth("admin"),
     )
     assert r.status_code == 200, r.text
@@ -199,7 +199,7 @@ def test_changed_band_thresholds_reach_the_in_process_evaluation(client: TestCli
     assert report["k"] == 500
     readings = {x["signal"]: x for x in report["readings"] if x["model"] is None}
     rate = readings["request_rate"]
-    assert [b["baseline"] for b in rate["baselines"]] == ["1d"]
+    assert [b["baseline"] for b in rate["baselines"]] == ["12h", "1d"]  # the rules' labels
     # Three times the rate is far inside 500 robust standard deviations.
     assert not rate["anomalous"] and not rate["firing"], rate
 

@@ -41,6 +41,7 @@ from nexus_ml.stats.anomaly import STEP_SECONDS, BandSpec, default_specs, latest
 from nexus_ml.stats.histogram import histogram_quantile
 from nexus_ml.storage.aggregates import MINUTE, MinuteTotals, floor_to
 from nexus_ml.storage.records import utcnow
+from nexus_ml.thresholds import format_duration
 
 SUM_MINUTES = 5  # the rules' rate window
 MODEL_SIGNALS = ("predictions", "confidence", "class_share")
@@ -229,7 +230,8 @@ def _readings(
     for (signal, predicted_class), x in series.items():
         spec = specs[signal]
         last = latest(x, spec)
-        names = [f"{s * STEP_SECONDS / 86400:g}d" for s in spec.seasons] or ["trailing"]
+        # The rules' baseline labels (render.anomaly_rules.baselines): "7d", "12h", …
+        names = [format_duration(s * STEP_SECONDS) for s in spec.seasons] or ["trailing"]
         out.append(
             AnomalyReading(
                 signal=signal,
