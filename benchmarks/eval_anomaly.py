@@ -25,6 +25,7 @@ import numpy as np
 
 from nexus_ml.stats import anomaly
 from nexus_ml.stats.anomaly import BandSpec, band_specs, firing
+from nexus_ml.thresholds import Thresholds
 
 MINUTES_PER_WEEK = 7 * 24 * 60
 WEEKS = 5
@@ -155,16 +156,18 @@ def evaluate(signal: str, spec: BandSpec, seed: int) -> tuple[dict[str, list[boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    # Defaults: the shipped bands (stats/anomaly.py).
-    parser.add_argument("--k", type=float, default=anomaly.K)
-    parser.add_argument("--for-minutes", type=float, default=anomaly.FOR_SECONDS / 60)
-    parser.add_argument("--keep-minutes", type=float, default=anomaly.KEEP_SECONDS / 60)
-    seasons = ",".join(f"{s / 86400:g}" for s in anomaly.SEASON_SECONDS)
+    # Defaults: the shipped bands (the anomaly_* thresholds' defaults).
+    shipped = Thresholds()
+    parser.add_argument("--k", type=float, default=shipped.anomaly_k)
+    parser.add_argument("--for-minutes", type=float, default=shipped.anomaly_for / 60)
+    parser.add_argument("--keep-minutes", type=float, default=shipped.anomaly_keep_firing_for / 60)
+    n = int(shipped.anomaly_seasons)
+    seasons = ",".join(f"{shipped.anomaly_season * i / 86400:g}" for i in range(1, n + 1))
     parser.add_argument("--seasons-days", default=seasons, help="the baselines' seasons")
     args = parser.parse_args()
     specs = band_specs(
         step_seconds=anomaly.STEP_SECONDS,
-        window_seconds=anomaly.WINDOW_SECONDS,
+        window_seconds=shipped.anomaly_window,
         season_seconds=tuple(float(d) * 86400 for d in args.seasons_days.split(",")),
         k=args.k,
         for_seconds=args.for_minutes * 60,

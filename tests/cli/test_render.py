@@ -181,3 +181,32 @@ def test_a_bad_overrides_file_stops_serve_naming_file_and_key(
     assert "thresholds.yaml" in flat and "cpu_usage_high_for(seconds)" in flat, result.output
     missing = CliRunner().invoke(app, ["serve"], env={"ML_THRESHOLDS_FILE": str(tmp_path / "no")})
     assert missing.exit_code == 2, missing.output
+
+
+def test_band_thresholds_change_the_anomaly_rules(tmp_path: Path) -> None:
+    env = {
+        "ML_THRESHOLD_ANOMALY_K": "3.5",
+        "ML_THRESHOLD_ANOMALY_FOR": "5m",
+        "ML_THRESHOLD_ANOMALY_KEEP_FIRING_FOR": "0s",
+        "ML_THRESHOLD_ANOMALY_WINDOW": "30m",
+        "ML_THRESHOLD_ANOMALY_SEASONS": "1",
+        "ML_THRESHOLD_ANOMALY_SEASON": "1d",
+    }
+    result = _render(tmp_path / "out", env=env)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "out/prometheus/ml_anomaly.yml"
+    rules = [
+        r for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for r in g["rules"]
+    ]
+    alerts = [r for r in rules if "alert" in r]
+    assert len(alerts) == 6
+    for alert in alerts:
+        assert alert["for"] == "5m" and "keep_firing_for" not in alert, alert
+        assert "bool 3.5" in alert["expr"] or "bool -3.5" in alert["expr"], alert["expr"]
+        assert "3.5 robust" in alert["annotations"]["description"]
+    centres = [r for r in rules if r.get("record", "").endswith(":centre")]
+    assert {r["labels"]["baseline"] for r in centres} == {"1d"}
+    # A 30-step window: 29.5 steps of range, a day back less half the window.
+    assert all("[29m30s] offset 23h45m" in r["expr"] for r in centres), centres[0]["expr"]
+    checked_in = (DEPLOY / "prometheus/ml_anomaly.yml").read_text(encoding="utf-8")
+    assert path.read_text(encoding="utf-8") != checked_in

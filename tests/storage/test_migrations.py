@@ -21,6 +21,7 @@ TABLES = {
     "audit_log",
     "drift_results",
     "threshold_overrides",
+    "request_rollups",
 }
 
 

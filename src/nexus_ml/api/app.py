@@ -128,5 +128,6 @@ def create_app(
         metrics=metrics,
         limits=RequestLimits.from_settings(settings),
         refusals=refusals,
+        tally=service.request_counts.tally,
     )
     return app

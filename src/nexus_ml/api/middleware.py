@@ -44,6 +44,7 @@ from nexus_ml.api.request_id import (
     request_id_from,
 )
 from nexus_ml.monitoring.metrics import Metrics
+from nexus_ml.monitoring.request_tally import RequestTally
 
 __all__ = ["OTHER_METHOD", "STANDARD_METHODS", "UNMATCHED", "RequestMiddleware", "route_templates"]
 
@@ -144,9 +145,12 @@ class RequestMiddleware:
         metrics: Metrics,
         limits: RequestLimits | None = None,
         refusals: ASGIApp | None = None,
+        tally: RequestTally | None = None,
     ) -> None:
         self.app = app
         self._m = metrics
+        # Per-minute counts for the in-process anomaly bands (monitoring/request_tally.py).
+        self._tally = tally.add if tally is not None else None
         self.limits = limits
         self._refusals = refusals if refusals is not None else RefusalApp()
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
@@ -180,6 +184,8 @@ class RequestMiddleware:
         children[0].inc()
         children[1].observe(duration)
         children[2].observe(size)
+        if self._tally is not None:
+            self._tally(status, duration)
 
     def _count_error(self, exc: BaseException) -> None:
         typ = type(exc)

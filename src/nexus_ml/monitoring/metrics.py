@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from nexus_ml.thresholds import LATENCY_BUCKETS
 
 # Latency: 0.5 ms to 10 s (a one-row prediction takes tens of microseconds to a few ms; the
-# guide's alert sits at 1 s). Defined in thresholds.py: the latency limits must fit them.
+# guide's alert sits at 1 s). Defined in thresholds/units.py: the latency limits must fit them.
 # Confidence is max class probability: 1/n_classes..1. Twenty equal bins give
 # the dashboard's distribution and a median good to 0.05 for LowModelConfidence.
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))

@@ -31,8 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexus_ml.render.rules import to_yaml
-from nexus_ml.stats.anomaly import IQR_TO_SIGMA, STEP_SECONDS, BandSpec, default_specs
-from nexus_ml.thresholds import JOB, RUNBOOK_BASE, format_duration
+from nexus_ml.stats.anomaly import (
+    IQR_TO_SIGMA,
+    SEVERITY,
+    SIGNALS,
+    STEP_SECONDS,
+    BandSpec,
+    default_specs,
+    specs_of,
+)
+from nexus_ml.thresholds import JOB, RUNBOOK_BASE, Thresholds, format_duration
 
 GROUP = "nexus-ml-anomaly"
 RULE_FILE = "ml_anomaly.yml"
@@ -84,7 +92,7 @@ def _class_share(j: str) -> str:
 SOURCES: tuple[Source, ...] = (
     Source(
         signal="request_rate",
-        alert="RequestRateAnomaly",
+        alert=SIGNALS["request_rate"].alert,
         category="availability",
         labels=(),
         what="the request rate of {job}",
@@ -93,7 +101,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         signal="error_ratio",
-        alert="ErrorRatioAnomaly",
+        alert=SIGNALS["error_ratio"].alert,
         category="availability",
         labels=(),
         what="the 5xx share of {job}'s requests",
@@ -102,7 +110,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         signal="predictions",
-        alert="PredictionVolumeAnomaly",
+        alert=SIGNALS["predictions"].alert,
         category="model",
         labels=("model",),
         what="the predictions per second of model {model}",
@@ -111,7 +119,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         signal="latency_p95",
-        alert="LatencyAnomaly",
+        alert=SIGNALS["latency_p95"].alert,
         category="availability",
         labels=(),
         what="the P95 request latency of {job}",
@@ -120,7 +128,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         signal="confidence",
-        alert="ConfidenceAnomaly",
+        alert=SIGNALS["confidence"].alert,
         category="model",
         labels=("model",),
         what="the mean confidence of model {model}",
@@ -129,7 +137,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         signal="class_share",
-        alert="ClassShareAnomaly",
+        alert=SIGNALS["class_share"].alert,
         category="model",
         labels=("model", "predicted_class"),
         what="the share of class {predicted_class} in model {model}'s predictions",
@@ -253,7 +261,7 @@ def alert_rule(source: Source, spec: BandSpec, step: float, runbook_base: str) -
     }
     if spec.keep_steps:
         rule["keep_firing_for"] = format_duration(spec.keep_steps * step)
-    rule["labels"] = {"severity": "warning", "category": source.category}
+    rule["labels"] = {"severity": SEVERITY, "category": source.category}
     rule["annotations"] = {
         **{key: _template(text) for key, text in texts(source, spec, step).items()},
         "runbook_url": f"{runbook_base}#{source.alert.lower()}",
@@ -279,7 +287,11 @@ def anomaly_group(
     return {"name": GROUP, "interval": format_duration(step), "rules": rules}
 
 
-def render_anomaly_rules_yaml(*, job: str = JOB, runbook_base: str = RUNBOOK_BASE) -> str:
-    """``deploy/prometheus/ml_anomaly.yml``: a file of its own, so that promtool's tests of
-    ``ml_alerts.yml`` do not evaluate its 60-odd rules at every minute of every case."""
-    return to_yaml({"groups": [anomaly_group(job=job, runbook_base=runbook_base)]})
+def render_anomaly_rules_yaml(
+    thresholds: Thresholds | None = None, *, job: str = JOB, runbook_base: str = RUNBOOK_BASE
+) -> str:
+    """``deploy/prometheus/ml_anomaly.yml`` with the bands of ``thresholds`` (``anomaly_*``):
+    a file of its own, so that promtool's tests of ``ml_alerts.yml`` do not evaluate its
+    60-odd rules at every minute of every case."""
+    specs = specs_of(thresholds or Thresholds())
+    return to_yaml({"groups": [anomaly_group(job=job, runbook_base=runbook_base, specs=specs)]})

@@ -32,8 +32,15 @@ from nexus_ml.render.anomaly_rules import (
     texts,
 )
 from nexus_ml.render.rules import to_yaml
-from nexus_ml.stats.anomaly import STEP_SECONDS, BandSpec, bands, default_specs, firing
-from nexus_ml.thresholds import JOB, RUNBOOK_BASE
+from nexus_ml.stats.anomaly import (
+    STEP_SECONDS,
+    BandSpec,
+    bands,
+    default_specs,
+    firing,
+    specs_of,
+)
+from nexus_ml.thresholds import JOB, RUNBOOK_BASE, Thresholds
 
 SHIFT = 90  # minutes of steady traffic before the change (the trailing hour fills first)
 HORIZON = 130
@@ -227,9 +234,12 @@ def _test(
     }
 
 
-def anomaly_rule_tests(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
-    """Both sides of every anomaly alert, with the shipped specs."""
-    specs = default_specs()
+def anomaly_rule_tests(
+    runbook_base: str = RUNBOOK_BASE, specs: dict[str, BandSpec] | None = None
+) -> list[dict[str, Any]]:
+    """Both sides of every anomaly alert (expected alerts from the reference on ``specs``,
+    by default the shipped ones; the cases' traffic is chosen for those)."""
+    specs = specs or default_specs()
     tests = []
     for source in SOURCES:
         loud, quiet, note = CASES[source.signal]
@@ -333,12 +343,15 @@ def equivalence_test(
     return rules, test
 
 
-def render_anomaly_tests_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
-    """``deploy/prometheus/ml_anomaly_test.yml`` as text."""
+def render_anomaly_tests_yaml(
+    thresholds: Thresholds | None = None, runbook_base: str = RUNBOOK_BASE
+) -> str:
+    """``deploy/prometheus/ml_anomaly_test.yml`` as text, for the rules of ``thresholds``."""
+    specs = specs_of(thresholds or Thresholds())
     return to_yaml(
         {
             "rule_files": [RULE_FILE],
             "evaluation_interval": "1m",
-            "tests": anomaly_rule_tests(runbook_base),
+            "tests": anomaly_rule_tests(runbook_base, specs),
         }
     )

@@ -38,8 +38,8 @@ def generated_files(
         "prometheus/prometheus.yml": render_prometheus_config_yaml(),
         "prometheus/ml_alerts.yml": render_rules_yaml(t),
         "prometheus/ml_alerts_test.yml": render_rule_tests_yaml(t),
-        "prometheus/ml_anomaly.yml": render_anomaly_rules_yaml(),
-        "prometheus/ml_anomaly_test.yml": render_anomaly_tests_yaml(),
+        "prometheus/ml_anomaly.yml": render_anomaly_rules_yaml(t),
+        "prometheus/ml_anomaly_test.yml": render_anomaly_tests_yaml(t),
         "alertmanager/alertmanager.yml": render_alertmanager_config_yaml(receivers),
     }
     # JSON has no comments: the dashboards carry the header in their description instead.

@@ -13,6 +13,7 @@ from typing import Any
 
 from nexus_ml.render.anomaly_rules import anomaly_group
 from nexus_ml.render.rules import render_rules
+from nexus_ml.stats.anomaly import specs_of
 from nexus_ml.thresholds import JOB, Thresholds
 
 NAME = JOB  # the Service name becomes the job label, which the rules and dashboards filter on
@@ -195,7 +196,12 @@ def prometheus_rule(thresholds: Thresholds | None = None) -> dict[str, Any]:
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _meta(f"{NAME}-rules"),
-        "spec": {"groups": [*render_rules(thresholds)["groups"], anomaly_group()]},
+        "spec": {
+            "groups": [
+                *render_rules(thresholds)["groups"],
+                anomaly_group(specs=specs_of(thresholds or Thresholds())),
+            ]
+        },
     }
 
 

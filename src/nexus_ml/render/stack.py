@@ -165,7 +165,7 @@ def render_stack(options: StackOptions, thresholds: Thresholds) -> StackPaths:
     paths.root.mkdir(parents=True, exist_ok=True)
     am_target = f"{HOST}:{options.alertmanager_port}"
     paths.rules.write_text(render_rules_yaml(thresholds), encoding="utf-8")
-    paths.anomaly_rules.write_text(render_anomaly_rules_yaml(), encoding="utf-8")
+    paths.anomaly_rules.write_text(render_anomaly_rules_yaml(thresholds), encoding="utf-8")
     paths.prometheus_config.write_text(
         render_prometheus_config_yaml(
             service_targets=list(options.service_targets),

@@ -22,6 +22,7 @@ from nexus_ml.monitoring.alerting import AlertEvaluator
 from nexus_ml.monitoring.decorators import default_metrics
 from nexus_ml.monitoring.feature_bins import FLUSH_SECONDS
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
+from nexus_ml.monitoring.request_tally import RequestTally
 from nexus_ml.monitoring.system import SystemCollector
 from nexus_ml.service.alerts import AlertLoop
 from nexus_ml.service.database import Database
@@ -32,6 +33,8 @@ from nexus_ml.service.health import HealthCheck, Lifecycle
 from nexus_ml.service.model_admin import ModelAdmin
 from nexus_ml.service.publishing import ModelPublisher, count_refusals
 from nexus_ml.service.quality_job import QualityJob, QualityRunner
+from nexus_ml.service.request_counts import FLUSH_SECONDS as REQUEST_FLUSH_SECONDS
+from nexus_ml.service.request_counts import RequestCounts
 from nexus_ml.service.retention_job import CHECK_SECONDS, RetentionJob
 from nexus_ml.service.scheduler import Scheduler
 from nexus_ml.service.serving import Serving
@@ -47,6 +50,7 @@ from nexus_ml.service.views.ops import OpsViews
 from nexus_ml.service.views.reports import Reports
 from nexus_ml.service.views.thresholds import ThresholdAdmin
 from nexus_ml.service.views.training import TrainingViews
+from nexus_ml.stats.anomaly import specs_of
 from nexus_ml.storage.db import make_engine
 from nexus_ml.storage.migrate import migrate
 from nexus_ml.storage.partitions import ensure_partitions
@@ -198,7 +202,10 @@ class Service:
             lifecycle=self.lifecycle,
         )
         self.threshold_admin = ThresholdAdmin(db=db, thresholds=thresholds)
-        self.anomalies = Anomalies(db)
+        # The request middleware adds to the tally; the job stores it for the anomaly bands.
+        self.request_counts = RequestCounts(RequestTally(), db)
+        # The bands in force follow PUT /config/thresholds (the anomaly_* keys).
+        self.anomalies = Anomalies(db, lambda: specs_of(thresholds.current))
         self.audit_views = AuditViews(db)
         self.comparison_views = ComparisonViews(db=db, models=models, settings=settings)
         self._scheduler = Scheduler(m)
@@ -229,6 +236,7 @@ class Service:
         s, every = self.settings, self._scheduler.every
         every(MODEL_WATCH_SECONDS, self._watch_models, "model-watcher")
         every(FLUSH_SECONDS, self._flush_bins, "feature-bins", delay=True)
+        every(REQUEST_FLUSH_SECONDS, self.request_counts.flush, "request-counts", delay=True)
         every(s.alert_interval_seconds, self.alerts.evaluate, "alert-evaluator")
         q = self.quality
         self._scheduler.paced(q.first, q.scheduled, "model-quality", on_error=q.after_failure)
@@ -284,6 +292,14 @@ class Service:
         left = await self.writer.stop(timeout=max(0.0, deadline - loop.time()))
         if left:
             log.warning("records left in the journal for the next start", extra={"count": left})
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.request_counts.flush()  # the last seconds' requests
+        except Exception as exc:  # no reason to fail a shutdown: the counts are only lost
+            log.warning("request counts not stored", extra={"error_type": type(exc).__name__})
+        else:
+            if self.request_counts.tally.pending_minutes():  # put back: the database is down
+                log.warning("request counts of the last seconds not stored")
         # Database calls of cancelled jobs may still run: let them return their connections
         # (within the grace) before the pool is disposed of.
         await self.db.close(timeout=deadline - loop.time())

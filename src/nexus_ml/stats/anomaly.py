@@ -40,6 +40,8 @@ from typing import Literal
 
 import numpy as np
 
+from nexus_ml.thresholds import ANOMALY_STEP_SECONDS, Thresholds
+
 # IQR of a standard normal distribution: IQR / 1.349 estimates σ.
 IQR_TO_SIGMA = 1.349
 
@@ -228,23 +230,46 @@ def _has_quiet_run(votes: np.ndarray, length: int) -> bool:
 
 @dataclass(kw_only=True, frozen=True)
 class Signal:
-    """What is fixed by the signal itself: which way is bad, and its smallest meaningful spread."""
+    """What is fixed by the signal itself: its alert, which way is bad, its smallest meaningful
+    spread."""
 
+    alert: str
     direction: Direction
     rel_floor: float
     abs_floor: float
 
 
+# Every anomaly alert tickets, never pages: an anomaly is a question (docs/runbooks.md).
+SEVERITY = "warning"
 # The six monitored signals. Floors: a rate's own Poisson noise is a few per cent; an error
 # ratio of 0 must see more than one error; confidence and shares move in hundredths.
 SIGNALS: dict[str, Signal] = {
-    "request_rate": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
-    "predictions": Signal(direction="both", rel_floor=0.05, abs_floor=0.05),
-    "error_ratio": Signal(direction="up", rel_floor=0.25, abs_floor=0.002),
-    "latency_p95": Signal(direction="up", rel_floor=0.05, abs_floor=0.002),
-    "confidence": Signal(direction="down", rel_floor=0.0, abs_floor=0.01),
-    "class_share": Signal(direction="both", rel_floor=0.0, abs_floor=0.02),
+    "request_rate": Signal(
+        alert="RequestRateAnomaly", direction="both", rel_floor=0.05, abs_floor=0.05
+    ),
+    "predictions": Signal(
+        alert="PredictionVolumeAnomaly", direction="both", rel_floor=0.05, abs_floor=0.05
+    ),
+    "error_ratio": Signal(
+        alert="ErrorRatioAnomaly", direction="up", rel_floor=0.25, abs_floor=0.002
+    ),
+    "latency_p95": Signal(alert="LatencyAnomaly", direction="up", rel_floor=0.05, abs_floor=0.002),
+    "confidence": Signal(
+        alert="ConfidenceAnomaly", direction="down", rel_floor=0.0, abs_floor=0.01
+    ),
+    "class_share": Signal(
+        alert="ClassShareAnomaly", direction="both", rel_floor=0.0, abs_floor=0.02
+    ),
 }
+# The thresholds every anomaly alert reads (specs_of).
+THRESHOLD_KEYS = (
+    "anomaly_window",
+    "anomaly_season",
+    "anomaly_seasons",
+    "anomaly_k",
+    "anomaly_for",
+    "anomaly_keep_firing_for",
+)
 
 
 def band_specs(
@@ -268,7 +293,7 @@ def band_specs(
             k=k,
             rel_floor=s.rel_floor,
             abs_floor=s.abs_floor,
-            for_steps=steps(for_seconds),
+            for_steps=round(for_seconds / step_seconds),
             keep_steps=round(keep_seconds / step_seconds),
             direction=s.direction,
         )
@@ -276,24 +301,26 @@ def band_specs(
     }
 
 
-# The shipped bands, as evaluated offline (benchmarks/eval_anomaly.py, docs/anomaly-detection.md):
-# a step a minute (the anomaly rules' evaluation interval), a one-hour window, the same hour one,
-# two and three weeks back, k = 5, `for` 3 minutes, kept firing 15 minutes.
-STEP_SECONDS = 60.0
-WINDOW_SECONDS = 3600.0
-SEASON_SECONDS = (7 * 86400.0, 14 * 86400.0, 21 * 86400.0)
-K = 5.0
-FOR_SECONDS = 180.0
-KEEP_SECONDS = 900.0
+# A step a minute: the anomaly rules' evaluation interval and the in-process minute rows.
+STEP_SECONDS = float(ANOMALY_STEP_SECONDS)
+
+
+def specs_of(thresholds: Thresholds) -> dict[str, BandSpec]:
+    """Each signal's band from the thresholds' ``anomaly_*`` keys (the rules, the in-process
+    check and the dashboards use it)."""
+    t = thresholds
+    return band_specs(
+        step_seconds=STEP_SECONDS,
+        window_seconds=t.anomaly_window,
+        season_seconds=tuple(t.anomaly_season * n for n in range(1, int(t.anomaly_seasons) + 1)),
+        k=t.anomaly_k,
+        for_seconds=t.anomaly_for,
+        keep_seconds=t.anomaly_keep_firing_for,
+    )
 
 
 def default_specs() -> dict[str, BandSpec]:
-    """Each signal's shipped band (the rules, the in-process check and the evaluation use it)."""
-    return band_specs(
-        step_seconds=STEP_SECONDS,
-        window_seconds=WINDOW_SECONDS,
-        season_seconds=SEASON_SECONDS,
-        k=K,
-        for_seconds=FOR_SECONDS,
-        keep_seconds=KEEP_SECONDS,
-    )
+    """Each signal's shipped band, as evaluated offline (benchmarks/eval_anomaly.py,
+    docs/anomaly-detection.md): a one-hour window, the same hour one, two and three weeks
+    back, k = 5, ``for`` 3 minutes, kept firing 15 minutes."""
+    return specs_of(Thresholds())

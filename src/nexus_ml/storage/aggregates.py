@@ -140,7 +140,8 @@ def rollup_rows(
     return summary_rows, bin_rows
 
 
-def _insert(session: Session) -> Any:
+def dialect_insert(session: Session) -> Any:
+    """The dialect's ``insert`` (SQLite and PostgreSQL both have ``on_conflict_do_update``)."""
     return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
 
 
@@ -149,7 +150,7 @@ def add_records(session: Session, records: Sequence[PredictionRecord]) -> None:
     if not records:
         return
     summary_rows, bin_rows = rollup_rows(records)
-    insert = _insert(session)
+    insert = dialect_insert(session)
     t = PredictionRollup.__table__
     stmt = insert(t)
     ex = stmt.excluded
@@ -203,7 +204,7 @@ def add_feedback(session: Session, labels: Iterable[tuple[str, str, datetime, bo
         for (span, model, start, version), (n, ok) in sorted(totals.items())
     ]
     table = PredictionRollup.__table__
-    stmt = _insert(session)(table)
+    stmt = dialect_insert(session)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["span_seconds", "model", "bucket_start", "version"],
         set_={

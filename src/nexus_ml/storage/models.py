@@ -255,3 +255,20 @@ class PredictionRollupBin(Base):
             "ix_prediction_rollup_bins_span_seconds_bucket_start", "span_seconds", "bucket_start"
         ),
     )
+
+
+class RequestRollup(Base):
+    """Per minute: the HTTP requests every instance served, by status class or latency bucket.
+
+    ``kind`` is ``status`` (``key`` = ``2xx``, ``5xx``, …) or ``latency`` (``key`` = the
+    duration histogram's bucket bound, ``le``, non-cumulative). Added to by each instance's
+    periodic flush (storage/request_rollups.py); like the prediction rollups, kept by
+    retention (no patient data) — the anomaly bands read three weeks back.
+    """
+
+    __tablename__ = "request_rollups"
+
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import aggregates
+from . import aggregates, request_rollups
 from .aggregates import WindowAggregate
 from .copy_insert import copy_insert
 from .db import session_factory
@@ -264,6 +264,18 @@ class Store(OperationsRepository, GovernanceRepository):
         """Per model and minute: the per-minute aggregates of ``pieces`` (the anomaly bands)."""
         with self._sessions() as session:
             return aggregates.minute_totals(session, pieces)
+
+    def add_request_counts(self, minutes: Mapping[datetime, request_rollups.Counts]) -> int:
+        """Add per-minute request counts (an instance's flush) to the stored ones."""
+        with self._sessions.begin() as session:
+            return request_rollups.add_request_counts(session, minutes)
+
+    def request_minutes(
+        self, pieces: Sequence[tuple[datetime, datetime]]
+    ) -> dict[datetime, dict[tuple[str, str], int]]:
+        """Per minute of ``pieces``: the stored request counts (the anomaly bands)."""
+        with self._sessions() as session:
+            return request_rollups.request_minutes(session, pieces)
 
     def count_predictions(self, model: str | None = None, role: str = CHAMPION) -> int:
         """How many predictions of ``role`` are stored (for one model, or all)."""

@@ -277,6 +277,7 @@ async def reports_summary(
     summary="Anomaly bands over the stored per-minute aggregates (without Prometheus)",
 )
 async def anomalies(views: AnomaliesDep, _key: MonitorKey) -> AnomalyReport:
-    """Predictions per model, mean confidence and class shares against their bands (the same
-    hour 1, 2 and 3 weeks back; docs/anomaly-detection.md), at the last complete minute."""
+    """The request rate, 5xx share and P95 latency of the service, and each model's predictions,
+    mean confidence and class shares, against their bands (the same hour 1, 2 and 3 weeks back;
+    docs/anomaly-detection.md), at the last settled minute."""
     return await views.report()

@@ -13,8 +13,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 from nexus_ml.render.anomaly_rules import SOURCES, baselines, series
 from nexus_ml.render.dashboards.common import MODEL, q
 from nexus_ml.render.dashboards.panels import dashed, timeseries_panel
-from nexus_ml.stats.anomaly import STEP_SECONDS, default_specs
-from nexus_ml.thresholds import JOB, format_duration
+from nexus_ml.stats.anomaly import STEP_SECONDS, specs_of
+from nexus_ml.thresholds import JOB, Thresholds, format_duration
 
 JOB_MATCHER = f'job="{JOB}"'
 
@@ -36,9 +36,9 @@ TITLES = {
 }
 
 
-def anomaly_row() -> list[Builder[dm.Panel]]:
+def anomaly_row(thresholds: Thresholds) -> list[Builder[dm.Panel]]:
     """A panel per signal: its value and the newest baseline's band, dashed."""
-    specs = default_specs()
+    specs = specs_of(thresholds)
     panels: list[Builder[dm.Panel]] = []
     for source in SOURCES:
         spec = specs[source.signal]

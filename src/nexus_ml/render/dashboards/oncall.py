@@ -283,6 +283,6 @@ def oncall_dashboard(thresholds: Thresholds) -> db.Dashboard:
             ("SLOs and error budgets", _slo_row(thresholds)),
             ("Alerts", _alerts_row()),
             ("Latency and errors", _latency_errors_row(thresholds)),
-            ("Anomaly bands", anomaly_row()),
+            ("Anomaly bands", anomaly_row(thresholds)),
         ),
     )

@@ -17,6 +17,9 @@ from nexus_ml.service.errors import Invalid, echoes
 from nexus_ml.service.threshold_state import ThresholdState
 from nexus_ml.service.views.ops_results import AlertRef, ThresholdInfo, ThresholdsResponse
 from nexus_ml.service.views.query import finite
+from nexus_ml.stats.anomaly import SEVERITY as ANOMALY_SEVERITY
+from nexus_ml.stats.anomaly import SIGNALS
+from nexus_ml.stats.anomaly import THRESHOLD_KEYS as ANOMALY_KEYS
 from nexus_ml.thresholds import (
     ThresholdError,
     Thresholds,
@@ -35,6 +38,9 @@ def _alerts_by_key() -> dict[str, list[AlertRef]]:
         keys = (spec.threshold, spec.for_key, spec.window_key, *spec.reads)
         for key in sorted({k for k in keys if k is not None}):
             out.setdefault(str(key), []).append(AlertRef(name=spec.name, severity=spec.severity))
+    # The anomaly alerts are Prometheus rules only (stats/anomaly.py); each reads every band key.
+    for key in ANOMALY_KEYS:
+        out[key] = [AlertRef(name=s.alert, severity=ANOMALY_SEVERITY) for s in SIGNALS.values()]
     return out
 
 
