@@ -285,12 +285,24 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
 
     hot = [r for r in app.router.routes if isinstance(r, HotRoute)]
 
+    def no_short_stack() -> Callable[[], None]:
+        # The hot route through the app's whole stack, as before HotApp (api/hot_path.py).
+        shortcut = getattr(app, "hot", ())
+        app.hot = ()  # type: ignore[attr-defined]
+        return lambda: setattr(app, "hot", shortcut)
+
     def no_hot_path() -> Callable[[], None]:
         # The FastAPI route alone, as before api/hot_path.py (benchmark only: list surgery).
         routes = app.router.routes
         at = routes.index(hot[0])
         del routes[at : at + len(hot)]
-        return lambda: routes.__setitem__(slice(at, at), hot)
+        undo_short = no_short_stack()
+
+        def undo() -> None:
+            routes[at:at] = hot
+            undo_short()
+
+        return undo
 
     async def between() -> None:
         await service.writer.flush()
@@ -298,6 +310,7 @@ async def requests_and_stages(app: Any, args: argparse.Namespace) -> None:
     candidates = {
         "full request, hot path (as shipped)": requests(app),
         "full request, FastAPI route (hot path off)": requests(app, setup=no_hot_path),
+        "full request, hot path, whole stack (no HotApp)": requests(app, setup=no_short_stack),
         "full request, sklearn predict_proba": requests(app, setup=swap_sklearn, k=max(n // 4, 50)),
         # No middleware at all (error, limits, metrics, exception): the router alone.
         "hot path, router only (no middleware)": requests(app.router),

@@ -351,3 +351,68 @@ def test_the_request_id_is_echoed_and_stored_on_the_hot_path(
         assert service.store.get_prediction(answer["id"]).request_id == "trace-0001"
     r = hot.post(PREDICT, json={"features": ROW}, headers={**PREDICT_KEY, "X-Request-ID": "a b"})
     assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32  # refused: a fresh one
+
+
+def test_the_short_stack_answers_an_unhandled_error_as_the_full_one(
+    pair: tuple[TestClient, TestClient, Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HotApp answers the hot route through a stack of its own (ServerErrorMiddleware, the user
+    # middleware, ExceptionMiddleware); a bug inside the endpoint must still give the app's
+    # 500 body with the request id, counted under the route's template, as the full stack does.
+    hot, plain, hot_registry, plain_registry = pair
+    assert hot.post(PREDICT, json={"features": ROW}, headers=PREDICT_KEY).status_code == 200
+    assert hot.app._hot_stacks  # type: ignore[attr-defined]  # the prediction took it
+    assert not getattr(plain.app, "_hot_stacks", None)
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    answers = []
+    for client in (hot, plain):
+        monkeypatch.setattr(client.app.state.service.serving, "predict_one", fail)  # type: ignore[attr-defined]
+        raw = TestClient(client.app, raise_server_exceptions=False)
+        r = raw.post(
+            PREDICT, json={"features": ROW}, headers={**PREDICT_KEY, "X-Request-ID": "t-1"}
+        )
+        answers.append(
+            (r.status_code, r.json(), r.headers["x-request-id"], r.headers["content-type"])
+        )
+    assert answers[0] == answers[1] == (
+        500, {"detail": "internal error", "field": None}, "t-1", "application/json"
+    )  # fmt: skip
+    for registry in (hot_registry, plain_registry):
+        labels = {"method": "POST", "endpoint": "/api/v1/models/{name}/predict", "status": "500"}
+        assert registry.get_sample_value("ml_api_requests_total", labels) == 1
+        errors = {"component": "api", "error_type": "RuntimeError"}
+        assert registry.get_sample_value("ml_errors_total", errors) == 1
+
+
+def test_cors_answers_alike_on_the_short_stack(model_dir: Path, tmp_path: Path) -> None:
+    # CORS is user middleware: the short stack carries it, so a cross-origin prediction gets
+    # the same CORS headers as on the full stack.
+    origin = "https://dashboard.example"
+    answers = []
+    for hot_path in (True, False):
+        folder = tmp_path / str(hot_path)
+        settings = Settings(
+            database_url=f"sqlite:///{folder / 'nexus.db'}",
+            model_path=model_dir,
+            data_dir=folder / "data",
+            api_keys=",".join(f"{s}:{k}" for s, k in KEYS.items()),
+            cors_origins=[origin],
+            alert_interval_seconds=3600.0,
+            drift_interval_seconds=3600.0,
+        )
+        with TestClient(create_app(settings, registry=CollectorRegistry(), hot_path=hot_path)) as c:
+            for headers in ({**PREDICT_KEY, "Origin": origin}, {"Origin": origin}):
+                r = c.post(PREDICT, json={"features": ROW}, headers=headers)
+                answers.append(
+                    (
+                        hot_path,
+                        r.status_code,
+                        r.headers.get("access-control-allow-origin"),
+                        r.headers.get("access-control-expose-headers"),
+                    )
+                )
+    assert [a[1:] for a in answers[:2]] == [a[1:] for a in answers[2:]]
+    assert answers[0][1:] == (200, origin, "X-Request-ID")

@@ -7,6 +7,7 @@ CONFIDENCE_ERROR for confidence).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from nexus_ml.storage import PredictionRecord, Store, bins, migrate, new_id
 from nexus_ml.storage.aggregates import align
 from nexus_ml.storage.migrate import alembic_config
-from nexus_ml.storage.models import Feedback, Prediction
+from nexus_ml.storage.models import Feedback, Prediction, PredictionRollup, PredictionRollupBin
 
 T0 = datetime(2026, 11, 30, 21, 37, 13, tzinfo=UTC)
 QS = (0.5, 0.95, 0.99)
@@ -223,13 +224,13 @@ def test_confidence_bins_follow_numpys_histogram_on_edges() -> None:
 
 def test_copy_and_values_paths_store_and_count_alike(store: Store) -> None:
     # PostgreSQL inserts with COPY; the VALUES path (SQLite's, and PostgreSQL's with
-    # use_copy off) must agree with it: the same rows new, the same aggregates.
+    # fast_insert off) must agree with it: the same rows new, the same aggregates.
     records = _records(600)
-    store.use_copy = True
+    store.fast_insert = True
     assert store.insert_predictions(records[:400]) == 400
-    store.use_copy = False
+    store.fast_insert = False
     assert store.insert_predictions(records[200:]) == 200  # 200 replayed, 200 new
-    store.use_copy = True
+    store.fast_insert = True
     assert store.insert_predictions(records) == 0
     since, until = T0, T0 + SPAN
     aggs = store.window_aggregates(None, since, until)
@@ -237,3 +238,39 @@ def test_copy_and_values_paths_store_and_count_alike(store: Store) -> None:
         raw = _raw(store, model, since, until)
         assert aggs[model].count == raw["count"] == sum(r.model == model for r in records)
         assert aggs[model].class_counts == raw["classes"]
+
+
+def _rollup_table(store: Store, model: str) -> tuple[list[tuple[object, ...]], list[object]]:
+    """Every summary and bin row of ``model``, in key order, without the model column."""
+    t, b = PredictionRollup.__table__, PredictionRollupBin.__table__
+    with store.session() as s:
+        summary = s.execute(
+            select(t).where(t.c.model == model).order_by(*t.primary_key.columns)
+        ).all()
+        counts = s.execute(
+            select(b).where(b.c.model == model).order_by(*b.primary_key.columns)
+        ).all()
+    drop = ("model",)
+    return (
+        [tuple(v for k, v in r._mapping.items() if k not in drop) for r in summary],
+        [tuple(v for k, v in r._mapping.items() if k not in drop) for r in counts],
+    )
+
+
+def test_a_batch_counts_as_its_records_one_by_one(store: Store) -> None:
+    # The writer pre-aggregates a batch (one upsert per key, minutes added into hours and
+    # days) before it touches the tables; record by record must give the same rows: counts,
+    # maxima and bins exactly, sums up to rounding.
+    records = [r for r in _records(1500) if r.model == "heart"]
+    store.insert_predictions(records)
+    for r in records:
+        store.insert_predictions([dataclasses.replace(r, id=new_id(), model="one_by_one")])
+    batch, single = _rollup_table(store, "heart"), _rollup_table(store, "one_by_one")
+    assert len(batch[0]) == len(single[0]) > 3 * 60
+    assert batch[1] == single[1]
+    for a, b in zip(batch[0], single[0], strict=True):
+        # (span, bucket, version, predictions, latency_sum, latency_max, confidence_sum, ...)
+        assert a[:3] == b[:3]
+        assert a[3] == b[3] and a[5] == b[5] and a[7:] == b[7:]
+        assert a[4] == pytest.approx(b[4], rel=1e-12)
+        assert a[6] == pytest.approx(b[6], rel=1e-12)

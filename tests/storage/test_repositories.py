@@ -456,3 +456,35 @@ def test_feedback_is_stamped_when_received(store: Store, make_record: RecordFact
     fb = store.add_feedback(record.id, "healthy")
     assert before <= fb.received_at <= utcnow()
     assert (fb.actual, fb.prediction_id, fb.id > 0) == ("healthy", record.id, True)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "orm"])
+def test_both_insert_paths_read_back_every_json_value_alike(
+    store: Store, make_record: RecordFactory, fast: bool
+) -> None:
+    # The fast path (COPY on PostgreSQL, one multi-row INSERT with orjson's JSON on SQLite)
+    # and SQLAlchemy's ORM INSERT store values that read back the same, whatever JSON holds.
+    features = {
+        "tiny": 1e-07,
+        "huge": 1e16,
+        "neg_zero": -0.0,
+        "third": 1 / 3,
+        "big_int": 2**63 - 1,
+        "flag": True,
+        "none": None,
+        "text": "ação ✓ \u2028",
+        "nested": {"list": [1, 2.5, "x"]},
+    }
+    records = [make_record(features=features), make_record(features={"past_64_bits": 2**70})]
+    store.fast_insert = fast
+    assert store.insert_predictions(records) == 2
+    assert store.insert_predictions(records) == 0
+    for record in records:
+        back = store.get_prediction(record.id)
+        assert back.features == record.features
+        assert back.probabilities == record.probabilities
+        assert back.created_at == record.created_at
+        assert (back.confidence, back.latency_seconds) == (
+            record.confidence,
+            record.latency_seconds,
+        )

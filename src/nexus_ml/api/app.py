@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from nexus_ml import __version__
 from nexus_ml.api.auth import KeyStore
 from nexus_ml.api.errors import ErrorResponse, install_error_handlers
-from nexus_ml.api.hot_path import hot_routes
+from nexus_ml.api.hot_path import HotApp, hot_routes
 from nexus_ml.api.limits import RefusalApp, RequestLimits
 from nexus_ml.api.middleware import RequestMiddleware
 from nexus_ml.api.request_id import HEADER as REQUEST_ID_HEADER
@@ -58,7 +58,7 @@ def create_app(
         finally:
             await service.stop()
 
-    app = FastAPI(
+    app = HotApp(
         title="Nexus ML",
         version=__version__,
         summary="Diagnostic predictions with Prometheus-native monitoring.",
@@ -97,8 +97,10 @@ def create_app(
 
     api_prefix = "/api/v1"
     if hot_path:
-        # Before the routers they answer for, so they are matched first.
-        app.router.routes.extend(hot_routes(api_prefix, service.serving, keys))
+        # Before the routers they answer for, so they are matched first; and answered through
+        # the app's shorter stack for them (api/hot_path.py, HotApp).
+        app.hot = tuple(hot_routes(api_prefix, service.serving, keys))
+        app.router.routes.extend(app.hot)
     app.include_router(models.router, prefix=api_prefix)
     app.include_router(comparison.router, prefix=api_prefix)
     app.include_router(predictions.router, prefix=api_prefix)

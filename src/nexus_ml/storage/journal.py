@@ -72,8 +72,8 @@ def encode(record: PredictionRecord, *, strict: bool = True) -> bytes:
     if (
         _finite(record.confidence)
         and _finite(record.latency_seconds)
-        and _all_finite(record.features)
-        and _all_finite(record.probabilities)
+        and all_finite(record.features)
+        and all_finite(record.probabilities)
     ):
         try:
             return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
@@ -87,7 +87,7 @@ def _finite(value: object) -> bool:
     return type(value) is not float or value - value == 0.0  # NaN - NaN and inf - inf are NaN
 
 
-def _all_finite(values: object) -> bool:
+def all_finite(values: object) -> bool:
     """No NaN or infinity anywhere in ``values`` (a client's features: any JSON value)."""
     items: Iterable[Any]
     if type(values) is dict:
@@ -106,7 +106,7 @@ def _all_finite(values: object) -> bool:
             and kind is not int
             and kind is not bool
             and value is not None
-            and not _all_finite(value)
+            and not all_finite(value)
         ):
             return False
     return True

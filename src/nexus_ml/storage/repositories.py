@@ -33,6 +33,7 @@ from .records import (
     minted_at,
     utcnow,
 )
+from .sqlite_insert import sqlite_insert
 
 __all__ = ["MAX_WINDOW", "Store", "insert_many", "try_advisory_lock"]
 
@@ -49,9 +50,10 @@ RECENT_LOOKUP = timedelta(days=8)
 class Store(OperationsRepository, GovernanceRepository):
     """All repositories over one engine; each method is one short transaction."""
 
-    # PostgreSQL inserts predictions with COPY (storage/copy_insert.py); False = INSERT VALUES
-    # (kept for the side-by-side benchmark).
-    use_copy = True
+    # Predictions go in through the driver: COPY on PostgreSQL (storage/copy_insert.py), one
+    # multi-row INSERT per chunk on SQLite (storage/sqlite_insert.py). False = SQLAlchemy's
+    # ORM INSERT (kept for the side-by-side benchmark and the equality tests).
+    fast_insert = True
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -80,8 +82,9 @@ class Store(OperationsRepository, GovernanceRepository):
             # RETURNING lists only the rows actually inserted (rowcount is unreliable for
             # executemany across drivers): exactly those are counted in the aggregates, in
             # the same transaction, so a replayed record is neither stored nor counted twice.
-            if postgres and self.use_copy:
-                inserted: Sequence[str] = copy_insert(session, records)
+            inserted: Sequence[str]
+            if self.fast_insert:
+                inserted = (copy_insert if postgres else sqlite_insert)(session, records)
             else:
                 dialect = postgresql if postgres else sqlite
                 stmt = (
