@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexus_ml.monitoring.alerting import AlertEvaluator, DriftReading
@@ -70,6 +70,18 @@ def test_bucket_quantile_special_cases() -> None:
     assert bucket_quantile(0.5, [(1.0, 2.0), (1.0, 2.0), (INF, 4.0)]) == pytest.approx(0.5)
     # A non-monotonic bucket is lifted to the envelope: (0.5, 5) counts as (0.5, 10).
     assert bucket_quantile(0.5, [(0.1, 10.0), (0.5, 5.0), (1.0, 20.0), (INF, 20.0)]) == 0.1
+
+
+def test_bucket_quantile_at_the_ends_of_its_range_answers_as_prometheus() -> None:
+    # q = 0 is inside [0, 1]: the lowest bucket's lower bound, 0; -Inf is for q below 0.
+    assert bucket_quantile(0.0, BUCKETS) == 0.0
+    assert bucket_quantile(-1e-12, BUCKETS) == -INF
+    # A lowest bucket ending at 0 is its own answer, even empty.
+    assert bucket_quantile(0.0, [(0.0, 0.0), (1.0, 4.0), (INF, 4.0)]) == 0.0
+    # q = 0 over an empty lowest bucket above 0: PromQL computes 0/0 (NaN), never a crash.
+    assert bucket_quantile(0.0, [(0.5, 0.0), (1.0, 4.0), (INF, 4.0)]) is None
+    # One observation is a histogram: the median is halfway into its bucket.
+    assert bucket_quantile(0.5, [(0.1, 0.0), (0.5, 1.0), (INF, 1.0)]) == pytest.approx(0.3)
 
 
 def test_latency_p95_matches_numpy_within_a_bucket() -> None:
@@ -191,6 +203,50 @@ def test_vanished_series_adds_nothing_and_its_return_is_judged_like_prometheus()
     _requests(m, "500", 4)  # back at 4 < 10: a reset, so all 4 count
     _snap(h, m, T0 + 30)
     assert h.measurements([], T0 + 30).error_rate == pytest.approx(4 / 30)
+
+
+def test_a_query_at_an_earlier_instant_sees_only_the_series_of_that_instant() -> None:
+    m, h = _fresh()
+    _requests(m, "200", 10)
+    _snap(h, m, T0)
+    _requests(m, "200", 20)
+    _snap(h, m, T0 + 30)
+    _requests(m, "500", 5)  # the first 5xx series, born after T0 + 30
+    _snap(h, m, T0 + 60)
+    earlier = h.measurements([], T0 + 30)
+    assert earlier.request_rate == pytest.approx(20 / 30)
+    assert earlier.error_rate == 0.0 and earlier.error_ratio == 0.0
+    assert h.measurements([], T0 + 60).error_ratio == pytest.approx(5 / 25)
+
+
+def _family(name: str, kind: str, samples: list[tuple[str, dict[str, str], float]]) -> Metric:
+    family = Metric(name, "written by the test", kind)
+    for sample, labels, value in samples:
+        family.add_sample(sample, labels, value)
+    return family
+
+
+def test_a_missing_label_reads_as_empty_as_in_promql() -> None:
+    """A series without a label has it empty in PromQL: `status=~"5.."` does not match it, and
+    `sum by (model)` groups it under `model=""` (a collector other than ours may omit one)."""
+    h = MetricHistory()
+    for t, n in ((0, 0.0), (60, 6.0)):
+        requests = [
+            ("ml_api_requests_total", {"method": "POST"}, 4 * n),
+            ("ml_api_requests_total", {"method": "POST", "status": "500"}, n),
+        ]
+        runs = [("ml_model_training_runs_total", {"outcome": "failure"}, n)]
+        h.record(
+            [
+                _family("ml_api_requests", "counter", requests),
+                _family("ml_model_training_runs", "counter", runs),
+            ],
+            T0 + t,
+        )
+    got = h.measurements([], T0 + 60)
+    assert got.request_rate == pytest.approx(30 / 60)
+    assert got.error_rate == pytest.approx(6 / 60)
+    assert got.training_failures == {"": 6.0}
 
 
 def test_nothing_measured_until_two_snapshots() -> None:
@@ -397,7 +453,7 @@ def test_multiprocess_collector_snapshots(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys
-        from prometheus_client import CollectorRegistry, Gauge
+        from prometheus_client import CollectorRegistry, Gauge, Metric
         from nexus_ml.monitoring.metrics import build_metrics
         m = build_metrics(CollectorRegistry())
         n = int(sys.argv[1])

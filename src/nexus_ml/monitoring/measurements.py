@@ -73,8 +73,8 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float |
     """Prometheus's ``histogram_quantile`` on cumulative (upper bound, count) pairs.
 
     ``None`` where PromQL gives NaN: no observations, no ``+Inf`` bucket, fewer than two
-    buckets. The lowest bucket's lower bound is 0 (unless its upper bound is <= 0), a
-    quantile in the ``+Inf`` bucket is the highest finite bound.
+    buckets, q = 0 over an empty lowest bucket. The lowest bucket's lower bound is 0 (unless
+    its upper bound is <= 0), a quantile in the ``+Inf`` bucket is the highest finite bound.
     """
     if math.isnan(q):
         return None
@@ -107,6 +107,10 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float |
         start = bounds[b - 1]
         count -= counts[b - 1]
         rank -= counts[b - 1]
+    if count == 0:
+        # Only q = 0 over an empty lowest bucket gets here (a later bucket is chosen only
+        # when it holds the rank): PromQL divides 0 by 0 there and answers NaN.
+        return None
     return start + (bounds[b] - start) * (rank / count)
 
 
