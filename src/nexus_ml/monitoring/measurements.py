@@ -139,8 +139,10 @@ class MetricHistory:
 
     def record(self, families: Iterable[Metric], now: float) -> None:
         """Store one snapshot of the ``ml_*`` samples in ``families``, taken at ``now``."""
-        if self._times and now < self._times[-1]:
+        if self._times and now <= self._times[-1]:
             # The wall clock stepped back: snapshots "from the future" would break windows.
+            # A snapshot at the very instant of the last replaces it: one sample per instant,
+            # as in a Prometheus series (two would make a window with no time to divide by).
             cut = bisect.bisect_left(self._times, now)
             del self._times[cut:], self._snaps[cut:]
         totals, raw = self._totals, self._raw
