@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from nexus_ml.ml import predictor as predictor_module
 from nexus_ml.ml.datasets import Dataset
-from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.predictor import Predictor, _headroom, compile_predictor
 from nexus_ml.ml.training import TrainResult
 
 TOLERANCE = 1e-9
@@ -133,3 +136,67 @@ def test_predictor_that_disagrees_with_its_pipeline_falls_back(
             return super()._probe_rows()
 
     assert Sabotaged(pipeline).kind == "fallback"
+
+
+def test_the_self_check_trusts_a_difference_exactly_at_its_tolerance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled maths is trusted iff every probe is within the tolerance, the limit
+    included: set the tolerance to the largest difference the probes show, then one below."""
+    X, y = load_iris(return_X_y=True)
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    pipeline.fit(X, y == 0)
+    compiled = Predictor(pipeline)
+    assert compiled.kind == "binary"
+    probes = compiled._probe_rows()
+    largest = float(np.abs(compiled.predict_batch(probes) - pipeline.predict_proba(probes)).max())
+    monkeypatch.setattr(predictor_module, "_SELF_CHECK_TOLERANCE", largest)
+    assert Predictor(pipeline).kind == "binary"
+    monkeypatch.setattr(predictor_module, "_SELF_CHECK_TOLERANCE", np.nextafter(largest, -1.0))
+    assert Predictor(pipeline).kind == "fallback"
+
+
+class _ThreadRecorder(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A final step that records the thread pools it is called under."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _ThreadRecorder:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        self.seen_: list[dict[str, int]] = []
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self.seen_.append({i["user_api"]: i["num_threads"] for i in threadpool_info()})
+        return np.tile([0.25, 0.75], (len(X), 1))
+
+
+def test_the_general_path_runs_on_one_openmp_thread_and_leaves_blas_alone() -> None:
+    """One OpenMP thread per call (a thread team per request spins against the other workers);
+    BLAS keeps whatever the process set."""
+    recorder = _ThreadRecorder()
+    pipeline = Pipeline([("c", recorder)]).fit(np.zeros((4, 2)), ["a", "b", "a", "b"])
+    predictor = Predictor(pipeline)
+    assert predictor.kind == "fallback"
+    with threadpool_limits(limits=2):
+        outside = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+        if outside.get("openmp") != 2:
+            pytest.skip("no OpenMP runtime loaded in this process")
+        predictor.predict_batch(np.zeros((1, 2)))
+        predictor.predict_one(np.zeros(2))
+    assert recorder.seen_ == [{**outside, "openmp": 1}] * 2
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], 16.0),  # column L1 4: 2 * 4 = 8 < 16
+        ([[3.0], [0.0]], 8.0),  # 2 * 3 = 6 < 8
+        ([[-0.05], [0.05]], 1.0),  # small weights need no headroom: k >= 0
+        ([[0.5, -3.0], [0.5, 0.0]], 8.0),  # the largest column, not the sum of all
+        (np.zeros((3, 0)), 1.0),  # no weights at all
+    ],
+)
+def test_the_headroom_is_the_least_power_of_two_above_twice_the_largest_column_l1(
+    columns: list[list[float]], expected: float
+) -> None:
+    assert _headroom(np.asarray(columns, dtype=np.float64)) == expected
