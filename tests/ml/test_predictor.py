@@ -200,3 +200,31 @@ def test_the_headroom_is_the_least_power_of_two_above_twice_the_largest_column_l
     columns: list[list[float]], expected: float
 ) -> None:
     assert _headroom(np.asarray(columns, dtype=np.float64)) == expected
+
+
+def test_the_self_check_probes_around_the_training_data_in_its_own_units() -> None:
+    """Data far from the origin and narrow: a wrong bias shows only near the data (far from it
+    every probability is 0 or 1 whatever the bias), so that is where the probes must be."""
+    rng = np.random.default_rng(3)
+    X = 1e4 + rng.normal(size=(300, 3)) * 1e-3
+    y = (X[:, 0] - 1e4) + 0.5e-3 * rng.normal(size=300) > 0
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression())]).fit(X, y)
+    assert Predictor(pipeline).kind == "binary"
+
+    class WrongBias(Predictor):
+        def _agrees_with_pipeline(self) -> bool:
+            self._b += 1.0  # one logit off: as wrong as a bad fold would be
+            return super()._agrees_with_pipeline()
+
+    assert WrongBias(pipeline).kind == "fallback"
+
+
+def test_without_a_schema_a_pipeline_fitted_on_a_frame_keeps_its_column_names() -> None:
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    pipeline = Pipeline([("s", MinMaxScaler()), ("c", GaussianNB())]).fit(X, y)
+    predictor = Predictor(pipeline)
+    assert [f.name for f in predictor.schema.features] == list(X.columns)
+    # Warnings are errors here: a frame with other column names would make scikit-learn warn.
+    np.testing.assert_allclose(
+        predictor.predict_batch(X.to_numpy()), pipeline.predict_proba(X), rtol=0, atol=1e-12
+    )
