@@ -228,3 +228,17 @@ def test_without_a_schema_a_pipeline_fitted_on_a_frame_keeps_its_column_names() 
     np.testing.assert_allclose(
         predictor.predict_batch(X.to_numpy()), pipeline.predict_proba(X), rtol=0, atol=1e-12
     )
+
+
+def test_the_general_path_answers_float64_whatever_the_final_step_computes_in() -> None:
+    """A final step answering in float32 would reach the stored and shown probabilities as
+    0.10000000149011612 instead of 0.1."""
+
+    class Float32Answers(_ThreadRecorder):
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            return np.tile(np.array([0.9, 0.1], dtype=np.float32), (len(X), 1))
+
+    pipeline = Pipeline([("c", Float32Answers())]).fit(np.zeros((4, 2)), ["a", "b", "a", "b"])
+    index, proba = Predictor(pipeline).predict_one(np.zeros(2))
+    assert index == 0 and proba.dtype == np.float64
+    assert Predictor(pipeline).predict_batch(np.zeros((3, 2))).dtype == np.float64
