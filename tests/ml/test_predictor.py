@@ -242,3 +242,16 @@ def test_the_general_path_answers_float64_whatever_the_final_step_computes_in() 
     index, proba = Predictor(pipeline).predict_one(np.zeros(2))
     assert index == 0 and proba.dtype == np.float64
     assert Predictor(pipeline).predict_batch(np.zeros((3, 2))).dtype == np.float64
+
+
+def test_one_row_of_a_multinomial_model_answers_the_bits_of_a_one_row_batch() -> None:
+    """predict_one on the compiled multinomial path is the batch arithmetic on one row: the same
+    bits, not the pipeline's answer within the 1e-9 the self-check allows."""
+    X, y = load_iris(return_X_y=True)
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    predictor = Predictor(pipeline.fit(X, y))
+    assert predictor.kind == "multinomial"
+    for row in random_rows(X, 200, seed=5):
+        index, proba = predictor.predict_one(row)
+        indices, batch = predictor.predict_batch_indices(row[np.newaxis, :])
+        assert index == indices[0] and proba.tobytes() == batch[0].tobytes()
