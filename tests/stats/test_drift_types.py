@@ -263,3 +263,18 @@ def test_continuous_columns_keep_their_decile_edges() -> None:
     s = np.sort(x)
     at = np.floor(np.linspace(0.1, 0.9, 9) * (x.size - 1)).astype(int)
     np.testing.assert_allclose(edges, 0.5 * (s[at] + s[at + 1]), rtol=1e-6)
+
+
+def test_raw_reference_rows_fit_categories_as_their_profile_does(detector: DriftDetector) -> None:
+    """`fit` on raw rows (categories as text, None missing) learns the categories, their counts
+    and the missing rate that `build_profile` stores for the same rows: both score a window of
+    categories identically."""
+    table = np.empty((5_000, len(CATEGORICAL)), dtype=object)
+    for j, f in enumerate(CATEGORICAL):
+        table[:, j] = [None if isinstance(v, float) and v != v else v for v in REFERENCE[f][:5_000]]
+    assert any(v is None for v in table[:, CATEGORICAL.index("cat_missing")])
+    raw = DriftDetector().fit(table, CATEGORICAL, categorical=CATEGORICAL)
+    stored = DriftDetector.from_profile(build_profile(table, CATEGORICAL, categorical=CATEGORICAL))
+    assert raw.categories_ == stored.categories_ and raw.missing_ == stored.missing_
+    window = draw(1_000, seed=9)
+    assert raw.score(window).to_dict() == stored.score(window).to_dict()
