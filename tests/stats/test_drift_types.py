@@ -278,3 +278,55 @@ def test_raw_reference_rows_fit_categories_as_their_profile_does(detector: Drift
     assert raw.categories_ == stored.categories_ and raw.missing_ == stored.missing_
     window = draw(1_000, seed=9)
     assert raw.score(window).to_dict() == stored.score(window).to_dict()
+
+
+def test_a_decided_window_states_its_rule_with_the_correction_used() -> None:
+    rng = np.random.default_rng(1)
+    names = ["x", "y"]
+    ref = rng.normal(size=(1_000, 2))
+    for kwargs, word in (({}, "bh"), ({"correction": "bonferroni"}, "bonferroni")):
+        detector = DriftDetector(**kwargs).fit(ref, names)
+        reason = detector.score(rng.normal(size=(300, 2)), names).reason
+        assert reason == (
+            "drifted iff psi (numeric) / l1 (categorical) or the missing-rate change > 0.1 "
+            f"and {word}-adjusted p < 0.05"
+        )
+
+
+def test_the_decision_method_is_computed_first_whatever_methods_are_asked_for() -> None:
+    detector = DriftDetector(methods={"numeric": ["ks", "wasserstein"], "categorical": []})
+    assert detector.methods == {"numeric": ["psi", "ks", "wasserstein"], "categorical": ["l1"]}
+
+
+def test_a_profile_feature_never_observed_is_left_out_and_the_rest_scored() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(1_000, 2))
+    ref[:, 0] = np.nan  # "never" is missing in every training row
+    profile = build_profile(ref, ["never", "x"])
+    assert not profile["features"]["never"]["quantiles"]
+    detector = DriftDetector.from_profile(profile)
+    assert list(detector.features_) == ["x"]
+    assert list(detector.score(rng.normal(size=(300, 2)), ["never", "x"]).features) == ["x"]
+
+
+def test_a_profile_stored_without_missing_counts_reads_as_nothing_missing() -> None:
+    rng = np.random.default_rng(3)
+    profile = build_profile(rng.normal(size=(500, 1)), ["x"])
+    del profile["features"]["x"]["n_missing"]  # profiles written before the missing rate
+    assert DriftDetector.from_profile(profile).missing_ == {"x": (500, 0)}
+
+
+def test_categories_coded_as_numbers_are_values_and_nan_among_them_is_missing() -> None:
+    ref = np.array([[1.0], [2.0], [float("nan")], [2.0]] * 100, dtype=object)
+    detector = DriftDetector().fit(ref, ["code"], categorical=["code"])
+    assert detector.categories_ == {"code": {"1.0": 0, "2.0": 1}}
+    assert detector.missing_ == {"code": (300, 100)}
+
+
+def test_every_unseen_category_counts_in_the_window() -> None:
+    ref = np.array([["a"], ["b"]] * 200, dtype=object)
+    detector = DriftDetector().fit(ref, ["site"], categorical=["site"])
+    window = np.array([["a"], ["new-1"], ["new-2"], ["b"]] * 60, dtype=object)
+    for column in (window, window.astype(str)):  # mixed objects and plain strings
+        report = detector.score(column, ["site"])
+        assert report.features["site"].n == 240
