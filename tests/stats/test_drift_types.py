@@ -330,3 +330,19 @@ def test_every_unseen_category_counts_in_the_window() -> None:
     for column in (window, window.astype(str)):  # mixed objects and plain strings
         report = detector.score(column, ["site"])
         assert report.features["site"].n == 240
+
+
+def test_a_numeric_feature_takes_numbers_only_and_reads_text_arrays_as_numbers() -> None:
+    """In rows as stored (objects), a bool or a string in a numeric feature is missing, not a
+    number; a window given whole as a NumPy text array is parsed as the numbers it spells."""
+    rng = np.random.default_rng(4)
+    numbers = rng.normal(size=400)
+    ref = np.array([[v] for v in numbers], dtype=object)
+    ref[:100:10, 0] = True
+    ref[1:100:10, 0] = "12.5"
+    ref[2:100:10, 0] = None
+    detector = DriftDetector().fit(ref, ["x"])
+    assert detector.missing_ == {"x": (370, 30)}
+    window = rng.normal(size=(300, 1))
+    as_text = detector.score(window.astype(str), ["x"]).to_dict()
+    assert as_text == detector.score(window, ["x"]).to_dict()
