@@ -346,3 +346,10 @@ def test_a_numeric_feature_takes_numbers_only_and_reads_text_arrays_as_numbers()
     window = rng.normal(size=(300, 1))
     as_text = detector.score(window.astype(str), ["x"]).to_dict()
     assert as_text == detector.score(window, ["x"]).to_dict()
+
+
+def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report() -> None:
+    ref = np.full((500, 1), np.nan)
+    detector = DriftDetector.from_profile(build_profile(ref, ["never"]))
+    report = detector.score(np.ones((300, 1)), ["never"])
+    assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
