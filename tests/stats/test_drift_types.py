@@ -353,3 +353,31 @@ def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report(
     detector = DriftDetector.from_profile(build_profile(ref, ["never"]))
     report = detector.score(np.ones((300, 1)), ["never"])
     assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
+
+
+def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing_value() -> None:
+    rng = np.random.default_rng(6)
+    detector = DriftDetector().fit(rng.normal(size=(1_000, 1)), ["x"])  # nothing missing
+    half_missing = rng.normal(size=(200, 1))
+    half_missing[:100] = np.nan
+    at_limit = detector.score(half_missing, ["x"]).features["x"]
+    assert at_limit.missing_drifted and at_limit.drifted  # exactly min_window rows: decided
+    below = detector.score(half_missing[:199], ["x"]).features["x"]
+    assert not below.missing_drifted and below.missing_adjusted_pvalue == 1.0
+    one_missing = rng.normal(size=(300, 1))
+    one_missing[0] = np.nan
+    assert detector.score(one_missing, ["x"]).features["x"].missing_adjusted_pvalue < 1.0
+    none_missing = detector.score(rng.normal(size=(300, 1)), ["x"]).features["x"]
+    assert none_missing.missing_adjusted_pvalue == 1.0  # no test taken: nothing to compare
+
+
+def test_bonferroni_multiplies_each_p_value_by_the_number_of_tests_taken() -> None:
+    rng = np.random.default_rng(7)
+    names = ["a", "b", "c"]
+    detector = DriftDetector(correction="bonferroni").fit(rng.normal(size=(1_000, 3)), names)
+    window = rng.normal(size=(300, 3))
+    window[:, 0] += 0.3
+    report = detector.score(window, names)
+    for f in report.features.values():  # three distribution tests, no missing-rate test
+        assert f.adjusted_pvalue == min(1.0, f.pvalue * 3)
+    assert report.features["a"].adjusted_pvalue < 1.0
