@@ -381,3 +381,41 @@ def test_bonferroni_multiplies_each_p_value_by_the_number_of_tests_taken() -> No
     for f in report.features.values():  # three distribution tests, no missing-rate test
         assert f.adjusted_pvalue == min(1.0, f.pvalue * 3)
     assert report.features["a"].adjusted_pvalue < 1.0
+
+
+def test_drift_needs_the_statistic_past_its_threshold_and_the_p_value_below_alpha() -> None:
+    """A statistic exactly at the threshold, or an adjusted p-value exactly at alpha, is no
+    drift; one float past either limit is (the other being met)."""
+    rng = np.random.default_rng(8)
+    ref = rng.normal(size=(1_000, 1))
+    window = rng.normal(size=(300, 1)) + 0.5
+    first = DriftDetector().fit(ref, ["x"]).score(window, ["x"]).features["x"]
+    stat, adj = first.statistic, first.adjusted_pvalue
+    assert first.drifted and stat > 0.1 and adj < 0.05
+
+    def drifted(**limits: float) -> bool:
+        return DriftDetector(**limits).fit(ref, ["x"]).score(window, ["x"]).features["x"].drifted
+
+    assert not drifted(threshold=stat)
+    assert drifted(threshold=float(np.nextafter(stat, 0.0)))
+    assert not drifted(alpha=adj)
+    assert drifted(alpha=float(np.nextafter(adj, 1.0)))
+
+
+def test_a_missing_rate_change_needs_the_same_two_limits_passed() -> None:
+    rng = np.random.default_rng(9)
+    ref = rng.normal(size=(1_000, 1))
+    window = rng.normal(size=(300, 1))
+    window[:90] = np.nan  # 30 % missing against none
+    first = DriftDetector().fit(ref, ["x"]).score(window, ["x"]).features["x"]
+    stat, adj = first.scores["missing"], first.missing_adjusted_pvalue
+    assert first.missing_drifted and stat > 0.1 and adj < 0.05
+
+    def missing_drifted(**limits: float) -> bool:
+        report = DriftDetector(**limits).fit(ref, ["x"]).score(window, ["x"])
+        return report.features["x"].missing_drifted
+
+    assert not missing_drifted(threshold=stat)
+    assert missing_drifted(threshold=float(np.nextafter(stat, 0.0)))
+    assert not missing_drifted(alpha=adj)
+    assert missing_drifted(alpha=float(np.nextafter(adj, 1.0)))
