@@ -353,6 +353,7 @@ def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report(
     detector = DriftDetector.from_profile(build_profile(ref, ["never"]))
     report = detector.score(np.ones((300, 1)), ["never"])
     assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
+    assert not report.decided  # 300 rows, but no test was taken
 
 
 def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing_value() -> None:
@@ -362,7 +363,11 @@ def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing
     half_missing[:100] = np.nan
     at_limit = detector.score(half_missing, ["x"]).features["x"]
     assert at_limit.missing_drifted and at_limit.drifted  # exactly min_window rows: decided
-    below = detector.score(half_missing[:199], ["x"]).features["x"]
+    below_report = detector.score(half_missing[:199], ["x"])
+    assert not below_report.decided and below_report.reason == (
+        "window of 199 rows is below min_window=200: scores shown, no drift decision taken"
+    )
+    below = below_report.features["x"]
     assert not below.missing_drifted and below.missing_adjusted_pvalue == 1.0
     one_missing = rng.normal(size=(300, 1))
     one_missing[0] = np.nan
