@@ -55,8 +55,9 @@ def assert_refused(predictor: Predictor, X: np.ndarray, bad_row: int | None) -> 
     with pytest.raises(NotEvaluable):
         predictor.predict_batch(X)
     if bad_row is not None:
-        with pytest.raises(NotEvaluable):
+        with pytest.raises(NotEvaluable) as one:
             predictor.predict_one(X[bad_row])
+        assert one.value.row == 0  # the one row there is
     # The message names no value.
     assert "e+308" not in str(batch.value) and "inf" not in str(batch.value).lower()
 

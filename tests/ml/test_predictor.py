@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from nexus_ml.ml import predictor as predictor_module
 from nexus_ml.ml.datasets import Dataset
-from nexus_ml.ml.predictor import Predictor, compile_predictor
+from nexus_ml.ml.predictor import Predictor, _headroom, compile_predictor
 from nexus_ml.ml.training import TrainResult
 
 TOLERANCE = 1e-9
@@ -133,3 +136,122 @@ def test_predictor_that_disagrees_with_its_pipeline_falls_back(
             return super()._probe_rows()
 
     assert Sabotaged(pipeline).kind == "fallback"
+
+
+def test_the_self_check_trusts_a_difference_exactly_at_its_tolerance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled maths is trusted iff every probe is within the tolerance, the limit
+    included: set the tolerance to the largest difference the probes show, then one below."""
+    X, y = load_iris(return_X_y=True)
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    pipeline.fit(X, y == 0)
+    compiled = Predictor(pipeline)
+    assert compiled.kind == "binary"
+    probes = compiled._probe_rows()
+    largest = float(np.abs(compiled.predict_batch(probes) - pipeline.predict_proba(probes)).max())
+    monkeypatch.setattr(predictor_module, "_SELF_CHECK_TOLERANCE", largest)
+    assert Predictor(pipeline).kind == "binary"
+    monkeypatch.setattr(predictor_module, "_SELF_CHECK_TOLERANCE", np.nextafter(largest, -1.0))
+    assert Predictor(pipeline).kind == "fallback"
+
+
+class _ThreadRecorder(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A final step that records the thread pools it is called under."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _ThreadRecorder:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        self.seen_: list[dict[str, int]] = []
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self.seen_.append({i["user_api"]: i["num_threads"] for i in threadpool_info()})
+        return np.tile([0.25, 0.75], (len(X), 1))
+
+
+def test_the_general_path_runs_on_one_openmp_thread_and_leaves_blas_alone() -> None:
+    """One OpenMP thread per call (a thread team per request spins against the other workers);
+    BLAS keeps whatever the process set."""
+    recorder = _ThreadRecorder()
+    pipeline = Pipeline([("c", recorder)]).fit(np.zeros((4, 2)), ["a", "b", "a", "b"])
+    predictor = Predictor(pipeline)
+    assert predictor.kind == "fallback"
+    with threadpool_limits(limits=2):
+        outside = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+        if outside.get("openmp") != 2:
+            pytest.skip("no OpenMP runtime loaded in this process")
+        predictor.predict_batch(np.zeros((1, 2)))
+        predictor.predict_one(np.zeros(2))
+    assert recorder.seen_ == [{**outside, "openmp": 1}] * 2
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], 16.0),  # column L1 4: 2 * 4 = 8 < 16
+        ([[3.0], [0.0]], 8.0),  # 2 * 3 = 6 < 8
+        ([[-0.05], [0.05]], 1.0),  # small weights need no headroom: k >= 0
+        ([[0.5, -3.0], [0.5, 0.0]], 8.0),  # the largest column, not the sum of all
+        (np.zeros((3, 0)), 1.0),  # no weights at all
+    ],
+)
+def test_the_headroom_is_the_least_power_of_two_above_twice_the_largest_column_l1(
+    columns: list[list[float]], expected: float
+) -> None:
+    assert _headroom(np.asarray(columns, dtype=np.float64)) == expected
+
+
+def test_the_self_check_probes_around_the_training_data_in_its_own_units() -> None:
+    """Data far from the origin and narrow: a wrong bias shows only near the data (far from it
+    every probability is 0 or 1 whatever the bias), so that is where the probes must be."""
+    rng = np.random.default_rng(3)
+    X = 1e4 + rng.normal(size=(300, 3)) * 1e-3
+    y = (X[:, 0] - 1e4) + 0.5e-3 * rng.normal(size=300) > 0
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression())]).fit(X, y)
+    assert Predictor(pipeline).kind == "binary"
+
+    class WrongBias(Predictor):
+        def _agrees_with_pipeline(self) -> bool:
+            self._b += 1.0  # one logit off: as wrong as a bad fold would be
+            return super()._agrees_with_pipeline()
+
+    assert WrongBias(pipeline).kind == "fallback"
+
+
+def test_without_a_schema_a_pipeline_fitted_on_a_frame_keeps_its_column_names() -> None:
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    pipeline = Pipeline([("s", MinMaxScaler()), ("c", GaussianNB())]).fit(X, y)
+    predictor = Predictor(pipeline)
+    assert [f.name for f in predictor.schema.features] == list(X.columns)
+    # Warnings are errors here: a frame with other column names would make scikit-learn warn.
+    np.testing.assert_allclose(
+        predictor.predict_batch(X.to_numpy()), pipeline.predict_proba(X), rtol=0, atol=1e-12
+    )
+
+
+def test_the_general_path_answers_float64_whatever_the_final_step_computes_in() -> None:
+    """A final step answering in float32 would reach the stored and shown probabilities as
+    0.10000000149011612 instead of 0.1."""
+
+    class Float32Answers(_ThreadRecorder):
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            return np.tile(np.array([0.9, 0.1], dtype=np.float32), (len(X), 1))
+
+    pipeline = Pipeline([("c", Float32Answers())]).fit(np.zeros((4, 2)), ["a", "b", "a", "b"])
+    index, proba = Predictor(pipeline).predict_one(np.zeros(2))
+    assert index == 0 and proba.dtype == np.float64
+    assert Predictor(pipeline).predict_batch(np.zeros((3, 2))).dtype == np.float64
+
+
+def test_one_row_of_a_multinomial_model_answers_the_bits_of_a_one_row_batch() -> None:
+    """predict_one on the compiled multinomial path is the batch arithmetic on one row: the same
+    bits, not the pipeline's answer within the 1e-9 the self-check allows."""
+    X, y = load_iris(return_X_y=True)
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    predictor = Predictor(pipeline.fit(X, y))
+    assert predictor.kind == "multinomial"
+    for row in random_rows(X, 200, seed=5):
+        index, proba = predictor.predict_one(row)
+        indices, batch = predictor.predict_batch_indices(row[np.newaxis, :])
+        assert index == indices[0] and proba.tobytes() == batch[0].tobytes()

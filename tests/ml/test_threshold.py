@@ -16,6 +16,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from nexus_ml.ml.bundle import load_bundle, save_bundle
 from nexus_ml.ml.predictor import Predictor, ThresholdPredictor, compile_predictor
+from nexus_ml.ml.schema import FeatureSchema
 from nexus_ml.ml.training import TrainResult
 
 pytestmark = pytest.mark.usefixtures("one_openmp_thread")
@@ -99,7 +100,19 @@ def test_without_a_threshold_the_plain_predictor_serves() -> None:
     [
         ({"positive_class": None, "threshold": 0.5}, "needs a positive class"),
         ({"positive_class": "ill", "threshold": 0.5}, "one of its classes"),
-        ({"positive_class": "sick", "threshold": 1.0}, "strictly between 0 and 1"),
+        (
+            {"positive_class": "ill", "threshold": 0.5},
+            "^a threshold needs a binary model and one of its classes$",
+        ),
+        (
+            {"positive_class": "sick", "threshold": 1.0},
+            "^a threshold must lie strictly between 0 and 1$",
+        ),
+        (
+            {"positive_class": "sick", "threshold": 0.0},
+            "^a threshold must lie strictly between 0 and 1$",
+        ),
+        ({"positive_class": "sick", "threshold": -0.0}, "strictly between 0 and 1"),
     ],
 )
 def test_a_threshold_needs_a_binary_class_and_a_probability(
@@ -136,3 +149,15 @@ def test_a_bundle_with_a_threshold_loads_a_threshold_predictor(
     predictor = load_bundle(model_path, "diagnostic", version).predictor
     assert isinstance(predictor, ThresholdPredictor)
     assert predictor.classes[predictor.positive] == "malignant" and predictor.threshold == 0.2
+
+
+@pytest.mark.parametrize("threshold", [5e-324, 0.5, float(np.nextafter(1.0, 0.0))])
+def test_a_threshold_just_inside_its_bounds_is_served_with_the_schema_it_was_given(
+    threshold: float,
+) -> None:
+    X, y = _data()
+    pipeline = PIPELINES["folded-logistic"][1]().fit(X, y)
+    schema = FeatureSchema.from_training(X, ["a", "b", "c"])
+    predictor = compile_predictor(pipeline, schema, positive_class="sick", threshold=threshold)
+    assert isinstance(predictor, ThresholdPredictor) and predictor.threshold == threshold
+    assert predictor.schema is schema

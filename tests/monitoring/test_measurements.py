@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from nexus_ml.monitoring.alerting import AlertEvaluator, DriftReading
@@ -72,6 +72,18 @@ def test_bucket_quantile_special_cases() -> None:
     assert bucket_quantile(0.5, [(0.1, 10.0), (0.5, 5.0), (1.0, 20.0), (INF, 20.0)]) == 0.1
 
 
+def test_bucket_quantile_at_the_ends_of_its_range_answers_as_prometheus() -> None:
+    # q = 0 is inside [0, 1]: the lowest bucket's lower bound, 0; -Inf is for q below 0.
+    assert bucket_quantile(0.0, BUCKETS) == 0.0
+    assert bucket_quantile(-1e-12, BUCKETS) == -INF
+    # A lowest bucket ending at 0 is its own answer, even empty.
+    assert bucket_quantile(0.0, [(0.0, 0.0), (1.0, 4.0), (INF, 4.0)]) == 0.0
+    # q = 0 over an empty lowest bucket above 0: PromQL computes 0/0 (NaN), never a crash.
+    assert bucket_quantile(0.0, [(0.5, 0.0), (1.0, 4.0), (INF, 4.0)]) is None
+    # One observation is a histogram: the median is halfway into its bucket.
+    assert bucket_quantile(0.5, [(0.1, 0.0), (0.5, 1.0), (INF, 1.0)]) == pytest.approx(0.3)
+
+
 def test_latency_p95_matches_numpy_within_a_bucket() -> None:
     m, h = _fresh()
     rng = np.random.default_rng(7)
@@ -114,6 +126,23 @@ def test_median_confidence_uses_15_minutes_and_none_without_observations() -> No
     _snap(h, m, T0 + 700)
     got = h.measurements([M], T0 + 700).median_confidence[M]
     assert got == pytest.approx(0.6 + 0.05 * 0.5)  # rank 5 of 10 in (0.6, 0.65]
+
+
+def test_median_confidence_window_is_exactly_15_minutes_left_open() -> None:
+    m, h = _fresh()
+    conf = m.model_confidence_score.labels(M)
+    _snap(h, m, T0)
+    for _ in range(10):
+        conf.observe(0.32)  # (0.3, 0.35]: between T0 and T0 + 1
+    _snap(h, m, T0 + 1)
+    for _ in range(10):
+        conf.observe(0.62)  # (0.6, 0.65]
+    _snap(h, m, T0 + 899)
+    _snap(h, m, T0 + 900)
+    # (T0 - 1, T0 + 899]: T0 is in, all twenty count; rank 10 is the last 0.32's bucket's top.
+    assert h.measurements([M], T0 + 899).median_confidence[M] == pytest.approx(0.35)
+    # (T0, T0 + 900]: T0 is out, so only the ten 0.62 are in the window.
+    assert h.measurements([M], T0 + 900).median_confidence[M] == pytest.approx(0.625)
 
 
 # -- rates, ratios, resets -----------------------------------------------------------------
@@ -191,6 +220,91 @@ def test_vanished_series_adds_nothing_and_its_return_is_judged_like_prometheus()
     _requests(m, "500", 4)  # back at 4 < 10: a reset, so all 4 count
     _snap(h, m, T0 + 30)
     assert h.measurements([], T0 + 30).error_rate == pytest.approx(4 / 30)
+
+
+def test_a_query_at_an_earlier_instant_sees_only_the_series_of_that_instant() -> None:
+    m, h = _fresh()
+    _requests(m, "200", 10)
+    _snap(h, m, T0)
+    _requests(m, "200", 20)
+    _snap(h, m, T0 + 30)
+    m.model_accuracy.labels(M).set(0.8)  # the first series born after T0 + 30: a gauge
+    _snap(h, m, T0 + 60)
+    _requests(m, "500", 5)  # the first series born after T0 + 60: a counter
+    _snap(h, m, T0 + 90)
+    earlier = h.measurements([], T0 + 30)
+    assert earlier.request_rate == pytest.approx(20 / 30)
+    assert earlier.error_ratio == 0.0 and earlier.accuracy == {}
+    middle = h.measurements([], T0 + 60)
+    assert middle.request_rate == pytest.approx(20 / 60)
+    assert middle.error_ratio == 0.0 and middle.accuracy == {M: 0.8}
+    assert h.measurements([], T0 + 90).error_ratio == pytest.approx(5 / 25)
+
+
+def _family(name: str, kind: str, samples: list[tuple[str, dict[str, str], float]]) -> Metric:
+    family = Metric(name, "written by the test", kind)
+    for sample, labels, value in samples:
+        family.add_sample(sample, labels, value)
+    return family
+
+
+def test_a_missing_label_reads_as_empty_as_in_promql() -> None:
+    """A series without a label has it empty in PromQL: `status=~"5.."` does not match it, and
+    `sum by (model)` groups it under `model=""` (a collector other than ours may omit one)."""
+    h = MetricHistory()
+    for t, n in ((0, 0.0), (60, 6.0)):
+        requests = [
+            ("ml_api_requests_total", {"method": "POST"}, 4 * n),
+            ("ml_api_requests_total", {"method": "POST", "status": "500"}, n),
+        ]
+        runs = [("ml_model_training_runs_total", {"outcome": "failure"}, n)]
+        h.record(
+            [
+                _family("ml_api_requests", "counter", requests),
+                _family("ml_model_training_runs", "counter", runs),
+            ],
+            T0 + t,
+        )
+    got = h.measurements([], T0 + 60)
+    assert got.request_rate == pytest.approx(30 / 60)
+    assert got.error_rate == pytest.approx(6 / 60)
+    assert got.training_failures == {"": 6.0}
+
+
+def test_only_ml_families_are_kept_wherever_they_come_in_the_collection() -> None:
+    h = MetricHistory()
+    for t, n in ((0, 0.0), (60, 6.0)):
+        other = _family("process_cpu_seconds", "counter", [("process_cpu_seconds_total", {}, n)])
+        mine = [("ml_api_requests_total", {"status": "500"}, n)]
+        h.record([other, _family("ml_api_requests", "counter", mine)], T0 + t)
+    assert h.measurements([], T0 + 60).error_rate == pytest.approx(6 / 60)
+
+
+def test_one_series_whose_labels_two_collectors_list_in_different_orders_is_one_series() -> None:
+    h = MetricHistory()
+    for t, n, labels in (
+        (0, 0.0, {"method": "POST", "status": "500"}),
+        (60, 6.0, {"status": "500", "method": "POST"}),  # e.g. a MultiProcessCollector's order
+        (120, 9.0, {"method": "POST", "status": "500"}),
+    ):
+        h.record(
+            [_family("ml_api_requests", "counter", [("ml_api_requests_total", labels, n)])], T0 + t
+        )
+    assert h.measurements([], T0 + 60).error_rate == pytest.approx(6 / 60)
+    assert h.measurements([], T0 + 120).error_rate == pytest.approx(9 / 120)
+
+
+def test_a_second_snapshot_at_the_same_instant_replaces_the_first() -> None:
+    m, h = _fresh()
+    _requests(m, "200", 5)
+    _snap(h, m, T0)
+    _requests(m, "200", 5)
+    _snap(h, m, T0)  # one sample per instant, never a window without time in it
+    got = h.measurements([M], T0)
+    assert got.request_rate is None and got.prediction_rate is None
+    _requests(m, "200", 30)
+    _snap(h, m, T0 + 30)
+    assert h.measurements([M], T0 + 30).request_rate == pytest.approx(1.0)  # from the 10
 
 
 def test_nothing_measured_until_two_snapshots() -> None:
@@ -303,8 +417,20 @@ def test_gauges_max_lookback_and_drift() -> None:
         (M, "age"): DriftReading(score=0.3, detected=True),
         (M, "bmi"): DriftReading(score=0.05, detected=False),
     }
-    stale = h.measurements([M], T0 + LOOKBACK_SECONDS + 1)
+    # The lookback is closed, as in Prometheus 2: a sample exactly 5 minutes old is read.
+    at_limit = h.measurements([M], T0 + LOOKBACK_SECONDS)
+    assert at_limit.cpu_percent == 42.0 and at_limit.accuracy == {M: 0.8}
+    stale = h.measurements([M], T0 + LOOKBACK_SECONDS + 1e-6)
     assert stale.cpu_percent is None and stale.accuracy == {}
+
+
+def test_a_gauge_is_the_max_over_its_children_in_any_order() -> None:
+    m, h = _fresh()
+    m.model_holdout_accuracy.labels(M, "2").set(0.9)  # collected first
+    m.model_holdout_accuracy.labels(M, "3").set(0.7)
+    m.model_holdout_accuracy.labels("other", "1").set(0.6)
+    _snap(h, m, T0)
+    assert h.measurements([M], T0).holdout_accuracy == {M: 0.9, "other": 0.6}
 
 
 def _clinical_registry() -> tuple[CollectorRegistry, dict[str, Gauge]]:
@@ -393,11 +519,20 @@ def test_old_snapshots_are_dropped_and_a_clock_step_back_is_survived() -> None:
     assert h.measurements([], T0 + 120).request_rate == pytest.approx(5 / 30)
 
 
+def test_a_clock_step_back_drops_only_the_snapshots_from_the_future() -> None:
+    m, h = _fresh()
+    for t in (0, 30, 60):
+        _requests(m, "200", 10)
+        _snap(h, m, T0 + t)
+    _snap(h, m, T0 + 45)  # the snapshot at 60 goes; those at 0 and 30 stay
+    assert h.measurements([], T0 + 45).request_rate == pytest.approx(20 / 45)
+
+
 def test_multiprocess_collector_snapshots(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys
-        from prometheus_client import CollectorRegistry, Gauge
+        from prometheus_client import CollectorRegistry, Gauge, Metric
         from nexus_ml.monitoring.metrics import build_metrics
         m = build_metrics(CollectorRegistry())
         n = int(sys.argv[1])

@@ -9,7 +9,13 @@ import pytest
 from scipy.stats import binom, false_discovery_control
 
 from nexus_ml.ml.profile import build_profile
-from nexus_ml.stats.drift import DriftDetector, adjust_pvalues
+from nexus_ml.stats.drift import (
+    DECISION_METHOD,
+    DriftDetector,
+    DriftReport,
+    FeatureDrift,
+    adjust_pvalues,
+)
 
 D = 30
 NAMES = [f"f{i}" for i in range(D)]
@@ -227,3 +233,93 @@ def test_undrifted_small_windows_raise_a_false_alarm_in_at_most_alpha_of_them(
         window = np.random.default_rng(10_000 + seed).normal(size=(200, D))
         alarms += bool(detector.score(window, NAMES).drifted_features)
     assert alarms <= bound
+
+
+def test_the_report_json_form_names_every_field_and_writes_nan_as_null() -> None:
+    """The form the service stores and the API returns: every field under its own name, each
+    NaN (a score over too few values, a test not run) as null, so strict JSON can carry it."""
+    nan = float("nan")
+    age = FeatureDrift(
+        scores={"psi": 0.31, "ks": nan},
+        pvalues={"ks": 0.002, "chi2": nan},
+        statistic=0.31,
+        pvalue=0.002,
+        adjusted_pvalue=0.004,
+        n=180,
+        drifted=True,
+        method="psi",
+        distribution_drifted=True,
+        missing_share=0.1,
+        reference_missing_share=0.05,
+        missing_adjusted_pvalue=0.5,
+        missing_drifted=False,
+        decided=True,
+    )
+    bmi = FeatureDrift(
+        scores={"psi": nan},
+        pvalues={},
+        statistic=nan,
+        pvalue=nan,
+        adjusted_pvalue=nan,
+        n=3,
+        drifted=False,
+        missing_adjusted_pvalue=nan,
+        decided=False,
+    )
+    report = DriftReport(
+        window_size=200,
+        decided=True,
+        reason="ok",
+        threshold=0.2,
+        alpha=0.05,
+        features={"age": age, "bmi": bmi},
+    )
+    form = report.to_dict()
+    assert form == {
+        "window_size": 200,
+        "decided": True,
+        "reason": "ok",
+        "threshold": 0.2,
+        "alpha": 0.05,
+        "share_drifted": 0.5,
+        "drifted_features": ["age"],
+        "features": {
+            "age": {
+                "scores": {"psi": 0.31, "ks": None},
+                "pvalues": {"ks": 0.002, "chi2": None},
+                "statistic": 0.31,
+                "pvalue": 0.002,
+                "adjusted_pvalue": 0.004,
+                "n": 180,
+                "drifted": True,
+                "decided": True,
+                "method": "psi",
+                "distribution_drifted": True,
+                "missing": {
+                    "share": 0.1,
+                    "reference_share": 0.05,
+                    "adjusted_pvalue": 0.5,
+                    "drifted": False,
+                },
+            },
+            "bmi": {
+                "scores": {"psi": None},
+                "pvalues": {},
+                "statistic": None,
+                "pvalue": None,
+                "adjusted_pvalue": None,
+                "n": 3,
+                "drifted": False,
+                "decided": False,
+                "method": DECISION_METHOD,
+                "distribution_drifted": False,
+                "missing": {
+                    "share": 0.0,
+                    "reference_share": 0.0,
+                    "adjusted_pvalue": None,
+                    "drifted": False,
+                },
+            },
+        },
+    }
+    assert json.loads(json.dumps(form, allow_nan=False)) == form

@@ -263,3 +263,164 @@ def test_continuous_columns_keep_their_decile_edges() -> None:
     s = np.sort(x)
     at = np.floor(np.linspace(0.1, 0.9, 9) * (x.size - 1)).astype(int)
     np.testing.assert_allclose(edges, 0.5 * (s[at] + s[at + 1]), rtol=1e-6)
+
+
+def test_raw_reference_rows_fit_categories_as_their_profile_does(detector: DriftDetector) -> None:
+    """`fit` on raw rows (categories as text, None missing) learns the categories, their counts
+    and the missing rate that `build_profile` stores for the same rows: both score a window of
+    categories identically."""
+    table = np.empty((5_000, len(CATEGORICAL)), dtype=object)
+    for j, f in enumerate(CATEGORICAL):
+        table[:, j] = [None if isinstance(v, float) and v != v else v for v in REFERENCE[f][:5_000]]
+    assert any(v is None for v in table[:, CATEGORICAL.index("cat_missing")])
+    raw = DriftDetector().fit(table, CATEGORICAL, categorical=CATEGORICAL)
+    stored = DriftDetector.from_profile(build_profile(table, CATEGORICAL, categorical=CATEGORICAL))
+    assert raw.categories_ == stored.categories_ and raw.missing_ == stored.missing_
+    window = draw(1_000, seed=9)
+    assert raw.score(window).to_dict() == stored.score(window).to_dict()
+
+
+def test_a_decided_window_states_its_rule_with_the_correction_used() -> None:
+    rng = np.random.default_rng(1)
+    names = ["x", "y"]
+    ref = rng.normal(size=(1_000, 2))
+    for kwargs, word in (({}, "bh"), ({"correction": "bonferroni"}, "bonferroni")):
+        detector = DriftDetector(**kwargs).fit(ref, names)
+        reason = detector.score(rng.normal(size=(300, 2)), names).reason
+        assert reason == (
+            "drifted iff psi (numeric) / l1 (categorical) or the missing-rate change > 0.1 "
+            f"and {word}-adjusted p < 0.05"
+        )
+
+
+def test_the_decision_method_is_computed_first_whatever_methods_are_asked_for() -> None:
+    detector = DriftDetector(methods={"numeric": ["ks", "wasserstein"], "categorical": []})
+    assert detector.methods == {"numeric": ["psi", "ks", "wasserstein"], "categorical": ["l1"]}
+
+
+def test_a_profile_feature_never_observed_is_left_out_and_the_rest_scored() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(1_000, 2))
+    ref[:, 0] = np.nan  # "never" is missing in every training row
+    profile = build_profile(ref, ["never", "x"])
+    assert not profile["features"]["never"]["quantiles"]
+    detector = DriftDetector.from_profile(profile)
+    assert list(detector.features_) == ["x"]
+    assert list(detector.score(rng.normal(size=(300, 2)), ["never", "x"]).features) == ["x"]
+
+
+def test_a_profile_stored_without_missing_counts_reads_as_nothing_missing() -> None:
+    rng = np.random.default_rng(3)
+    profile = build_profile(rng.normal(size=(500, 1)), ["x"])
+    del profile["features"]["x"]["n_missing"]  # profiles written before the missing rate
+    assert DriftDetector.from_profile(profile).missing_ == {"x": (500, 0)}
+
+
+def test_categories_coded_as_numbers_are_values_and_nan_among_them_is_missing() -> None:
+    ref = np.array([[1.0], [2.0], [float("nan")], [2.0]] * 100, dtype=object)
+    detector = DriftDetector().fit(ref, ["code"], categorical=["code"])
+    assert detector.categories_ == {"code": {"1.0": 0, "2.0": 1}}
+    assert detector.missing_ == {"code": (300, 100)}
+
+
+def test_every_unseen_category_counts_in_the_window() -> None:
+    ref = np.array([["a"], ["b"]] * 200, dtype=object)
+    detector = DriftDetector().fit(ref, ["site"], categorical=["site"])
+    window = np.array([["a"], ["new-1"], ["new-2"], ["b"]] * 60, dtype=object)
+    for column in (window, window.astype(str)):  # mixed objects and plain strings
+        report = detector.score(column, ["site"])
+        assert report.features["site"].n == 240
+
+
+def test_a_numeric_feature_takes_numbers_only_and_reads_text_arrays_as_numbers() -> None:
+    """In rows as stored (objects), a bool or a string in a numeric feature is missing, not a
+    number; a window given whole as a NumPy text array is parsed as the numbers it spells."""
+    rng = np.random.default_rng(4)
+    numbers = rng.normal(size=400)
+    ref = np.array([[v] for v in numbers], dtype=object)
+    ref[:100:10, 0] = True
+    ref[1:100:10, 0] = "12.5"
+    ref[2:100:10, 0] = None
+    detector = DriftDetector().fit(ref, ["x"])
+    assert detector.missing_ == {"x": (370, 30)}
+    window = rng.normal(size=(300, 1))
+    as_text = detector.score(window.astype(str), ["x"]).to_dict()
+    assert as_text == detector.score(window, ["x"]).to_dict()
+
+
+def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report() -> None:
+    ref = np.full((500, 1), np.nan)
+    detector = DriftDetector.from_profile(build_profile(ref, ["never"]))
+    report = detector.score(np.ones((300, 1)), ["never"])
+    assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
+    assert not report.decided  # 300 rows, but no test was taken
+
+
+def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing_value() -> None:
+    rng = np.random.default_rng(6)
+    detector = DriftDetector().fit(rng.normal(size=(1_000, 1)), ["x"])  # nothing missing
+    half_missing = rng.normal(size=(200, 1))
+    half_missing[:100] = np.nan
+    at_limit = detector.score(half_missing, ["x"]).features["x"]
+    assert at_limit.missing_drifted and at_limit.drifted  # exactly min_window rows: decided
+    below_report = detector.score(half_missing[:199], ["x"])
+    assert not below_report.decided and below_report.reason == (
+        "window of 199 rows is below min_window=200: scores shown, no drift decision taken"
+    )
+    below = below_report.features["x"]
+    assert not below.missing_drifted and below.missing_adjusted_pvalue == 1.0
+    one_missing = rng.normal(size=(300, 1))
+    one_missing[0] = np.nan
+    assert detector.score(one_missing, ["x"]).features["x"].missing_adjusted_pvalue < 1.0
+    none_missing = detector.score(rng.normal(size=(300, 1)), ["x"]).features["x"]
+    assert none_missing.missing_adjusted_pvalue == 1.0  # no test taken: nothing to compare
+
+
+def test_bonferroni_multiplies_each_p_value_by_the_number_of_tests_taken() -> None:
+    rng = np.random.default_rng(7)
+    names = ["a", "b", "c"]
+    detector = DriftDetector(correction="bonferroni").fit(rng.normal(size=(1_000, 3)), names)
+    window = rng.normal(size=(300, 3))
+    window[:, 0] += 0.3
+    report = detector.score(window, names)
+    for f in report.features.values():  # three distribution tests, no missing-rate test
+        assert f.adjusted_pvalue == min(1.0, f.pvalue * 3)
+    assert report.features["a"].adjusted_pvalue < 1.0
+
+
+def test_drift_needs_the_statistic_past_its_threshold_and_the_p_value_below_alpha() -> None:
+    """A statistic exactly at the threshold, or an adjusted p-value exactly at alpha, is no
+    drift; one float past either limit is (the other being met)."""
+    rng = np.random.default_rng(8)
+    ref = rng.normal(size=(1_000, 1))
+    window = rng.normal(size=(300, 1)) + 0.5
+    first = DriftDetector().fit(ref, ["x"]).score(window, ["x"]).features["x"]
+    stat, adj = first.statistic, first.adjusted_pvalue
+    assert first.drifted and stat > 0.1 and adj < 0.05
+
+    def drifted(**limits: float) -> bool:
+        return DriftDetector(**limits).fit(ref, ["x"]).score(window, ["x"]).features["x"].drifted
+
+    assert not drifted(threshold=stat)
+    assert drifted(threshold=float(np.nextafter(stat, 0.0)))
+    assert not drifted(alpha=adj)
+    assert drifted(alpha=float(np.nextafter(adj, 1.0)))
+
+
+def test_a_missing_rate_change_needs_the_same_two_limits_passed() -> None:
+    rng = np.random.default_rng(9)
+    ref = rng.normal(size=(1_000, 1))
+    window = rng.normal(size=(300, 1))
+    window[:90] = np.nan  # 30 % missing against none
+    first = DriftDetector().fit(ref, ["x"]).score(window, ["x"]).features["x"]
+    stat, adj = first.scores["missing"], first.missing_adjusted_pvalue
+    assert first.missing_drifted and stat > 0.1 and adj < 0.05
+
+    def missing_drifted(**limits: float) -> bool:
+        report = DriftDetector(**limits).fit(ref, ["x"]).score(window, ["x"])
+        return report.features["x"].missing_drifted
+
+    assert not missing_drifted(threshold=stat)
+    assert missing_drifted(threshold=float(np.nextafter(stat, 0.0)))
+    assert not missing_drifted(alpha=adj)
+    assert missing_drifted(alpha=float(np.nextafter(adj, 1.0)))

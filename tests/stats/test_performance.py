@@ -11,13 +11,19 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nexus_ml.ml.profile import confidence_profile
-from nexus_ml.stats.performance import ConfidenceEstimator, realised_accuracy
+from nexus_ml.stats.performance import (
+    AccuracyEstimate,
+    AccuracyResult,
+    ConfidenceEstimator,
+    realised_accuracy,
+)
 
 
 def test_realised_accuracy_counts_pairs() -> None:
     res = realised_accuracy(["a", "b", "a", "a"], ["a", "b", "b", "a"])
     assert res.accuracy == 0.75 and res.n == 4
-    assert realised_accuracy([], []).accuracy is None
+    # An empty window has no accuracy and counts no pair (the API and the gauges report n).
+    assert realised_accuracy([], []) == AccuracyResult(None, 0)
     with pytest.raises(ValueError, match="differ in shape"):
         realised_accuracy([1, 2], [1])
 
@@ -27,7 +33,27 @@ def test_estimate_and_standard_error_follow_the_bernoulli_model() -> None:
     assert est.accuracy == pytest.approx(0.75)
     assert est.stderr == pytest.approx(np.sqrt(0.09 + 0.16 + 0.21 + 0.24) / 4)
     assert est.n == 4
-    assert ConfidenceEstimator().fit_profile({}).estimate([]).accuracy is None
+    assert ConfidenceEstimator().fit_profile({}).estimate([]) == AccuracyEstimate(None, None, 0)
+
+
+@pytest.mark.parametrize(
+    ("profile", "calibrate"),
+    [
+        ({}, True),
+        ({"confidence": None}, True),
+        ({"confidence": {"calibration": None}}, True),
+        ({"confidence": {"calibration": {"x": [], "y": []}}}, True),
+        ({"confidence": {"calibration": {"x": [0.5, 1.0], "y": [0.1, 0.2]}}}, False),
+    ],
+    ids=["no-confidence", "confidence-null", "no-map", "empty-map", "map-not-wanted"],
+)
+def test_without_a_map_to_apply_the_estimate_is_the_raw_confidence(
+    profile: dict[str, object], calibrate: bool
+) -> None:
+    est = ConfidenceEstimator.from_profile(profile, calibrate=calibrate)
+    assert est.calibrated_ is False
+    assert est.calibrated([0.0, 0.25, 0.6, 1.0]).tolist() == [0.0, 0.25, 0.6, 1.0]
+    assert est.estimate([0.5, 0.7]).accuracy == pytest.approx(0.6)
 
 
 def test_calibration_map_from_the_profile_is_applied() -> None:

@@ -68,7 +68,7 @@ def _ignoring_overflow() -> Any:
 
 
 def _headroom(weights: np.ndarray) -> float:
-    """2**k, the least power of two >= 2 * the largest L1 norm of a weight column (k >= 0)."""
+    """2**k, the least power of two above 2 * the largest L1 norm of a weight column (k >= 0)."""
     l1 = float(np.abs(weights).sum(axis=0).max()) if weights.size else 0.0
     return math.ldexp(1.0, max(0, math.frexp(2.0 * l1)[1]))
 

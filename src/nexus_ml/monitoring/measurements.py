@@ -73,8 +73,8 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float |
     """Prometheus's ``histogram_quantile`` on cumulative (upper bound, count) pairs.
 
     ``None`` where PromQL gives NaN: no observations, no ``+Inf`` bucket, fewer than two
-    buckets. The lowest bucket's lower bound is 0 (unless its upper bound is <= 0), a
-    quantile in the ``+Inf`` bucket is the highest finite bound.
+    buckets, q = 0 over an empty lowest bucket. The lowest bucket's lower bound is 0 (unless
+    its upper bound is <= 0), a quantile in the ``+Inf`` bucket is the highest finite bound.
     """
     if math.isnan(q):
         return None
@@ -107,6 +107,10 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float |
         start = bounds[b - 1]
         count -= counts[b - 1]
         rank -= counts[b - 1]
+    if count == 0:
+        # Only q = 0 over an empty lowest bucket gets here (a later bucket is chosen only
+        # when it holds the rank): PromQL divides 0 by 0 there and answers NaN.
+        return None
     return start + (bounds[b] - start) * (rank / count)
 
 
@@ -135,8 +139,10 @@ class MetricHistory:
 
     def record(self, families: Iterable[Metric], now: float) -> None:
         """Store one snapshot of the ``ml_*`` samples in ``families``, taken at ``now``."""
-        if self._times and now < self._times[-1]:
+        if self._times and now <= self._times[-1]:
             # The wall clock stepped back: snapshots "from the future" would break windows.
+            # A snapshot at the very instant of the last replaces it: one sample per instant,
+            # as in a Prometheus series (two would make a window with no time to divide by).
             cut = bisect.bisect_left(self._times, now)
             del self._times[cut:], self._snaps[cut:]
         totals, raw = self._totals, self._raw
