@@ -85,7 +85,7 @@ class RecordWriter(JournalReplay):
         insert: InsertFn,
         spill_dir: Path,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         flush_seconds: float = 0.5,
         max_pending: int = 50_000,
         segment_max_records: int = 10_000,
