@@ -424,3 +424,30 @@ def test_a_missing_rate_change_needs_the_same_two_limits_passed() -> None:
     assert missing_drifted(threshold=float(np.nextafter(stat, 0.0)))
     assert not missing_drifted(alpha=adj)
     assert missing_drifted(alpha=float(np.nextafter(adj, 1.0)))
+
+
+def test_refusals_of_a_window_say_what_is_wrong() -> None:
+    with pytest.raises(
+        RuntimeError, match=r"^DriftDetector is not fitted; call fit_profile\(\) first$"
+    ):
+        DriftDetector().score(np.zeros((3, 1)), ["x"])
+    detector = DriftDetector().fit(np.random.default_rng(0).normal(size=(300, 2)), ["x", "y"])
+    with pytest.raises(
+        ValueError, match=r"^name the window's columns: feature_names, or pass columns by name$"
+    ):
+        detector.score(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"^window columns differ in length: \[2, 3\]$"):
+        detector.score({"x": np.zeros(3), "y": np.zeros(2)})
+
+
+def test_a_report_carries_its_detector_s_limits_and_an_empty_window_has_nothing_missing() -> None:
+    rng = np.random.default_rng(10)
+    detector = DriftDetector(threshold=0.3, alpha=0.01).fit(rng.normal(size=(300, 1)), ["x"])
+    report = detector.score(np.zeros((0, 1)), ["x"])
+    assert (report.threshold, report.alpha, report.window_size, report.decided) == (
+        0.3,
+        0.01,
+        0,
+        False,
+    )
+    assert report.features["x"].missing_share == 0.0
