@@ -438,6 +438,19 @@ def test_refusals_of_a_window_say_what_is_wrong() -> None:
         detector.score(np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"^window columns differ in length: \[2, 3\]$"):
         detector.score({"x": np.zeros(3), "y": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"^window must be n x 2, got \(3, 3\)$"):
+        detector.score(np.zeros((3, 3)), ["x", "y"])
+    with pytest.raises(ValueError, match=r"^window must be n x 2, got \(3,\)$"):
+        detector.score(np.zeros(3), ["x", "y"])
+
+
+def test_a_window_of_small_integers_scores_as_the_same_numbers_in_float() -> None:
+    rng = np.random.default_rng(12)
+    ref = rng.integers(-120, 120, size=(1_000, 1)).astype(np.float64)
+    detector = DriftDetector().fit(ref, ["x"])
+    window = rng.integers(-100, 127, size=(300, 1))
+    as_int8 = detector.score(window.astype(np.int8), ["x"]).to_dict()
+    assert as_int8 == detector.score(window.astype(np.float64), ["x"]).to_dict()
 
 
 def test_a_report_carries_its_detector_s_limits_and_an_empty_window_has_nothing_missing() -> None:
