@@ -354,6 +354,8 @@ def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report(
     report = detector.score(np.ones((300, 1)), ["never"])
     assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
     assert not report.decided  # 300 rows, but no test was taken
+    by_name = detector.score({})  # columns by name, none of them: a window of no rows
+    assert by_name.window_size == 0 and by_name.features == {}
 
 
 def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing_value() -> None:
