@@ -321,6 +321,9 @@ def test_categories_coded_as_numbers_are_values_and_nan_among_them_is_missing() 
     detector = DriftDetector().fit(ref, ["code"], categorical=["code"])
     assert detector.categories_ == {"code": {"1.0": 0, "2.0": 1}}
     assert detector.missing_ == {"code": (300, 100)}
+    # A window of plain floats (a numeric array) counts the codes as the same categories.
+    window = detector.score(np.array([[1.0], [2.0], [np.nan]] * 100), ["code"])
+    assert window.features["code"].n == 200 and window.features["code"].missing_share == 1 / 3
 
 
 def test_every_unseen_category_counts_in_the_window() -> None:
