@@ -61,6 +61,8 @@ def test_bucket_quantile_special_cases() -> None:
     # In the +Inf bucket: the highest finite bound, as Prometheus answers.
     assert bucket_quantile(0.9, [(1.0, 5.0), (INF, 10.0)]) == 1.0
     assert bucket_quantile(0.5, [(1.0, 0.0), (INF, 0.0)]) is None  # no observations
+    # No observations is NaN whatever the buckets, a lowest bound <= 0 included.
+    assert bucket_quantile(0.5, [(-1.0, 0.0), (1.0, 0.0), (INF, 0.0)]) is None
     assert bucket_quantile(0.5, [(1.0, 5.0), (2.0, 5.0)]) is None  # no +Inf bucket
     assert bucket_quantile(0.5, [(INF, 5.0)]) is None  # fewer than two buckets
     assert bucket_quantile(0.5, [(-1.0, 4.0), (1.0, 4.0), (INF, 4.0)]) == -1.0  # bound <= 0

@@ -321,6 +321,9 @@ def test_categories_coded_as_numbers_are_values_and_nan_among_them_is_missing() 
     detector = DriftDetector().fit(ref, ["code"], categorical=["code"])
     assert detector.categories_ == {"code": {"1.0": 0, "2.0": 1}}
     assert detector.missing_ == {"code": (300, 100)}
+    # A window of plain floats (a numeric array) counts the codes as the same categories.
+    window = detector.score(np.array([[1.0], [2.0], [np.nan]] * 100), ["code"])
+    assert window.features["code"].n == 200 and window.features["code"].missing_share == 1 / 3
 
 
 def test_every_unseen_category_counts_in_the_window() -> None:
@@ -354,6 +357,8 @@ def test_a_profile_of_features_never_observed_scores_windows_to_an_empty_report(
     report = detector.score(np.ones((300, 1)), ["never"])
     assert report.features == {} and not report.drift_detected and report.share_drifted == 0.0
     assert not report.decided  # 300 rows, but no test was taken
+    by_name = detector.score({})  # columns by name, none of them: a window of no rows
+    assert by_name.window_size == 0 and by_name.features == {}
 
 
 def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing_value() -> None:
@@ -424,3 +429,43 @@ def test_a_missing_rate_change_needs_the_same_two_limits_passed() -> None:
     assert missing_drifted(threshold=float(np.nextafter(stat, 0.0)))
     assert not missing_drifted(alpha=adj)
     assert missing_drifted(alpha=float(np.nextafter(adj, 1.0)))
+
+
+def test_refusals_of_a_window_say_what_is_wrong() -> None:
+    with pytest.raises(
+        RuntimeError, match=r"^DriftDetector is not fitted; call fit_profile\(\) first$"
+    ):
+        DriftDetector().score(np.zeros((3, 1)), ["x"])
+    detector = DriftDetector().fit(np.random.default_rng(0).normal(size=(300, 2)), ["x", "y"])
+    with pytest.raises(
+        ValueError, match=r"^name the window's columns: feature_names, or pass columns by name$"
+    ):
+        detector.score(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"^window columns differ in length: \[2, 3\]$"):
+        detector.score({"x": np.zeros(3), "y": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"^window must be n x 2, got \(3, 3\)$"):
+        detector.score(np.zeros((3, 3)), ["x", "y"])
+    with pytest.raises(ValueError, match=r"^window must be n x 2, got \(3,\)$"):
+        detector.score(np.zeros(3), ["x", "y"])
+
+
+def test_a_window_of_small_integers_scores_as_the_same_numbers_in_float() -> None:
+    rng = np.random.default_rng(12)
+    ref = rng.integers(-120, 120, size=(1_000, 1)).astype(np.float64)
+    detector = DriftDetector().fit(ref, ["x"])
+    window = rng.integers(-100, 127, size=(300, 1))
+    as_int8 = detector.score(window.astype(np.int8), ["x"]).to_dict()
+    assert as_int8 == detector.score(window.astype(np.float64), ["x"]).to_dict()
+
+
+def test_a_report_carries_its_detector_s_limits_and_an_empty_window_has_nothing_missing() -> None:
+    rng = np.random.default_rng(10)
+    detector = DriftDetector(threshold=0.3, alpha=0.01).fit(rng.normal(size=(300, 1)), ["x"])
+    report = detector.score(np.zeros((0, 1)), ["x"])
+    assert (report.threshold, report.alpha, report.window_size, report.decided) == (
+        0.3,
+        0.01,
+        0,
+        False,
+    )
+    assert report.features["x"].missing_share == 0.0
