@@ -469,3 +469,23 @@ def test_a_report_carries_its_detector_s_limits_and_an_empty_window_has_nothing_
         False,
     )
     assert report.features["x"].missing_share == 0.0
+
+
+def test_a_categorical_feature_never_observed_is_left_out_like_a_numeric_one() -> None:
+    """All-missing categories in training once reached PSI as 0/0 (a RuntimeWarning, an
+    error under the test settings): the feature is left out, from a profile or raw rows."""
+    rng = np.random.default_rng(9)
+    ref = np.empty((1_000, 2), dtype=object)
+    ref[:, 0] = None  # "site" is missing in every training row
+    ref[:, 1] = rng.normal(size=1_000)
+    window = np.empty((300, 2), dtype=object)
+    window[:, 0] = rng.choice(["a", "b"], size=300)
+    window[:, 1] = rng.normal(size=300)
+    profile = build_profile(ref, ["site", "x"], categorical=["site"])
+    assert not profile["features"]["site"]["categories"]
+    for detector in (
+        DriftDetector.from_profile(profile),
+        DriftDetector().fit(ref, ["site", "x"], categorical=["site"]),
+    ):
+        assert list(detector.features_) == ["x"]
+        assert list(detector.score(window, ["site", "x"]).features) == ["x"]

@@ -200,7 +200,7 @@ class DriftDetector:
         self._reset()
         for name in profile["feature_names"]:
             feat = profile["features"][name]
-            if feat["type"] == "numeric" and not feat["quantiles"]:
+            if not (feat["quantiles"] if feat["type"] == "numeric" else feat["categories"]):
                 continue  # a feature never observed in training cannot drift against anything
             self._add(name, feat["type"], feat)
             self.missing_[name] = (int(feat["n"]), int(feat.get("n_missing", 0)))
@@ -217,6 +217,8 @@ class DriftDetector:
         for j, name in enumerate(feature_names):
             if name in categorical:
                 present = [str(v) for v in ref[:, j].tolist() if not _is_missing(v)]
+                if not present:
+                    continue  # never observed: as fit_profile leaves it out
                 cats, counts = np.unique(np.asarray(present, dtype=object), return_counts=True)
                 feat = {
                     "type": "categorical",
