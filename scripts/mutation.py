@@ -149,6 +149,7 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/monitoring/measurements.py",
         (
             "tests/monitoring/test_measurements.py",
+            "tests/monitoring/test_bucket_quantile.py",
             # Every promtool case of the alerts read at one instant, replayed through
             # MetricHistory: the in-process numbers must be the rules' numbers.
             "tests/monitoring/alerts/test_cases_in_process.py",

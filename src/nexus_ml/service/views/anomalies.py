@@ -9,7 +9,8 @@ over per-minute counts in the database, so that every instance's traffic adds up
   from the request rollups (``storage/request_rollups.py``) that each instance's request
   middleware counts in memory and flushes every few seconds (``service/request_counts.py``):
   counts by status class and by the duration histogram's own buckets, so the P95 is
-  ``histogram_quantile`` of the same buckets (``stats/histogram.py``).
+  ``histogram_quantile`` of the same buckets (``monitoring.measurements.bucket_quantile``, which
+  the in-process alert evaluator uses too).
 
 A step is a minute; a signal is, as the rules' ``rate(…[5m])``, the sum over the last five
 minutes / 300 s (ratios and the quantile: of the sums; Prometheus's ``rate`` extrapolates to the
@@ -34,11 +35,11 @@ from datetime import datetime, timedelta
 import numpy as np
 from pydantic import BaseModel, Field
 
+from nexus_ml.monitoring.measurements import bucket_quantile
 from nexus_ml.monitoring.request_tally import LATENCY_LABELS
 from nexus_ml.service.database import Database
 from nexus_ml.service.request_counts import SETTLE_SECONDS
 from nexus_ml.stats.anomaly import STEP_SECONDS, BandSpec, default_specs, latest
-from nexus_ml.stats.histogram import histogram_quantile
 from nexus_ml.storage.aggregates import MINUTE, MinuteTotals, floor_to
 from nexus_ml.storage.records import utcnow
 from nexus_ml.thresholds import format_duration
@@ -193,7 +194,8 @@ def _request_series(
     p95 = np.full(len(cumulative), np.nan)
     # Only the steps read have sums (a few hundred of the ~30,000 the seasons span).
     for step in np.flatnonzero(np.isfinite(cumulative[:, -1])):
-        p95[step] = histogram_quantile(0.95, _BOUNDS, cumulative[step].tolist())
+        value = bucket_quantile(0.95, zip(_BOUNDS, cumulative[step].tolist(), strict=True))
+        p95[step] = math.nan if value is None else value  # None: PromQL's NaN
     return {
         ("request_rate", None): summed / (SUM_MINUTES * STEP_SECONDS),
         ("error_ratio", None): _ratio(_sums(errors), summed),

@@ -1,4 +1,5 @@
-"""histogram_quantile in Python gives Prometheus's answers (promql/quantile.go's rules)."""
+"""bucket_quantile gives Prometheus's histogram_quantile answers (promql/quantile.go's rules)
+for buckets given as bounds and cumulative counts, as the anomaly bands hold them."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import math
 
 import pytest
 
-from nexus_ml.stats.histogram import histogram_quantile
+from nexus_ml.monitoring.measurements import bucket_quantile
 
 INF = math.inf
 BOUNDS = [0.005, 0.01, 0.025, INF]
+
+
+def histogram_quantile(q: float, bounds: list[float], cumulative: list[float]) -> float:
+    """PromQL's answer: NaN where ``bucket_quantile`` says None."""
+    got = bucket_quantile(q, zip(bounds, cumulative, strict=True))
+    return math.nan if got is None else got
 
 
 @pytest.mark.parametrize(
