@@ -42,6 +42,7 @@ from nexus_ml.api.app import create_app
 from nexus_ml.api.auth import PredictKey
 from nexus_ml.api.deps import ServingDep
 from nexus_ml.api.hot_path import HotRoute
+from nexus_ml.api.routes.predictions import parse_json
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
 from nexus_ml.ml.predictor import Predictor
@@ -376,6 +377,9 @@ async def stages_alone(
     stages: dict[str, Callable[[int], Awaitable[int]]] = {
         "auth: KeyStore.authenticate": loop(lambda i: keys.authenticate(KEY)),
         "body: json.loads": loop(lambda i: json.loads(bodies[i % 64])),
+        "body: parse_json (as shipped: orjson, json.loads fallback)": loop(
+            lambda i: parse_json(bodies[i % 64])
+        ),
         "validate: validate_instance": loop(lambda i: validate_instance(schema, rows[i % 64])),
         "predict: Predictor.predict_one (compiled)": loop(
             lambda i: predictor.predict_one(X[i % 64])

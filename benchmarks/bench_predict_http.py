@@ -2,7 +2,8 @@
 a constant JSON body, on the same server, under wrk.
 
 Usage: python benchmarks/bench_predict_http.py [--rounds 3] [--seconds 10] [--connections 32]
-       [--variants bare,hot,fastapi] (add h11 for the asyncio + h11 stack)
+       [--variants bare,hot,fastapi] (add h11 for the asyncio + h11 stack,
+       floor for the irreducible work without monitoring)
 
 Each round starts one server per variant, in a rotating order (A B C, C B A, ...), warms it up
 for 2 s, then runs ``wrk -t1 -c32 -d10s --latency`` POSTing one diagnostic row to
@@ -15,7 +16,14 @@ for 2 s, then runs ``wrk -t1 -c32 -d10s --latency`` POSTing one diagnostic row t
 * ``hot``: the service as shipped (``nexus_ml.api.asgi:app_from_env``: every middleware, the
   key check, validation, the durable record, the metrics), predictions on api/hot_path.py;
 * ``fastapi``: the same service with the hot path off (``create_app(..., hot_path=False)``);
-* ``h11``: the service as shipped on asyncio + h11 instead.
+* ``h11``: the service as shipped on asyncio + h11 instead;
+* ``floor``: what no prediction service can skip, in a bare Starlette route (no middleware):
+  the body parsed (``parse_json``), checked against the model's schema (``check_instance``),
+  scored by the served predictor, its record made (``prediction_record``) and written to a
+  journal file as one line (``journal.encode``, one ``write(2)``), the answer sent (orjson).
+  Without the key check, the request id, every metric and the observer, and the database
+  insert: the ceiling of any service doing this work on this server (issue 16's bar, half of
+  ``bare``, measured against it).
 
 wrk and the server share the host's cores, so the absolute figures depend on the host;
 compare the variants within a run (the ratio to ``bare`` is the figure of issue 16). p99 is
@@ -39,10 +47,11 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nexus_ml.api.app import create_app
@@ -50,7 +59,12 @@ from nexus_ml.api.edge import PROTOCOL
 from nexus_ml.api.logs import configure_logging
 from nexus_ml.config import Settings
 from nexus_ml.ml.datasets import load_dataset
+from nexus_ml.ml.registry import load_model
+from nexus_ml.ml.schema import check_instance
 from nexus_ml.ml.sources import ensure_bundled_models
+from nexus_ml.service.recording import prediction_record
+from nexus_ml.storage.journal import encode
+from nexus_ml.storage.records import utcnow
 
 HERE = Path(__file__).resolve().parent
 KEY = "predict-key-0123456789abcdef"
@@ -62,6 +76,7 @@ VARIANTS = {
     "hot": (SERVICE, SERVE),
     "fastapi": ("bench_predict_http:fastapi_route_app", SERVE),
     "h11": (SERVICE, ["--loop", "asyncio", "--http", "h11"]),
+    "floor": ("bench_predict_http:floor_app", SERVE),
 }
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -103,6 +118,37 @@ def bare_app() -> Starlette:
         return JSONResponse({"model": "diagnostic", "predicted_class": "benign"})
 
     return Starlette(routes=[Route(PATH, constant, methods=["POST"])])
+
+
+def floor_app() -> Starlette:
+    """Factory: the irreducible work of a prediction (see the module docstring), no monitoring."""
+    # Imported here: the other variants also run against code older than parse_json.
+    from nexus_ml.api.routes.predictions import parse_json
+
+    loaded = load_model(Settings().model_path, "diagnostic")
+    folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    fd = os.open(folder / "journal.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    async def predict(request: Request) -> Response:
+        features = parse_json(await request.body())["features"]
+        row, warnings = check_instance(loaded.schema, features)
+        start = time.perf_counter()
+        index, probabilities = loaded.predictor.predict_one(row)
+        record = prediction_record(
+            loaded,
+            sent=features,
+            index=index,
+            probabilities=probabilities,
+            latency=time.perf_counter() - start,
+            at=utcnow(),
+            request_id=None,
+        )
+        os.write(fd, encode(record))
+        answer = {"id": record.id, "predicted_class": record.predicted_class,
+                  "confidence": record.confidence, "warnings": warnings}  # fmt: skip
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    return Starlette(routes=[Route(PATH, predict, methods=["POST"])])
 
 
 def fastapi_route_app() -> FastAPI:

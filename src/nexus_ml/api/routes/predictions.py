@@ -38,9 +38,34 @@ _PREDICT_BODY = {
 }
 
 
-def _parse_json(body: bytes) -> Any:
+# A run of 19 or more digits: an integer literal of that length may lie outside 64 bits, which
+# orjson reads as a float where json.loads keeps the exact integer. Found by mapping every
+# digit to "0" and everything else to " ", then a substring search: both in C, ≈ 0.8 µs on a
+# prediction's body, against ≈ 8 µs for the regular expression [0-9]{19}.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` as json.loads reads it (400 if it is not JSON, 422 if it is empty).
+
+    orjson first (a quarter of json.loads's CPU on a prediction's body, issue 16), json.loads
+    for every body orjson refuses or could read otherwise: the literals NaN and Infinity,
+    numbers past a float (json.loads reads them as infinity), text that is not UTF-8 (json.loads
+    also reads UTF-16, UTF-32 and a byte-order mark), lone surrogates, nesting past 1,024 levels,
+    and any run of 19 digits (an integer past 64 bits, which orjson would turn into a float).
+    So every body parses to the same value, of the same types, as with json.loads alone
+    (tests/api/test_parse_json.py), and gets the same answer; the one exception: nesting
+    between ≈ 990 and 1,024 levels, which json.loads refused only for Python's stack depth,
+    now parses and is answered 422 as a body that is not a prediction request, not 400.
+    """
     if not body:
         raise ApiError(422, 'request body is empty: send {"features": {...}}', "body")
+    if _LONG_DIGITS not in body.translate(_DIGITS_AS_ZEROS):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
@@ -73,7 +98,7 @@ def prediction_answer(
     serving: Serving, loaded: LoadedModel, body: bytes, request_id: str | None
 ) -> bytes:
     """The answer to a prediction request's ``body`` (raises the 400/422/503 to answer)."""
-    payload = _parse_json(body)
+    payload = parse_json(body)
     if type(payload) is not dict:
         raise ApiError(422, "body must be a JSON object", "body")
     features = payload.get("features")
