@@ -124,7 +124,16 @@ MODULES: dict[str, Module] = {
         SQLITE_ONLY,
     ),
     "middleware": Module(
-        "src/nexus_ml/api/middleware.py", ("tests/api/test_middleware.py",), SQLITE_ONLY
+        "src/nexus_ml/api/middleware.py",
+        (
+            "tests/api/test_middleware.py",
+            # The limits' body timer, refusals through CORS (the one middleware since issue 16).
+            "tests/api/test_request_middleware.py",
+            "tests/api/test_request_id.py",
+            # The per-minute request tally the middleware feeds (issue 17).
+            "tests/service/test_request_counts.py",
+        ),
+        SQLITE_ONLY,
     ),
     "observer": Module(
         "src/nexus_ml/service/observer.py",
