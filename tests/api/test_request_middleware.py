@@ -10,6 +10,7 @@ the timer never outlives the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -20,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from nexus_ml.api.limits import RefusalApp, RequestLimits
 from nexus_ml.api.middleware import UNMATCHED, RequestMiddleware
 from nexus_ml.monitoring.metrics import Metrics, build_metrics
+from nexus_ml.monitoring.request_tally import RequestTally
 
 DEADLINE = 0.05  # seconds: every wait below is bounded by WAIT
 WAIT = 5.0
@@ -86,11 +88,24 @@ class Client:
 
 
 def run(middleware: Any, client: Client, request: dict[str, Any] | None = None) -> None:
-    async def go() -> None:
-        async with asyncio.timeout(WAIT):
-            await middleware(request or scope(), client.receive, client.send)
+    """Serve one request; it must end by itself within WAIT (``serve``).
 
-    asyncio.run(go())
+    Not inside ``asyncio.timeout``: a guard that cancels the request would itself be taken
+    for the deadline by a broken timer (a 408 after WAIT, not after DEADLINE), and pass.
+    """
+
+    asyncio.run(serve(middleware, request or scope(), client.receive, client.send))
+
+
+async def serve(middleware: Any, request: dict[str, Any], receive: Any, send: Any) -> None:
+    task = asyncio.create_task(middleware(request, receive, send))
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pytest.fail(f"the request was still being served after {WAIT} s")
+    task.result()
 
 
 def total(m: Metrics, status: str, method: str = "POST") -> float:
@@ -126,6 +141,7 @@ def test_a_deadline_passed_between_two_reads_refuses_the_next_read(metrics: Metr
     client = Client(b"a", b"b")
     run(RequestMiddleware(slow_reader, metrics, limits()), client)
     assert client.status == 408
+    assert client.body == {"detail": "request body not received in time", "field": None}
     assert total(metrics, "408") == 1
 
 
@@ -192,6 +208,64 @@ def test_a_body_over_the_limit_while_streamed_is_413(metrics: Metrics) -> None:
     run(RequestMiddleware(reads_all, metrics, limits()), client)
     assert client.status == 413
     assert client.body["detail"] == "request body exceeds the limit of 1000 bytes"
+
+
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(metrics: Metrics) -> None:
+    async def reads_all(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await answer(send)
+
+    at_limit = Client(b"x" * 600, b"y" * 400)  # 1,000 bytes: limits() allows 1,000
+    run(RequestMiddleware(reads_all, metrics, limits()), at_limit)
+    assert at_limit.status == 200
+    over = Client(b"x" * 600, b"y" * 401)
+    run(RequestMiddleware(reads_all, metrics, limits()), over)
+    assert over.status == 413
+    assert (total(metrics, "200"), total(metrics, "413")) == (1, 1)
+
+
+def test_a_chunk_without_more_body_is_the_whole_body(metrics: Metrics) -> None:
+    # ASGI: "more_body" defaults to False. Once the body is whole, receive has no deadline.
+    got: list[str] = []
+    client = Client()
+    after_deadline = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not got:
+            got.append("body")
+            return {"type": "http.request", "body": b"whole"}  # no "more_body"
+        await after_deadline.wait()
+        return {"type": "http.disconnect"}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["body"] == b"whole"
+        await answer(send)
+        asyncio.get_running_loop().call_later(DEADLINE * 4, after_deadline.set)
+        got.append((await receive())["type"])
+
+    asyncio.run(serve(RequestMiddleware(app, metrics, limits()), scope(), receive, client.send))
+    assert got == ["body", "http.disconnect"]
+    assert client.status == 200 and total(metrics, "200") == 1
+
+
+def test_each_request_is_added_to_the_tally(metrics: Metrics) -> None:
+    now = [1_800_000_000.0 + 5]  # inside one minute
+    tally = RequestTally(clock=lambda: now[0])
+
+    async def status_from_path(scope: Any, receive: Any, send: Any) -> None:
+        await answer(send, int(scope["path"][1:]))
+
+    middleware = RequestMiddleware(status_from_path, metrics, limits(), tally=tally)
+    for status in (200, 201, 404, 503):
+        run(middleware, Client(b""), scope(f"/{status}"))
+    [counts] = tally.take().values()
+    assert {k: v for k, v in counts.items() if k[0] == "status"} == {
+        ("status", "2xx"): 2,
+        ("status", "4xx"): 1,
+        ("status", "5xx"): 1,
+    }
+    assert sum(v for k, v in counts.items() if k[0] == "latency") == 4
 
 
 def cors_refusals() -> Any:
