@@ -173,6 +173,36 @@ def test_schema_round_trips_through_its_metadata_form() -> None:
 
 
 @pytest.mark.parametrize(
+    ("X", "names"),
+    [
+        (np.zeros(3), ["a", "b", "c"]),  # one dimension
+        (np.zeros((2, 2)), ["a", "b", "c"]),  # a column short
+        (np.zeros((2, 4)), ["a", "b", "c"]),  # a column too many
+        (np.zeros((0, 3)), ["a", "b", "c"]),  # no rows
+    ],
+    ids=["1-d", "column-short", "column-over", "no-rows"],
+)
+def test_training_data_of_the_wrong_shape_is_refused_with_the_reason(
+    X: np.ndarray, names: list[str]
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"^X must be a non-empty 2-D array with one column per feature name$"
+    ):
+        FeatureSchema.from_training(X, names)
+
+
+def test_one_training_row_gives_each_feature_its_value_as_both_bounds() -> None:
+    schema = FeatureSchema.from_training(np.array([[1.0, -2.0]]), ["a", "b"])
+    assert [(f.min, f.max) for f in schema.features] == [(1.0, 1.0), (-2.0, -2.0)]
+
+
+def test_training_numbers_given_as_text_get_numeric_bounds() -> None:
+    # Read from a text file without conversion: "10" sorts before "9" as text.
+    schema = FeatureSchema.from_training([["9", "0.5"], ["10", "-1"]], ["a", "b"])
+    assert [(f.min, f.max) for f in schema.features] == [(9.0, 10.0), (-1.0, 0.5)]
+
+
+@pytest.mark.parametrize(
     "features",
     [(), (FeatureSpec("a"), FeatureSpec("a")), (FeatureSpec("a", "categorical"),)],
     ids=["empty", "duplicate", "bad-type"],

@@ -190,3 +190,28 @@ def test_legacy_numeric_reads_as_a_non_null_number() -> None:
     assert schema.to_list() == [
         {"name": "a", "type": "number", "nullable": False, "min": 0.0, "max": 1.0}
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x" * 257, "must be at most 256 characters"),
+        ("F\x00", "must not contain a NUL character"),
+        ("\ud800", "must be valid Unicode text"),
+    ],
+)
+def test_a_category_no_store_can_hold_is_refused_with_its_reason(value: str, message: str) -> None:
+    # Each would fail the record after the answer was computed (PostgreSQL's JSON holds no
+    # NUL, no UTF-8 store a lone surrogate, the metadata bounds a category's length).
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(SCHEMA, {**GOOD, "site": value})
+    assert [(p.field, p.message, p.kind) for p in info.value.problems] == [
+        ("site", message, "wrong_type")
+    ]
+
+
+def test_a_category_of_exactly_the_longest_length_is_accepted() -> None:
+    longest = "é" * 256  # characters, not bytes: 512 in UTF-8
+    row, warnings = check_instance(SCHEMA, {**GOOD, "site": longest})
+    assert row[4] == longest
+    assert warnings == [("site", "unseen_category")]  # unseen in training: answered, warned
