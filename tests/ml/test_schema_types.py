@@ -215,3 +215,28 @@ def test_a_category_of_exactly_the_longest_length_is_accepted() -> None:
     row, warnings = check_instance(SCHEMA, {**GOOD, "site": longest})
     assert row[4] == longest
     assert warnings == [("site", "unseen_category")]  # unseen in training: answered, warned
+
+
+@pytest.mark.parametrize(
+    ("instances", "message"),
+    [
+        ({"age": 51}, "must be a list of feature objects"),
+        ("[]", "must be a list of feature objects"),
+        (b"[]", "must be a list of feature objects"),
+        (7, "must be a list of feature objects"),
+        ([], "must contain at least one instance"),
+        ([GOOD, GOOD, GOOD], "must contain at most 2 instances"),
+    ],
+    ids=["object", "text", "bytes", "number", "empty", "over"],
+)
+def test_a_batch_that_is_not_a_list_of_instances_is_refused_with_the_reason(
+    instances: Any, message: str
+) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        check_batch(SCHEMA, instances, max_instances=2)
+    assert [(p.field, p.message) for p in info.value.problems] == [("instances", message)]
+    assert str(info.value) == f"instances: {message}"
+
+
+def test_a_batch_of_exactly_the_most_instances_is_checked() -> None:
+    assert check_batch(SCHEMA, [GOOD, GOOD], max_instances=2).X.shape == (2, 5)
