@@ -240,3 +240,18 @@ def test_a_batch_that_is_not_a_list_of_instances_is_refused_with_the_reason(
 
 def test_a_batch_of_exactly_the_most_instances_is_checked() -> None:
     assert check_batch(SCHEMA, [GOOD, GOOD], max_instances=2).X.shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "message"),
+    [
+        ("sex", None, "must be a string, not null (this feature may not be missing)"),
+        ("sex", True, "must be a string, not a boolean"),
+        ("age", None, "must be a number, not null (this feature may not be missing)"),
+        ("age", False, "must be a number, not a boolean"),
+    ],
+)
+def test_a_refusal_names_what_the_feature_takes(feature: str, value: Any, message: str) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(SCHEMA, {**GOOD, feature: value})
+    assert [(p.field, p.message) for p in info.value.problems] == [(feature, message)]
