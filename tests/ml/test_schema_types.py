@@ -255,3 +255,41 @@ def test_a_refusal_names_what_the_feature_takes(feature: str, value: Any, messag
     with pytest.raises(ValidationProblem) as info:
         check_instance(SCHEMA, {**GOOD, feature: value})
     assert [(p.field, p.message) for p in info.value.problems] == [(feature, message)]
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "message", "kind"),
+    [
+        ("sex", 1, "must be a string (a category)", "wrong_type"),
+        ("sex", [SECRET], "must be a string (a category)", "wrong_type"),
+        ("Heart rate (bpm)", SECRET, "must be a number, not a string", "wrong_type"),
+        ("Heart rate (bpm)", SECRET.encode(), "must be a number, not a string", "wrong_type"),
+        ("Heart rate (bpm)", [1.0], "must be a number", "wrong_type"),
+        ("Heart rate (bpm)", {"v": 1.0}, "must be a number", "wrong_type"),
+        ("Heart rate (bpm)", 10**400, "is too large to represent as a number", "non_finite"),
+        ("Heart rate (bpm)", math.nan, "must be a finite number, not NaN", "non_finite"),
+        ("Heart rate (bpm)", -math.inf, "must be a finite number, not infinity", "non_finite"),
+        ("age", 51.5, "must be a whole number (an integer feature)", "wrong_type"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None,
+)
+def test_every_refusal_of_a_value_has_its_own_message_and_kind(
+    feature: str, value: Any, message: str, kind: str
+) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(SCHEMA, {**GOOD, feature: value})
+    assert [(p.field, p.message, p.kind) for p in info.value.problems] == [(feature, message, kind)]
+    assert SECRET not in str(info.value)
+
+
+def test_an_unseen_category_the_model_cannot_answer_is_refused_with_its_reason() -> None:
+    strict = SCHEMA.refusing_unseen(frozenset({"sex"}))
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(strict, {**GOOD, "sex": SECRET})
+    assert [(p.field, p.message, p.kind) for p in info.value.problems] == [
+        (
+            "sex",
+            "is a category not seen in training, which this model cannot answer",
+            "unseen_category",
+        )
+    ]
