@@ -293,3 +293,33 @@ def test_an_unseen_category_the_model_cannot_answer_is_refused_with_its_reason()
             "unseen_category",
         )
     ]
+
+
+NUMBERS = FeatureSchema(
+    (FeatureSpec("a", "number", 1.0, 2.0), FeatureSpec("b", "number", -5.0, 5.0))
+)
+
+
+@pytest.mark.parametrize("schema", [NUMBERS, SCHEMA], ids=["numbers-only", "typed"])
+def test_a_value_exactly_on_a_training_bound_is_in_range_and_a_hair_outside_is_not(
+    schema: FeatureSchema,
+) -> None:
+    spec = schema.features[0]
+    base = {f.name: GOOD.get(f.name, f.min) for f in schema.features}
+
+    def warned(value: float) -> list[Any]:
+        return check_instance(schema, {**base, spec.name: value}).warnings
+
+    assert warned(spec.min) == warned(spec.max) == []
+    assert warned(math.nextafter(spec.min, -math.inf)) == [(spec.name, "out_of_range")]
+    assert warned(math.nextafter(spec.max, math.inf)) == [(spec.name, "out_of_range")]
+
+
+def test_every_feature_out_of_range_is_named_whatever_its_place() -> None:
+    # The numbers-only check stops at the first value out of range, then names them all.
+    assert check_instance(NUMBERS, {"a": 1.5, "b": 6.0}).warnings == [("b", "out_of_range")]
+    assert check_instance(NUMBERS, {"a": 0.0, "b": 6.0}).warnings == [
+        ("a", "out_of_range"),
+        ("b", "out_of_range"),
+    ]
+    assert check_instance(NUMBERS, {"a": 3.0, "b": 0.0}).warnings == [("a", "out_of_range")]
