@@ -130,3 +130,18 @@ def test_building_on_a_million_rows_stays_within_memory_budget() -> None:
         tracemalloc.stop()
     assert peak < 500e6
     assert prof["features"]["f29"]["n"] == 1_000_000
+
+
+def test_a_value_many_rows_share_is_on_the_sketch_exactly() -> None:
+    # A lab value that is exactly 0 in 30 % of rows, spread above otherwise: more distinct
+    # values than the exact (discrete) sketch takes, so the float32 sort builds it; the nodes
+    # on the atom must be 0.0 itself (they read 2.8e-08), or a window's zeros fall below it.
+    rng = np.random.default_rng(30)
+    x = np.where(rng.random(20_000) < 0.3, 0.0, rng.normal(5.0, 1.0, 20_000))
+    offset = np.where(rng.random(20_000) < 0.2, 1e6 + 0.125, rng.normal(1e6, 1.0, 20_000))
+    profile = build_profile(np.column_stack([x, offset]), ["lab", "offset"])
+    for name, column, atom in (("lab", x, 0.0), ("offset", offset, 1e6 + 0.125)):
+        q = np.array(profile["features"][name]["quantiles"])
+        share = float(np.mean(column == atom))
+        # The atom holds its share of the 1,001 nodes, each exactly the value.
+        assert np.count_nonzero(q == atom) >= share * 1000 - 2, (name, q[np.abs(q - atom) < 1e-3])
