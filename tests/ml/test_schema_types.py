@@ -323,3 +323,9 @@ def test_every_feature_out_of_range_is_named_whatever_its_place() -> None:
         ("b", "out_of_range"),
     ]
     assert check_instance(NUMBERS, {"a": 3.0, "b": 0.0}).warnings == [("a", "out_of_range")]
+
+
+def test_a_missing_value_does_not_hide_the_warnings_of_the_features_after_it() -> None:
+    row, warnings = check_instance(SCHEMA, {**GOOD, "lactate": None, "site": "west"})
+    assert math.isnan(row[2])
+    assert warnings == [("site", "unseen_category")]
