@@ -327,5 +327,14 @@ def test_every_feature_out_of_range_is_named_whatever_its_place() -> None:
 
 def test_a_missing_value_does_not_hide_the_warnings_of_the_features_after_it() -> None:
     row, warnings = check_instance(SCHEMA, {**GOOD, "lactate": None, "site": "west"})
-    assert math.isnan(row[2])
+    assert math.isnan(row[2])  # a missing number is NaN, a missing category None
     assert warnings == [("site", "unseen_category")]
+    category_first = FeatureSchema(
+        (
+            FeatureSpec("site", "category", nullable=True, categories=("north",)),
+            FeatureSpec("age", "integer", 18.0, 99.0),
+        )
+    )
+    row, warnings = check_instance(category_first, {"site": None, "age": 17})
+    assert row[0] is None
+    assert warnings == [("age", "out_of_range")]
