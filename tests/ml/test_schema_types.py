@@ -338,3 +338,18 @@ def test_a_missing_value_does_not_hide_the_warnings_of_the_features_after_it() -
     row, warnings = check_instance(category_first, {"site": None, "age": 17})
     assert row[0] is None
     assert warnings == [("age", "out_of_range")]
+
+
+def test_one_problem_given_by_its_parts_is_listed_as_itself() -> None:
+    one = ValidationProblem("f[0]", "must be a number", feature="f", kind="wrong_type")
+    assert [(p.field, p.message, p.feature, p.kind) for p in one.problems] == [
+        ("f[0]", "must be a number", "f", "wrong_type")
+    ]
+    assert (one.field, one.message, one.feature, one.kind, one.omitted) == (
+        "f[0]",
+        "must be a number",
+        "f",
+        "wrong_type",
+        0,
+    )
+    assert str(one) == "f[0]: must be a number"
