@@ -353,3 +353,23 @@ def test_one_problem_given_by_its_parts_is_listed_as_itself() -> None:
         0,
     )
     assert str(one) == "f[0]: must be a number"
+
+
+@pytest.mark.parametrize(
+    ("features", "problem"),
+    [
+        ([1, 2], ("features", "must be an object of feature name to value", None, None)),
+        (
+            {k: v for k, v in GOOD.items() if k != "age"},
+            ("age", "required feature is missing", "age", "missing"),
+        ),
+        ({**GOOD, "bogus": 1}, ("bogus", "unknown feature", None, None)),
+    ],
+    ids=["not-an-object", "missing", "unknown"],
+)
+def test_a_request_of_the_wrong_shape_is_refused_with_its_reason(
+    features: Any, problem: tuple[str, str, str | None, str | None]
+) -> None:
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(SCHEMA, features)
+    assert [(p.field, p.message, p.feature, p.kind) for p in info.value.problems] == [problem]
