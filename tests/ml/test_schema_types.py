@@ -376,8 +376,8 @@ def test_a_request_of_the_wrong_shape_is_refused_with_its_reason(
 
 
 def test_an_integer_past_a_float_in_a_batch_is_named_by_its_instance() -> None:
-    # A plain int passes the numbers-only fast check (its sum is exact) and overflows only
+    # Plain ints pass the numbers-only fast check (their sum is an exact int) and overflow only
     # when the batch becomes a float array: the exact path must still name its instance.
     with pytest.raises(ValidationProblem) as info:
-        check_batch(NUMBERS, [{"a": 1.5, "b": 0.0}, {"a": 10**400, "b": 0.0}])
+        check_batch(NUMBERS, [{"a": 1.5, "b": 0.0}, {"a": 10**400, "b": 0}])
     assert [(p.field, p.kind) for p in info.value.problems] == [("instances[1].a", "non_finite")]
