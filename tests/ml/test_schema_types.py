@@ -381,3 +381,9 @@ def test_an_integer_past_a_float_in_a_batch_is_named_by_its_instance() -> None:
     with pytest.raises(ValidationProblem) as info:
         check_batch(NUMBERS, [{"a": 1.5, "b": 0.0}, {"a": 10**400, "b": 0}])
     assert [(p.field, p.kind) for p in info.value.problems] == [("instances[1].a", "non_finite")]
+
+
+def test_a_stored_feature_without_a_type_reads_as_a_number() -> None:
+    # Bundles written before the types (issue 13) list name, min and max only.
+    [spec] = FeatureSchema.from_list([{"name": "age", "min": 18, "max": 99}]).features
+    assert (spec.type, spec.min, spec.max, spec.nullable) == ("number", 18.0, 99.0, False)
