@@ -298,15 +298,19 @@ def test_the_decision_method_is_computed_first_whatever_methods_are_asked_for() 
     assert detector.methods == {"numeric": ["psi", "ks", "wasserstein"], "categorical": ["l1"]}
 
 
-def test_a_profile_feature_never_observed_is_left_out_and_the_rest_scored() -> None:
+def test_a_numeric_feature_never_observed_is_left_out_from_a_profile_or_raw_rows() -> None:
+    """Fitted from raw rows, an all-missing numeric feature once raised IndexError (its
+    decile bins taken over no values) where its profile left it out."""
     rng = np.random.default_rng(2)
     ref = rng.normal(size=(1_000, 2))
     ref[:, 0] = np.nan  # "never" is missing in every training row
     profile = build_profile(ref, ["never", "x"])
     assert not profile["features"]["never"]["quantiles"]
-    detector = DriftDetector.from_profile(profile)
-    assert list(detector.features_) == ["x"]
-    assert list(detector.score(rng.normal(size=(300, 2)), ["never", "x"]).features) == ["x"]
+    window = rng.normal(size=(300, 2))
+    for detector in (DriftDetector.from_profile(profile), DriftDetector().fit(ref, ["never", "x"])):
+        assert list(detector.features_) == ["x"]
+        assert detector.missing_ == {"x": (1_000, 0)}
+        assert list(detector.score(window, ["never", "x"]).features) == ["x"]
 
 
 def test_a_profile_stored_without_missing_counts_reads_as_nothing_missing() -> None:
@@ -379,6 +383,31 @@ def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing
     assert detector.score(one_missing, ["x"]).features["x"].missing_adjusted_pvalue < 1.0
     none_missing = detector.score(rng.normal(size=(300, 1)), ["x"]).features["x"]
     assert none_missing.missing_adjusted_pvalue == 1.0  # no test taken: nothing to compare
+
+
+def test_a_feature_with_no_value_in_a_window_has_only_its_missing_rate_tested() -> None:
+    """A window in which a feature is missing from every row: nothing to compare its
+    distribution with (statistic NaN, p-value 1 raw and adjusted, not decided), and its missing
+    rate, from none to all, is drifted; for a number and for a category alike."""
+    rng = np.random.default_rng(10)
+    ref = np.empty((1_000, 3), dtype=object)
+    ref[:, 0] = rng.normal(size=1_000)
+    ref[:, 1] = rng.choice(["u", "v"], size=1_000)
+    ref[:, 2] = rng.normal(size=1_000)
+    names = ["x", "site", "y"]
+    window = np.empty((300, 3), dtype=object)
+    window[:, :2] = None
+    window[:, 2] = rng.normal(size=300)
+    report = DriftDetector().fit(ref, names, categorical=["site"]).score(window, names)
+    for name in ("x", "site"):
+        empty = report.features[name]
+        assert empty.n == 0 and np.isnan(empty.statistic)
+        assert (empty.pvalue, empty.adjusted_pvalue) == (1.0, 1.0)
+        assert not empty.decided and not empty.distribution_drifted
+        assert empty.missing_share == 1.0 and empty.missing_drifted and empty.drifted
+        as_json = report.to_dict()["features"][name]
+        assert (as_json["statistic"], as_json["pvalue"]) == (None, 1.0)
+    assert report.decided and not report.features["y"].drifted
 
 
 def test_bonferroni_multiplies_each_p_value_by_the_number_of_tests_taken() -> None:
