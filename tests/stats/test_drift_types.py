@@ -280,6 +280,17 @@ def test_raw_reference_rows_fit_categories_as_their_profile_does(detector: Drift
     assert raw.score(window).to_dict() == stored.score(window).to_dict()
 
 
+def test_categories_are_exact_strings_from_raw_rows_as_in_the_profile() -> None:
+    """Values that differ only by a trailing space or NUL are distinct categories (NumPy's
+    fixed-width text would drop the trailing NUL and merge two of them)."""
+    ref = np.array([["a"], ["a "], ["a\x00"], ["a"]] * 100, dtype=object)
+    raw = DriftDetector().fit(ref, ["site"], categorical=["site"])
+    stored = DriftDetector.from_profile(build_profile(ref, ["site"], categorical=["site"]))
+    assert raw.categories_ == stored.categories_ == {"site": {"a": 0, "a\x00": 1, "a ": 2}}
+    window = np.array([["a\x00"], ["a"]] * 150, dtype=object)
+    assert raw.score(window, ["site"]).to_dict() == stored.score(window, ["site"]).to_dict()
+
+
 def test_a_decided_window_states_its_rule_with_the_correction_used() -> None:
     rng = np.random.default_rng(1)
     names = ["x", "y"]
