@@ -149,6 +149,26 @@ def test_a_float32_batch_answers_the_bits_of_the_same_rows_in_float64(
     np.testing.assert_array_equal(indices, expected_indices)
 
 
+@pytest.mark.parametrize(
+    ("estimator", "kind"),
+    [
+        (LogisticRegression(max_iter=5000), "fallback"),
+        (RandomForestClassifier(5, random_state=0), "trees"),
+    ],
+    ids=["linear", "forest"],
+)
+def test_a_bare_estimator_outside_a_pipeline_answers_as_its_own_predict_proba(
+    estimator: ClassifierMixin, kind: str, datasets: dict[str, Dataset]
+) -> None:
+    """A fitted estimator handed over without a Pipeline around it is served whole (no steps
+    to run before it): the general path for a linear one, the tree walk for a forest."""
+    d = datasets["diagnostic"]
+    estimator.fit(d.X, d.y)
+    predictor = compile_predictor(estimator)
+    assert predictor.kind == kind
+    assert_equivalent(estimator, predictor, d.X[:50])  # type: ignore[arg-type]
+
+
 def test_predictor_that_disagrees_with_its_pipeline_falls_back(
     datasets: dict[str, Dataset],
 ) -> None:
