@@ -92,6 +92,77 @@ def test_ks_handles_a_discrete_reference() -> None:
     assert got == pytest.approx(stats.ks_2samp(ref, w).statistic, abs=0.01)
 
 
+@pytest.mark.parametrize(
+    "w",
+    [
+        np.random.default_rng(21).uniform(-1.0, 6.0, 3_000),  # between, below and above atoms
+        np.random.default_rng(22).choice([0.5, 1.5, 2.5, 3.5], size=2_000),  # halfway only
+        np.random.default_rng(23).normal(2.0, 1.0, 2_000),
+        np.random.default_rng(24).uniform(0.2, 0.8, 500),  # inside one gap
+        np.random.default_rng(25).uniform(3.2, 3.9, 500),  # inside the last gap
+    ],
+    ids=["spread", "halfway", "normal", "first-gap", "last-gap"],
+)
+def test_ks_from_the_profile_of_a_discrete_reference_is_exact_to_its_resolution(
+    w: np.ndarray,
+) -> None:
+    """A tied reference (five atoms) makes the sketch repeat quantiles: its CDF is read at
+    window values between the atoms and beyond them, where it must stay the reference's flat
+    CDF to the sketch's 1/1000."""
+    ref = np.random.default_rng(20).choice(
+        [0.0, 1.0, 2.0, 3.0, 4.0], p=[0.1, 0.4, 0.2, 0.2, 0.1], size=20_000
+    )
+    ks = KolmogorovSmirnov().fit_profile(build_profile(ref[:, None], ["x"])["features"]["x"])
+    assert not ks.continuous_
+    expected = stats.ks_2samp(ref, w).statistic
+    assert ks.score(np.sort(w)).score == pytest.approx(expected, abs=0.0015)
+
+
+def _sketch_cdf_as_written(q: list[float], p: list[float], x: float, right: bool) -> float:
+    """The sketch's CDF by its definition: linear between neighbouring nodes, a jump where
+    nodes repeat; its value at ``x`` (``right``) or its limit from the left."""
+    below = [i for i, v in enumerate(q) if (v <= x if right else v < x)]
+    if not below:
+        return 0.0
+    i = below[-1]
+    if i == len(q) - 1:
+        return 1.0
+    return p[i] + (x - q[i]) / (q[i + 1] - q[i]) * (p[i + 1] - p[i])
+
+
+SKETCHES_WITH_JUMPS = {
+    # 30 % at 0, then a fine spread: the sketch of a lab value that is often exactly 0.
+    "atom-first": [0.0] * 301 + np.linspace(1.0, 5.0, 700).tolist(),
+    # A coarse sketch (11 nodes, 0.1 apart in probability) with 20 % at 0 in the middle:
+    # between nodes the interpolation decides the statistic.
+    "atom-inside": [-2.0, -1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("sketch", SKETCHES_WITH_JUMPS)
+def test_ks_from_a_sketch_with_jumps_is_the_distance_to_its_piecewise_linear_cdf(
+    sketch: str, seed: int
+) -> None:
+    """A sketch that repeats a quantile (an atom) is read as its piecewise-linear CDF with a
+    jump there: the statistic is the largest gap, on either side of every point, between the
+    window's ECDF and that CDF, for window values on nodes, between them and beyond both ends."""
+    q = SKETCHES_WITH_JUMPS[sketch]
+    p = np.linspace(0.0, 1.0, len(q)).tolist()
+    ks = KolmogorovSmirnov().fit_profile({"quantiles": q, "std": 1.0, "n": 10_000})
+    assert not ks.continuous_
+    rng = np.random.default_rng(seed)
+    between = [(a + b) / 2 for a, b in itertools.pairwise(q) if a < b]
+    w = np.sort(np.concatenate((np.zeros(40), rng.uniform(-3.0, 7.0, 100), between)))
+    points = sorted(set(w.tolist()) | set(q))
+    expected = max(
+        abs(np.searchsorted(w, x, side=side) / w.size - _sketch_cdf_as_written(q, p, x, right))
+        for x in points
+        for side, right in (("right", True), ("left", False))
+    )
+    assert ks.score(w).score == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("w", windows())
 def test_psi_equals_direct_formula_on_the_same_bins(feature: dict, w: np.ndarray) -> None:
     got = PSI().fit_profile(feature).score(np.sort(w))
