@@ -237,6 +237,23 @@ def test_chi2_and_cramers_v_match_scipy() -> None:
     assert same.score == 0.0 and same.pvalue == pytest.approx(1.0)
 
 
+def test_chi2_on_the_smallest_tables_matches_scipy_or_reads_no_difference() -> None:
+    """One row on either side is a table scipy computes (the test is not refused); a
+    reference and a window that both hold one category only differ in nothing: V 0, p 1."""
+    for ref_counts, window in (([60, 40], [1.0, 0.0, 0.0]), ([1, 0], [30.0, 20.0, 0.0])):
+        feat = {"type": "categorical", "categories": ["a", "b"], "category_counts": ref_counts}
+        res = ChiSquared().fit_profile(feat).score(np.array(window))
+        table = np.array([ref_counts, window[:2]])
+        table = table[:, table.sum(axis=0) > 0].astype(int)
+        expected = stats.chi2_contingency(table, correction=False)
+        assert res.pvalue == pytest.approx(expected.pvalue, rel=1e-9)
+        assert res.score == pytest.approx(stats.contingency.association(table, method="cramer"))
+    single = {"type": "categorical", "categories": ["a"], "category_counts": [500]}
+    for method in (ChiSquared, PSI):
+        res = method().fit_profile(single).score(np.array([300.0, 0.0]))
+        assert res.score == 0.0 and res.pvalue == 1.0
+
+
 def test_bins_are_open_at_both_ends() -> None:
     counts = bin_counts_sorted(np.array([-1e9, 0.0, 1.0, 2.0, 1e9]), np.array([0.0, 1.5]))
     assert counts.tolist() == [2.0, 1.0, 2.0]
