@@ -21,6 +21,7 @@ from nexus_ml.stats.drift_methods import (
     bin_counts_sorted,
     decile_gaps,
     methods_for,
+    missing_rate_test,
     sorted_finite,
 )
 
@@ -248,6 +249,13 @@ def test_chi2_on_the_smallest_tables_matches_scipy_or_reads_no_difference() -> N
         expected = stats.chi2_contingency(table, correction=False)
         assert res.pvalue == pytest.approx(expected.pvalue, rel=1e-9)
         assert res.score == pytest.approx(stats.contingency.association(table, method="cramer"))
+    # The missing-rate test on the same smallest tables: (present, missing) of each side.
+    for reference, window_pm in (((1, 0), (30, 20)), ((60, 40), (0, 1))):
+        table = np.array([reference, window_pm])
+        res_m = missing_rate_test(reference, window_pm)
+        assert res_m.pvalue == pytest.approx(
+            stats.chi2_contingency(table, correction=False).pvalue, rel=1e-9
+        )
     single = {"type": "categorical", "categories": ["a"], "category_counts": [500]}
     for method in (ChiSquared, PSI):
         res = method().fit_profile(single).score(np.array([300.0, 0.0]))
