@@ -264,12 +264,15 @@ def test_chi2_on_the_smallest_tables_matches_scipy_or_reads_no_difference() -> N
 
 @pytest.mark.parametrize("size", [2, 3, 200])
 def test_ks_of_a_window_of_one_tied_value_against_that_value_is_zero(size: int) -> None:
-    """Ties in the window are one step of its ECDF, however few rows it has: a window that
-    holds only the reference's own single value does not differ from it."""
-    window = np.full(size, 1.0)
-    for ks in (KolmogorovSmirnov().fit(np.full(100, 1.0)), KolmogorovSmirnov().fit([1.0, 2.0])):
-        expected = stats.ks_2samp(ks.quantiles_, window).statistic
-        assert ks.score(window).score == pytest.approx(expected, abs=1e-12)
+    """Ties in the window are one step of its ECDF, however few rows it has and wherever they
+    lie: a window that holds only the reference's own single value does not differ from it,
+    and tied values after a smallest one are one step too."""
+    for window in (np.full(size, 1.0), np.concatenate(([0.0], np.full(size - 1, 1.0)))):
+        for ref in (np.full(100, 1.0), np.array([0.0, 1.0]), np.array([1.0, 2.0])):
+            ks = KolmogorovSmirnov().fit(ref)
+            expected = stats.ks_2samp(ref, window).statistic
+            assert ks.score(window).score == pytest.approx(expected, abs=1e-12)
+    assert KolmogorovSmirnov().fit(np.full(100, 1.0)).score(np.full(size, 1.0)).score == 0.0
 
 
 def test_bins_are_open_at_both_ends() -> None:
