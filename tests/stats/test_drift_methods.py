@@ -275,6 +275,17 @@ def test_ks_of_a_window_of_one_tied_value_against_that_value_is_zero(size: int) 
     assert KolmogorovSmirnov().fit(np.full(100, 1.0)).score(np.full(size, 1.0)).score == 0.0
 
 
+def test_wasserstein_reads_in_reference_standard_deviations_of_any_size() -> None:
+    """A shift of 0.3 reference standard deviations scores 0.3 whether the std is below or
+    above 1; a constant reference (std 0) is normalised by 1: the shift in the data's unit."""
+    rng = np.random.default_rng(13)
+    for sd in (0.25, 0.5, 3.0):
+        ref = rng.normal(0.0, sd, 5_000)
+        w = np.sort(ref + 0.3 * ref.std())
+        assert Wasserstein().fit(ref).score(w).score == pytest.approx(0.3, rel=1e-9)
+    assert Wasserstein().fit(np.full(100, 2.0)).score(np.full(50, 2.5)).score == 0.5
+
+
 def test_bins_are_open_at_both_ends() -> None:
     counts = bin_counts_sorted(np.array([-1e9, 0.0, 1.0, 2.0, 1e9]), np.array([0.0, 1.5]))
     assert counts.tolist() == [2.0, 1.0, 2.0]
