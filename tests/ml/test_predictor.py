@@ -123,6 +123,52 @@ def test_other_pipelines_answer_as_predict_proba(
     assert_equivalent(pipeline, predictor, d.X[:50])
 
 
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))]),
+        Pipeline([("s", MinMaxScaler()), ("c", LogisticRegression(max_iter=5000))]),
+        Pipeline([("s", StandardScaler()), ("c", GaussianNB())]),
+    ],
+    ids=["folded", "other-scaler", "other-estimator"],
+)
+def test_a_float32_batch_answers_the_bits_of_the_same_rows_in_float64(
+    pipeline: Pipeline, datasets: dict[str, Dataset]
+) -> None:
+    """Every path computes in float64 whatever the rows come in: the folded one by its float64
+    weights, the general one by handing the pipeline float64 rows (scikit-learn's scalers keep
+    float32 and round each step in it)."""
+    d = datasets["diagnostic"]
+    pipeline.fit(d.X, d.y)
+    predictor = compile_predictor(pipeline)
+    rows = d.X[:50].astype(np.float32)
+    indices, proba = predictor.predict_batch_indices(rows)
+    expected_indices, expected = predictor.predict_batch_indices(rows.astype(np.float64))
+    assert proba.dtype == np.float64
+    np.testing.assert_array_equal(proba, expected)
+    np.testing.assert_array_equal(indices, expected_indices)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "kind"),
+    [
+        (LogisticRegression(max_iter=5000), "fallback"),
+        (RandomForestClassifier(5, random_state=0), "trees"),
+    ],
+    ids=["linear", "forest"],
+)
+def test_a_bare_estimator_outside_a_pipeline_answers_as_its_own_predict_proba(
+    estimator: ClassifierMixin, kind: str, datasets: dict[str, Dataset]
+) -> None:
+    """A fitted estimator handed over without a Pipeline around it is served whole (no steps
+    to run before it): the general path for a linear one, the tree walk for a forest."""
+    d = datasets["diagnostic"]
+    estimator.fit(d.X, d.y)
+    predictor = compile_predictor(estimator)
+    assert predictor.kind == kind
+    assert_equivalent(estimator, predictor, d.X[:50])  # type: ignore[arg-type]
+
+
 def test_predictor_that_disagrees_with_its_pipeline_falls_back(
     datasets: dict[str, Dataset],
 ) -> None:

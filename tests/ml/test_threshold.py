@@ -98,7 +98,7 @@ def test_without_a_threshold_the_plain_predictor_serves() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"positive_class": None, "threshold": 0.5}, "needs a positive class"),
+        ({"positive_class": None, "threshold": 0.5}, "^a threshold needs a positive class$"),
         ({"positive_class": "ill", "threshold": 0.5}, "one of its classes"),
         (
             {"positive_class": "ill", "threshold": 0.5},
@@ -161,3 +161,12 @@ def test_a_threshold_just_inside_its_bounds_is_served_with_the_schema_it_was_giv
     predictor = compile_predictor(pipeline, schema, positive_class="sick", threshold=threshold)
     assert isinstance(predictor, ThresholdPredictor) and predictor.threshold == threshold
     assert predictor.schema is schema
+
+
+def test_without_a_threshold_the_argmax_predictor_is_served_with_the_schema_it_was_given() -> None:
+    X, y = _data()
+    pipeline = PIPELINES["folded-logistic"][1]().fit(X, y)
+    schema = FeatureSchema.from_training(X, ["a", "b", "c"])
+    predictor = compile_predictor(pipeline, schema)
+    assert type(predictor) is Predictor and predictor.schema is schema
+    assert [f.name for f in predictor.schema.features] == ["a", "b", "c"]

@@ -538,11 +538,13 @@ def test_expected_auc_is_the_pairwise_expectation_with_ties() -> None:
     above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
     pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
     assert expected_auc(s, q) == pytest.approx(pairwise)
-    # Defined with less than one expected positive in all, none of it on the top-scored row.
-    s, q = np.array([0.9, 0.5, 0.2]), np.array([0.0, 0.6, 0.1])
-    above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
-    pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
-    assert expected_auc(s, q) == pytest.approx(pairwise)
+    # Defined with less than one expected positive (or negative) in all, none of it on the
+    # top-scored row.
+    for q in (np.array([0.0, 0.6, 0.1]), np.array([1.0, 0.4, 0.9])):
+        s = np.array([0.9, 0.5, 0.2])
+        above = (s[:, None] > s[None, :]) + 0.5 * (s[:, None] == s[None, :])
+        pairwise = np.sum(q[:, None] * (1 - q[None, :]) * above) / (q.sum() * (1 - q).sum())
+        assert expected_auc(s, q) == pytest.approx(pairwise)
 
 
 @pytest.mark.parametrize("q", [0.0, 1.0])

@@ -21,6 +21,7 @@ from nexus_ml.stats.drift_methods import (
     bin_counts_sorted,
     decile_gaps,
     methods_for,
+    missing_rate_test,
     sorted_finite,
 )
 
@@ -90,6 +91,77 @@ def test_ks_handles_a_discrete_reference() -> None:
     feat = build_profile(ref[:, None], ["x"])["features"]["x"]
     got = KolmogorovSmirnov().fit_profile(feat).score(np.sort(w)).score
     assert got == pytest.approx(stats.ks_2samp(ref, w).statistic, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "w",
+    [
+        np.random.default_rng(21).uniform(-1.0, 6.0, 3_000),  # between, below and above atoms
+        np.random.default_rng(22).choice([0.5, 1.5, 2.5, 3.5], size=2_000),  # halfway only
+        np.random.default_rng(23).normal(2.0, 1.0, 2_000),
+        np.random.default_rng(24).uniform(0.2, 0.8, 500),  # inside one gap
+        np.random.default_rng(25).uniform(3.2, 3.9, 500),  # inside the last gap
+    ],
+    ids=["spread", "halfway", "normal", "first-gap", "last-gap"],
+)
+def test_ks_from_the_profile_of_a_discrete_reference_is_exact_to_its_resolution(
+    w: np.ndarray,
+) -> None:
+    """A tied reference (five atoms) makes the sketch repeat quantiles: its CDF is read at
+    window values between the atoms and beyond them, where it must stay the reference's flat
+    CDF to the sketch's 1/1000."""
+    ref = np.random.default_rng(20).choice(
+        [0.0, 1.0, 2.0, 3.0, 4.0], p=[0.1, 0.4, 0.2, 0.2, 0.1], size=20_000
+    )
+    ks = KolmogorovSmirnov().fit_profile(build_profile(ref[:, None], ["x"])["features"]["x"])
+    assert not ks.continuous_
+    expected = stats.ks_2samp(ref, w).statistic
+    assert ks.score(np.sort(w)).score == pytest.approx(expected, abs=0.0015)
+
+
+def _sketch_cdf_as_written(q: list[float], p: list[float], x: float, right: bool) -> float:
+    """The sketch's CDF by its definition: linear between neighbouring nodes, a jump where
+    nodes repeat; its value at ``x`` (``right``) or its limit from the left."""
+    below = [i for i, v in enumerate(q) if (v <= x if right else v < x)]
+    if not below:
+        return 0.0
+    i = below[-1]
+    if i == len(q) - 1:
+        return 1.0
+    return p[i] + (x - q[i]) / (q[i + 1] - q[i]) * (p[i + 1] - p[i])
+
+
+SKETCHES_WITH_JUMPS = {
+    # 30 % at 0, then a fine spread: the sketch of a lab value that is often exactly 0.
+    "atom-first": [0.0] * 301 + np.linspace(1.0, 5.0, 700).tolist(),
+    # A coarse sketch (11 nodes, 0.1 apart in probability) with 20 % at 0 in the middle:
+    # between nodes the interpolation decides the statistic.
+    "atom-inside": [-2.0, -1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("sketch", SKETCHES_WITH_JUMPS)
+def test_ks_from_a_sketch_with_jumps_is_the_distance_to_its_piecewise_linear_cdf(
+    sketch: str, seed: int
+) -> None:
+    """A sketch that repeats a quantile (an atom) is read as its piecewise-linear CDF with a
+    jump there: the statistic is the largest gap, on either side of every point, between the
+    window's ECDF and that CDF, for window values on nodes, between them and beyond both ends."""
+    q = SKETCHES_WITH_JUMPS[sketch]
+    p = np.linspace(0.0, 1.0, len(q)).tolist()
+    ks = KolmogorovSmirnov().fit_profile({"quantiles": q, "std": 1.0, "n": 10_000})
+    assert not ks.continuous_
+    rng = np.random.default_rng(seed)
+    between = [(a + b) / 2 for a, b in itertools.pairwise(q) if a < b]
+    w = np.sort(np.concatenate((np.zeros(40), rng.uniform(-3.0, 7.0, 100), between)))
+    points = sorted(set(w.tolist()) | set(q))
+    expected = max(
+        abs(np.searchsorted(w, x, side=side) / w.size - _sketch_cdf_as_written(q, p, x, right))
+        for x in points
+        for side, right in (("right", True), ("left", False))
+    )
+    assert ks.score(w).score == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("w", windows())
@@ -164,6 +236,54 @@ def test_chi2_and_cramers_v_match_scipy() -> None:
     assert res.score == pytest.approx(stats.contingency.association(table, method="cramer"))
     same = ChiSquared().fit_profile(ref_feat).score(np.array([50.0, 30.0, 20.0, 0.0]))
     assert same.score == 0.0 and same.pvalue == pytest.approx(1.0)
+
+
+def test_chi2_on_the_smallest_tables_matches_scipy_or_reads_no_difference() -> None:
+    """One row on either side is a table scipy computes (the test is not refused); a
+    reference and a window that both hold one category only differ in nothing: V 0, p 1."""
+    for ref_counts, window in (([60, 40], [1.0, 0.0, 0.0]), ([1, 0], [30.0, 20.0, 0.0])):
+        feat = {"type": "categorical", "categories": ["a", "b"], "category_counts": ref_counts}
+        res = ChiSquared().fit_profile(feat).score(np.array(window))
+        table = np.array([ref_counts, window[:2]])
+        table = table[:, table.sum(axis=0) > 0].astype(int)
+        expected = stats.chi2_contingency(table, correction=False)
+        assert res.pvalue == pytest.approx(expected.pvalue, rel=1e-9)
+        assert res.score == pytest.approx(stats.contingency.association(table, method="cramer"))
+    # The missing-rate test on the same smallest tables: (present, missing) of each side.
+    for reference, window_pm in (((1, 0), (30, 20)), ((60, 40), (0, 1))):
+        table = np.array([reference, window_pm])
+        res_m = missing_rate_test(reference, window_pm)
+        assert res_m.pvalue == pytest.approx(
+            stats.chi2_contingency(table, correction=False).pvalue, rel=1e-9
+        )
+    single = {"type": "categorical", "categories": ["a"], "category_counts": [500]}
+    for method in (ChiSquared, PSI):
+        res = method().fit_profile(single).score(np.array([300.0, 0.0]))
+        assert res.score == 0.0 and res.pvalue == 1.0
+
+
+@pytest.mark.parametrize("size", [2, 3, 200])
+def test_ks_of_a_window_of_one_tied_value_against_that_value_is_zero(size: int) -> None:
+    """Ties in the window are one step of its ECDF, however few rows it has and wherever they
+    lie: a window that holds only the reference's own single value does not differ from it,
+    and tied values after a smallest one are one step too."""
+    for window in (np.full(size, 1.0), np.concatenate(([0.0], np.full(size - 1, 1.0)))):
+        for ref in (np.full(100, 1.0), np.array([0.0, 1.0]), np.array([1.0, 2.0])):
+            ks = KolmogorovSmirnov().fit(ref)
+            expected = stats.ks_2samp(ref, window).statistic
+            assert ks.score(window).score == pytest.approx(expected, abs=1e-12)
+    assert KolmogorovSmirnov().fit(np.full(100, 1.0)).score(np.full(size, 1.0)).score == 0.0
+
+
+def test_wasserstein_reads_in_reference_standard_deviations_of_any_size() -> None:
+    """A shift of 0.3 reference standard deviations scores 0.3 whether the std is below or
+    above 1; a constant reference (std 0) is normalised by 1: the shift in the data's unit."""
+    rng = np.random.default_rng(13)
+    for sd in (0.25, 0.5, 3.0):
+        ref = rng.normal(0.0, sd, 5_000)
+        w = np.sort(ref + 0.3 * ref.std())
+        assert Wasserstein().fit(ref).score(w).score == pytest.approx(0.3, rel=1e-9)
+    assert Wasserstein().fit(np.full(100, 2.0)).score(np.full(50, 2.5)).score == 0.5
 
 
 def test_bins_are_open_at_both_ends() -> None:

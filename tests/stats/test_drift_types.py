@@ -280,6 +280,17 @@ def test_raw_reference_rows_fit_categories_as_their_profile_does(detector: Drift
     assert raw.score(window).to_dict() == stored.score(window).to_dict()
 
 
+def test_categories_are_exact_strings_from_raw_rows_as_in_the_profile() -> None:
+    """Values that differ only by a trailing space or NUL are distinct categories (NumPy's
+    fixed-width text would drop the trailing NUL and merge two of them)."""
+    ref = np.array([["a"], ["a "], ["a\x00"], ["a"]] * 100, dtype=object)
+    raw = DriftDetector().fit(ref, ["site"], categorical=["site"])
+    stored = DriftDetector.from_profile(build_profile(ref, ["site"], categorical=["site"]))
+    assert raw.categories_ == stored.categories_ == {"site": {"a": 0, "a\x00": 1, "a ": 2}}
+    window = np.array([["a\x00"], ["a"]] * 150, dtype=object)
+    assert raw.score(window, ["site"]).to_dict() == stored.score(window, ["site"]).to_dict()
+
+
 def test_a_decided_window_states_its_rule_with_the_correction_used() -> None:
     rng = np.random.default_rng(1)
     names = ["x", "y"]
@@ -298,15 +309,19 @@ def test_the_decision_method_is_computed_first_whatever_methods_are_asked_for() 
     assert detector.methods == {"numeric": ["psi", "ks", "wasserstein"], "categorical": ["l1"]}
 
 
-def test_a_profile_feature_never_observed_is_left_out_and_the_rest_scored() -> None:
+def test_a_numeric_feature_never_observed_is_left_out_from_a_profile_or_raw_rows() -> None:
+    """Fitted from raw rows, an all-missing numeric feature once raised IndexError (its
+    decile bins taken over no values) where its profile left it out."""
     rng = np.random.default_rng(2)
     ref = rng.normal(size=(1_000, 2))
     ref[:, 0] = np.nan  # "never" is missing in every training row
     profile = build_profile(ref, ["never", "x"])
     assert not profile["features"]["never"]["quantiles"]
-    detector = DriftDetector.from_profile(profile)
-    assert list(detector.features_) == ["x"]
-    assert list(detector.score(rng.normal(size=(300, 2)), ["never", "x"]).features) == ["x"]
+    window = rng.normal(size=(300, 2))
+    for detector in (DriftDetector.from_profile(profile), DriftDetector().fit(ref, ["never", "x"])):
+        assert list(detector.features_) == ["x"]
+        assert detector.missing_ == {"x": (1_000, 0)}
+        assert list(detector.score(window, ["never", "x"]).features) == ["x"]
 
 
 def test_a_profile_stored_without_missing_counts_reads_as_nothing_missing() -> None:
@@ -379,6 +394,31 @@ def test_the_missing_rate_is_tested_from_exactly_min_window_rows_and_one_missing
     assert detector.score(one_missing, ["x"]).features["x"].missing_adjusted_pvalue < 1.0
     none_missing = detector.score(rng.normal(size=(300, 1)), ["x"]).features["x"]
     assert none_missing.missing_adjusted_pvalue == 1.0  # no test taken: nothing to compare
+
+
+def test_a_feature_with_no_value_in_a_window_has_only_its_missing_rate_tested() -> None:
+    """A window in which a feature is missing from every row: nothing to compare its
+    distribution with (statistic NaN, p-value 1 raw and adjusted, not decided), and its missing
+    rate, from none to all, is drifted; for a number and for a category alike."""
+    rng = np.random.default_rng(10)
+    ref = np.empty((1_000, 3), dtype=object)
+    ref[:, 0] = rng.normal(size=1_000)
+    ref[:, 1] = rng.choice(["u", "v"], size=1_000)
+    ref[:, 2] = rng.normal(size=1_000)
+    names = ["x", "site", "y"]
+    window = np.empty((300, 3), dtype=object)
+    window[:, :2] = None
+    window[:, 2] = rng.normal(size=300)
+    report = DriftDetector().fit(ref, names, categorical=["site"]).score(window, names)
+    for name in ("x", "site"):
+        empty = report.features[name]
+        assert empty.n == 0 and np.isnan(empty.statistic)
+        assert (empty.pvalue, empty.adjusted_pvalue) == (1.0, 1.0)
+        assert not empty.decided and not empty.distribution_drifted
+        assert empty.missing_share == 1.0 and empty.missing_drifted and empty.drifted
+        as_json = report.to_dict()["features"][name]
+        assert (as_json["statistic"], as_json["pvalue"]) == (None, 1.0)
+    assert report.decided and not report.features["y"].drifted
 
 
 def test_bonferroni_multiplies_each_p_value_by_the_number_of_tests_taken() -> None:
@@ -489,3 +529,27 @@ def test_a_categorical_feature_never_observed_is_left_out_like_a_numeric_one() -
     ):
         assert list(detector.features_) == ["x"]
         assert list(detector.score(window, ["site", "x"]).features) == ["x"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the profile's float32 sketch moves a heavy value off its place (0 stored as "
+    "2.8e-08): see docs/testing.md, sixth round; not fixed yet",
+)
+def test_ks_from_the_profile_of_a_value_often_exactly_zero_reads_as_from_raw_rows() -> None:
+    """A lab value that is 0 in 30 % of rows and spread above otherwise: an undrifted window
+    scored from the stored profile must read the KS statistic the raw rows give (to the
+    sketch's resolution). The profile's continuous sketch is built from a float32 sort of the
+    values minus their mean, and 0 comes back as 2.8e-08: every window 0 then sits below the
+    atom, and KS reads 0.29 (p ~ 1e-132) where the exact statistic is 0.02."""
+    rng = np.random.default_rng(30)
+
+    def draw(n: int) -> NDArray[np.float64]:
+        return np.where(rng.random(n) < 0.3, 0.0, rng.normal(5.0, 1.0, n))
+
+    ref, window = draw(20_000)[:, None], draw(2_000)[:, None]
+    stored = DriftDetector.from_profile(build_profile(ref, ["lab"]))
+    raw = DriftDetector().fit(ref, ["lab"])
+    from_profile = stored.score(window, ["lab"]).features["lab"].scores["ks"]
+    exact = raw.score(window, ["lab"]).features["lab"].scores["ks"]
+    assert from_profile == pytest.approx(exact, abs=0.01)

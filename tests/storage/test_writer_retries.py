@@ -314,6 +314,32 @@ def test_when_the_database_comes_back_orphans_are_replayed_at_once(
     assert set(stored_ids(engine)) >= {r.id for r in orphaned}
 
 
+def test_an_orphan_replay_the_database_refuses_is_retried_after_the_backoff(
+    engine: Engine, store: Store, tmp_path: Path, make_record: RecordFactory
+) -> None:
+    """A failed orphan replay is a failure like any other: retried after the backoff, not
+    after the flush period nor the next scan. Nothing of the writer's own arrives and the
+    clock never moves here, so only that retry brings the orphans in once the database is
+    back."""
+    clock, spill = Clock(), tmp_path / "spill"
+    hook = Hook(store)
+    hook.down = DatabaseUnavailable("down")
+    orphaned = [make_record() for _ in range(5)]
+    leftover_segment(spill, orphaned, dead_pid())
+
+    async def main() -> None:
+        writer = fast_writer(hook, spill, flush_seconds=3600, scan_seconds=3600, clock=clock)
+        await writer.start()
+        await poll(lambda: hook.failures >= 2)  # tried again while the database is down
+        hook.down = None
+        await poll(lambda: row_count(engine) == 5)
+        assert await writer.stop(5) == 0
+
+    asyncio.run(main())
+    assert sorted(stored_ids(engine)) == sorted(r.id for r in orphaned)
+    assert list_segments(spill) == []
+
+
 # -- what is logged ----------------------------------------------------------------------------
 
 

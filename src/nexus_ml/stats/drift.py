@@ -231,6 +231,8 @@ class DriftDetector:
             else:
                 raw = _numbers(ref[:, j])
                 col = sorted_finite(raw)  # sorted once, shared by every method
+                if not col.size:
+                    continue  # never observed: as fit_profile leaves it out
                 self._add(name, "numeric", col)
                 self.missing_[name] = (col.size, int(np.count_nonzero(np.isnan(raw))))
         return self
