@@ -531,17 +531,13 @@ def test_a_categorical_feature_never_observed_is_left_out_like_a_numeric_one() -
         assert list(detector.score(window, ["site", "x"]).features) == ["x"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the profile's float32 sketch moves a heavy value off its place (0 stored as "
-    "2.8e-08): see docs/testing.md, sixth round; not fixed yet",
-)
 def test_ks_from_the_profile_of_a_value_often_exactly_zero_reads_as_from_raw_rows() -> None:
     """A lab value that is 0 in 30 % of rows and spread above otherwise: an undrifted window
     scored from the stored profile must read the KS statistic the raw rows give (to the
     sketch's resolution). The profile's continuous sketch is built from a float32 sort of the
-    values minus their mean, and 0 comes back as 2.8e-08: every window 0 then sits below the
-    atom, and KS reads 0.29 (p ~ 1e-132) where the exact statistic is 0.02."""
+    values minus their mean, and 0 came back as 2.8e-08: every window 0 then sat below the
+    atom, and KS read 0.29 (p ~ 1e-132) where the exact statistic is 0.02 (fixed in
+    ml/profile.py, ``_exact_atoms``)."""
     rng = np.random.default_rng(30)
 
     def draw(n: int) -> NDArray[np.float64]:
