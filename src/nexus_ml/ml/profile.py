@@ -160,6 +160,21 @@ def _numeric_block(arr: NDArray[Any], block: list[int]) -> list[tuple[int, dict[
     return out
 
 
+def _node_ranks(n: int) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.intp]]:
+    """The sketch's node positions among ``n`` sorted values and the two ranks around each
+    (``np.quantile(method="linear")``'s interpolation between them)."""
+    pos = np.linspace(0.0, n - 1.0, N_QUANTILES)
+    lo = np.floor(pos).astype(np.intp)
+    return pos, lo, np.minimum(lo + 1, n - 1)
+
+
+def _centred32(x: NDArray[Any], mean: float) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    """A column in float64 and as the block sorted it: the same float64 subtraction and float32
+    cast, so every value finds its own bucket of the float32 sort."""
+    col = np.asarray(x, dtype=np.float64)
+    return col, (col - mean).astype(np.float32)
+
+
 def _discrete_sketch(
     x: NDArray[Any], sorted32: NDArray[np.float32], mean: float
 ) -> dict[str, Any] | None:
@@ -175,9 +190,8 @@ def _discrete_sketch(
         return None
     starts = np.concatenate(([0], np.flatnonzero(changes) + 1))
     counts = np.diff(np.append(starts, sorted32.size))
-    col = np.asarray(x, dtype=np.float64)
-    # Same float64 subtraction and cast as the block, so every value finds its own bucket.
-    idx = np.searchsorted(sorted32[starts], (col - mean).astype(np.float32))
+    col, centred = _centred32(x, mean)
+    idx = np.searchsorted(sorted32[starts], centred)
     values = np.empty(starts.size)
     values[idx] = col
     return _sketch_from_counts(values, counts)
@@ -196,17 +210,14 @@ def _exact_atoms(
     the sketch's resolution) gets its float64 value back on them, when its float32 run holds
     one float64 value only. Found by the sixth mutation round (docs/testing.md).
     """
-    n = sorted32.size
-    lo = np.floor(np.linspace(0.0, n - 1.0, N_QUANTILES)).astype(np.intp)
+    _, lo, hi = _node_ranks(sorted32.size)
     node = sorted32[lo]
-    on_run = node == sorted32[np.minimum(lo + 1, n - 1)]
+    on_run = node == sorted32[hi]
     values, nodes = np.unique(node[on_run], return_counts=True)
     heavy = values[nodes >= 2]
     if heavy.size == 0:  # the usual continuous column: nothing to do
         return prof
-    col = np.asarray(x, dtype=np.float64)
-    # Same float64 subtraction and cast as the block, so each value finds its own run.
-    centred = (col - mean).astype(np.float32)
+    col, centred = _centred32(x, mean)
     member = np.isin(centred, heavy)
     run_of = np.searchsorted(heavy, centred[member])
     smallest = np.full(heavy.size, np.inf)
@@ -228,9 +239,7 @@ def _sketch_from_counts(values: NDArray[np.float64], counts: NDArray[Any]) -> di
     def order_stat(rank: NDArray[np.intp]) -> NDArray[np.float64]:
         return values[np.searchsorted(cum, rank, side="right")]
 
-    pos = np.linspace(0.0, n - 1.0, N_QUANTILES)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
+    pos, lo, hi = _node_ranks(n)
     a, b = order_stat(lo), order_stat(hi)
     q = a + (pos - lo) * (b - a)
     i = decile_gaps(values, counts)
@@ -278,9 +287,7 @@ def _numeric_column(col: NDArray[np.float64]) -> dict[str, Any]:
 
 def _sketch(col: NDArray[np.floating[Any]], n: int, offset: float) -> dict[str, Any]:
     """Quantile sketch and decile histogram of a sorted column (values minus ``offset``)."""
-    pos = np.linspace(0.0, n - 1.0, N_QUANTILES)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
+    pos, lo, hi = _node_ranks(n)
     a, b = col[lo].astype(np.float64), col[hi].astype(np.float64)
     q = a + (pos - lo) * (b - a)  # same interpolation as np.quantile(method="linear")
     # Decile edges placed halfway between two neighbouring distinct values: every data value
