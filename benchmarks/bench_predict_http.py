@@ -125,9 +125,11 @@ def floor_app() -> Starlette:
     # Imported here: the other variants also run against code older than parse_json.
     from nexus_ml.api.routes.predictions import parse_json
 
-    loaded = load_model(Settings().model_path, "diagnostic")
-    folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
-    fd = os.open(folder / "journal.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    settings = Settings()
+    loaded = load_model(settings.model_path, "diagnostic")
+    # In the run's data folder (ML_DATA_DIR), which the benchmark's temporary folder holds.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.data_dir / "journal.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     async def predict(request: Request) -> Response:
         features = parse_json(await request.body())["features"]
