@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -223,21 +224,145 @@ def test_to_dict_is_json_without_nan() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((["x"], ["benign"], [[0.5, 0.5]], BINARY, "malignant"), "not the model's"),
+        # Each refusal says which argument is wrong, in full (the API and the job show it).
+        (
+            (["x"], ["benign"], [[0.5, 0.5]], BINARY, "malignant"),
+            "^actual holds a class that is not the model's: 'x'$",
+        ),
+        (
+            (["benign"], ["x"], [[0.5, 0.5]], BINARY, "malignant"),
+            "^predicted holds a class that is not the model's: 'x'$",
+        ),
+        (
+            ([["benign"]], ["benign"], [[0.5, 0.5]], BINARY, "malignant"),
+            "^actual must be one-dimensional$",
+        ),
+        (
+            (["benign"], [["benign"]], [[0.5, 0.5]], BINARY, "malignant"),
+            "^predicted must be one-dimensional$",
+        ),
         ((["benign"], ["benign", "benign"], [[0.5, 0.5]], BINARY, "malignant"), "rows"),
         ((["benign"], ["benign"], [[1.0]], BINARY, "malignant"), "1 x 2"),
-        ((["benign"], ["benign"], [[np.nan, 1.0]], BINARY, "malignant"), "finite"),
+        (
+            (["benign"] * 3, ["benign"] * 3, [], BINARY, "malignant"),
+            re.escape("proba must be 3 x 2 (rows x classes), got shape (0,)"),
+        ),
+        (
+            (["benign"], ["benign"], [[np.nan, 1.0]], BINARY, "malignant"),
+            "^proba holds a value that is not a finite number$",
+        ),
+        # A stored probability that is null is not a number either (a ValueError, not a
+        # TypeError from deep inside NumPy).
+        (
+            (["benign"], ["benign"], [[None, 1.0]], BINARY, "malignant"),
+            "^proba holds a value that is not a finite number$",
+        ),
         ((["benign"], ["benign"], [[0.5, 0.5]], BINARY, "cancer"), "positive class"),
-        ((["a"], ["a"], [[1 / 3] * 3], THREE, "a"), "binary models only"),
-        ((["a"], ["a"], [[1.0]], ["a"], None), "at least 2 classes"),
+        (
+            (["a"], ["a"], [[1 / 3] * 3], THREE, "a"),
+            "^a positive class is defined for binary models only$",
+        ),
+        ((["a"], ["a"], [[1.0]], ["a"], None), "^a classifier has at least 2 classes$"),
+        (
+            (["a"], ["a"], [[0.5, 0.5]], ["a", "a"], None),
+            re.escape("classes repeat a name: ['a', 'a']"),
+        ),
     ],
 )
 def test_bad_input_is_refused(args: tuple, message: str) -> None:
     actual, predicted, proba, classes, pos = args
     with pytest.raises(ValueError, match=message):
         realised(actual, predicted, proba, classes, positive_class=pos)
+    if not message.startswith("^actual"):  # estimated() has no actual classes
+        with pytest.raises(ValueError, match=message):
+            estimated(predicted, proba, classes, calibration=None, positive_class=pos)
     with pytest.raises(ValueError, match="min_count"):
         realised(["benign"], ["benign"], [[0.5, 0.5]], BINARY, positive_class=None, min_count=0)
+
+
+def test_a_proportion_of_one_trial_has_a_value_by_default() -> None:
+    lo, hi = wilson_interval(np.array([1]), np.array([1]))
+    assert proportion(1, 1) == Interval(1.0, float(lo[0]), float(hi[0]), 1)
+
+
+def test_min_count_is_the_smallest_count_that_shows_a_value() -> None:
+    # Exactly min_count rows (or class support) shows the value; one fewer hides it.
+    actual = ["malignant"] * 4 + ["benign"] * 6
+    predicted = ["malignant"] * 3 + ["benign"] * 7
+    p1 = np.array([0.9, 0.8, 0.7, 0.4, 0.3, 0.2, 0.1, 0.2, 0.3, 0.1])
+    proba = np.column_stack([1 - p1, p1])
+    at = realised(actual, predicted, proba, BINARY, positive_class="malignant", min_count=10)
+    assert at.accuracy.value == pytest.approx(0.9) and at.brier_score is not None
+    assert at.calibration_error is not None and at.roc_auc.value is not None
+    above = realised(actual, predicted, proba, BINARY, positive_class="malignant", min_count=11)
+    assert above.brier_score is None and above.calibration_error is None
+    # F1 is gated on the class's support (its actual rows): 4 malignant cases.
+    four = realised(actual, predicted, proba, BINARY, positive_class="malignant", min_count=4)
+    assert four.classes["malignant"].f1 == pytest.approx(2 * 3 / (4 + 3))
+    five = realised(actual, predicted, proba, BINARY, positive_class="malignant", min_count=5)
+    assert five.classes["malignant"].f1 is None and five.classes["benign"].f1 is not None
+
+
+def test_multiclass_reliability_is_of_the_served_class_by_hand() -> None:
+    # With no positive class the curve is the served class's confidence against whether it
+    # was right.
+    proba = np.array(
+        [
+            [0.95, 0.03, 0.02],  # a, right
+            [0.05, 0.91, 0.04],  # b, right
+            [0.02, 0.03, 0.95],  # c, wrong (a)
+            [0.55, 0.40, 0.05],  # a, wrong (b)
+            [0.30, 0.52, 0.18],  # b, right
+        ]
+    )
+    r = realised(["a", "b", "a", "b", "b"], list("abcab"), proba, THREE, positive_class=None)
+    top, middle = r.reliability[9], r.reliability[5]
+    assert (top.count, middle.count) == (3, 2)
+    assert top.mean_predicted == pytest.approx((0.95 + 0.91 + 0.95) / 3)
+    assert top.observed == pytest.approx(2 / 3) and middle.observed == pytest.approx(1 / 2)
+    ece = (3 * abs((0.95 + 0.91 + 0.95) / 3 - 2 / 3) + 2 * abs(0.535 - 0.5)) / 5
+    assert r.calibration_error == pytest.approx(ece)
+
+
+@pytest.mark.parametrize(("positives", "negatives"), [(10, 3), (3, 10)])
+def test_a_perfectly_separated_auc_gets_the_wilson_bounds_of_the_smaller_class(
+    positives: int, negatives: int
+) -> None:
+    # DeLong's variance is 0 there; the bounds are those of 1.0 seen in as many trials as the
+    # smaller class has rows, whichever class that is.
+    actual = ["malignant"] * positives + ["benign"] * negatives
+    p1 = np.r_[np.linspace(0.6, 0.9, positives), np.linspace(0.1, 0.4, negatives)]
+    r = realised(
+        actual,
+        np.where(p1 >= 0.5, "malignant", "benign"),
+        np.column_stack([1 - p1, p1]),
+        BINARY,
+        positive_class="malignant",
+    )
+    lo, hi = wilson_interval(np.array([3]), np.array([3]))
+    assert r.roc_auc == Interval(1.0, float(lo[0]), float(hi[0]), positives + negatives)
+
+
+def test_a_binary_model_without_a_positive_class_takes_the_second() -> None:
+    actual, predicted, proba, _ = _traffic(120, BINARY, seed=11)
+    assert realised(actual, predicted, proba, BINARY, positive_class=None) == realised(
+        actual, predicted, proba, BINARY, positive_class="malignant"
+    )
+    assert estimated(predicted, proba, BINARY, calibration=None, positive_class=None) == estimated(
+        predicted, proba, BINARY, calibration=None, positive_class="malignant"
+    )
+
+
+def test_a_probability_rounded_a_hair_below_zero_counts_in_the_first_bin() -> None:
+    # A model's probabilities can miss [0, 1] by a rounding error; that is not a refusal.
+    r = realised(
+        ["benign", "benign"],
+        ["benign", "benign"],
+        [[1.0, -1e-17], [0.95, 0.05]],
+        BINARY,
+        positive_class="malignant",
+    )
+    assert r.reliability[0].count == 2 and r.reliability[0].observed == 0.0
 
 
 # --- interval coverage ----------------------------------------------------------------------

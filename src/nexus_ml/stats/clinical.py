@@ -293,7 +293,9 @@ def estimated(
     ranks = {c: rankdata(p[:, c]) for c in auc_cols}
     exp_auc = np.array([expected_auc(p[:, c], q[:, c]) for c in auc_cols])
     se = standard_errors(q, pred, ranks)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A zero denominator has a zero numerator here (each is a sum over the same rows), so the
+    # only case is 0/0, NumPy's "invalid"; a "divide" (x/0 with x != 0) cannot happen.
+    with np.errstate(invalid="ignore"):
         recall = exp_tp / exp_actual
         precision = exp_tp / n_pred
     recall_out, precision_out = {}, {}
@@ -336,7 +338,7 @@ def _reliability(
         np.searchsorted(RELIABILITY_EDGES, score, side="right") - 1, 0, N_RELIABILITY_BINS - 1
     )
     count = np.bincount(b, minlength=N_RELIABILITY_BINS)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # an empty bin is 0/0, as in estimated()
         mean_pred = np.bincount(b, weights=score, minlength=N_RELIABILITY_BINS) / count
         observed = np.bincount(b, weights=outcome, minlength=N_RELIABILITY_BINS) / count
     shown = count >= min_count
@@ -413,11 +415,13 @@ def _indices(values: ArrayLike, labels: list[str], what: str) -> NDArray[np.intp
     arr = arr.astype(str)
     order = np.argsort(np.asarray(labels))
     sorted_labels = np.asarray(labels)[order]
-    pos = np.clip(np.searchsorted(sorted_labels, arr), 0, len(labels) - 1)
+    # searchsorted is never negative; past the last name it is len(labels), kept in range
+    # for the comparison below, which then refuses the name.
+    pos = np.minimum(np.searchsorted(sorted_labels, arr), len(labels) - 1)
     bad = sorted_labels[pos] != arr
     if bad.any():
-        raise ValueError(f"{what} holds a class that is not the model's: {arr[bad][0]!r}")
-    return np.asarray(order[pos], dtype=np.intp)
+        raise ValueError(f"{what} holds a class that is not the model's: {str(arr[bad][0])!r}")
+    return order[pos]  # argsort's indices are np.intp already
 
 
 def _check_proba(proba: ArrayLike, n: int, k: int) -> NDArray[np.float64]:
