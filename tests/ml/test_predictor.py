@@ -15,7 +15,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from nexus_ml.ml import predictor as predictor_module
 from nexus_ml.ml.datasets import Dataset
+from nexus_ml.ml.errors import NotEvaluable
 from nexus_ml.ml.predictor import Predictor, _headroom, compile_predictor
+from nexus_ml.ml.schema import FeatureSchema, FeatureSpec
 from nexus_ml.ml.training import TrainResult
 
 TOLERANCE = 1e-9
@@ -98,6 +100,32 @@ def test_scaler_without_mean_or_std_is_folded_too(datasets: dict[str, Dataset]) 
     predictor = compile_predictor(pipeline)
     assert predictor.kind == "binary"
     assert_equivalent(pipeline, predictor, d.X)
+
+
+def test_a_nullable_number_keeps_the_folded_path_and_its_missing_value_names_the_row(
+    datasets: dict[str, Dataset],
+) -> None:
+    # An imported scaler-and-logistic pipeline whose schema lets a feature be missing: the
+    # pipeline has no imputer, so a missing value cannot be scored either way; the folded
+    # path answers every complete row as scikit-learn does and refuses the incomplete one
+    # by its index (scikit-learn's refusal does not say which row).
+    d = datasets["diabetes_risk"]
+    pipeline = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=5000))])
+    pipeline.fit(d.X, d.y)
+    features = tuple(
+        FeatureSpec(name, "number", nullable=(i == 1)) for i, name in enumerate(d.feature_names)
+    )
+    predictor = Predictor(pipeline, FeatureSchema(features))
+    assert predictor.kind == "binary"
+    assert_equivalent(pipeline, predictor, d.X)
+    rows = np.array(d.X[:4], dtype=np.float64)
+    rows[2, 1] = np.nan
+    with pytest.raises(NotEvaluable) as batch:
+        predictor.predict_batch(rows)
+    assert batch.value.row == 2
+    with pytest.raises(NotEvaluable) as one:
+        predictor.predict_one(rows[2])
+    assert one.value.row == 0
 
 
 @pytest.mark.parametrize(

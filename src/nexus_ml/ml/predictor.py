@@ -111,8 +111,10 @@ class Predictor:
         self._linear = hasattr(self._final, "coef_") and hasattr(self._final, "decision_function")
         self._threads: ThreadpoolController | None = None  # made on first use of the general path
         self.kind: Kind = "fallback"
-        plain = self.schema.numeric_only and not any(f.nullable for f in self.schema.features)
-        folded = fold_scaler(pipeline) if plain else None
+        # Rows of numbers only: a category is no number to fold. A nullable number may: its
+        # missing value is NaN, which a scaler-and-logistic pipeline cannot take (scikit-learn
+        # refuses it without saying which row); the folded scores refuse it naming the row.
+        folded = fold_scaler(pipeline) if self.schema.numeric_only else None
         if folded is not None:
             weights, bias = folded
             # Weights (n_features, n_outputs) divided by 2**k: their dot products cannot overflow.
