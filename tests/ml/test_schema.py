@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from types import MappingProxyType
 from typing import Any
@@ -14,6 +15,7 @@ from nexus_ml.ml.schema import (
     FeatureSchema,
     FeatureSpec,
     ValidationProblem,
+    check_instance,
     validate_batch,
     validate_instance,
 )
@@ -203,13 +205,37 @@ def test_training_numbers_given_as_text_get_numeric_bounds() -> None:
 
 
 @pytest.mark.parametrize(
-    "features",
-    [(), (FeatureSpec("a"), FeatureSpec("a")), (FeatureSpec("a", "categorical"),)],
-    ids=["empty", "duplicate", "bad-type"],
+    ("features", "message"),
+    [
+        ((), "a schema needs at least one feature"),
+        ((FeatureSpec("a"), FeatureSpec("a")), "feature names must be unique"),
+        ((FeatureSpec("a", "categorical"),), "feature 'a' has unsupported type 'categorical'"),
+        ((FeatureSpec(""),), "a feature name must be non-empty text"),
+        ((FeatureSpec("a" * 129),), "a feature name must be at most 128 characters"),
+        ((FeatureSpec("a\nb"),), "a feature name must hold printable characters only"),
+    ],
+    ids=["empty", "duplicate", "bad-type", "empty-name", "long-name", "control-character"],
 )
-def test_invalid_schema_is_refused(features: tuple[FeatureSpec, ...]) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_schema_is_refused(features: tuple[FeatureSpec, ...], message: str) -> None:
+    # A stored or imported schema's refusal says which rule it breaks, in full.
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         FeatureSchema(features)
+
+
+def test_a_stored_feature_without_bounds_or_nullable_is_unbounded_and_required() -> None:
+    schema = FeatureSchema.from_list([{"name": "a", "type": "number"}])
+    assert schema.features[0] == FeatureSpec("a", "number", -math.inf, math.inf, nullable=False)
+    # Unbounded: no value of it is ever out of its training range.
+    for value in (-1e308, 0.0, 1e308):
+        assert validate_instance(schema, {"a": value}).tolist() == [value]
+        assert check_instance(schema, {"a": value}).warnings == []
+
+
+def test_categories_given_as_a_list_are_kept_as_a_tuple() -> None:
+    # A frozen spec must hash and compare the same whatever sequence it was given.
+    spec = FeatureSpec("site", "category", categories=["north", "south"])  # type: ignore[arg-type]
+    assert spec.categories == ("north", "south") and type(spec.categories) is tuple
+    assert hash(spec) == hash(FeatureSpec("site", "category", categories=("north", "south")))
 
 
 # Names a display string cannot carry unambiguously: monitoring must get the feature itself.
