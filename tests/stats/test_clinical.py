@@ -181,6 +181,8 @@ def test_no_rows() -> None:
     assert r.roc_auc.value is None and r.brier_score is None and r.calibration_error is None
     assert [b.count for b in r.reliability] == [0] * 10
     assert json.loads(json.dumps(r.to_dict(), allow_nan=False))["n"] == 0
+    # An empty window read from the store has no probability rows either: a flat [] is it.
+    assert realised([], [], [], BINARY, positive_class="malignant") == r
 
 
 def test_one_class_absent_and_one_predicted_class() -> None:
