@@ -88,6 +88,18 @@ def test_an_integer_feature_takes_whole_numbers_of_either_json_kind() -> None:
     assert check_instance(SCHEMA, {**GOOD, "age": 40}).row[1] == 40.0
 
 
+def test_a_numbers_only_schema_refuses_a_fractional_integer_beside_whole_numbers() -> None:
+    # Numbers-only rows take a fast check first; a fractional value of the integer feature
+    # must not pass it because the other (number) features happen to hold whole values.
+    schema = FeatureSchema(
+        (FeatureSpec("age", "integer", 18.0, 99.0), FeatureSpec("hr", "number", 30.0, 200.0))
+    )
+    with pytest.raises(ValidationProblem) as info:
+        check_instance(schema, {"age": 51.5, "hr": 80.0})
+    assert [(p.field, p.kind) for p in info.value.problems] == [("age", "wrong_type")]
+    assert check_instance(schema, {"age": 51, "hr": 80.5}).row.tolist() == [51.0, 80.5]
+
+
 def test_every_problem_of_a_request_is_listed() -> None:
     features = {**GOOD, "age": 2.5, "sex": 7, "bogus": SECRET}
     del features["Heart rate (bpm)"]
