@@ -38,14 +38,6 @@ STORAGE_TESTS = (
     "tests/storage/test_journal_files.py",
     "tests/storage/test_locks_journal.py",
 )
-ALERT_SOURCES = "src/nexus_ml/monitoring/alerts/*.py"
-ALERT_TESTS = (
-    "tests/monitoring/alerts/test_limits.py",
-    "tests/monitoring/alerts/test_definitions.py",
-    "tests/monitoring/alerts/test_cases_in_process.py",
-    "tests/monitoring/test_alerting.py",
-    "tests/deploy/test_rules.py",
-)
 # The writer's logic does not depend on the database; its PostgreSQL runs stay in `make test`.
 SQLITE_ONLY = ("-k", "not postgres")
 
@@ -56,8 +48,6 @@ class Module:
     tests: tuple[str, ...]
     pytest_args: tuple[str, ...] = ()
     goal: float = 0.90
-    # Only when named (not in "every module"): a second pass over another module's survivors.
-    named_only: bool = False
 
 
 MODULES: dict[str, Module] = {
@@ -181,19 +171,23 @@ MODULES: dict[str, Module] = {
         "src/nexus_ml/monitoring/alerting.py", ("tests/monitoring/test_alerting.py",)
     ),
     # The alert definitions (one module per family since the move out of monitoring/alerts.py):
-    # their conditions run in-process, their expressions and cases through promtool. Every
-    # promtool case is also replayed in process (test_cases_in_process.py). Left out of this
-    # first pass: the four runs of the whole promtool suite (25 s each here: with them a
-    # surviving mutant costs two minutes, the 2,576 mutants days), and the check that the
-    # checked-in rule files are current, which fails on any change to the rendering, right or
-    # wrong. "alerts-promtool" runs the survivors again with the promtool suites (--only).
+    # their conditions run in-process (every promtool case is replayed there too), their
+    # expressions and cases through promtool, one alert at a time (test_rules_per_alert.py: a
+    # mutant of one alert runs its own two promtool tests, about a second). Left out: the four
+    # runs of the whole promtool suite (25 s each, every rule in every group: two minutes a
+    # surviving mutant), and the check that the checked-in rule files are current, which fails
+    # on any change to the rendering, right or wrong.
     "alerts": Module(
-        ALERT_SOURCES,
-        ALERT_TESTS,
+        "src/nexus_ml/monitoring/alerts/*.py",
+        (
+            "tests/monitoring/alerts/test_limits.py",
+            "tests/monitoring/alerts/test_definitions.py",
+            "tests/monitoring/alerts/test_cases_in_process.py",
+            "tests/monitoring/test_alerting.py",
+            "tests/deploy/test_rules.py",
+            "tests/deploy/test_rules_per_alert.py",
+        ),
         ("-k", "not promtool_unit_tests and not promtool_catches and not checked_in_rule_files"),
-    ),
-    "alerts-promtool": Module(
-        ALERT_SOURCES, ALERT_TESTS, ("-k", "not checked_in_rule_files"), named_only=True
     ),
     "rules": Module("src/nexus_ml/render/rules.py", ("tests/deploy/test_rules.py",)),
     "rule_tests": Module("src/nexus_ml/render/rule_tests.py", ("tests/deploy/test_rules.py",)),
@@ -342,7 +336,7 @@ def main() -> int:
     parser.add_argument(
         "modules",
         nargs="*",
-        help=f"default: all of {', '.join(n for n, m in MODULES.items() if not m.named_only)}",
+        help=f"default: all of {', '.join(MODULES)}",
     )
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATION_JOBS", "2")))
     parser.add_argument(
@@ -369,7 +363,7 @@ def main() -> int:
     mutmut = str(Path(sys.executable).parent / "mutmut")
     rows = [
         run(name, MODULES[name], mutmut, args.jobs, args.timeout, args.only)
-        for name in (args.modules or [n for n, m in MODULES.items() if not m.named_only])
+        for name in (args.modules or list(MODULES))
     ]
     header = "| module | mutants | killed | timeout | survived | no tests | other | equivalent "
     header += "| score | goal | minutes |"

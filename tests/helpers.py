@@ -127,6 +127,30 @@ def free_port() -> int:
 
 
 # A typed training file: the column names a user's CSV has, kept as they are.
+# Thresholds unlike the defaults (every `for`, limit and window that two defaults could share),
+# for the promtool tests that render rules and their cases afresh: a value rendered from the
+# wrong setting shows only where the two settings differ.
+PROMTOOL_OVERRIDES: dict[str, Any] = {
+    "cpu_usage_high": 70,
+    "cpu_usage_high_for": "10m",
+    "error_rate_high": 0.02,
+    "model_confidence_low": 0.42,
+    "training_max_age": "3d",
+    "availability_slo": 0.995,
+    "memory_usage_high_bytes": 3 * 2**30,
+    "disk_usage_high_for": 0,
+    "db_connection_errors_window": "10m",
+    "db_connection_errors_for": "2m",
+    # The clinical limits: at-the-limit cases must hit the rule's float exactly here too.
+    "sensitivity_drop_tolerance": 0.08,
+    "subgroup_gap_tolerance": 0.15,
+    "calibration_error_tolerance": 0.02,
+    "accuracy_baseline_tolerance": 0.07,
+    "clinical_min_samples": 40,
+    "calibration_min_samples": 500,
+    "subgroup_gap_for": "5m",
+}
+
 WINE = "od280/od315_of_diluted_wines"
 MIXED_HEADER = ["age", WINE, "sex", "site", "outcome"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.helpers import PROMTOOL_OVERRIDES
 
 from nexus_ml.monitoring.alerts import ALERTS
 from nexus_ml.render.prometheus_config import render_prometheus_config_yaml
@@ -85,26 +86,7 @@ def test_promtool_unit_tests_follow_overrides(
 ) -> None:
     # Overridden thresholds render rules and tests that still agree with each other.
     promtool = require_tool("promtool")
-    t = Thresholds(
-        cpu_usage_high=70,
-        cpu_usage_high_for="10m",
-        error_rate_high=0.02,
-        model_confidence_low=0.42,
-        training_max_age="3d",
-        availability_slo=0.995,
-        memory_usage_high_bytes=3 * 2**30,
-        disk_usage_high_for=0,
-        db_connection_errors_window="10m",
-        db_connection_errors_for="2m",
-        # The clinical limits: at-the-limit cases must hit the rule's float exactly here too.
-        sensitivity_drop_tolerance=0.08,
-        subgroup_gap_tolerance=0.15,
-        calibration_error_tolerance=0.02,
-        accuracy_baseline_tolerance=0.07,
-        clinical_min_samples=40,
-        calibration_min_samples=500,
-        subgroup_gap_for="5m",
-    )
+    t = Thresholds(**PROMTOOL_OVERRIDES)
     (tmp_path / "ml_alerts.yml").write_text(render_rules_yaml(t))
     (tmp_path / "ml_alerts_test.yml").write_text(render_rule_tests_yaml(t))
     _ok(_run(promtool, "test", "rules", "ml_alerts_test.yml", cwd=tmp_path))
