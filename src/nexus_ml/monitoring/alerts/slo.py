@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client.utils import floatToGoString
 
@@ -84,65 +85,67 @@ def _budget(objective: Objective, t: Thresholds) -> float:
 
 def burn_expr(objective: Objective, speed: Speed) -> Expr:
     """Both window pairs of ``speed`` burning ``objective``'s budget, above the traffic guard."""
+    # A partial, not a closure: the work stays in a module-level function, looked up at each
+    # call (a closure made at import keeps the code it was made with; docs/testing.md).
+    return partial(_burn_expr, objective, speed)
 
-    def expr(t: Thresholds, j: str) -> str:
-        budget, bad = _budget(objective, t), objective.bad
-        pairs = [
-            f"(job:{bad}:ratio_rate{long}{{{j}}} > {num(rate * budget)}\n"
-            f"   and job:{bad}:ratio_rate{short}{{{j}}} > {num(rate * budget)})"
-            for long, short, rate in speed.burns
-        ]
-        joined = "\n  or\n  ".join(pairs)
-        # Too few requests make any ratio meaningless; HighErrorRate's own guard covers bursts.
-        return (
-            f"(\n  {joined}\n)\nand on (job)\njob:{objective.total}:rate{speed.guard}{{{j}}} >= "
-            f"{num(t.slo_min_request_rate)}"
-        )
 
-    return expr
+def _burn_expr(objective: Objective, speed: Speed, t: Thresholds, j: str) -> str:
+    budget, bad = _budget(objective, t), objective.bad
+    pairs = [
+        f"(job:{bad}:ratio_rate{long}{{{j}}} > {num(rate * budget)}\n"
+        f"   and job:{bad}:ratio_rate{short}{{{j}}} > {num(rate * budget)})"
+        for long, short, rate in speed.burns
+    ]
+    joined = "\n  or\n  ".join(pairs)
+    # Too few requests make any ratio meaningless; HighErrorRate's own guard covers bursts.
+    return (
+        f"(\n  {joined}\n)\nand on (job)\njob:{objective.total}:rate{speed.guard}{{{j}}} >= "
+        f"{num(t.slo_min_request_rate)}"
+    )
 
 
 def burn_cases(objective: Objective, speed: Speed) -> Cases:
     """Above the highest and just above the lowest burn rate (fires), below it and too
     little traffic (quiet)."""
+    return partial(_burn_cases, objective, speed)  # a partial, as in burn_expr
 
-    def cases(t: Thresholds, for_m: int) -> list[Case]:
-        budget = _budget(objective, t)
-        # Enough traffic that the first, partial guard window already clears the minimum.
-        per_minute = max(600.0, 2 * speed.guard_seconds * t.slo_min_request_rate)
-        top, low = speed.burns[0][2], speed.burns[-1][2]
-        return [
-            Case(
-                series=objective.traffic(t, top * budget * 1.1, per_minute),
-                fires=True,
-                active_from=1,
-                labels={"job": JOB},
-                value=top * budget * 1.1,
-                note="above the highest burn rate",
-            ),
-            Case(
-                series=objective.traffic(t, low * budget * 1.1, per_minute),
-                fires=True,
-                active_from=1,
-                labels={"job": JOB},
-                value=low * budget * 1.1,
-                note="just above the lowest burn rate",
-            ),
-            Case(
-                series=objective.traffic(t, low * budget * 0.9, per_minute),
-                fires=False,
-                check_at=for_m + 10,
-                note="just below the lowest burn rate",
-            ),
-            Case(
-                series=objective.traffic(t, 0.5, 30 * t.slo_min_request_rate),
-                fires=False,
-                check_at=for_m + 10,
-                note="half the requests fail but traffic is below the minimum",
-            ),
-        ]
 
-    return cases
+def _burn_cases(objective: Objective, speed: Speed, t: Thresholds, for_m: int) -> list[Case]:
+    budget = _budget(objective, t)
+    # Enough traffic that the first, partial guard window already clears the minimum.
+    per_minute = max(600.0, 2 * speed.guard_seconds * t.slo_min_request_rate)
+    top, low = speed.burns[0][2], speed.burns[-1][2]
+    return [
+        Case(
+            series=objective.traffic(t, top * budget * 1.1, per_minute),
+            fires=True,
+            active_from=1,
+            labels={"job": JOB},
+            value=top * budget * 1.1,
+            note="above the highest burn rate",
+        ),
+        Case(
+            series=objective.traffic(t, low * budget * 1.1, per_minute),
+            fires=True,
+            active_from=1,
+            labels={"job": JOB},
+            value=low * budget * 1.1,
+            note="just above the lowest burn rate",
+        ),
+        Case(
+            series=objective.traffic(t, low * budget * 0.9, per_minute),
+            fires=False,
+            check_at=for_m + 10,
+            note="just below the lowest burn rate",
+        ),
+        Case(
+            series=objective.traffic(t, 0.5, 30 * t.slo_min_request_rate),
+            fires=False,
+            check_at=for_m + 10,
+            note="half the requests fail but traffic is below the minimum",
+        ),
+    ]
 
 
 AVAILABILITY_FAST_BURN = Alert(
