@@ -188,3 +188,15 @@ def test_in_process_alerts_have_a_condition_that_reads_the_snapshot(alert: Alert
     # An empty snapshot is "not measured": only the volume alert counts that as zero.
     found = list(alert.breaches(Measurements(), Thresholds(), "ml-1"))
     assert found == ([({}, 0.0)] if alert is usage.LOW_VOLUME else [])
+
+
+def test_the_database_cases_sample_step_keeps_its_three_rules_for_any_window() -> None:
+    # The step of DatabaseConnectionErrors' cases (database._sample_step's docstring): under a
+    # minute and a divisor of 60, at most half the window, no range starting on a sample; the
+    # largest such (the fewest samples). Every window from 2 s to 2 h, in whole seconds.
+    divisors = [d for d in range(59, 0, -1) if 60 % d == 0]
+    for window in range(2, 7201):
+        fits = [d for d in divisors if 2 * d <= window and (window - d) % 60]
+        assert database._sample_step(window) == fits[0], window
+    with pytest.raises(ValueError, match=r"^no sample step fits db_connection_errors_window 1s$"):
+        database._sample_step(1)

@@ -8,6 +8,7 @@ agree at the limit itself, where a ``>`` written as ``>=`` is the only differenc
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from nexus_ml.monitoring.alerts import (
     database,
     host,
     http,
+    integrity,
     model,
     usage,
 )
@@ -407,3 +409,101 @@ def test_a_nan_baseline_accuracy_is_no_baseline() -> None:
     assert list(model.LOW_ACCURACY.breaches(nan_baseline, T, "ml-1")) == [({"model": M}, 0.79)]
     weak = Measurements(**snap, baseline={(M, "accuracy", ""): 0.674})
     assert list(model.LOW_ACCURACY.breaches(weak, T, "ml-1")) == []
+
+
+# -- incomplete readings and several models ---------------------------------------------------
+# A gauge the quality job withdrew (or never exported) is absent from the snapshot, as it is
+# from PromQL's vectors: it decides nothing, and one model's missing reading never hides
+# another model's breach.
+
+
+@pytest.mark.parametrize(
+    ("part", "whole"),
+    [
+        (Bounded(None, 0.4, 0.6), Bounded(0.9, 0.85, 0.94)),
+        (Bounded(0.5, 0.4, None), Bounded(0.9, 0.85, 0.94)),
+        (Bounded(0.5, 0.4, 0.6), Bounded(None, 0.85, 0.94)),
+        (Bounded(0.5, 0.4, 0.6), Bounded(0.9, None, 0.94)),
+    ],
+    ids=["segment-value", "segment-upper", "whole-value", "whole-lower"],
+)
+def test_a_gap_with_a_bound_missing_decides_nothing(part: Bounded, whole: Bounded) -> None:
+    snap = {**_gap(0.5, 0.6), "recall": {(M, POS, "all"): whole, (M, POS, SEG): part}}
+    assert list(clinical.SUBGROUP_GAP.breaches(Measurements(**snap), T, "ml-1")) == []
+
+
+def test_a_sensitivity_without_its_upper_bound_decides_nothing() -> None:
+    snap = {**_sensitivity(0.5, 0.6), "recall": {(M, POS, "all"): Bounded(0.5, 0.4, None)}}
+    assert list(clinical.SENSITIVITY_DROP.breaches(Measurements(**snap), T, "ml-1")) == []
+
+
+@pytest.mark.parametrize("missing", ["recall", "baseline"])
+def test_one_models_missing_sensitivity_reading_does_not_hide_anothers_drop(
+    missing: str,
+) -> None:
+    # Models are read in name order: "a" (incomplete) first, then "b", which dropped.
+    snap: dict[str, Any] = {
+        "recall": {
+            ("a", POS, "all"): Bounded(0.5, 0.4, 0.6),
+            ("b", POS, "all"): Bounded(0.5, 0.4, 0.6),
+        },
+        "baseline": {("a", "recall", POS): 0.92, ("b", "recall", POS): 0.92},
+        "labelled_samples": {("a", "all"): 1000, ("b", "all"): 1000},
+        "positive_classes": frozenset({("a", POS), ("b", POS)}),
+    }
+    del snap[missing][("a", POS, "all") if missing == "recall" else ("a", "recall", POS)]
+    found = list(clinical.SENSITIVITY_DROP.breaches(Measurements(**snap), T, "ml-1"))
+    assert found == [({"model": "b", "class": POS}, 0.5)]
+
+
+def test_one_models_missing_calibration_baseline_does_not_hide_anothers_drift() -> None:
+    snap = {
+        "calibration_error": {("a", "all"): 0.5, ("b", "all"): 0.5},
+        "baseline": {("b", "calibration_error", ""): 0.03},
+        "labelled_samples": {("a", "all"): 1000, ("b", "all"): 1000},
+    }
+    found = list(clinical.CALIBRATION_DRIFT.breaches(Measurements(**snap), T, "ml-1"))
+    assert found == [({"model": "b"}, 0.5)]
+
+
+def test_an_accuracy_without_a_labelled_count_is_not_enough_evidence() -> None:
+    # No count is no evidence, even where a single labelled prediction would be enough.
+    t = Thresholds(accuracy_min_samples=1)
+    lone = Measurements(accuracy={M: 0.1})
+    assert list(model.LOW_ACCURACY.breaches(lone, t, "ml-1")) == []
+    counted = Measurements(accuracy={M: 0.1}, accuracy_samples={M: 1})
+    assert list(model.LOW_ACCURACY.breaches(counted, t, "ml-1")) == [({"model": M}, 0.1)]
+
+
+def test_a_zero_accuracy_baseline_is_a_baseline() -> None:
+    # `>= 0` in the rule: a model validated at 0 keeps its (useless) baseline, not the
+    # holdout accuracy of an older bundle nor the floor.
+    low = -T.accuracy_baseline_tolerance
+    assert model.accuracy_limit_of(T, 0.0) == low
+    m = Measurements(baseline={(M, "accuracy", ""): 0.0}, holdout_accuracy={M: 0.9})
+    assert model.accuracy_limit(m, T, M) == low
+
+
+def test_a_refusal_gauge_at_zero_does_not_fire() -> None:
+    # The rule is `> 0`: only a refusal that holds (1) pages.
+    quiet = Measurements(bundles_refused={(M, "integrity"): 0.0})
+    assert list(integrity.BUNDLE_REFUSED.breaches(quiet, T, "ml-1")) == []
+    held = Measurements(bundles_refused={(M, "integrity"): 1.0})
+    assert list(integrity.BUNDLE_REFUSED.breaches(held, T, "ml-1")) == [
+        ({"model": M, "reason": "integrity"}, 1.0)
+    ]
+
+
+def test_no_traffic_on_any_model_is_not_unbalanced() -> None:
+    idle = Measurements(prediction_rate_by_model={M: 0.0, "other": 0.0})
+    assert list(usage.UNBALANCED.breaches(idle, T, "ml-1")) == []
+
+
+def test_a_snapshot_without_a_clock_reads_the_training_age_from_now() -> None:
+    age = float(T.training_max_age)
+    old = Measurements(last_training={M: time.time() - age - 3600})
+    assert [labels for labels, _ in model.NO_RECENT_TRAINING.breaches(old, T, "ml-1")] == [
+        {"model": M}
+    ]
+    recent = Measurements(last_training={M: time.time() - 60})
+    assert list(model.NO_RECENT_TRAINING.breaches(recent, T, "ml-1")) == []
