@@ -42,3 +42,9 @@ def test_the_equivalents_table_is_read_with_a_reason_for_each(mutation: ModuleTy
     for module in names:
         path = "src/" + module.replace(".", "/") + ".py"
         assert any(Path(path).match(s) or path == s for s in sources), module
+
+
+def test_a_second_pass_runs_only_when_named(mutation: ModuleType) -> None:
+    second = [n for n, m in mutation.MODULES.items() if m.named_only]
+    assert second == ["alerts-cases"]
+    assert mutation.MODULES["alerts-cases"].source == mutation.MODULES["alerts"].source
