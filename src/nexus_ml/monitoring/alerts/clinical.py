@@ -95,8 +95,9 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
         *,
         samples: float = enough,
         positive: str = POSITIVE_CLASS,
+        model: str = MODEL,
     ) -> list[Series]:
-        cls = series_labels(model=MODEL, **{"class": POSITIVE_CLASS})
+        cls = series_labels(model=model, **{"class": POSITIVE_CLASS})
         at_all = {**cls, "segment": ALL}
         return [
             (sel(RECALL, **at_all), _values(value)),
@@ -105,10 +106,10 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
             (sel(BASELINE, **cls, metric="recall"), const(baseline)),
             # As the service exports it: 1 for the positive class, 0 for the other.
             *(
-                (sel(POSITIVE, **series_labels(model=MODEL, **{"class": c})), const(c == positive))
+                (sel(POSITIVE, **series_labels(model=model, **{"class": c})), const(c == positive))
                 for c in (POSITIVE_CLASS, OTHER_CLASS)
             ),
-            (sel(LABELLED, **series_labels(model=MODEL, segment=ALL)), const(samples)),
+            (sel(LABELLED, **series_labels(model=model, segment=ALL)), const(samples)),
         ]
 
     low = limit - 0.1
@@ -141,6 +142,13 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
             series("NaN", "NaN"),
             at,
             "recall withdrawn (NaN: below the minimum count)",
+        ),
+        # Each condition is joined per model and class: one model's low recall and another's
+        # low upper bound are no drop of either.
+        quiet(
+            series(low, limit + 0.01) + series(limit + 0.05, limit - 0.01, model="second"),
+            at,
+            "one model's recall and another's upper bound below the limit",
         ),
     ]
 
