@@ -232,19 +232,24 @@ def _gap_cases(t: Thresholds, for_m: int) -> list[Case]:
         *,
         samples: float = enough,
         whole_value: float | str = whole,
+        segment: str = SEGMENT,
+        with_whole: bool = True,
     ) -> list[Series]:
         name = GAP_METRICS[metric]
         at_all = series_labels(model=MODEL, segment=ALL, **cls)
-        part = series_labels(model=MODEL, segment=SEGMENT, **cls)
-        return [
+        part = series_labels(model=MODEL, segment=segment, **cls)
+        whole_series = [
             (sel(name, **at_all), _values(whole_value)),
             (sel(f"{name}_lower", **at_all), _values(whole_lower)),
             (sel(f"{name}_upper", **at_all), _values(0.94)),
+            (sel(LABELLED, **series_labels(model=MODEL, segment=ALL)), const(10 * enough)),
+        ]
+        return [
+            *(whole_series if with_whole else []),
             (sel(name, **part), _values(value)),
             (sel(f"{name}_lower", **part), _values(value, -0.1)),
             (sel(f"{name}_upper", **part), _values(upper)),
-            (sel(LABELLED, **series_labels(model=MODEL, segment=ALL)), const(10 * enough)),
-            (sel(LABELLED, **series_labels(model=MODEL, segment=SEGMENT)), const(samples)),
+            (sel(LABELLED, **series_labels(model=MODEL, segment=segment)), const(samples)),
         ]
 
     at = for_m + 5
@@ -291,6 +296,14 @@ def _gap_cases(t: Thresholds, for_m: int) -> list[Case]:
             series("recall", low, whole_lower - 0.01, whole_value="NaN"),
             at,
             "whole-population recall withdrawn (NaN)",
+        ),
+        # Both conditions hold for the same segment or not at all: one segment's value and
+        # another's upper bound below are no gap of either.
+        quiet(
+            series("recall", low, whole_lower)
+            + series("recall", limit + 0.01, whole_lower - 0.01, segment="age=1", with_whole=False),
+            at,
+            "one segment's recall and another's upper bound below",
         ),
     ]
 
