@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nexus_ml.monitoring.alerts import (
@@ -23,6 +24,7 @@ from nexus_ml.monitoring.alerts import (
 )
 from nexus_ml.render.anomaly_rules import ALERT_NAMES as ANOMALY_ALERTS
 from nexus_ml.render.rule_tests import promtool_test
+from nexus_ml.stats import drift_methods
 from nexus_ml.thresholds import RUNBOOK_BASE, Thresholds
 
 RUNBOOKS = Path(__file__).resolve().parents[3] / "docs" / "runbooks.md"
@@ -200,3 +202,13 @@ def test_the_database_cases_sample_step_keeps_its_three_rules_for_any_window() -
         assert database._sample_step(window) == fits[0], window
     with pytest.raises(ValueError, match=r"^no sample step fits db_connection_errors_window 1s$"):
         database._sample_step(1)
+
+
+@pytest.mark.parametrize("low_share", [0.5, 0.51, 0.6, 0.7, 0.85, 0.99, 1.0])
+def test_the_drift_cases_psi_is_the_services_psi(low_share: float) -> None:
+    # feature_drift cannot import stats; its cases' PSI must still be the service's, or the
+    # "just past the limit" case is past some other limit.
+    reference = np.array([0.5, 0.5, 0.0]) * 1000
+    window = np.array([low_share, 1 - low_share, 0.0]) * 1000
+    assert feature_drift._EPS == drift_methods.PSI_EPS
+    assert feature_drift._psi(low_share) == pytest.approx(drift_methods.psi(reference, window))
