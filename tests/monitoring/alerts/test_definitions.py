@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from nexus_ml.monitoring.alerts import (
     clinical,
     database,
     feature_drift,
+    format_number,
     host,
     http,
     integrity,
@@ -212,3 +214,12 @@ def test_the_drift_cases_psi_is_the_services_psi(low_share: float) -> None:
     window = np.array([low_share, 1 - low_share, 0.0]) * 1000
     assert feature_drift._EPS == drift_methods.PSI_EPS
     assert feature_drift._psi(low_share) == pytest.approx(drift_methods.psi(reference, window))
+
+
+def test_an_annotation_shows_nan_and_the_window_as_prometheus_fills_them() -> None:
+    # Go's printf "%.3g" writes NaN as "NaN"; {window} is the alert's range, e.g. "5m".
+    assert format_number(math.nan) == "NaN"
+    text = http.HIGH_ERROR_RATE.fill(
+        http.HIGH_ERROR_RATE.description, Thresholds(), {"job": "nexus-ml"}, math.nan
+    )
+    assert text.startswith("NaN of requests to nexus-ml failed with 5xx over 5m "), text

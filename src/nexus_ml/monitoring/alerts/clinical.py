@@ -150,6 +150,13 @@ def _sensitivity_cases(t: Thresholds, for_m: int) -> list[Case]:
             at,
             "one model's recall and another's upper bound below the limit",
         ),
+        # The evidence guard is per model too: another model's labels are no evidence.
+        quiet(
+            series(low, limit - 0.01, samples=enough - 1)
+            + series(limit + 0.05, limit + 0.06, model="second"),
+            at,
+            "a drop with too few labelled predictions beside a model with plenty",
+        ),
     ]
 
 
@@ -304,6 +311,13 @@ def _gap_cases(t: Thresholds, for_m: int) -> list[Case]:
             + series("recall", limit + 0.01, whole_lower - 0.01, segment="age=1", with_whole=False),
             at,
             "one segment's recall and another's upper bound below",
+        ),
+        # The evidence guard is per segment too: another segment's labels are no evidence.
+        quiet(
+            series("recall", low, whole_lower - 0.01, samples=enough - 1)
+            + series("recall", limit + 0.05, 0.95, segment="age=1", with_whole=False),
+            at,
+            "a gap with too few labelled predictions beside a segment with plenty",
         ),
     ]
 
