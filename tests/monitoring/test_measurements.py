@@ -369,6 +369,24 @@ def test_training_failures_db_errors_and_prediction_rates() -> None:
     assert h.measurements([M], T0 + 3600).training_failures == {M: 0.0, "other": 0.0}
 
 
+def test_rejected_records_per_model_and_refused_bundles_per_model_and_reason() -> None:
+    # PredictionRecordsRejected reads increase(...[1h]) summed by model over the reasons;
+    # ModelBundleRefused the gauge by model and reason.
+    m, h = _fresh()
+    m.db_records_rejected_total.labels(M, "integrity")
+    m.db_records_rejected_total.labels(M, "data")
+    m.db_records_rejected_total.labels("other", "data")
+    _snap(h, m, T0)
+    m.db_records_rejected_total.labels(M, "integrity").inc(2)
+    m.db_records_rejected_total.labels(M, "data").inc(3)
+    m.model_bundle_refused.labels(M, "integrity").set(1)
+    m.model_bundle_refused.labels("other", "signature").set(0)
+    _snap(h, m, T0 + 60)
+    got = h.measurements([M, "other"], T0 + 60)
+    assert got.records_rejected == {M: 5.0, "other": 0.0}
+    assert got.bundles_refused == {(M, "integrity"): 1.0, ("other", "signature"): 0.0}
+
+
 def test_db_connection_errors_use_the_threshold_window() -> None:
     # The same range as the rule: `db_connection_errors_window`, not a fixed 5m.
     m, h = _fresh()
