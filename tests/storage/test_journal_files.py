@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import stat
 import subprocess
@@ -404,3 +405,21 @@ def test_a_line_of_another_length_is_damaged(make_record: RecordFactory, n: int)
     line = json.dumps((fields * 2)[:n]).encode()
     with pytest.raises(ValueError, match="damaged"):
         decode(line)
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        (1.5, True),
+        (math.nan, False),
+        (-math.inf, False),
+        ((0.5, 1.0), True),
+        ((0.5, math.nan), False),
+        ([1, "a", None, True, {"b": [2.5]}], True),
+        ({"a": {"b": [0.5, math.inf]}}, False),
+        ("text", True),
+    ],
+)
+def test_all_finite_looks_at_any_json_value_and_python_tuples(values: object, finite: bool) -> None:
+    # What decides whether the fast encoders (orjson, which writes NaN as null) may write it.
+    assert journal_module.all_finite(values) is finite

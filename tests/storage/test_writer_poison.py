@@ -215,6 +215,8 @@ def test_an_error_of_no_known_kind_never_parks_a_healthy_batch(
         ({"confidence": math.inf}, "ValueError"),
         ({"probabilities": {"benign": -math.inf}}, "ValueError"),
         ({"latency_seconds": math.nan}, "ValueError"),
+        # Both at once: each is judged on its own, not by what the other is.
+        ({"confidence": math.nan, "latency_seconds": math.inf}, "ValueError"),
         ({"features": {"age": math.nan}}, "ValueError"),
         # Looked for at any depth, and in a float subclass (orjson would write null for both).
         ({"features": {"age": 1.0, "extra": {"deep": [0.5, -math.inf]}}}, "ValueError"),
