@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 from tests.storage.test_writer import Events, Hook, fast_writer, poll, row_count, stored_ids
@@ -418,6 +419,10 @@ def test_a_line_of_another_length_is_damaged(make_record: RecordFactory, n: int)
         ([1, "a", None, True, {"b": [2.5]}], True),
         ({"a": {"b": [0.5, math.inf]}}, False),
         ("text", True),
+        # A float subclass (NumPy's) is left to the strict encoder, which knows it: orjson
+        # would write its NaN as null.
+        (np.float64(1.5), False),
+        ([0.5, np.float64("nan")], False),
     ],
 )
 def test_all_finite_looks_at_any_json_value_and_python_tuples(values: object, finite: bool) -> None:
