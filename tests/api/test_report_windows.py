@@ -137,6 +137,7 @@ def test_a_step_of_no_whole_minutes_is_refused(stored: TestClient) -> None:
         headers=auth("monitor"),
     )
     assert r.status_code == 422 and r.json()["field"] == "step_seconds"
+    assert r.json()["detail"] == "step_seconds: must be a whole number of minutes (60, 120, ...)"
 
 
 def test_predictions_of_a_model_no_longer_loaded_still_count_in_the_timeline(
