@@ -19,7 +19,7 @@ from nexus_ml.storage import (
     utcnow,
 )
 from nexus_ml.storage.models import Prediction
-from nexus_ml.storage.records import LabelledPrediction
+from nexus_ml.storage.records import CHALLENGER, LabelledPrediction, challenger_id
 from nexus_ml.storage.repositories import MAX_WINDOW
 
 RecordFactory = Callable[..., PredictionRecord]
@@ -488,3 +488,45 @@ def test_both_insert_paths_read_back_every_json_value_alike(
             record.confidence,
             record.latency_seconds,
         )
+
+
+def test_labelled_reads_by_role_version_and_what_a_challenger_scored(
+    store: Store, make_record: RecordFactory
+) -> None:
+    # The champion answered three requests with two versions; a challenger (version c1) also
+    # scored two of them, the second only after the window. Each filter keeps its own rows.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    until = t0 + timedelta(hours=1)
+    a = make_record(created_at=t0, version="v1", request_id="req-a")
+    b = make_record(created_at=t0 + timedelta(minutes=1), version="v2", request_id="req-b")
+    c = make_record(created_at=t0 + timedelta(minutes=2), version="v2", request_id="req-c")
+    shadow_a = make_record(
+        id=challenger_id(a.id), created_at=a.created_at, version="c1", request_id="req-a",
+        role=CHALLENGER,
+    )  # fmt: skip
+    shadow_late = make_record(
+        id=challenger_id(c.id), created_at=until, version="c1", request_id="req-c", role=CHALLENGER
+    )
+    shadow_other = make_record(
+        id=challenger_id(b.id), created_at=b.created_at, version="c2", request_id="req-b",
+        role=CHALLENGER,
+    )  # fmt: skip
+    store.insert_predictions([a, b, c, shadow_a, shadow_late, shadow_other])
+    store.add_feedback(a.id, "disease", challenger=shadow_a.id)
+    store.add_feedback(b.id, "disease", challenger=shadow_other.id)
+    store.add_feedback(c.id, "disease")
+
+    def ids(**kwargs: object) -> list[str]:
+        return [r.prediction_id for r in store.labelled_predictions("heart", t0, until, **kwargs)]
+
+    assert ids() == [a.id, b.id, c.id]  # champions only by default
+    assert ids(role=CHALLENGER) == [shadow_a.id, shadow_other.id]
+    assert ids(version="v2") == [b.id, c.id]
+    # Requests c1 scored inside the window: req-a only (its req-c score came at `until`).
+    assert ids(scored_by="c1") == [a.id]
+    assert ids(scored_by="c2") == [b.id]
+    assert ids(scored_by="c1", version="v2") == []
+    assert [r.prediction_id for r in store.labelled_predictions("heart", t0, scored_by="c1")] == [
+        a.id,
+        c.id,
+    ]  # without `until` the late score counts
