@@ -58,7 +58,13 @@ MODULES: dict[str, Module] = {
     "replay": Module("src/nexus_ml/storage/replay.py", STORAGE_TESTS, SQLITE_ONLY),
     "repositories": Module(
         "src/nexus_ml/storage/repositories.py",
-        ("tests/storage/test_repositories.py", "tests/storage/test_db.py"),
+        (
+            "tests/storage/test_repositories.py",
+            "tests/storage/test_db.py",
+            # The aggregates' and request tallies' reads and writes (issues 16 and 17).
+            "tests/storage/test_aggregates.py",
+            "tests/storage/test_request_rollups.py",
+        ),
     ),
     # test_schema_types.py and test_typed_predictions.py hold the typed checks (issue 13).
     # Validation never reaches the database: the API tests' PostgreSQL runs only doubled the time.

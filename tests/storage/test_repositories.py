@@ -225,6 +225,33 @@ def test_scored_rows_carry_their_label_or_none(store: Store, make_record: Record
     assert store.scored_rows("nobody", now - timedelta(days=1), now) == []
 
 
+def test_scored_rows_are_the_champions_in_since_until_newest_first_up_to_the_limit(
+    store: Store, make_record: RecordFactory
+) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    until = t0 + timedelta(hours=1)
+    tick = timedelta(microseconds=1)
+    at_since = make_record(created_at=t0)
+    tied = sorted((make_record(created_at=t0 + timedelta(minutes=5)) for _ in range(4)),
+                  key=lambda r: r.id)  # fmt: skip
+    last = make_record(created_at=until - tick)
+    outside = [make_record(created_at=t0 - tick), make_record(created_at=until)]
+    shadow = make_record(created_at=t0 + timedelta(minutes=7), role=CHALLENGER)
+    # Stored in neither id order nor its reverse: only the query's own order by id sorts them.
+    store.insert_predictions([at_since, tied[1], tied[3], tied[0], tied[2], last, *outside, shadow])
+
+    def times(limit: int = 100) -> list[datetime]:
+        return [r.created_at for r in store.scored_rows("heart", t0, until, limit)]
+
+    # since is in, until is out, a challenger's score is not an answer; equal times by id.
+    expected = [last, *tied[::-1], at_since]
+    assert times() == [r.created_at for r in expected]
+    got = store.scored_rows("heart", t0, until)
+    assert [r.features for r in got] == [r.features for r in expected]
+    assert times(2) == [last.created_at, tied[3].created_at]
+    assert times(0) == [] and times(-1) == []  # not "no limit"
+
+
 def test_a_labelled_prediction_carries_the_prediction_and_its_label(
     store: Store, make_record: RecordFactory
 ) -> None:
@@ -520,6 +547,8 @@ def test_labelled_reads_by_role_version_and_what_a_challenger_scored(
         return [r.prediction_id for r in store.labelled_predictions("heart", t0, until, **kwargs)]
 
     assert ids() == [a.id, b.id, c.id]  # champions only by default
+    # The drift window reads the answers only, not a challenger's scores of them.
+    assert len(store.recent_predictions("heart")) == 3
     assert ids(role=CHALLENGER) == [shadow_a.id, shadow_other.id]
     assert ids(version="v2") == [b.id, c.id]
     # Requests c1 scored inside the window: req-a only (its req-c score came at `until`).
