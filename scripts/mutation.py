@@ -61,9 +61,11 @@ MODULES: dict[str, Module] = {
         (
             "tests/storage/test_repositories.py",
             "tests/storage/test_db.py",
-            # The aggregates' and request tallies' reads and writes (issues 16 and 17).
+            # The aggregates' and request tallies' reads and writes (issues 16 and 17), and
+            # the look-up by id in the partitions around its time (its query is checked).
             "tests/storage/test_aggregates.py",
             "tests/storage/test_request_rollups.py",
+            "tests/storage/test_partitions.py",
         ),
     ),
     # test_schema_types.py and test_typed_predictions.py hold the typed checks (issue 13).
