@@ -538,17 +538,21 @@ def test_labelled_reads_by_role_version_and_what_a_challenger_scored(
         id=challenger_id(b.id), created_at=b.created_at, version="c2", request_id="req-b",
         role=CHALLENGER,
     )  # fmt: skip
-    store.insert_predictions([a, b, c, shadow_a, shadow_late, shadow_other])
+    # An answer by a champion version named like the challenger (promoted since): its request
+    # was not scored by the challenger.
+    d = make_record(created_at=t0 + timedelta(minutes=3), version="c1", request_id="req-d")
+    store.insert_predictions([a, b, c, d, shadow_a, shadow_late, shadow_other])
     store.add_feedback(a.id, "disease", challenger=shadow_a.id)
     store.add_feedback(b.id, "disease", challenger=shadow_other.id)
     store.add_feedback(c.id, "disease")
+    store.add_feedback(d.id, "disease")
 
     def ids(**kwargs: object) -> list[str]:
         return [r.prediction_id for r in store.labelled_predictions("heart", t0, until, **kwargs)]
 
-    assert ids() == [a.id, b.id, c.id]  # champions only by default
+    assert ids() == [a.id, b.id, c.id, d.id]  # champions only by default
     # The drift window reads the answers only, not a challenger's scores of them.
-    assert len(store.recent_predictions("heart")) == 3
+    assert len(store.recent_predictions("heart")) == 4
     assert ids(role=CHALLENGER) == [shadow_a.id, shadow_other.id]
     assert ids(version="v2") == [b.id, c.id]
     # Requests c1 scored inside the window: req-a only (its req-c score came at `until`).
@@ -559,3 +563,24 @@ def test_labelled_reads_by_role_version_and_what_a_challenger_scored(
         a.id,
         c.id,
     ]  # without `until` the late score counts
+
+
+def test_minute_totals_are_per_model_and_minute_of_the_pieces_asked(
+    store: Store, make_record: RecordFactory
+) -> None:
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    records = [
+        make_record(created_at=t0 + timedelta(seconds=10), confidence=0.5),
+        make_record(created_at=t0 + timedelta(seconds=50), confidence=0.75),
+        make_record(created_at=t0 + timedelta(minutes=1, seconds=5), confidence=1.0),
+        make_record(model="m2", created_at=t0 + timedelta(seconds=30), confidence=0.25),
+        make_record(created_at=t0 + timedelta(minutes=5), confidence=0.5),  # not asked for
+    ]
+    store.insert_predictions(records)
+    got = store.minute_totals([(t0, t0 + timedelta(minutes=2))])
+    assert set(got) == {"heart", "m2"}
+    heart = got["heart"]
+    assert sorted(heart) == [t0, t0 + timedelta(minutes=1)]
+    assert (heart[t0].predictions, heart[t0].confidence_sum) == (2, 1.25)
+    assert sum(heart[t0].class_counts.values()) == 2
+    assert got["m2"][t0].predictions == 1
