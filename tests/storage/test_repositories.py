@@ -554,6 +554,11 @@ def test_labelled_reads_by_role_version_and_what_a_challenger_scored(
     # The drift window reads the answers only, not a challenger's scores of them.
     assert len(store.recent_predictions("heart")) == 4
     assert ids(role=CHALLENGER) == [shadow_a.id, shadow_other.id]
+    # A challenger's label is judged against its own answer, not the champion's.
+    scores = store.labelled_predictions("heart", t0, until, role=CHALLENGER)
+    assert [r.correct for r in scores] == [
+        s.predicted_class == "disease" for s in (shadow_a, shadow_other)
+    ]
     assert ids(version="v2") == [b.id, c.id]
     # Requests c1 scored inside the window: req-a only (its req-c score came at `until`).
     assert ids(scored_by="c1") == [a.id]
